@@ -1,0 +1,223 @@
+"""Settings from the environment and `.env`, validated; one clear sentence per bad setting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+DEFAULT_MODEL = "gemini-2.5-flash"
+DEFAULT_DB = "./data/gemcord.db"
+DEFAULT_DISCORD_API = "https://discord.com/api/v10"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one sentence naming it and the fix."""
+
+    def __init__(self, setting: str, problem: str, fix: str) -> None:
+        self.setting = setting
+        super().__init__(f"{setting} {problem}: {fix}.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything gemcord reads from its environment."""
+
+    discord_token: str | None = field(default=None, repr=False)
+    gemini_api_key: str | None = field(default=None, repr=False)
+    gemini_model: str = DEFAULT_MODEL
+    db_path: Path = Path(DEFAULT_DB)
+    gemini_base_url: str | None = None
+    discord_api_base_url: str = DEFAULT_DISCORD_API
+    log_level: str = "INFO"
+    allowed_channels: frozenset[int] = frozenset()
+    allowed_roles: frozenset[int] = frozenset()
+    dev_guild_id: int | None = None
+    cooldown_seconds: float = 3.0
+    edits_per_window: int = 5
+    edit_window_seconds: float = 5.0
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_request_image_bytes: int = 20 * 1024 * 1024
+    max_images: int = 4
+    history_turns: int = 40
+    history_tokens: int = 24_000
+    history_image_turns: int = 6
+    max_output_tokens: int | None = None
+    stop_emoji: str = "🛑"
+    persona: str | None = None
+
+    @property
+    def discord_custom_api(self) -> bool:
+        """True when Discord's REST base was changed (a proxy, or a test fake)."""
+        return self.discord_api_base_url.rstrip("/") != DEFAULT_DISCORD_API
+
+    def require_runtime(self) -> None:
+        """Check the settings that only `run` needs."""
+        if not self.discord_token:
+            raise ConfigError(
+                "DISCORD_TOKEN",
+                "is not set",
+                "put your bot token from the Discord developer portal in .env or the environment",
+            )
+        if not self.gemini_api_key:
+            raise ConfigError(
+                "GEMINI_API_KEY",
+                "is not set",
+                "put your Gemini API key from Google AI Studio in .env or the environment",
+            )
+
+    def redacted(self) -> dict[str, str]:
+        """All settings as text, secrets reduced to a hint of their last characters."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("discord_token", "gemini_api_key"):
+                out[f.name] = redact(value)
+            elif isinstance(value, frozenset):
+                out[f.name] = ",".join(str(v) for v in sorted(value)) or "(any)"
+            elif f.name == "persona" and value:
+                out[f.name] = value[:40] + ("…" if len(value) > 40 else "")
+            else:
+                out[f.name] = "(unset)" if value is None else str(value)
+        return out
+
+
+def redact(secret: str | None) -> str:
+    """`(unset)`, or the secret as stars with at most its last 4 characters shown."""
+    if not secret:
+        return "(unset)"
+    if len(secret) <= 8:
+        return "****"
+    return "****" + secret[-4:]
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(name, f"is not a URL ({raw!r})", "give a full http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(name, f"is {raw!r}", f"set it to a whole number of at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = minimum - 1
+    if not value >= minimum:
+        raise ConfigError(name, f"is {raw!r}", f"set it to a number of at least {minimum:g}")
+    return value
+
+
+def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return frozenset()
+    try:
+        return frozenset(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ConfigError(
+            name, f"is {raw!r}", "give Discord ids (numbers) separated by commas"
+        ) from None
+
+
+def _megabytes(env: Mapping[str, str], name: str, default_mb: float) -> int:
+    return int(_float(env, name, default_mb, minimum=0.001) * 1024 * 1024)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read settings from `environ` (default: os.environ) over the values in `env_file`."""
+    env: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    token = env.get("DISCORD_TOKEN", "").strip() or None
+    if token and (any(c.isspace() for c in token) or token.lower().startswith("bot ")):
+        raise ConfigError(
+            "DISCORD_TOKEN", "is malformed", "paste the bare bot token, without 'Bot ' or spaces"
+        )
+    key = (env.get("GOOGLE_API_KEY", "").strip() or env.get("GEMINI_API_KEY", "").strip()) or None
+
+    model = env.get("GEMINI_MODEL", "").strip() or DEFAULT_MODEL
+    if any(c.isspace() for c in model) or model.startswith("/"):
+        raise ConfigError(
+            "GEMINI_MODEL", f"is {model!r}", "give a model name such as gemini-2.5-flash"
+        )
+
+    level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"is {level!r}", "use one of " + ", ".join(LOG_LEVELS))
+
+    dev_guild = _int(env, "GEMCORD_DEV_GUILD", 0)
+    max_out = _int(env, "GEMINI_MAX_OUTPUT_TOKENS", 0)
+    stop_emoji = env.get("GEMCORD_STOP_EMOJI", "").strip() or "🛑"
+    persona = env.get("GEMCORD_PERSONA", "").strip() or None
+
+    return Settings(
+        discord_token=token,
+        gemini_api_key=key,
+        gemini_model=model,
+        db_path=Path(env.get("GEMCORD_DB", "").strip() or DEFAULT_DB),
+        gemini_base_url=_url(env, "GEMINI_BASE_URL"),
+        discord_api_base_url=_url(env, "DISCORD_API_BASE_URL") or DEFAULT_DISCORD_API,
+        log_level=level,
+        allowed_channels=_ids(env, "GEMCORD_ALLOWED_CHANNELS"),
+        allowed_roles=_ids(env, "GEMCORD_ALLOWED_ROLES"),
+        dev_guild_id=dev_guild or None,
+        cooldown_seconds=_float(env, "GEMCORD_COOLDOWN_SECONDS", 3.0),
+        edits_per_window=_int(env, "GEMCORD_EDITS_PER_WINDOW", 5, minimum=1),
+        edit_window_seconds=_float(env, "GEMCORD_EDIT_WINDOW_SECONDS", 5.0, minimum=0.1),
+        max_image_bytes=_megabytes(env, "GEMCORD_MAX_IMAGE_MB", 10),
+        max_request_image_bytes=_megabytes(env, "GEMCORD_MAX_REQUEST_MB", 20),
+        max_images=_int(env, "GEMCORD_MAX_IMAGES", 4),
+        history_turns=_int(env, "GEMCORD_HISTORY_TURNS", 40, minimum=0),
+        history_tokens=_int(env, "GEMCORD_HISTORY_TOKENS", 24_000, minimum=100),
+        history_image_turns=_int(env, "GEMCORD_HISTORY_IMAGE_TURNS", 6),
+        max_output_tokens=max_out or None,
+        stop_emoji=stop_emoji,
+        persona=persona,
+    )
+
+
+def prepare_db_path(settings: Settings) -> Path:
+    """Create the database's folder; a path that cannot be used is a ConfigError."""
+    path = settings.db_path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "GEMCORD_DB",
+            f"points to {str(path)!r}, whose folder cannot be created ({exc.strerror})",
+            "choose a writable path",
+        ) from None
+    if path.exists() and path.is_dir():
+        raise ConfigError(
+            "GEMCORD_DB", f"is a folder ({path})", "give a file path such as ./data/gemcord.db"
+        )
+    return path
