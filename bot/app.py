@@ -1,0 +1,132 @@
+"""The bot: one `commands.AutoShardedBot` subclass owning the store, Gemini and pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.config import ConfigError, Settings
+from bot.inflight import InFlightRegistry
+from bot.llm import GeminiClient
+from bot.streaming import PacerRegistry
+from storage import open_store
+
+if TYPE_CHECKING:
+    from storage import Store
+
+log = logging.getLogger(__name__)
+
+INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control")
+
+
+def make_intents() -> discord.Intents:
+    """Only what gemcord reads: guilds, messages (with content), and reactions."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
+    return intents
+
+
+class Gemcord(commands.AutoShardedBot):
+    """The Discord client; features live in cogs, shared services hang off this object."""
+
+    store: Store
+    llm: GeminiClient
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=make_intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            chunk_guilds_at_startup=False,
+            max_messages=2000,
+        )
+        self.settings = settings
+        self.pacers = PacerRegistry(settings.edits_per_window, settings.edit_window_seconds)
+        self.inflight = InFlightRegistry()
+        self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping.from_cooldown(
+            1, settings.cooldown_seconds, lambda user_id: user_id
+        )
+
+    async def setup_hook(self) -> None:
+        """Open the store and the Gemini client, load every cog, sync slash commands once."""
+        self.store = await open_store(self.settings.db_path)
+        self.llm = GeminiClient(
+            self.settings.gemini_api_key or "", base_url=self.settings.gemini_base_url
+        )
+        for extension in INITIAL_EXTENSIONS:
+            await self.load_extension(extension)
+        guild_id = self.settings.dev_guild_id
+        try:
+            if guild_id:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+            else:
+                synced = await self.tree.sync()
+            log.info("synced %d slash commands (%s)", len(synced), guild_id or "global")
+        except discord.HTTPException as exc:
+            log.warning("could not sync slash commands: %s", exc)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Messages are handled by the chat cog's listener; no prefix commands exist."""
+
+    def cooldown_retry_after(self, user_id: int) -> float:
+        """Seconds the user must still wait before asking again (0 when they may ask now)."""
+        if self.settings.cooldown_seconds <= 0:
+            return 0.0
+        bucket = self.cooldown.get_bucket(user_id)
+        return (bucket.update_rate_limit() or 0.0) if bucket else 0.0
+
+    async def close(self) -> None:
+        """Stop every running reply, then close Discord, Gemini and the store in that order."""
+        self.inflight.cancel_all("shutting down")
+        await self.inflight.wait_idle(timeout=5.0)
+        await super().close()
+        if hasattr(self, "llm"):
+            await self.llm.aclose()
+        if hasattr(self, "store"):
+            await self.store.close()
+
+
+def apply_discord_base(settings: Settings) -> None:
+    """Point discord.py's REST routes (and so the gateway lookup) at the configured base URL."""
+    discord.http.Route.BASE = settings.discord_api_base_url.rstrip("/")
+
+
+async def run_bot(settings: Settings) -> int:
+    """Run until stopped by a signal or a fatal error; returns the exit code."""
+    apply_discord_base(settings)
+    bot = Gemcord(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        async with bot:
+            await bot.start(settings.discord_token or "")
+    except discord.LoginFailure:
+        raise ConfigError(
+            "DISCORD_TOKEN",
+            "was refused by Discord",
+            "copy a fresh token from the Bot page of your application in the developer portal",
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError(
+            "DISCORD_TOKEN",
+            "belongs to a bot without the Message Content intent",
+            "enable 'Message Content Intent' on the Bot page of the developer portal",
+        ) from None
+    return 0

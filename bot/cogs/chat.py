@@ -1,0 +1,281 @@
+"""Conversation: mentions, replies to the bot, DMs, /ask, and the channel's memory and settings."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.answer import answer
+from bot.app import Gemcord
+from bot.attachments import Limits, collect_images
+from bot.checks import allowed_here, can_moderate
+from bot.conversation import Question
+from bot.sink import NO_PINGS, ChannelSink, InteractionSink
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,63}$")
+ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+BARE_MENTION_HINT = (
+    "Hi! Ask me anything: mention me with your question (you can attach an image), "
+    "reply to one of my messages, or use `/ask`."
+)
+
+
+def prompt_text(message: discord.Message, bot_id: int) -> str:
+    """The message text with the bot's mention removed and other mentions made readable."""
+    text = re.sub(rf"<@!?{bot_id}>", "", message.content)
+    for user in message.mentions:
+        text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
+    for role in message.role_mentions:
+        text = text.replace(f"<@&{role.id}>", f"@{role.name}")
+    for channel in message.channel_mentions:
+        text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def where(channel: object) -> tuple[int | None, int | None]:
+    """(guild id, thread id) of a channel."""
+    guild = getattr(channel, "guild", None)
+    thread = channel.id if isinstance(channel, discord.Thread) else None  # type: ignore[attr-defined]
+    return (guild.id if guild else None), thread
+
+
+class Chat(commands.Cog):
+    """Answers questions and manages each channel's memory, persona and model."""
+
+    def __init__(self, bot: Gemcord) -> None:
+        self.bot = bot
+        s = bot.settings
+        self.limits = Limits(s.max_image_bytes, s.max_request_image_bytes, s.max_images)
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def _is_reply_to_bot(self, message: discord.Message) -> bool:
+        ref = message.reference
+        if ref is None or ref.message_id is None or self.bot.user is None:
+            return False
+        resolved = ref.resolved
+        if isinstance(resolved, discord.Message):
+            return resolved.author.id == self.bot.user.id
+        turn = await self.bot.store.find_turn_by_message(ref.message_id)
+        return turn is not None and turn.role == "model"
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer mentions, replies to the bot and DMs; ignore bots and system messages."""
+        me = self.bot.user
+        if me is None or message.author.bot or message.webhook_id is not None:
+            return
+        if message.type not in ANSWERED_TYPES:
+            return
+        in_dm = message.guild is None
+        mentioned = f"<@{me.id}>" in message.content or f"<@!{me.id}>" in message.content
+        if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+            return
+        if not allowed_here(self.bot.settings, message.channel, message.author):
+            log.info("ignored message %s: channel or roles not allowed", message.id)
+            return
+        try:
+            await self._handle(message, in_dm)
+        except Exception:
+            log.exception("failed to answer message %s", message.id)
+            await self._notice(message, "⚠ Something went wrong on my side; the error was logged.")
+
+    async def _notice(
+        self, message: discord.Message, text: str, delete_after: float | None = None
+    ) -> None:
+        try:
+            await message.reply(
+                text, mention_author=False, allowed_mentions=NO_PINGS, delete_after=delete_after
+            )
+        except discord.HTTPException as exc:
+            log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
+
+    async def _handle(self, message: discord.Message, in_dm: bool) -> None:
+        assert self.bot.user is not None
+        text = prompt_text(message, self.bot.user.id)
+        if text.lower() in ("stop", "/stop") and not message.attachments:
+            count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
+            await self._notice(
+                message,
+                f"Stopped {count} reply."
+                if count == 1
+                else (
+                    f"Stopped {count} replies." if count else "Nothing of yours is running here."
+                ),
+            )
+            return
+        if not text and not message.attachments:
+            await self._notice(message, BARE_MENTION_HINT)
+            return
+        wait = self.bot.cooldown_retry_after(message.author.id)
+        if wait:
+            await self._notice(
+                message, f"⏳ Easy there — you can ask again in {wait:.0f} s.", delete_after=8
+            )
+            return
+        collected = await collect_images(message.attachments, self.limits)
+        if collected.problems:
+            await self._notice(message, "\n".join(collected.problems))
+        if not text and not collected.images:
+            return
+        guild_id, thread_id = where(message.channel)
+        question = Question(
+            channel_id=message.channel.id,
+            author_id=message.author.id,
+            author_name=message.author.display_name,
+            text=text,
+            guild_id=guild_id,
+            thread_id=thread_id,
+            message_id=message.id,
+            images=collected.images,
+            in_dm=in_dm,
+        )
+        await answer(self.bot, question, ChannelSink(message.channel, message))
+
+    # --- slash commands ---------------------------------------------------------------------
+
+    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(
+        name="ask", description="Ask Gemini something, optionally about an image."
+    )
+    @app_commands.describe(prompt="Your question", image="An image to ask about")
+    async def ask(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 4000],
+        image: discord.Attachment | None = None,
+    ) -> None:
+        """Stream an answer as the response to the command."""
+        if not allowed_here(self.bot.settings, interaction.channel, interaction.user):
+            await self._refuse(interaction, "I'm not enabled in this channel.")
+            return
+        wait = self.bot.cooldown_retry_after(interaction.user.id)
+        if wait:
+            await self._refuse(interaction, f"⏳ Easy there — you can ask again in {wait:.0f} s.")
+            return
+        await interaction.response.defer(thinking=True)
+        collected = await collect_images([image] if image else [], self.limits)
+        if collected.problems:
+            await interaction.followup.send(
+                "\n".join(collected.problems), ephemeral=True, allowed_mentions=NO_PINGS
+            )
+        channel = interaction.channel
+        guild_id, thread_id = where(channel)
+        question = Question(
+            channel_id=interaction.channel_id or 0,
+            author_id=interaction.user.id,
+            author_name=interaction.user.display_name,
+            text=prompt.strip(),
+            guild_id=guild_id,
+            thread_id=thread_id,
+            images=collected.images,
+            in_dm=interaction.guild_id is None,
+        )
+        await answer(self.bot, question, InteractionSink(interaction))
+
+    @app_commands.command(name="reset", description="Forget this channel's conversation.")
+    async def reset(self, interaction: discord.Interaction) -> None:
+        """Archive the channel's history (needs Manage Messages in a server)."""
+        if not can_moderate(interaction.channel, interaction.user):
+            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            return
+        count = await self.bot.store.reset_channel(interaction.channel_id or 0)
+        await interaction.response.send_message(
+            f"🧹 Forgot this channel's conversation ({count} messages). "
+            "I'll start fresh from the next question.",
+            allowed_mentions=NO_PINGS,
+        )
+
+    @app_commands.command(name="history", description="Export this channel's conversation.")
+    @app_commands.describe(fmt="File format")
+    @app_commands.rename(fmt="format")
+    async def history(
+        self, interaction: discord.Interaction, fmt: Literal["markdown", "json"] = "markdown"
+    ) -> None:
+        """Send the channel's history (including archived turns) as a file, only to the caller."""
+        channel_id = interaction.channel_id or 0
+        export = await self.bot.store.export_channel(channel_id, fmt)
+        stats = await self.bot.store.stats(channel_id)
+        name = "history.json" if fmt == "json" else "history.md"
+        await interaction.response.send_message(
+            f"This channel's conversation: {stats.user_turns} questions, "
+            f"{stats.model_turns} replies.",
+            file=discord.File(io.BytesIO(export.encode()), filename=name),
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
+        )
+
+    @app_commands.command(
+        name="model", description="Show or set the Gemini model for this channel."
+    )
+    @app_commands.describe(name="A model name such as gemini-2.5-flash, or 'default'")
+    async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
+        """Without a name, show the model; with one, set it (needs Manage Messages)."""
+        channel_id = interaction.channel_id or 0
+        current = await self.bot.store.get_channel_settings(channel_id)
+        if name is None:
+            used = current.model or self.bot.settings.gemini_model
+            await self._refuse(interaction, f"This channel uses `{used}`.")
+            return
+        if not can_moderate(interaction.channel, interaction.user):
+            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            return
+        name = name.strip().lower()
+        if name == "default":
+            await self.bot.store.set_model(channel_id, None)
+            text = f"This channel is back to the default model, `{self.bot.settings.gemini_model}`."
+        elif not MODEL_NAME.match(name):
+            await self._refuse(interaction, "That is not a model name (e.g. `gemini-2.5-flash`).")
+            return
+        else:
+            await self.bot.store.set_model(channel_id, name)
+            text = f"This channel now uses `{name}`."
+        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="persona", description="Show, set or clear this channel's persona.")
+    @app_commands.describe(
+        instruction="How the bot should behave here (the system instruction)",
+        clear="Go back to the default persona",
+    )
+    async def persona(
+        self,
+        interaction: discord.Interaction,
+        instruction: app_commands.Range[str, 1, 2000] | None = None,
+        clear: bool = False,
+    ) -> None:
+        """Without arguments, show the persona; otherwise change it (needs Manage Messages)."""
+        channel_id = interaction.channel_id or 0
+        if instruction is None and not clear:
+            current = (await self.bot.store.get_channel_settings(channel_id)).persona
+            text = (
+                f"This channel's persona:\n>>> {current}"
+                if current
+                else ("This channel uses the default persona.")
+            )
+            await self._refuse(interaction, text[:2000])
+            return
+        if not can_moderate(interaction.channel, interaction.user):
+            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            return
+        if clear:
+            await self.bot.store.set_persona(channel_id, None)
+            text = "This channel is back to the default persona."
+        else:
+            await self.bot.store.set_persona(channel_id, instruction)
+            text = "Persona updated for this channel."
+        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: Gemcord) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Chat(bot))

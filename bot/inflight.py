@@ -1,0 +1,87 @@
+"""Replies that are streaming right now, findable by any of their messages, for 🛑 and /stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from bot.cancel import CancelToken
+
+
+@dataclass(eq=False)
+class InFlight:
+    """One reply being streamed: who asked, where, and the token that stops it."""
+
+    channel_id: int
+    requester_id: int
+    question_id: int | None
+    token: CancelToken = field(default_factory=CancelToken)
+    message_ids: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+
+class InFlightRegistry:
+    """Every running reply, by channel and by message id (the question's and the reply's)."""
+
+    def __init__(self) -> None:
+        self._replies: set[InFlight] = set()
+        self._by_message: dict[int, InFlight] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def start(self, channel_id: int, requester_id: int, question_id: int | None) -> InFlight:
+        """Register a new reply and return it (with a fresh cancellation token)."""
+        reply = InFlight(channel_id, requester_id, question_id)
+        self._replies.add(reply)
+        if question_id is not None:
+            self._by_message[question_id] = reply
+        self._idle.clear()
+        return reply
+
+    def add_message(self, reply: InFlight, message_id: int) -> None:
+        """Record one more bot message belonging to the reply."""
+        reply.message_ids.add(message_id)
+        if reply in self._replies:
+            self._by_message[message_id] = reply
+
+    def finish(self, reply: InFlight) -> None:
+        """Forget a reply that ended (in any state)."""
+        self._replies.discard(reply)
+        for mid in [*reply.message_ids, reply.question_id]:
+            if mid is not None and self._by_message.get(mid) is reply:
+                del self._by_message[mid]
+        if not self._replies:
+            self._idle.set()
+
+    def by_message(self, message_id: int) -> InFlight | None:
+        """The running reply that this message (question or answer) belongs to."""
+        return self._by_message.get(message_id)
+
+    def in_channel(self, channel_id: int, requester_id: int | None = None) -> list[InFlight]:
+        """Running replies in a channel, optionally only those one user asked for."""
+        return [
+            r
+            for r in self._replies
+            if r.channel_id == channel_id
+            and (requester_id is None or r.requester_id == requester_id)
+        ]
+
+    def stop(self, channel_id: int, requester_id: int | None, by: int) -> int:
+        """Stop running replies in a channel (one user's, or all with None); returns how many."""
+        return sum(r.token.cancel("stopped", by) for r in self.in_channel(channel_id, requester_id))
+
+    def cancel_all(self, reason: str) -> int:
+        """Stop every running reply; returns how many were asked to stop."""
+        return sum(r.token.cancel(reason) for r in list(self._replies))
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no reply is running (True) or the timeout passes (False)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,106 @@
+"""The renderer's MessageSink over discord.py: a channel reply, or an interaction response."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.streaming import SinkMessageGone, SinkRateLimited
+
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def _translate(exc: discord.HTTPException) -> Exception:
+    if isinstance(exc, discord.NotFound):
+        return SinkMessageGone(str(exc))
+    if exc.status == 429:
+        retry = getattr(exc, "retry_after", None) or 1.0
+        return SinkRateLimited(float(retry))
+    return exc
+
+
+class ChannelSink:
+    """Posts the first message as a non-pinging reply to the question, the rest in the channel."""
+
+    def __init__(
+        self, channel: discord.abc.Messageable, question: discord.Message | None = None
+    ) -> None:
+        self.channel = channel
+        self.question = question
+        self._messages: dict[int, discord.Message] = {}
+
+    async def send(self, text: str) -> int:
+        """Send a new message; the first one references the question without pinging."""
+        reference = None
+        if self.question is not None and not self._messages:
+            reference = self.question.to_reference(fail_if_not_exists=False)
+        try:
+            msg = await self.channel.send(
+                text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS
+            )
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+        self._messages[msg.id] = msg
+        return msg.id
+
+    async def edit(self, message_id: int, text: str) -> None:
+        """Replace a message's content (allowed mentions none again: edits parse mentions too)."""
+        msg = self._messages.get(message_id)
+        try:
+            if msg is not None:
+                self._messages[message_id] = await msg.edit(content=text, allowed_mentions=NO_PINGS)
+            else:
+                partial = self.channel.get_partial_message(message_id)  # type: ignore[attr-defined]
+                await partial.edit(content=text, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+
+    async def typing(self) -> None:
+        """Show 'Gemcord is typing…' (Discord keeps it for about 10 seconds)."""
+        try:
+            await self.channel.typing()
+        except discord.HTTPException:
+            pass
+
+
+class InteractionSink:
+    """For a deferred slash command: the first text fills the original response, then follow-ups."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self._original = False
+        self._followups: dict[int, discord.WebhookMessage] = {}
+        self._original_id: int | None = None
+
+    async def send(self, text: str) -> int:
+        """The first call edits the deferred response; later calls send follow-up messages."""
+        try:
+            if not self._original:
+                msg = await self.interaction.edit_original_response(
+                    content=text, allowed_mentions=NO_PINGS
+                )
+                self._original, self._original_id = True, msg.id
+                return msg.id
+            follow = await self.interaction.followup.send(
+                text, wait=True, allowed_mentions=NO_PINGS
+            )
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+        self._followups[follow.id] = follow
+        return follow.id
+
+    async def edit(self, message_id: int, text: str) -> None:
+        """Edit the original response or one of the follow-ups."""
+        try:
+            if message_id == self._original_id:
+                await self.interaction.edit_original_response(
+                    content=text, allowed_mentions=NO_PINGS
+                )
+            else:
+                await self.interaction.followup.edit_message(
+                    message_id, content=text, allowed_mentions=NO_PINGS
+                )
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+
+    async def typing(self) -> None:
+        """A deferred interaction already shows 'is thinking…'."""
