@@ -1,0 +1,794 @@
+"""A fake Gemini API on 127.0.0.1 that speaks the REST protocol google-genai uses.
+
+Point the real SDK at it with ``genai.Client(api_key=..., http_options=types.HttpOptions(
+base_url=fake.base_url))``. Each request takes the next scripted :class:`Reply` (or the
+default reply when none is queued) and is recorded as a :class:`RecordedRequest`, including
+how many SSE chunks were sent and when the client went away::
+
+    async with FakeGemini() as fake:
+        fake.script(Reply(chunks=["Hel", "lo"], delay=0.05), Reply.error(429, retry_delay="2s"))
+        ...
+        req = (await fake.wait_for_requests(1))[0]
+        assert req.texts() == ["Hi"]
+
+Endpoints: ``POST /{version}/models/{model}:streamGenerateContent?alt=sse`` (server-sent
+events, one ``GenerateContentResponse`` JSON per ``data:`` line) and
+``POST /{version}/models/{model}:generateContent`` (one JSON body). Anything else gets
+Google's 404 error JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from aiohttp import web
+
+__all__ = [
+    "FakeGemini",
+    "InlineImage",
+    "RecordedRequest",
+    "Reply",
+    "Usage",
+    "echo_reply",
+]
+
+API_KEY_HEADER = "x-goog-api-key"
+_SECRET_HEADERS = frozenset({API_KEY_HEADER, "authorization", "x-goog-user-project"})
+_PATH_RE = re.compile(r"/(?P<version>v1[a-z0-9]*)/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_DEFAULT_MESSAGES = {
+    400: "Request contains an invalid argument.",
+    401: "Request had invalid authentication credentials.",
+    403: "The caller does not have permission.",
+    404: "Requested entity was not found.",
+    429: "You exceeded your current quota, please check your plan and billing details.",
+    500: "An internal error has occurred. Please retry or report in "
+    "https://developers.generativeai.google/guide/troubleshooting",
+    503: "The model is overloaded. Please try again later.",
+    504: "Deadline expired before operation could complete.",
+}
+#: Finish reasons that the real API sends on the last text chunk; others get a chunk of their own.
+_INLINE_FINISH = frozenset({"STOP", "MAX_TOKENS"})
+
+Outcome = Literal["pending", "completed", "error", "disconnected", "dropped", "stalled", "stopped"]
+
+
+def _tokens(text: str) -> int:
+    """A deterministic token estimate: one token per four characters, at least one."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def _get(mapping: Mapping[str, Any], camel: str, snake: str, default: Any = None) -> Any:
+    """Read a field the SDK may spell in camelCase or snake_case."""
+    if camel in mapping:
+        return mapping[camel]
+    return mapping.get(snake, default)
+
+
+def decode_base64(data: str) -> bytes:
+    """Decode standard or URL-safe base64, padded or not (the SDK sends URL-safe)."""
+    cleaned = "".join(data.split()).translate(str.maketrans("-_", "+/"))
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        return base64.b64decode(cleaned, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64: {data[:40]!r}") from exc
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts for a reply's ``usageMetadata`` (None: computed from the text)."""
+
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    thoughts_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass
+class Reply:
+    """What the fake answers to one request.
+
+    Streaming replies send one SSE event per entry of ``thoughts`` (as thought parts), then
+    one per entry of ``chunks``; a STOP/MAX_TOKENS finish rides on the last text chunk, any
+    other finish reason (SAFETY, ...) comes in a final event of its own without content.
+    ``delays[i]`` (else ``delay``) is slept before event ``i``; ``first_delay`` overrides the
+    wait before the first event. ``drop_after=n`` aborts the connection after ``n`` events
+    without ending the chunked body; ``stall_after=n`` sends ``n`` events and then nothing
+    until the client disconnects or the fake stops.
+    """
+
+    chunks: Sequence[str] = ()
+    delay: float = 0.0
+    delays: Sequence[float] | None = None
+    first_delay: float | None = None
+    finish_reason: str | None = "STOP"
+    usage: Usage | Mapping[str, int] | None = None
+    model_version: str | None = None
+    thoughts: Sequence[str] = ()
+    drop_after: int | None = None
+    stall_after: int | None = None
+    status: int = 200
+    error_body: Mapping[str, Any] | None = None
+    block_reason: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(
+        cls,
+        code: int,
+        message: str | None = None,
+        *,
+        status: str | None = None,
+        retry_delay: str | None = None,
+        reason: str | None = None,
+        delay: float = 0.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """An HTTP error with Google's error JSON (RetryInfo when ``retry_delay`` is given)."""
+        if message is None:
+            message = _DEFAULT_MESSAGES.get(code, f"HTTP {code}")
+            if retry_delay is not None:
+                message += f" Please retry in {retry_delay}."
+        details: list[dict[str, Any]] = []
+        if code == 429:
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/"
+                            "generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                            "quotaValue": "10",
+                        }
+                    ],
+                }
+            )
+        if reason is not None:
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            )
+        if retry_delay is not None:
+            details.append(
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+            )
+        error: dict[str, Any] = {
+            "code": code,
+            "message": message,
+            "status": status or _STATUS_NAMES.get(code, "UNKNOWN"),
+        }
+        if details:
+            error["details"] = details
+        return cls(
+            status=code,
+            error_body={"error": error},
+            first_delay=delay,
+            finish_reason=None,
+            headers=dict(headers or {}),
+        )
+
+    @classmethod
+    def blocked_prompt(cls, reason: str = "SAFETY", *, delay: float = 0.0) -> Reply:
+        """The prompt itself is blocked: ``promptFeedback.blockReason`` and no candidates."""
+        return cls(block_reason=reason, finish_reason=None, first_delay=delay)
+
+    def wait_before(self, index: int) -> float:
+        """Seconds to sleep before event ``index``."""
+        if index == 0 and self.first_delay is not None:
+            return self.first_delay
+        if self.delays is not None and index < len(self.delays):
+            return self.delays[index]
+        return self.delay
+
+
+def echo_reply(request: RecordedRequest) -> Reply:
+    """The default reply: a deterministic echo of the last user turn, in a few chunks."""
+    text = request.last_user_text() or "(no text)"
+    answer = f"Echo: {text}"
+    images = request.image_parts(role="user", last_turn_only=True)
+    if images:
+        answer += f" [+{len(images)} image{'s' if len(images) != 1 else ''}]"
+    words = answer.split(" ")
+    chunks = [" ".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+    chunks = [c + " " if i < len(chunks) - 1 else c for i, c in enumerate(chunks)]
+    return Reply(chunks=chunks)
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An inline image part of a request, decoded."""
+
+    mime_type: str
+    data: bytes
+    role: str | None = None
+
+    def __repr__(self) -> str:
+        return f"InlineImage({self.mime_type!r}, {len(self.data)} bytes, role={self.role!r})"
+
+
+@dataclass(eq=False)
+class RecordedRequest:
+    """One request the fake received, and what it did with it."""
+
+    index: int
+    method: str
+    path: str
+    query: dict[str, str]
+    model: str | None
+    action: str | None
+    received_at: float
+    headers: dict[str, str] = field(repr=False)
+    body: Any = field(repr=False)
+    api_key_digest: str | None = field(default=None, repr=False)
+    reply: Reply | None = field(default=None, repr=False)
+    outcome: Outcome = "pending"
+    chunks_sent: int = 0
+    chunk_times: list[float] = field(default_factory=list, repr=False)
+    disconnected_at: float | None = None
+    finished_at: float | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether this was a streamGenerateContent call."""
+        return self.action == "streamGenerateContent"
+
+    def has_api_key(self, key: str) -> bool:
+        """Whether the request carried exactly this API key (only a digest is kept)."""
+        return self.api_key_digest == hashlib.sha256(key.encode()).hexdigest()
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        """Wait until the fake is done with this request (finished, failed or disconnected)."""
+        await asyncio.wait_for(self.closed.wait(), timeout)
+
+    # --- reading the body ----------------------------------------------------------------
+
+    def contents(self) -> list[dict[str, Any]]:
+        """The request's ``contents`` list."""
+        if not isinstance(self.body, dict):
+            return []
+        return list(self.body.get("contents") or [])
+
+    def roles(self) -> list[str | None]:
+        """The role of each content, in order."""
+        return [c.get("role") for c in self.contents()]
+
+    def texts(self, role: str | None = None) -> list[str]:
+        """Every text part of the contents, in order (optionally of one role)."""
+        return [
+            part["text"]
+            for content in self.contents()
+            if role is None or content.get("role") == role
+            for part in content.get("parts") or []
+            if isinstance(part.get("text"), str)
+        ]
+
+    def last_user_text(self) -> str | None:
+        """The text parts of the last user content, joined with newlines (None if no text)."""
+        users = [c for c in self.contents() if c.get("role", "user") == "user"]
+        if not users:
+            return None
+        texts = [p["text"] for p in users[-1].get("parts") or [] if isinstance(p.get("text"), str)]
+        return "\n".join(texts) if texts else None
+
+    def system_instruction(self) -> str | None:
+        """The system instruction's text (parts joined with newlines), or None."""
+        if not isinstance(self.body, dict):
+            return None
+        si = _get(self.body, "systemInstruction", "system_instruction")
+        if si is None:
+            return None
+        if isinstance(si, str):
+            return si
+        texts = [p["text"] for p in si.get("parts") or [] if isinstance(p.get("text"), str)]
+        return "\n".join(texts)
+
+    def generation_config(self) -> dict[str, Any]:
+        """The ``generationConfig`` object ({} when absent)."""
+        if not isinstance(self.body, dict):
+            return {}
+        return dict(_get(self.body, "generationConfig", "generation_config") or {})
+
+    def image_parts(
+        self, role: str | None = None, *, last_turn_only: bool = False
+    ) -> list[InlineImage]:
+        """Every inline-data part, decoded (either spelling, either base64 alphabet)."""
+        contents = self.contents()
+        if last_turn_only:
+            contents = [c for c in contents if role is None or c.get("role") == role][-1:]
+        out: list[InlineImage] = []
+        for content in contents:
+            if role is not None and content.get("role") != role:
+                continue
+            for part in content.get("parts") or []:
+                inline = _get(part, "inlineData", "inline_data")
+                if not isinstance(inline, dict):
+                    continue
+                out.append(
+                    InlineImage(
+                        mime_type=_get(inline, "mimeType", "mime_type", ""),
+                        data=decode_base64(inline.get("data", "")),
+                        role=content.get("role"),
+                    )
+                )
+        return out
+
+
+class FakeGemini:
+    """A scriptable fake of the Gemini REST API (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        default_reply: Reply | Callable[[RecordedRequest], Reply] | None = echo_reply,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """``api_key``: when set, requests without exactly this key are refused like Google."""
+        self._required_key_digest = (
+            hashlib.sha256(api_key.encode()).hexdigest() if api_key is not None else None
+        )
+        self.default_reply = default_reply
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[Reply] = deque()
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.base_url = ""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Start listening; returns (and sets) ``base_url``, e.g. ``http://127.0.0.1:PORT``."""
+        if self._runner is not None:
+            return self.base_url
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client that goes away cancels its handler at once, which
+        # is how the fake notices a disconnect even while it is sending nothing.
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        server = site._server
+        assert server is not None and server.sockets
+        port = server.sockets[0].getsockname()[1]
+        self.base_url = f"http://{self._host}:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop the server; stalled or sleeping streams are aborted (the client sees a drop)."""
+        if self._runner is None:
+            return
+        self._stopping.set()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- scripting -------------------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; each request takes the next one (the default reply when empty)."""
+        self._queue.extend(replies)
+
+    @property
+    def pending_replies(self) -> int:
+        """How many scripted replies are still queued."""
+        return len(self._queue)
+
+    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Wait until at least ``n`` requests have arrived; returns the first ``n``."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.requests) >= n)
+        return self.requests[:n]
+
+    # --- serving ---------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            headers[name] = "<redacted>" if name.lower() in _SECRET_HEADERS else value
+        key = request.headers.get(API_KEY_HEADER)
+        match = _PATH_RE.fullmatch(request.path)
+        rec = RecordedRequest(
+            index=len(self.requests),
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            model=match["model"] if match else None,
+            action=match["action"] if match else None,
+            received_at=time.monotonic(),
+            headers=headers,
+            body=body,
+            api_key_digest=hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
+        )
+        async with self._changed:
+            self.requests.append(rec)
+            self._changed.notify_all()
+        return rec
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._record(request)
+        try:
+            return await self._serve(request, rec)
+        except asyncio.CancelledError:
+            now = time.monotonic()
+            if rec.outcome in ("pending", "stalled"):
+                if self._stopping.is_set():
+                    rec.outcome = "stopped"
+                else:
+                    rec.outcome = "disconnected"
+                    rec.disconnected_at = now
+            raise
+        except ConnectionError:
+            rec.outcome = "disconnected"
+            rec.disconnected_at = time.monotonic()
+            raise
+        finally:
+            if rec.finished_at is None:
+                rec.finished_at = time.monotonic()
+            rec.closed.set()
+
+    async def _serve(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        if rec.action is None or rec.method != "POST":
+            return self._error_response(rec, Reply.error(404, f"Unknown path {request.path}."))
+        if rec.action not in ("streamGenerateContent", "generateContent"):
+            return self._error_response(
+                rec, Reply.error(404, f"Method {rec.action} is not supported by the fake.")
+            )
+        if self._required_key_digest is not None and rec.api_key_digest is None:
+            return self._error_response(
+                rec,
+                Reply.error(
+                    403,
+                    "Method doesn't allow unregistered callers (callers without established "
+                    "identity). Please use API Key or other form of API consumer identity to "
+                    "call this API.",
+                ),
+            )
+        if (
+            self._required_key_digest is not None
+            and rec.api_key_digest != self._required_key_digest
+        ):
+            return self._error_response(
+                rec,
+                Reply.error(
+                    400,
+                    "API key not valid. Please pass a valid API key.",
+                    reason="API_KEY_INVALID",
+                ),
+            )
+        if not isinstance(rec.body, dict):
+            return self._error_response(rec, Reply.error(400, "Invalid JSON payload received."))
+
+        reply = self._next_reply(rec)
+        rec.reply = reply
+        if reply.status != 200:
+            if not await self._pause(reply.wait_before(0)):
+                return self._abort(request, rec, "stopped")
+            return self._error_response(rec, reply)
+        if rec.streaming:
+            return await self._stream(request, rec, reply)
+        return await self._unary(request, rec, reply)
+
+    def _next_reply(self, rec: RecordedRequest) -> Reply:
+        if self._queue:
+            return self._queue.popleft()
+        default = self.default_reply
+        if default is None:
+            return Reply.error(500, "FakeGemini: no reply scripted for this request.")
+        return default(rec) if callable(default) else default
+
+    def _error_response(self, rec: RecordedRequest, reply: Reply) -> web.Response:
+        rec.outcome = "error"
+        rec.finished_at = time.monotonic()
+        body = reply.error_body or {
+            "error": {
+                "code": reply.status,
+                "message": f"HTTP {reply.status}",
+                "status": _STATUS_NAMES.get(reply.status, "UNKNOWN"),
+            }
+        }
+        return web.Response(
+            status=reply.status,
+            body=json.dumps(body, indent=2).encode(),
+            headers={"Content-Type": "application/json; charset=UTF-8", **reply.headers},
+        )
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless the fake is stopping; returns False when it is."""
+        if self._stopping.is_set():
+            return False
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return not self._stopping.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
+
+    def _abort(
+        self, request: web.Request, rec: RecordedRequest, outcome: Outcome
+    ) -> web.StreamResponse:
+        """Cut the connection without finishing the response."""
+        rec.outcome = outcome
+        rec.finished_at = time.monotonic()
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response()  # never written: the transport is gone
+
+    def _events(self, rec: RecordedRequest, reply: Reply) -> list[dict[str, Any]]:
+        """The GenerateContentResponse chunks of a streaming reply, in order."""
+        model_version = reply.model_version or rec.model or "gemini-fake"
+        prompt_tokens = self._prompt_tokens(rec)
+        response_id = f"fake-{rec.index}"
+        events: list[dict[str, Any]] = []
+        thoughts_so_far = 0
+        output_so_far = 0
+
+        def usage(final: bool) -> dict[str, int]:
+            return self._usage(reply, prompt_tokens, output_so_far, thoughts_so_far, final)
+
+        if reply.block_reason is not None:
+            events.append(
+                {
+                    "promptFeedback": {
+                        "blockReason": reply.block_reason,
+                        "safetyRatings": _safety_ratings(reply.block_reason),
+                    },
+                    "usageMetadata": usage(True),
+                    "modelVersion": model_version,
+                    "responseId": response_id,
+                }
+            )
+            return events
+
+        texts = list(reply.chunks)
+        inline_finish = reply.finish_reason in _INLINE_FINISH and bool(texts)
+        for thought in reply.thoughts:
+            thoughts_so_far += _tokens(thought)
+            events.append(
+                {
+                    "candidates": [
+                        {
+                            "content": {
+                                "parts": [{"text": thought, "thought": True}],
+                                "role": "model",
+                            },
+                            "index": 0,
+                        }
+                    ],
+                    "usageMetadata": usage(False),
+                    "modelVersion": model_version,
+                    "responseId": response_id,
+                }
+            )
+        for i, text in enumerate(texts):
+            output_so_far += _tokens(text)
+            last = i == len(texts) - 1
+            candidate: dict[str, Any] = {
+                "content": {"parts": [{"text": text}], "role": "model"},
+                "index": 0,
+            }
+            if last and inline_finish:
+                candidate["finishReason"] = reply.finish_reason
+            events.append(
+                {
+                    "candidates": [candidate],
+                    "usageMetadata": usage(last and (inline_finish or reply.finish_reason is None)),
+                    "modelVersion": model_version,
+                    "responseId": response_id,
+                }
+            )
+        if reply.finish_reason is not None and not inline_finish:
+            final: dict[str, Any] = {"finishReason": reply.finish_reason, "index": 0}
+            if reply.finish_reason not in _INLINE_FINISH:
+                final["safetyRatings"] = _safety_ratings(reply.finish_reason)
+            events.append(
+                {
+                    "candidates": [final],
+                    "usageMetadata": usage(True),
+                    "modelVersion": model_version,
+                    "responseId": response_id,
+                }
+            )
+        return events
+
+    def _prompt_tokens(self, rec: RecordedRequest) -> int:
+        texts = rec.texts()
+        system = rec.system_instruction()
+        if system:
+            texts.append(system)
+        images = len(rec.image_parts())
+        return max(1, sum(_tokens(t) for t in texts) + 258 * images)
+
+    @staticmethod
+    def _usage(
+        reply: Reply, prompt: int, output: int, thoughts: int, final: bool
+    ) -> dict[str, int]:
+        if final and isinstance(reply.usage, Mapping):
+            return dict(reply.usage)
+        override = reply.usage if final and isinstance(reply.usage, Usage) else Usage()
+        prompt = override.prompt_tokens if override.prompt_tokens is not None else prompt
+        output = override.output_tokens if override.output_tokens is not None else output
+        thoughts = override.thoughts_tokens if override.thoughts_tokens is not None else thoughts
+        total = override.total_tokens
+        if total is None:
+            total = prompt + output + thoughts
+        usage = {"promptTokenCount": prompt, "totalTokenCount": total}
+        if output:
+            usage["candidatesTokenCount"] = output
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        return usage
+
+    async def _stream(
+        self, request: web.Request, rec: RecordedRequest, reply: Reply
+    ) -> web.StreamResponse:
+        events = self._events(rec, reply)
+        resp = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                **reply.headers,
+            },
+        )
+        resp.enable_chunked_encoding()
+        for i, event in enumerate(events):
+            if reply.drop_after is not None and i >= reply.drop_after:
+                return self._abort(request, rec, "dropped")
+            if reply.stall_after is not None and i >= reply.stall_after:
+                return await self._stall(request, rec)
+            if not await self._pause(reply.wait_before(i)):
+                return self._abort(request, rec, "stopped")
+            if not resp.prepared:
+                await resp.prepare(request)
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+            rec.chunks_sent += 1
+            rec.chunk_times.append(time.monotonic())
+        if reply.drop_after is not None and reply.drop_after <= len(events):
+            return self._abort(request, rec, "dropped")
+        if reply.stall_after is not None and reply.stall_after <= len(events):
+            return await self._stall(request, rec)
+        if not resp.prepared:
+            await resp.prepare(request)
+        await resp.write_eof()
+        rec.outcome = "completed"
+        rec.finished_at = time.monotonic()
+        return resp
+
+    async def _stall(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        """Send nothing more until the client goes away (handler cancelled) or the fake stops."""
+        rec.outcome = "stalled"
+        await self._stopping.wait()
+        return self._abort(request, rec, "stopped")
+
+    async def _unary(
+        self, request: web.Request, rec: RecordedRequest, reply: Reply
+    ) -> web.StreamResponse:
+        total_wait = sum(reply.wait_before(i) for i in range(max(1, len(reply.chunks))))
+        if not await self._pause(total_wait):
+            return self._abort(request, rec, "stopped")
+        if reply.drop_after is not None:
+            return self._abort(request, rec, "dropped")
+        if reply.stall_after is not None:
+            return await self._stall(request, rec)
+        events = self._events(rec, reply)
+        body = _merge_events(events)
+        rec.chunks_sent = 1
+        rec.chunk_times.append(time.monotonic())
+        rec.outcome = "completed"
+        rec.finished_at = time.monotonic()
+        return web.Response(
+            status=200,
+            body=json.dumps(body, indent=2).encode(),
+            headers={"Content-Type": "application/json; charset=UTF-8", **reply.headers},
+        )
+
+
+def _safety_ratings(reason: str) -> list[dict[str, Any]]:
+    """Plausible safetyRatings for a block (HIGH on harassment when it is a safety block)."""
+    blocked = reason in ("SAFETY", "IMAGE_SAFETY")
+    return [
+        {
+            "category": "HARM_CATEGORY_HARASSMENT",
+            "probability": "HIGH" if blocked else "NEGLIGIBLE",
+            **({"blocked": True} if blocked else {}),
+        },
+        {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"},
+        {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "probability": "NEGLIGIBLE"},
+        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "NEGLIGIBLE"},
+    ]
+
+
+def _merge_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fold streaming chunks into the one response generateContent returns."""
+    if not events:
+        return {}
+    merged: dict[str, Any] = {
+        k: v for k, v in events[-1].items() if k in ("usageMetadata", "modelVersion", "responseId")
+    }
+    if "promptFeedback" in events[0]:
+        merged["promptFeedback"] = events[0]["promptFeedback"]
+        return merged
+    thoughts = "".join(
+        p["text"]
+        for e in events
+        for p in e["candidates"][0].get("content", {}).get("parts", [])
+        if p.get("thought")
+    )
+    text = "".join(
+        p["text"]
+        for e in events
+        for p in e["candidates"][0].get("content", {}).get("parts", [])
+        if not p.get("thought")
+    )
+    parts: list[dict[str, Any]] = []
+    if thoughts:
+        parts.append({"text": thoughts, "thought": True})
+    if text:
+        parts.append({"text": text})
+    candidate: dict[str, Any] = {"index": 0}
+    if parts:
+        candidate["content"] = {"parts": parts, "role": "model"}
+    last = events[-1]["candidates"][0]
+    for key in ("finishReason", "safetyRatings"):
+        if key in last:
+            candidate[key] = last[key]
+    merged["candidates"] = [candidate]
+    return merged
