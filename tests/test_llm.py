@@ -1,0 +1,536 @@
+"""bot.llm.GeminiClient against the fake Gemini server (real google-genai SDK in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+
+import pytest
+
+from bot.llm import (
+    BadRequest,
+    Blocked,
+    ChatTurn,
+    GeminiClient,
+    GeminiStream,
+    ImagePart,
+    LLMError,
+    RateLimited,
+    ServerError,
+    StreamDropped,
+    Timeout,
+)
+from tests.fakes.gemini import FakeGemini, Reply, Usage
+
+KEY = "AIza-unit-test-secret-9876"
+MODEL = "gemini-2.5-flash"
+HELLO = [ChatTurn("user", ["Hello"])]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+async def fake():
+    async with FakeGemini() as server:
+        yield server
+
+
+def make_client(base_url: str, **kw) -> GeminiClient:
+    options = {"chunk_timeout": 3.0, "retry_base_delay": 0.01, "max_retry_wait": 1.0}
+    options.update(kw)
+    return GeminiClient(KEY, base_url=base_url, **options)
+
+
+@pytest.fixture
+async def client(fake: FakeGemini):
+    gemini = make_client(fake.base_url)
+    yield gemini
+    await gemini.aclose()
+
+
+async def drain(stream: GeminiStream) -> tuple[list[str], LLMError | None]:
+    chunks: list[str] = []
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+    except LLMError as exc:
+        return chunks, exc
+    return chunks, None
+
+
+def no_secret(*texts: object) -> None:
+    for text in texts:
+        assert KEY not in str(text)
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+async def test_chunks_arrive_in_order_with_outcome(fake, client):
+    fake.script(
+        Reply(
+            chunks=["Hel", "lo, ", "world!"],
+            delay=0.01,
+            usage=Usage(prompt_tokens=12, output_tokens=3, thoughts_tokens=7, total_tokens=22),
+            model_version="gemini-2.5-flash-001",
+        )
+    )
+    stream = client.stream(model=MODEL, contents=HELLO)
+    assert stream.outcome is None
+
+    chunks, error = await drain(stream)
+
+    assert error is None
+    assert chunks == ["Hel", "lo, ", "world!"]
+    outcome = stream.outcome
+    assert outcome is not None
+    assert outcome.finish_reason == "STOP"
+    assert outcome.prompt_tokens == 12
+    assert outcome.output_tokens == 3
+    assert outcome.thoughts_tokens == 7
+    assert outcome.total_tokens == 22
+    assert outcome.model_version == "gemini-2.5-flash-001"
+    (req,) = fake.requests
+    assert req.model == MODEL and req.streaming
+    assert req.has_api_key(KEY)
+    # Exhausted: iterating again ends at once.
+    assert [c async for c in stream] == []
+
+
+async def test_the_request_goes_out_on_first_iteration(fake, client):
+    stream = client.stream(model=MODEL, contents=HELLO)
+    await asyncio.sleep(0.05)
+    assert fake.requests == []
+    assert await anext(stream) == "Echo: Hello"
+    await stream.aclose()
+
+
+async def test_thought_parts_are_not_yielded(fake, client):
+    fake.script(Reply(thoughts=["Thinking about it", "more thinking"], chunks=["Answer."]))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert error is None
+    assert chunks == ["Answer."]
+
+
+async def test_max_tokens_is_not_an_error(fake, client):
+    fake.script(Reply(chunks=["cut ", "off"], finish_reason="MAX_TOKENS"))
+    stream = client.stream(model=MODEL, contents=HELLO, max_output_tokens=2)
+    chunks, error = await drain(stream)
+    assert error is None
+    assert chunks == ["cut ", "off"]
+    assert stream.outcome is not None and stream.outcome.finish_reason == "MAX_TOKENS"
+    assert fake.requests[0].generation_config()["maxOutputTokens"] == 2
+
+
+async def test_history_images_and_system_instruction_reach_gemini(fake, client):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    jpeg = b"\xff\xd8\xff\xe0" + b"\xfb\xff\xbf" * 100
+    contents = [
+        ChatTurn("user", ["alice: what's this?", ImagePart(png, "image/png")]),
+        ChatTurn("model", ["A chart."]),
+        ChatTurn("user", ["bob: and this?", ImagePart(jpeg, "image/jpeg"), ""]),
+    ]
+
+    chunks, error = await drain(
+        client.stream(
+            model="gemini-2.5-pro", contents=contents, system_instruction="You are Gemcord."
+        )
+    )
+
+    assert error is None
+    assert "".join(chunks) == "Echo: bob: and this? [+1 image]"
+    (req,) = fake.requests
+    assert req.model == "gemini-2.5-pro"
+    assert req.system_instruction() == "You are Gemcord."
+    assert req.roles() == ["user", "model", "user"]
+    assert req.texts() == ["alice: what's this?", "A chart.", "bob: and this?"]
+    assert [(i.mime_type, i.data, i.role) for i in req.image_parts()] == [
+        ("image/png", png, "user"),
+        ("image/jpeg", jpeg, "user"),
+    ]
+
+
+async def test_no_system_instruction_sends_none(fake, client):
+    await drain(client.stream(model=MODEL, contents=HELLO))
+    assert fake.requests[0].system_instruction() is None
+
+
+def test_bad_contents_are_refused_before_any_request():
+    gemini = GeminiClient(KEY, base_url="http://127.0.0.1:9")
+    with pytest.raises(ValueError):
+        gemini.stream(model=MODEL, contents=[])
+    with pytest.raises(ValueError):
+        gemini.stream(model=MODEL, contents=[ChatTurn("user", [""])])
+    with pytest.raises(ValueError):
+        gemini.stream(model=MODEL, contents=[ChatTurn("system", ["x"])])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        GeminiClient("  ")
+    assert KEY not in repr(gemini)
+
+
+# --- retries ----------------------------------------------------------------------------
+
+
+async def test_rate_limit_with_retry_delay_is_retried_then_succeeds(fake, client):
+    fake.script(Reply.error(429, retry_delay="0.2s"), Reply(chunks=["ok"]))
+
+    stream = client.stream(model=MODEL, contents=HELLO)
+    chunks, error = await drain(stream)
+
+    assert error is None and chunks == ["ok"]
+    first, second = fake.requests
+    assert first.outcome == "error" and second.outcome == "completed"
+    assert first.finished_at is not None
+    assert second.received_at - first.finished_at >= 0.18  # the server's RetryInfo was honoured
+    assert stream.attempts == 2
+
+
+async def test_rate_limit_asking_too_long_gives_up_at_once(fake, client):
+    fake.script(Reply.error(429, retry_delay="30s"), Reply(chunks=["never"]))
+
+    started = time.monotonic()
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+
+    assert time.monotonic() - started < 1.0
+    assert chunks == []
+    assert isinstance(error, RateLimited)
+    assert error.retry_after == 30
+    assert "30 seconds" in error.user_message
+    assert error.status == "failed" and error.code == 429
+    assert len(fake.requests) == 1
+
+
+async def test_rate_limit_without_delay_backs_off_then_gives_up(fake):
+    gemini = make_client(fake.base_url, retry_base_delay=0.05)
+    fake.script(*[Reply.error(429) for _ in range(4)], Reply(chunks=["never"]))
+    try:
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+
+    assert isinstance(error, RateLimited)
+    assert error.retry_after is None
+    assert error.user_message == "⚠ Gemini is rate-limited right now — try again in a minute."
+    assert len(fake.requests) == 4  # the request and retry_attempts=3 retries
+    assert chunks == []
+    times = [r.received_at for r in fake.requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert gaps[0] >= 0.035 and gaps[2] >= 0.15 and gaps[2] > gaps[0]  # 0.05 · 2ⁿ, -20% jitter
+
+
+async def test_server_error_is_retried_then_reported(fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    gemini = make_client(fake.base_url, retry_attempts=2)
+    fake.script(Reply.error(500), Reply.error(500), Reply.error(500), Reply(chunks=["never"]))
+    try:
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+
+    assert chunks == []
+    assert isinstance(error, ServerError)
+    assert error.code == 500
+    assert "HTTP 500" in error.user_message
+    assert len(fake.requests) == 3
+    no_secret(error, error.user_message, error.detail, caplog.text)
+
+
+async def test_server_error_then_success(fake, client):
+    fake.script(Reply.error(503), Reply(chunks=["fine"]))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert error is None and chunks == ["fine"]
+    assert len(fake.requests) == 2
+
+
+async def test_bad_request_is_not_retried(fake, client):
+    fake.script(Reply.error(400, message="Unable to process input image."), Reply(chunks=["x"]))
+
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+
+    assert chunks == []
+    assert isinstance(error, BadRequest)
+    assert error.user_message == "⚠ Gemini refused the request: Unable to process input image."
+    assert error.code == 400 and error.status == "failed"
+    assert len(fake.requests) == 1
+
+
+async def test_unknown_model_is_a_bad_request(fake, client):
+    fake.script(Reply.error(404, message="models/nope is not found for API version v1beta."))
+    _, error = await drain(client.stream(model="nope", contents=HELLO))
+    assert isinstance(error, BadRequest) and error.code == 404
+    assert "models/nope is not found" in error.user_message
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_auth_errors_point_at_the_key_setting(fake, client, code):
+    fake.script(Reply.error(code, message=f"Denied for key {KEY}."))
+    _, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert isinstance(error, BadRequest)
+    assert "GEMINI_API_KEY" in error.user_message
+    no_secret(error, error.user_message, error.detail, repr(error))
+    assert len(fake.requests) == 1
+
+
+async def test_invalid_key_is_reported_without_echoing_it(caplog):
+    caplog.set_level(logging.DEBUG)
+    async with FakeGemini(api_key="the-real-key") as fake:
+        gemini = make_client(fake.base_url)
+        try:
+            chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+        finally:
+            await gemini.aclose()
+    assert chunks == []
+    assert isinstance(error, BadRequest)
+    assert error.user_message == "⚠ Gemini rejected the API key — check the GEMINI_API_KEY setting."
+    assert len(fake.requests) == 1
+    no_secret(error, error.user_message, error.detail, caplog.text)
+
+
+async def test_connection_refused_is_retried_then_reported():
+    dead = FakeGemini()
+    await dead.start()
+    url = dead.base_url
+    await dead.stop()
+    gemini = make_client(url, retry_attempts=2)
+    try:
+        started = time.monotonic()
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+    assert chunks == []
+    assert isinstance(error, StreamDropped)
+    assert "connection" in error.user_message
+    assert time.monotonic() - started < 2.0  # no hidden 1-10 s SDK sleep
+
+
+# --- blocks ---------------------------------------------------------------------------
+
+
+async def test_safety_finish_without_text_is_blocked(fake, client):
+    fake.script(Reply(chunks=[], finish_reason="SAFETY"))
+    stream = client.stream(model=MODEL, contents=HELLO)
+
+    chunks, error = await drain(stream)
+
+    assert chunks == []
+    assert isinstance(error, Blocked)
+    assert error.status == "blocked"
+    assert error.reason == "SAFETY" and not error.prompt_blocked
+    assert error.user_message.startswith("🚫")
+    assert stream.outcome is not None and stream.outcome.finish_reason == "SAFETY"
+    assert len(fake.requests) == 1
+
+
+async def test_partial_text_then_safety_yields_text_then_blocks(fake, client):
+    fake.script(Reply(chunks=["Once upon ", "a time"], finish_reason="SAFETY", delay=0.01))
+
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+
+    assert chunks == ["Once upon ", "a time"]
+    assert isinstance(error, Blocked)
+    assert "stopped the answer" in error.user_message
+
+
+@pytest.mark.parametrize(
+    "reason", ["RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"]
+)
+async def test_every_block_finish_reason_is_blocked(fake, client, reason):
+    fake.script(Reply(chunks=["x"], finish_reason=reason))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert chunks == ["x"]
+    assert isinstance(error, Blocked) and error.reason == reason
+
+
+async def test_other_finish_reason_is_not_blocked(fake, client):
+    fake.script(Reply(chunks=["x"], finish_reason="OTHER"))
+    stream = client.stream(model=MODEL, contents=HELLO)
+    chunks, error = await drain(stream)
+    assert chunks == ["x"] and error is None
+    assert stream.outcome is not None and stream.outcome.finish_reason == "OTHER"
+
+
+async def test_blocked_prompt(fake, client):
+    fake.script(Reply.blocked_prompt("SAFETY"), Reply(chunks=["never"]))
+    stream = client.stream(model=MODEL, contents=HELLO)
+
+    chunks, error = await drain(stream)
+
+    assert chunks == []
+    assert isinstance(error, Blocked)
+    assert error.prompt_blocked and error.reason == "SAFETY"
+    assert error.status == "blocked"
+    assert "declined this request" in error.user_message
+    assert len(fake.requests) == 1
+    assert stream.outcome is not None and stream.outcome.prompt_tokens is not None
+
+
+# --- broken streams ---------------------------------------------------------------------
+
+
+async def test_drop_mid_stream_yields_chunks_then_stream_dropped(fake, client):
+    fake.script(Reply(chunks=["a", "b", "c", "d", "e"], drop_after=3), Reply(chunks=["x"]))
+
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+
+    assert chunks == ["a", "b", "c"]
+    assert isinstance(error, StreamDropped)
+    assert error.user_message == "⚠ The connection to Gemini dropped; the answer is incomplete."
+    assert len(fake.requests) == 1  # text was already shown: never retried
+
+
+async def test_drop_before_any_text_is_retried(fake, client):
+    fake.script(Reply(chunks=["a", "b"], drop_after=0), Reply(chunks=["whole answer"]))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert error is None and chunks == ["whole answer"]
+    assert [r.outcome for r in fake.requests] == ["dropped", "completed"]
+
+
+async def test_stream_ending_without_finish_reason_is_incomplete(fake, client):
+    fake.script(Reply(chunks=["half an "], finish_reason=None))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert chunks == ["half an "]
+    assert isinstance(error, StreamDropped)
+
+
+async def test_stall_mid_stream_times_out_and_closes_the_connection(fake):
+    gemini = make_client(fake.base_url, chunk_timeout=0.3)
+    fake.script(Reply(chunks=["a", "b", "c"], stall_after=2))
+    try:
+        started = time.monotonic()
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+        ended = time.monotonic()
+    finally:
+        await gemini.aclose()
+
+    assert chunks == ["a", "b"]
+    assert isinstance(error, Timeout)
+    assert "incomplete" in error.user_message
+    assert 0.25 <= ended - started < 2.0
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.disconnected_at is not None and req.disconnected_at - ended < 0.3
+
+
+async def test_no_first_chunk_times_out(fake):
+    gemini = make_client(fake.base_url, chunk_timeout=0.3)
+    fake.script(Reply(chunks=["late"], first_delay=5.0))
+    try:
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+    assert chunks == []
+    assert isinstance(error, Timeout)
+    assert error.user_message == "⚠ Gemini took too long to answer — please try again."
+    assert len(fake.requests) == 1
+    await fake.requests[0].wait_closed(1)
+    assert fake.requests[0].outcome == "disconnected"
+
+
+async def test_total_timeout(fake):
+    gemini = make_client(fake.base_url, total_timeout=0.35)
+    fake.script(Reply(chunks=[f"{i} " for i in range(30)], delay=0.1))
+    try:
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+    assert 1 <= len(chunks) < 30
+    assert isinstance(error, Timeout)
+    await fake.requests[0].wait_closed(1)
+    assert fake.requests[0].outcome == "disconnected"
+
+
+# --- stopping ----------------------------------------------------------------------------
+
+
+def slow_reply() -> Reply:
+    return Reply(chunks=[f"word{i} " for i in range(50)], delay=0.25)
+
+
+async def test_cancelling_the_consumer_closes_the_connection_promptly(fake, client):
+    fake.script(slow_reply())
+    received: list[str] = []
+    got_two = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in client.stream(model=MODEL, contents=HELLO):
+            received.append(chunk)
+            if len(received) == 2:
+                got_two.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(got_two.wait(), 5)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.disconnected_at is not None
+    assert req.disconnected_at - cancelled_at < 0.3
+    sent = req.chunks_sent
+    assert sent == len(received) == 2
+    await asyncio.sleep(0.4)  # longer than the fake's gap between chunks
+    assert req.chunks_sent == sent
+
+
+async def test_aclose_from_the_consuming_task_closes_the_connection(fake, client):
+    fake.script(slow_reply())
+    stream = client.stream(model=MODEL, contents=HELLO)
+    async for _ in stream:
+        break
+    closing = time.monotonic()
+    await stream.aclose()
+
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.disconnected_at is not None and req.disconnected_at - closing < 0.3
+    assert stream.outcome is not None and stream.outcome.finish_reason is None
+    await asyncio.sleep(0.4)
+    assert req.chunks_sent == 1
+
+
+async def test_leaving_async_with_closes_the_connection(fake, client):
+    fake.script(slow_reply())
+    async with client.stream(model=MODEL, contents=HELLO) as stream:
+        assert await anext(stream) == "word0 "
+    leaving = time.monotonic()
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.disconnected_at is not None and req.disconnected_at - leaving < 0.3
+
+
+async def test_consumer_that_forgets_to_close_still_releases_the_connection(fake, client):
+    fake.script(slow_reply())
+
+    async def careless() -> str:
+        stream = client.stream(model=MODEL, contents=HELLO)
+        async for chunk in stream:
+            return chunk
+        return ""
+
+    assert await asyncio.create_task(careless()) == "word0 "
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.chunks_sent == 1
+
+
+async def test_streams_run_concurrently(fake, client):
+    fake.script(*[Reply(chunks=[f"{n}-a ", f"{n}-b"], delay=0.2) for n in range(3)])
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *[drain(client.stream(model=MODEL, contents=HELLO)) for _ in range(3)]
+    )
+    assert time.monotonic() - started < 1.0  # 3 × 0.4 s if they were serialised
+    assert sorted("".join(chunks) for chunks, _ in results) == ["0-a 0-b", "1-a 1-b", "2-a 2-b"]
