@@ -1,0 +1,195 @@
+"""Conversation storage: the `Store` protocol the bot talks to, and `open_store`.
+
+What is kept: turns (a user's question or the model's reply) per channel, with author,
+Discord message ids, status, token counts and time; images once each by SHA-256, linked to
+the turns that carried them; per-channel settings (persona, model); per-reply metrics.
+
+Semantics the bot relies on:
+
+- **Pairs.** A model turn answers one user turn (`reply_to`). History is ordered by pair key
+  (the user turn's id for both), the question before its answers, so two replies streaming at
+  once in one channel stay next to their questions whatever order they finish in.
+- **Start / finish.** `start_model_turn` writes a "streaming" row; `finish_model_turn` writes the
+  final text, status, message ids and metrics in one transaction. A crash in between leaves the
+  "streaming" row, which `open_store` marks "failed" (with empty text). "streaming" turns never
+  appear in history.
+- **History.** `load_history(channel, before_turn=X)` returns live (not archived) turns of
+  pairs whose key is < X, oldest first. It takes the newest `max_turns` turns, then keeps whole
+  pairs, newest first, while the approximate token budget holds (`approx_tokens`: ~4 characters
+  per token, `IMAGE_TOKENS` per image sent with its bytes), stopping at the first pair that does
+  not fit (so history has no gaps; if the newest pair alone is over budget, it is empty). A model
+  turn whose question is not in the result is dropped, so the result never starts with one.
+  Failed, stopped and blocked replies are included with their status. Images carry their bytes
+  only in the last `image_turns` turns of the result; older ones keep their hash and MIME type
+  with `data=None`, so the bot can mention them.
+- **Reset** is soft: `reset_channel` archives the channel's turns. They leave history for good
+  but stay in the file: `export_channel(include_archived=True)` (the default) shows them, and so
+  does `find_turn_by_message`. A reply still streaming when the channel is reset is archived with
+  its question. Settings (persona, model) survive a reset. `SQLiteStore.purge_channel` is the
+  hard delete.
+- **Forget me.** `forget_user(author_id)` deletes every user turn that person wrote, archived or
+  not, in every channel, and the model's replies to them (a reply is built from the question and
+  may quote it); images no longer carried by any turn are deleted too, and deleted content is
+  overwritten in the file. It returns how many turns were deleted, replies included.
+- **Stats** count every stored turn, archived ones included (usage, not context).
+- **Export JSON** writes Discord snowflakes (channel, guild, thread, author, message ids) as
+  strings, as Discord does, because they do not fit a JavaScript number; turn ids are numbers.
+  Images are listed by hash, MIME type and size, without their bytes.
+- Operations are safe to call from many tasks at once: each runs alone on the store's single
+  connection, off the event loop; writes are atomic and complete even if the caller is cancelled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from storage.models import (
+    CHARS_PER_TOKEN,
+    IMAGE_TOKENS,
+    ChannelSettings,
+    ImageIn,
+    ReplyMetrics,
+    SchemaError,
+    Stats,
+    Status,
+    StorageError,
+    StoreClosed,
+    StoredImage,
+    Turn,
+    TurnNotFound,
+    approx_tokens,
+)
+from storage.sqlite import SQLiteStore
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "IMAGE_TOKENS",
+    "ChannelSettings",
+    "ImageIn",
+    "ReplyMetrics",
+    "SQLiteStore",
+    "SchemaError",
+    "Stats",
+    "Status",
+    "StorageError",
+    "Store",
+    "StoreClosed",
+    "StoredImage",
+    "Turn",
+    "TurnNotFound",
+    "approx_tokens",
+    "open_store",
+]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the bot needs from storage; every method is safe to call concurrently."""
+
+    async def close(self) -> None:
+        """Finish writes in flight and release the database."""
+        ...
+
+    async def add_user_turn(
+        self,
+        *,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        text: str,
+        message_ids: Sequence[int] = (),
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        images: Sequence[ImageIn] = (),
+    ) -> int:
+        """Store a question; returns its turn id."""
+        ...
+
+    async def start_model_turn(
+        self,
+        *,
+        channel_id: int,
+        reply_to: int,
+        model: str,
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        author_id: int = 0,
+        author_name: str = "",
+    ) -> int:
+        """Open a "streaming" reply to user turn `reply_to`; returns its turn id."""
+        ...
+
+    async def finish_model_turn(
+        self,
+        turn_id: int,
+        *,
+        text: str,
+        status: Status,
+        message_ids: Sequence[int] = (),
+        prompt_tokens: int | None = None,
+        output_tokens: int | None = None,
+        metrics: ReplyMetrics | None = None,
+    ) -> None:
+        """Record a reply's final text, status, message ids, token counts and metrics."""
+        ...
+
+    async def load_history(
+        self,
+        channel_id: int,
+        *,
+        max_turns: int = 40,
+        max_tokens: int = 24_000,
+        image_turns: int = 6,
+        before_turn: int | None = None,
+    ) -> list[Turn]:
+        """The channel's recent live turns within the budget, oldest first."""
+        ...
+
+    async def find_turn_by_message(self, message_id: int) -> Turn | None:
+        """The turn one of whose Discord message ids is `message_id`."""
+        ...
+
+    async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
+        """Attach Discord message ids to a turn as its reply streams."""
+        ...
+
+    async def reset_channel(self, channel_id: int) -> int:
+        """Archive the channel's live turns (soft reset); returns how many."""
+        ...
+
+    async def export_channel(
+        self,
+        channel_id: int,
+        fmt: Literal["markdown", "json"] = "markdown",
+        *,
+        include_archived: bool = True,
+    ) -> str:
+        """The channel's history as Markdown or JSON."""
+        ...
+
+    async def get_channel_settings(self, channel_id: int) -> ChannelSettings:
+        """The channel's persona and model."""
+        ...
+
+    async def set_persona(self, channel_id: int, persona: str | None) -> None:
+        """Set (or clear, with None) the channel's persona."""
+        ...
+
+    async def set_model(self, channel_id: int, model: str | None) -> None:
+        """Set (or clear, with None) the channel's model."""
+        ...
+
+    async def stats(self, channel_id: int | None = None) -> Stats:
+        """Counts for one channel, or for everything when `channel_id` is None."""
+        ...
+
+    async def forget_user(self, author_id: int) -> int:
+        """Delete everything the user wrote (and the replies to it); returns turns deleted."""
+        ...
+
+
+async def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open or create the SQLite file (and its folder) at `path` and migrate it to this version."""
+    return await SQLiteStore.open(path)

@@ -1,0 +1,120 @@
+"""The plain data the store takes and returns, and the errors it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+Status = Literal["streaming", "complete", "stopped", "failed", "blocked"]
+"""A turn's state; "streaming" means a model turn was started and not finished yet."""
+
+Role = Literal["user", "model"]
+
+STATUSES: Final[frozenset[str]] = frozenset(get_args(Status))
+FINAL_STATUSES: Final[frozenset[str]] = STATUSES - {"streaming"}
+
+CHARS_PER_TOKEN: Final = 4
+"""The history budget's estimate: about four characters per token."""
+
+IMAGE_TOKENS: Final = 1_032
+"""The history budget's estimate for an image sent with its bytes (258 tokens a tile, ~4 tiles)."""
+
+
+def approx_tokens(text: str, images: int = 0) -> int:
+    """Approximate token cost of a turn: ~4 characters per token plus a fixed cost per image."""
+    return -(-len(text) // CHARS_PER_TOKEN) + images * IMAGE_TOKENS
+
+
+@dataclass(frozen=True)
+class ImageIn:
+    """An image to store with a user turn."""
+
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image carried by a stored turn; `data` is None when outside the history's image budget."""
+
+    sha256: str
+    mime_type: str
+    data: bytes | None
+
+
+@dataclass
+class Turn:
+    """One stored user question or model reply."""
+
+    id: int
+    channel_id: int
+    guild_id: int | None
+    thread_id: int | None
+    role: Role
+    author_id: int
+    author_name: str
+    text: str
+    status: Status
+    message_ids: list[int]
+    images: list[StoredImage]
+    created_at: float
+    reply_to: int | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    model: str | None
+
+
+@dataclass
+class ChannelSettings:
+    """Per-channel settings; None means "use the bot's default"."""
+
+    channel_id: int
+    persona: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class ReplyMetrics:
+    """How one reply streamed: latencies in seconds, counts of chunks and Discord writes."""
+
+    first_chunk_latency: float | None
+    first_visible_latency: float | None
+    total_time: float
+    chunk_count: int
+    edit_count: int
+    send_count: int
+    rate_limited: int
+    outcome: str
+
+
+@dataclass
+class Stats:
+    """Counts over every stored turn (archived ones included) of one channel or of all."""
+
+    turns: int
+    user_turns: int
+    model_turns: int
+    channels: int
+    images: int
+    by_status: dict[str, int]
+    prompt_tokens: int
+    output_tokens: int
+    replies_measured: int
+    avg_first_chunk_latency: float | None
+    avg_total_time: float | None
+
+
+class StorageError(Exception):
+    """The store cannot do what was asked (bad file, closed store)."""
+
+
+class SchemaError(StorageError):
+    """The database's schema cannot be brought to this version (newer file, bad migration)."""
+
+
+class StoreClosed(StorageError):
+    """The store was used after `close()`."""
+
+
+class TurnNotFound(StorageError, LookupError):
+    """The turn asked for does not exist (or is not of the kind the operation needs)."""

@@ -1,0 +1,886 @@
+"""The Store on SQLite through aiosqlite: one connection, its own thread, WAL, forward migrations.
+
+How it keeps data safe:
+- One aiosqlite connection: every statement runs on its worker thread, never on the event
+  loop. An `asyncio.Lock` makes each operation exclusive on that connection, so the
+  statements of two operations never interleave; a write with several statements runs in one
+  `BEGIN IMMEDIATE … COMMIT` transaction (a single-statement write is atomic on its own).
+- A write, once called, finishes (commits or rolls back) even when the caller is cancelled:
+  it runs in its own task, shielded. `close()` waits for writes in flight.
+- `journal_mode=WAL`, `synchronous=NORMAL`: a committed write survives the process being
+  killed (it is in the WAL); only a power loss or OS crash can lose the last few commits,
+  never corrupt the file. `foreign_keys=ON`; `busy_timeout` for other processes (a backup).
+- Every value goes in as a bound parameter; the only SQL built at run time is
+  `PRAGMA user_version = <int>` in the migration runner.
+- Text that cannot be encoded as UTF-8 (lone surrogates) is stored with U+FFFD in their
+  place rather than refused; NUL characters and very long texts are stored as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from storage.models import (
+    FINAL_STATUSES,
+    ChannelSettings,
+    ImageIn,
+    ReplyMetrics,
+    SchemaError,
+    Stats,
+    Status,
+    StorageError,
+    StoreClosed,
+    StoredImage,
+    Turn,
+    TurnNotFound,
+    approx_tokens,
+)
+from storage.schema import migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+BUSY_TIMEOUT_MS = 5_000
+CACHE_KIB = 32 * 1024  # page cache per connection
+MAX_ID = 2**63 - 1
+HASH_OFF_LOOP_BYTES = 256 * 1024  # hash bigger images on a worker thread
+
+# One turn with its message ids and image references (as JSON, sorted by position in Python).
+_TURN_SELECT = """
+SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.author_name,
+       t.text, t.status, t.created_at, t.reply_to, t.prompt_tokens, t.output_tokens, t.model,
+       (SELECT json_group_array(json_array(m.position, m.message_id))
+          FROM turn_messages AS m WHERE m.turn_id = t.id) AS messages,
+       (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size))
+          FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
+         WHERE ti.turn_id = t.id) AS images,
+       t.archived, t.archived_at
+  FROM turns AS t
+"""
+
+_HISTORY_SQL = (
+    _TURN_SELECT
+    + """
+ WHERE t.channel_id = ? AND t.archived = 0 AND t.pair_key < ? AND t.status <> 'streaming'
+ ORDER BY t.pair_key DESC, t.id DESC
+ LIMIT ?
+"""
+)
+
+_INSERT_MESSAGE_SQL = """
+INSERT INTO turn_messages (turn_id, position, message_id)
+SELECT :turn, coalesce((SELECT max(position) + 1 FROM turn_messages WHERE turn_id = :turn), 0),
+       :message
+ WHERE EXISTS (SELECT 1 FROM turns WHERE id = :turn)
+   AND NOT EXISTS (SELECT 1 FROM turn_messages WHERE turn_id = :turn AND message_id = :message)
+"""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    """The text as SQLite can store it: lone surrogates become U+FFFD, all else is kept."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _clean_optional(text: str | None) -> str | None:
+    return None if text is None else _clean(text)
+
+
+class _Row:
+    """A fetched turn row, before its image bytes are attached."""
+
+    __slots__ = ("archived", "archived_at", "image_refs", "turn")
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        messages = sorted(json.loads(row[14]))
+        refs = sorted(json.loads(row[15]))
+        self.image_refs: list[tuple[str, str, int]] = [(r[1], r[2], r[3]) for r in refs]
+        self.archived = bool(row[16])
+        self.archived_at: float | None = row[17]
+        self.turn = Turn(
+            id=row[0],
+            channel_id=row[1],
+            guild_id=row[2],
+            thread_id=row[3],
+            role=row[4],
+            author_id=row[5],
+            author_name=row[6],
+            text=row[7],
+            status=row[8],
+            created_at=row[9],
+            reply_to=row[10],
+            prompt_tokens=row[11],
+            output_tokens=row[12],
+            model=row[13],
+            message_ids=[m[1] for m in messages],
+            images=[StoredImage(sha, mime, None) for sha, mime, _ in self.image_refs],
+        )
+
+
+async def _fetch_image_data(conn: aiosqlite.Connection, hashes: Iterable[str]) -> dict[str, bytes]:
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    rows = await conn.execute_fetchall(
+        "SELECT sha256, data FROM images WHERE sha256 IN (SELECT value FROM json_each(?))",
+        (json.dumps(wanted),),
+    )
+    return {sha: bytes(data) for sha, data in rows}
+
+
+def _with_data(turn: Turn, data: dict[str, bytes]) -> None:
+    turn.images = [StoredImage(i.sha256, i.mime_type, data.get(i.sha256)) for i in turn.images]
+
+
+async def _insert_message_ids(
+    conn: aiosqlite.Connection, turn_id: int, message_ids: Sequence[int]
+) -> None:
+    if message_ids:
+        await conn.executemany(
+            _INSERT_MESSAGE_SQL, [{"turn": turn_id, "message": int(m)} for m in message_ids]
+        )
+
+
+def _make_folder(name: str) -> str:
+    path = Path(name).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """The single row a query returns."""
+    return tuple(next(iter(await conn.execute_fetchall(sql, params))))
+
+
+async def _rowcount(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
+    async with conn.execute(sql, params) as cursor:
+        return cursor.rowcount
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:  # e.g. SQLite already rolled back after a disk error
+        log.debug("rollback: %s", exc)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class SQLiteStore:
+    """Conversation history, images, settings and metrics in one SQLite file."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._closing = False
+        self._closed = False
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> SQLiteStore:
+        """Open (or create) the file and its folder, migrate it, fail leftover streaming turns."""
+        name = os.fspath(path)
+        if name != ":memory:" and not name.startswith("file:"):
+            name = await asyncio.to_thread(_make_folder, name)
+        try:
+            conn = await aiosqlite.connect(
+                name, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database {name!r}: {exc}") from exc
+        try:
+            await cls._configure(conn, name)
+            await migrate(conn)
+            recovered = await _rowcount(
+                conn,
+                "UPDATE turns SET status = 'failed', finished_at = ? WHERE status = 'streaming'",
+                (time.time(),),
+            )
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, SchemaError):
+                raise StorageError(f"cannot use the database {name!r}: {exc}") from exc
+            raise
+        if recovered:
+            log.warning(
+                "marked %d reply(ies) interrupted by the last shutdown as failed", recovered
+            )
+        return cls(conn, name)
+
+    @staticmethod
+    async def _configure(conn: aiosqlite.Connection, name: str) -> None:
+        # PRAGMAs take no bound parameters; every value here is a constant of this module.
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (mode,) = await _one(conn, "PRAGMA journal_mode = WAL")
+        if str(mode).lower() != "wal" and name != ":memory:":
+            log.warning("SQLite refused WAL for %s (journal_mode=%s)", name, mode)
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute("PRAGMA temp_store = MEMORY")
+        await conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        await conn.execute("PRAGMA journal_size_limit = 67108864")
+        (fk,) = await _one(conn, "PRAGMA foreign_keys")
+        if fk != 1:
+            raise StorageError("this SQLite build cannot enforce foreign keys")
+
+    async def close(self) -> None:
+        """Finish the writes in flight, then close the connection; later calls are refused."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        async with self._lock:
+            try:
+                await self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:
+                log.debug("PRAGMA optimize: %s", exc)
+            await self._conn.close()
+            self._closed = True
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise StoreClosed("the store is closed")
+
+    async def _read(self, op: Op[T]) -> T:
+        self._check_open()
+        async with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            return await op(self._conn)
+
+    async def _write(self, op: Op[T], *, transaction: bool = True) -> T:
+        """Run `op` alone on the connection (in a transaction); it completes even if we are
+        cancelled."""
+        self._check_open()
+        task = asyncio.create_task(self._locked_write(op, transaction))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_abandoned_failure)
+            raise
+
+    async def _locked_write(self, op: Op[T], transaction: bool) -> T:
+        async with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            conn = self._conn
+            if not transaction:
+                return await op(conn)
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await op(conn)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await _rollback(conn)
+                raise
+            return result
+
+    # ----------------------------------------------------------------- turns
+
+    async def add_user_turn(
+        self,
+        *,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        text: str,
+        message_ids: Sequence[int] = (),
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        images: Sequence[ImageIn] = (),
+    ) -> int:
+        """Store a user's question (with its images); returns the new turn's id."""
+        prepared = await _prepare_images(images)
+        values = (
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            _clean(author_name),
+            _clean(text),
+            time.time(),
+        )
+        ids = [int(m) for m in message_ids]
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            rows = await conn.execute_fetchall(
+                "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+                " author_name, text, status, created_at)"
+                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?) RETURNING id",
+                values,
+            )
+            turn_id = int(next(iter(rows))[0])
+            await _insert_message_ids(conn, turn_id, ids)
+            if prepared:
+                now = time.time()
+                await conn.executemany(
+                    "INSERT INTO images (sha256, mime_type, size, created_at, data)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
+                )
+                await conn.executemany(
+                    "INSERT INTO turn_images (turn_id, position, sha256) VALUES (?, ?, ?)",
+                    [(turn_id, pos, sha) for pos, (sha, _, _) in enumerate(prepared)],
+                )
+            return turn_id
+
+        return await self._write(op, transaction=bool(ids or prepared))
+
+    async def start_model_turn(
+        self,
+        *,
+        channel_id: int,
+        reply_to: int,
+        model: str,
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        author_id: int = 0,
+        author_name: str = "",
+    ) -> int:
+        """Open a model turn ("streaming") answering user turn `reply_to`; returns its id.
+
+        The reply joins its question's side of a reset: answering an archived question gives
+        an archived reply.
+        """
+        values = (
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            _clean(author_name),
+            time.time(),
+            _clean(model),
+            reply_to,
+        )
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            rows = list(
+                await conn.execute_fetchall(
+                    "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+                    " author_name, text, status, reply_to, created_at, model, archived,"
+                    " archived_at)"
+                    " SELECT ?, ?, ?, 'model', ?, ?, '', 'streaming', id, ?, ?, archived,"
+                    " archived_at FROM turns WHERE id = ? AND role = 'user'"
+                    " RETURNING id",
+                    values,
+                )
+            )
+            if not rows:
+                raise TurnNotFound(f"no user turn {reply_to} to reply to")
+            return int(rows[0][0])
+
+        return await self._write(op, transaction=False)
+
+    async def finish_model_turn(
+        self,
+        turn_id: int,
+        *,
+        text: str,
+        status: Status,
+        message_ids: Sequence[int] = (),
+        prompt_tokens: int | None = None,
+        output_tokens: int | None = None,
+        metrics: ReplyMetrics | None = None,
+    ) -> None:
+        """Record a model turn's final text and status (and its metrics), all at once.
+
+        A turn deleted meanwhile (forget_user, purge_channel) is ignored; finishing a user
+        turn is a programming error (ValueError).
+        """
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"a finished turn's status must be one of {sorted(FINAL_STATUSES)}")
+        values = (_clean(text), status, time.time(), prompt_tokens, output_tokens, turn_id)
+        ids = [int(m) for m in message_ids]
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            changed = await _rowcount(
+                conn,
+                "UPDATE turns SET text = ?, status = ?, finished_at = ?,"
+                " prompt_tokens = coalesce(?, prompt_tokens),"
+                " output_tokens = coalesce(?, output_tokens)"
+                " WHERE id = ? AND role = 'model'",
+                values,
+            )
+            if not changed:
+                rows = list(
+                    await conn.execute_fetchall("SELECT role FROM turns WHERE id = ?", (turn_id,))
+                )
+                if rows:
+                    raise ValueError(f"turn {turn_id} is a user turn, not a model turn")
+                log.debug("model turn %d is gone (deleted while streaming)", turn_id)
+                return
+            await _insert_message_ids(conn, turn_id, ids)
+            if metrics is not None:
+                await conn.execute(
+                    "INSERT OR REPLACE INTO reply_metrics (turn_id, first_chunk_latency,"
+                    " first_visible_latency, total_time, chunk_count, edit_count, send_count,"
+                    " rate_limited, outcome, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        turn_id,
+                        metrics.first_chunk_latency,
+                        metrics.first_visible_latency,
+                        metrics.total_time,
+                        metrics.chunk_count,
+                        metrics.edit_count,
+                        metrics.send_count,
+                        metrics.rate_limited,
+                        _clean(metrics.outcome),
+                        time.time(),
+                    ),
+                )
+
+        await self._write(op, transaction=bool(ids or metrics is not None))
+
+    async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
+        """Attach Discord message ids to a turn (in order; ids it already has are skipped)."""
+        ids = [int(m) for m in message_ids]
+        if not ids:
+            return
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await _insert_message_ids(conn, turn_id, ids)
+
+        await self._write(op, transaction=len(ids) > 1)
+
+    # ----------------------------------------------------------------- reading
+
+    async def load_history(
+        self,
+        channel_id: int,
+        *,
+        max_turns: int = 40,
+        max_tokens: int = 24_000,
+        image_turns: int = 6,
+        before_turn: int | None = None,
+    ) -> list[Turn]:
+        """The channel's recent live turns, oldest first, within budget (see the package doc)."""
+        if max_turns <= 0 or max_tokens <= 0:
+            return []
+        image_turns = max(0, image_turns)
+        before = MAX_ID if before_turn is None else before_turn
+
+        async def op(conn: aiosqlite.Connection) -> list[Turn]:
+            rows = await conn.execute_fetchall(_HISTORY_SQL, (channel_id, before, max_turns))
+            chosen = _trim([_Row(r).turn for r in rows], max_tokens, image_turns)
+            window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
+            data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
+            for turn in window:
+                _with_data(turn, data)
+            return chosen
+
+        return await self._read(op)
+
+    async def find_turn_by_message(self, message_id: int) -> Turn | None:
+        """The turn (user or model, archived or not) carried by this Discord message, if any."""
+
+        async def op(conn: aiosqlite.Connection) -> Turn | None:
+            rows = list(
+                await conn.execute_fetchall(
+                    _TURN_SELECT
+                    + " WHERE t.id = (SELECT turn_id FROM turn_messages WHERE message_id = ?"
+                    " ORDER BY turn_id DESC LIMIT 1)",
+                    (int(message_id),),
+                )
+            )
+            if not rows:
+                return None
+            turn = _Row(rows[0]).turn
+            _with_data(turn, await _fetch_image_data(conn, (i.sha256 for i in turn.images)))
+            return turn
+
+        return await self._read(op)
+
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        """One turn by id, with its image bytes."""
+
+        async def op(conn: aiosqlite.Connection) -> Turn | None:
+            rows = list(await conn.execute_fetchall(_TURN_SELECT + " WHERE t.id = ?", (turn_id,)))
+            if not rows:
+                return None
+            turn = _Row(rows[0]).turn
+            _with_data(turn, await _fetch_image_data(conn, (i.sha256 for i in turn.images)))
+            return turn
+
+        return await self._read(op)
+
+    # ----------------------------------------------------------------- reset, export, forget
+
+    async def reset_channel(self, channel_id: int) -> int:
+        """Soft reset: archive the channel's live turns (hidden from history, kept for export)."""
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            return await _rowcount(
+                conn,
+                "UPDATE turns SET archived = 1, archived_at = ?"
+                " WHERE channel_id = ? AND archived = 0",
+                (time.time(), channel_id),
+            )
+
+        return await self._write(op, transaction=False)
+
+    async def export_channel(
+        self,
+        channel_id: int,
+        fmt: Literal["markdown", "json"] = "markdown",
+        *,
+        include_archived: bool = True,
+    ) -> str:
+        """The channel's history (archived turns too, unless told not) as Markdown or JSON."""
+        if fmt not in ("markdown", "json"):
+            raise ValueError(f"unknown export format {fmt!r}")
+
+        async def op(
+            conn: aiosqlite.Connection,
+        ) -> tuple[list[_Row], ChannelSettings]:
+            rows = await conn.execute_fetchall(
+                _TURN_SELECT + " WHERE t.channel_id = ? AND t.archived <= ?"
+                " ORDER BY t.pair_key, t.id",
+                (channel_id, 1 if include_archived else 0),
+            )
+            return [_Row(r) for r in rows], await _settings(conn, channel_id)
+
+        rows, settings = await self._read(op)
+        if fmt == "json":
+            return _export_json(channel_id, rows, settings)
+        return _export_markdown(channel_id, rows, settings)
+
+    async def forget_user(self, author_id: int) -> int:
+        """Delete every turn the user wrote and the model's replies to them; returns how many.
+
+        Images no longer carried by any turn go too. Deleted content is overwritten in the
+        file (secure_delete) and the WAL is checkpointed, so it does not linger on disk.
+        """
+        return await self._delete_turns("t.role = 'user' AND t.author_id = ?", (author_id,))
+
+    async def purge_channel(self, channel_id: int) -> int:
+        """Hard delete: every turn of the channel (archived too), replies to them, its settings."""
+        deleted = await self._delete_turns("t.channel_id = ?", (channel_id,))
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,))
+
+        await self._write(op, transaction=False)
+        return deleted
+
+    async def _delete_turns(self, where: str, params: tuple[Any, ...]) -> int:
+        # `where` is one of this module's constant conditions; values are bound.
+        async def op(conn: aiosqlite.Connection) -> int:
+            await conn.execute("PRAGMA secure_delete = ON")
+            try:
+                (count,) = await _one(
+                    conn,
+                    f"WITH doomed AS (SELECT t.id FROM turns AS t WHERE {where})"
+                    " SELECT (SELECT count(*) FROM doomed)"
+                    " + (SELECT count(*) FROM turns WHERE reply_to IN (SELECT id FROM doomed)"
+                    "    AND id NOT IN (SELECT id FROM doomed))",
+                    params,
+                )
+                hashes = [
+                    r[0]
+                    for r in await conn.execute_fetchall(
+                        "SELECT DISTINCT ti.sha256 FROM turn_images AS ti"
+                        f" JOIN turns AS t ON t.id = ti.turn_id WHERE {where}",
+                        params,
+                    )
+                ]
+                await conn.execute(
+                    f"DELETE FROM turns WHERE id IN (SELECT t.id FROM turns AS t WHERE {where})",
+                    params,
+                )
+                if hashes:
+                    await conn.execute(
+                        "DELETE FROM images WHERE sha256 IN (SELECT value FROM json_each(?))"
+                        " AND NOT EXISTS (SELECT 1 FROM turn_images AS ti"
+                        "                 WHERE ti.sha256 = images.sha256)",
+                        (json.dumps(hashes),),
+                    )
+            finally:
+                await conn.execute("PRAGMA secure_delete = OFF")
+            return int(count)
+
+        deleted = await self._write(op)
+        if deleted:
+            await self._write(_checkpoint, transaction=False)
+        return deleted
+
+    # ----------------------------------------------------------------- settings
+
+    async def get_channel_settings(self, channel_id: int) -> ChannelSettings:
+        """The channel's persona and model (None where unset)."""
+
+        async def op(conn: aiosqlite.Connection) -> ChannelSettings:
+            return await _settings(conn, channel_id)
+
+        return await self._read(op)
+
+    async def set_persona(self, channel_id: int, persona: str | None) -> None:
+        """Set the channel's system instruction (None: back to the default)."""
+        await self._set_setting(channel_id, "persona", _clean_optional(persona))
+
+    async def set_model(self, channel_id: int, model: str | None) -> None:
+        """Set the channel's Gemini model (None: back to the default)."""
+        await self._set_setting(channel_id, "model", _clean_optional(model))
+
+    async def _set_setting(
+        self, channel_id: int, column: Literal["persona", "model"], value: str | None
+    ) -> None:
+        sql = {
+            "persona": "INSERT INTO channel_settings (channel_id, persona, updated_at)"
+            " VALUES (?, ?, ?) ON CONFLICT (channel_id) DO UPDATE"
+            " SET persona = excluded.persona, updated_at = excluded.updated_at",
+            "model": "INSERT INTO channel_settings (channel_id, model, updated_at)"
+            " VALUES (?, ?, ?) ON CONFLICT (channel_id) DO UPDATE"
+            " SET model = excluded.model, updated_at = excluded.updated_at",
+        }[column]
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(sql, (channel_id, value, time.time()))
+
+        await self._write(op, transaction=False)
+
+    # ----------------------------------------------------------------- stats
+
+    async def stats(self, channel_id: int | None = None) -> Stats:
+        """Counts over all stored turns (archived included), for one channel or everywhere."""
+
+        async def op(conn: aiosqlite.Connection) -> Stats:
+            if channel_id is None:
+                groups = await conn.execute_fetchall(
+                    "SELECT role, status, count(*), total(prompt_tokens), total(output_tokens)"
+                    " FROM turns GROUP BY role, status"
+                )
+                (channels,) = await _one(
+                    conn, "SELECT count(*) FROM (SELECT DISTINCT channel_id FROM turns)"
+                )
+                (images,) = await _one(conn, "SELECT count(*) FROM images")
+                measured = await _one(
+                    conn,
+                    "SELECT count(*), avg(first_chunk_latency), avg(total_time) FROM reply_metrics",
+                )
+            else:
+                groups = await conn.execute_fetchall(
+                    "SELECT role, status, count(*), total(prompt_tokens), total(output_tokens)"
+                    " FROM turns WHERE channel_id = ? GROUP BY role, status",
+                    (channel_id,),
+                )
+                (images,) = await _one(
+                    conn,
+                    "SELECT count(DISTINCT ti.sha256) FROM turn_images AS ti"
+                    " JOIN turns AS t ON t.id = ti.turn_id WHERE t.channel_id = ?",
+                    (channel_id,),
+                )
+                measured = await _one(
+                    conn,
+                    "SELECT count(*), avg(m.first_chunk_latency), avg(m.total_time)"
+                    " FROM reply_metrics AS m JOIN turns AS t ON t.id = m.turn_id"
+                    " WHERE t.channel_id = ?",
+                    (channel_id,),
+                )
+                channels = None
+            by_status: dict[str, int] = {}
+            counts = {"user": 0, "model": 0}
+            prompt = output = 0.0
+            for role, status, n, p, o in groups:
+                by_status[status] = by_status.get(status, 0) + n
+                counts[role] += n
+                prompt += p
+                output += o
+            total = counts["user"] + counts["model"]
+            return Stats(
+                turns=total,
+                user_turns=counts["user"],
+                model_turns=counts["model"],
+                channels=int(channels if channels is not None else (1 if total else 0)),
+                images=int(images),
+                by_status=by_status,
+                prompt_tokens=int(prompt),
+                output_tokens=int(output),
+                replies_measured=int(measured[0]),
+                avg_first_chunk_latency=measured[1],
+                avg_total_time=measured[2],
+            )
+
+        return await self._read(op)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _log_abandoned_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a store write whose caller was cancelled failed", exc_info=task.exception())
+
+
+async def _checkpoint(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        log.debug("wal_checkpoint: %s", exc)
+
+
+async def _prepare_images(images: Sequence[ImageIn]) -> list[tuple[str, str, bytes]]:
+    """(sha256 hex, MIME type, bytes) per image; large ones are hashed off the event loop."""
+    if not images:
+        return []
+    blobs = [bytes(image.data) for image in images]
+
+    def digest_all() -> list[str]:
+        return [hashlib.sha256(blob).hexdigest() for blob in blobs]
+
+    if sum(len(b) for b in blobs) > HASH_OFF_LOOP_BYTES:
+        digests = await asyncio.to_thread(digest_all)
+    else:
+        digests = digest_all()
+    return [
+        (sha, _clean(image.mime_type), blob)
+        for sha, image, blob in zip(digests, images, blobs, strict=True)
+    ]
+
+
+async def _settings(conn: aiosqlite.Connection, channel_id: int) -> ChannelSettings:
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT persona, model FROM channel_settings WHERE channel_id = ?", (channel_id,)
+        )
+    )
+    if not rows:
+        return ChannelSettings(channel_id)
+    return ChannelSettings(channel_id, persona=rows[0][0], model=rows[0][1])
+
+
+def _pair_key(turn: Turn) -> int | None:
+    return turn.id if turn.role == "user" else turn.reply_to
+
+
+def _trim(newest_first: list[Turn], max_tokens: int, image_turns: int) -> list[Turn]:
+    """Whole question/answer pairs, newest first, while they fit; returned oldest first.
+
+    A pair is its user turn and the model turns answering it; a model turn whose question is
+    not in `newest_first` (cut off by the row limit, or asked elsewhere) is dropped. Images
+    cost tokens only within the last `image_turns` turns, the ones sent with their bytes.
+    """
+    pairs: list[list[Turn]] = []  # each newest first: model turns, then the user turn
+    for turn in newest_first:
+        if pairs and _pair_key(pairs[-1][0]) == _pair_key(turn):
+            pairs[-1].append(turn)
+        else:
+            pairs.append([turn])
+    chosen: list[Turn] = []
+    used = 0
+    for pair in pairs:
+        if pair[-1].role != "user":
+            continue  # an orphan: its question is not here
+        cost = 0
+        for offset, turn in enumerate(pair):
+            with_images = len(chosen) + offset < image_turns
+            cost += approx_tokens(turn.text, len(turn.images) if with_images else 0)
+        if used + cost > max_tokens:
+            break
+        used += cost
+        chosen.extend(pair)
+    chosen.reverse()
+    return chosen
+
+
+def _turn_json(row: _Row) -> dict[str, Any]:
+    t = row.turn
+
+    def snowflake(value: int | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "id": t.id,
+        "role": t.role,
+        "author_id": snowflake(t.author_id),
+        "author_name": t.author_name,
+        "text": t.text,
+        "status": t.status,
+        "created_at": _iso(t.created_at),
+        "reply_to": t.reply_to,
+        "message_ids": [str(m) for m in t.message_ids],
+        "images": [
+            {"sha256": sha, "mime_type": mime, "size": size} for sha, mime, size in row.image_refs
+        ],
+        "model": t.model,
+        "prompt_tokens": t.prompt_tokens,
+        "output_tokens": t.output_tokens,
+        "guild_id": snowflake(t.guild_id),
+        "thread_id": snowflake(t.thread_id),
+        "archived": row.archived,
+        "archived_at": _iso(row.archived_at),
+    }
+
+
+def _export_json(channel_id: int, rows: list[_Row], settings: ChannelSettings) -> str:
+    doc = {
+        "format": "gemcord-history",
+        "version": 1,
+        "channel_id": str(channel_id),
+        "exported_at": _iso(time.time()),
+        "settings": {"persona": settings.persona, "model": settings.model},
+        "turns": [_turn_json(r) for r in rows],
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=2)
+
+
+def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSettings) -> str:
+    archived = sum(r.archived for r in rows)
+    out = [
+        f"# Conversation history — channel {channel_id}",
+        "",
+        f"Exported {_iso(time.time())} · {len(rows)} turn(s)"
+        + (f", {archived} archived by a reset" if archived else ""),
+    ]
+    if settings.model:
+        out.append(f"Model: `{settings.model}`")
+    if settings.persona:
+        out += ["", "Persona:", "", *(f"> {line}" for line in settings.persona.splitlines())]
+    section: bool | None = None
+    for row in rows:
+        if row.archived != section:
+            section = row.archived
+            out += ["", "## Archived (before a reset)" if section else "## Current", ""]
+        t = row.turn
+        who = t.author_name or (t.model if t.role == "model" else None) or t.role
+        label = "model" if t.role == "model" else "user"
+        head = f"### {who} ({label}) · {_iso(t.created_at)} · turn {t.id}"
+        if t.status != "complete":
+            head += f" · {t.status}"
+        out += [head, ""]
+        out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
+        for sha, mime, size in row.image_refs:
+            out.append(f"- image `{sha[:16]}` ({mime}, {size:,} bytes)")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
