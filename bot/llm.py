@@ -326,6 +326,7 @@ class GeminiStream:
         self._consumer: asyncio.Task[Any] | None = None
         self._deadline: float | None = None
         self._done = False
+        self._closed = False
         self.outcome: StreamOutcome | None = None
         self.attempts = 0
         # what the pump has seen (for the outcome)
@@ -352,47 +353,38 @@ class GeminiStream:
     async def __anext__(self) -> str:
         if self._done:
             raise StopAsyncIteration
-        loop = asyncio.get_running_loop()
         if self._pump is None:
-            self._start(loop)
+            self._start(asyncio.get_running_loop())
         try:
-            if self._deadline is None:
-                item = await self._queue.get()
-            else:
-                remaining = self._deadline - loop.time()
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), max(0.0, remaining))
-                except TimeoutError:
-                    self._stop_pump()
-                    item = ("error", self._timeout_error(total=True))
+            kind, value = await self._next_item()
         except BaseException:
             # The consumer was cancelled (or worse): stop generating and drop the connection.
             self._stop_pump()
-            self._done = True
-            self._set_outcome()
+            self._end()
             raise
-        kind, value = item
-        if kind == "text":
+        if kind == "text" and not self._closed:
             assert isinstance(value, str)
             return value
-        self._done = True
-        self._set_outcome()
-        self._forget_consumer()
-        if kind == "error":
+        self._end()
+        if kind == "error" and not self._closed:
             assert isinstance(value, LLMError)
             raise value
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """Stop the answer and release the connection (call from the consuming task)."""
-        self._done = True
+        """Stop the answer and release the connection at once (safe from any task).
+
+        A consumer blocked in another task on the next chunk sees the iteration end.
+        """
+        self._closed = True
         pump = self._pump
         self._stop_pump()
         if pump is not None and not pump.done():
             # Cancellation reaches an aiohttp read, so this is quick; bounded just in case.
             await asyncio.wait({pump}, timeout=2.0)
-        if self.outcome is None and pump is not None:
+        if pump is not None and self.outcome is None:
             self._set_outcome()
+        self._done = True
         self._forget_consumer()
 
     # --- consumer side helpers ---------------------------------------------------------
@@ -405,6 +397,25 @@ class GeminiStream:
         self._consumer = asyncio.current_task()
         if self._consumer is not None:
             self._consumer.add_done_callback(self._on_consumer_done)
+
+    async def _next_item(self) -> _Item:
+        """The pump's next item (buffered ones first); a total-timeout error past the deadline."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            return self._queue.get_nowait()
+        if self._deadline is None:
+            return await self._queue.get()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await self._queue.get()
+        except TimeoutError:
+            self._stop_pump()
+            return ("error", self._timeout_error(total=True))
+
+    def _end(self) -> None:
+        """The consumer is done with this stream: record the outcome, drop the safety net."""
+        self._done = True
+        self._set_outcome()
+        self._forget_consumer()
 
     def _on_consumer_done(self, _task: asyncio.Task[Any]) -> None:
         self._stop_pump()
@@ -433,7 +444,16 @@ class GeminiStream:
     # --- the pump -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        """Request, retry before the first text, read chunks, map errors; feeds the queue."""
+        """The pump task: feeds the queue until the answer ends, fails or is stopped."""
+        try:
+            await self._attempts()
+        except asyncio.CancelledError:
+            # Stopped: whoever still waits on the queue must not wait forever.
+            self._queue.put_nowait(("error", StreamDropped(detail="the stream was closed")))
+            raise
+
+    async def _attempts(self) -> None:
+        """Request, retry before the first text, read chunks, map errors."""
         client = self._client
         attempt = 0
         while True:

@@ -403,3 +403,17 @@ async def test_unknown_path_is_a_google_404(fake):
             body = await resp.json()
     assert body["error"]["status"] == "NOT_FOUND"
     assert fake.requests[0].model is None
+
+
+async def test_mid_stream_error_event_raises_after_the_chunks(fake, sdk):
+    fake.script(Reply.mid_stream_error(["a", "b", "c"], after=2, code=503))
+    seen = []
+
+    with pytest.raises(errors.ServerError) as caught:
+        async for chunk in await sdk.aio.models.generate_content_stream(model=MODEL, contents="x"):
+            seen.append(chunk.text)
+
+    assert seen == ["a", "b"]
+    assert caught.value.code == 503 and caught.value.status == "UNAVAILABLE"
+    (req,) = fake.requests
+    assert req.chunks_sent == 3 and req.outcome == "error"

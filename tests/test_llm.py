@@ -534,3 +534,42 @@ async def test_streams_run_concurrently(fake, client):
     )
     assert time.monotonic() - started < 1.0  # 3 × 0.4 s if they were serialised
     assert sorted("".join(chunks) for chunks, _ in results) == ["0-a 0-b", "1-a 1-b", "2-a 2-b"]
+
+
+async def test_aclose_from_another_task_ends_the_iteration_quietly(fake, client):
+    fake.script(slow_reply())
+    stream = client.stream(model=MODEL, contents=HELLO)
+    received: list[str] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in stream:
+            received.append(chunk)
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    closing = time.monotonic()
+    await stream.aclose()
+    await asyncio.wait_for(task, 1)  # ends without an error
+
+    assert received == ["word0 "]
+    (req,) = fake.requests
+    await req.wait_closed(1)
+    assert req.outcome == "disconnected"
+    assert req.disconnected_at is not None and req.disconnected_at - closing < 0.3
+
+
+async def test_error_event_after_text_is_mapped_not_retried(fake, client):
+    fake.script(Reply.mid_stream_error(["partial ", "answer"], after=2, code=503), Reply())
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert chunks == ["partial ", "answer"]
+    assert isinstance(error, ServerError) and error.code == 503
+    assert len(fake.requests) == 1
+
+
+async def test_error_event_before_text_is_retried(fake, client):
+    fake.script(Reply.mid_stream_error(["never"], after=0, code=500), Reply(chunks=["second try"]))
+    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+    assert error is None and chunks == ["second try"]
+    assert len(fake.requests) == 2

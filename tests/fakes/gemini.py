@@ -120,7 +120,9 @@ class Reply:
     ``delays[i]`` (else ``delay``) is slept before event ``i``; ``first_delay`` overrides the
     wait before the first event. ``drop_after=n`` aborts the connection after ``n`` events
     without ending the chunked body; ``stall_after=n`` sends ``n`` events and then nothing
-    until the client disconnects or the fake stops.
+    until the client disconnects or the fake stops; ``error_after=n`` sends ``n`` events,
+    then ``error_body`` as an event of its own, and ends the stream (see
+    :meth:`mid_stream_error`).
     """
 
     chunks: Sequence[str] = ()
@@ -136,6 +138,7 @@ class Reply:
     status: int = 200
     error_body: Mapping[str, Any] | None = None
     block_reason: str | None = None
+    error_after: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -197,6 +200,20 @@ class Reply:
             finish_reason=None,
             headers=dict(headers or {}),
         )
+
+    @classmethod
+    def mid_stream_error(
+        cls,
+        chunks: Sequence[str],
+        *,
+        after: int,
+        code: int = 503,
+        message: str | None = None,
+        delay: float = 0.0,
+    ) -> Reply:
+        """HTTP 200, ``after`` chunks, then an SSE event carrying Google's error JSON."""
+        error = cls.error(code, message)
+        return cls(chunks=chunks, delay=delay, error_after=after, error_body=error.error_body)
 
     @classmethod
     def blocked_prompt(cls, reason: str = "SAFETY", *, delay: float = 0.0) -> Reply:
@@ -596,6 +613,17 @@ class FakeGemini:
             )
             return events
 
+        if reply.error_after is not None:
+            normal = Reply(
+                chunks=reply.chunks,
+                thoughts=reply.thoughts,
+                usage=reply.usage,
+                model_version=reply.model_version,
+                finish_reason=None,
+            )
+            error = reply.error_body or Reply.error(500).error_body
+            return [*self._events(rec, normal)[: reply.error_after], dict(error or {})]
+
         texts = list(reply.chunks)
         inline_finish = reply.finish_reason in _INLINE_FINISH and bool(texts)
         for thought in reply.thoughts:
@@ -708,7 +736,7 @@ class FakeGemini:
         if not resp.prepared:
             await resp.prepare(request)
         await resp.write_eof()
-        rec.outcome = "completed"
+        rec.outcome = "completed" if reply.error_after is None else "error"
         rec.finished_at = time.monotonic()
         return resp
 
