@@ -7,11 +7,12 @@ This is the only module of gemcord that imports ``google.genai``. Everything els
 
 How a stream runs: the SDK's async generator is driven by a private *pump* task that puts
 text chunks on a queue; the consumer iterates :class:`GeminiStream`, which reads that queue.
-Stopping (the consumer's task is cancelled, or it calls :meth:`GeminiStream.aclose`) cancels
+Stopping (the consumer's task is cancelled, or :meth:`GeminiStream.aclose` is called) cancels
 the pump, and the cancellation travels down the SDK's nested generators to the aiohttp read,
 whose ``finally`` releases the half-read response, which closes the socket at once. (Merely
-``aclose()``-ing the SDK's outer generator does not: its inner generators stay referenced by
-the SDK and keep the connection open, so Gemini goes on generating and billing.) The pump
+``aclose()``-ing the SDK's outer generator does not: with google-genai 3.6.1 its inner
+generators are left unclosed and the connection stays open, so Gemini goes on generating and
+billing.) The pump
 is only ever cancelled, never ``aclose()``-d from another task (python-genai #2425).
 """
 
@@ -226,7 +227,13 @@ class GeminiClient:
         max_retry_wait: float = 5.0,
         retry_base_delay: float = 0.5,
     ) -> None:
-        """``retry_attempts`` is how many times a failed request is retried (before any text)."""
+        """Create the SDK client (no I/O).
+
+        ``chunk_timeout``: longest wait for the next chunk; ``total_timeout``: longest answer
+        (None: no limit). ``retry_attempts``: how many times a request that failed before any
+        text (429, 5xx, connection) is retried; each wait is the server's RetryInfo delay, else
+        ``retry_base_delay * 2**n``, and never more than ``max_retry_wait``.
+        """
         if not api_key or not api_key.strip():
             raise ValueError("api_key is empty")
         self._api_key = api_key.strip()
@@ -305,9 +312,11 @@ _Item = (
 class GeminiStream:
     """An answer being streamed: iterate it for non-empty text chunks.
 
-    After the iteration ends (normally or with an :class:`LLMError`) ``outcome`` is set.
-    Stop early by cancelling the task that iterates it, or by calling :meth:`aclose` (or
-    leaving ``async with``) from that task; either closes the HTTP connection at once.
+    Nothing is sent until the first iteration. After the iteration ends (normally, with an
+    :class:`LLMError`, or stopped) ``outcome`` is set. Stop early by cancelling the task that
+    iterates it, or with :meth:`aclose` (or by leaving ``async with``), from any task: the
+    HTTP connection is closed at once, so Gemini stops generating. A consumer task that ends
+    without doing either still stops the stream when it finishes.
     """
 
     def __init__(
