@@ -1,0 +1,544 @@
+"""The fake Discord against the real discord.py 2.7 client, plus the rules it enforces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image
+
+from tests.fakes.discord import FakeDiscord, Perm
+from tests.fakes.discord_models import FakeGuild, compute_pings
+
+pytestmark = pytest.mark.timeout(60)
+
+NONE = {"parse": []}
+
+
+def png_bytes(size: tuple[int, int] = (3, 2)) -> bytes:
+    """A tiny real PNG."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class MiniBot(commands.AutoShardedBot):
+    """A minimal bot shaped like gemcord's: auto-sharded, no pings, message content intent."""
+
+    def __init__(self, guild_id: int | None = None) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_messages = True
+        intents.dm_messages = True
+        intents.message_content = True
+        intents.guild_reactions = True
+        intents.dm_reactions = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            chunk_guilds_at_startup=False,
+        )
+        self.guild_id = guild_id
+        self.received: list[discord.Message] = []
+        self.raw_reactions: list[discord.RawReactionActionEvent] = []
+        self.command_log: list[Any] = []
+        self.command_delay = 0.0
+
+    async def setup_hook(self) -> None:
+        """Register /ask on the test guild and sync it, as gemcord does with a dev guild."""
+        if self.guild_id is None:
+            return
+        bot = self
+
+        @app_commands.command(name="ask", description="Ask a question")
+        @app_commands.describe(prompt="What to ask", image="An image")
+        async def ask(
+            interaction: discord.Interaction,
+            prompt: str,
+            image: discord.Attachment | None = None,
+        ) -> None:
+            bot.command_log.append(("invoked", prompt, image))
+            if bot.command_delay:
+                await asyncio.sleep(bot.command_delay)
+            try:
+                await interaction.response.defer()
+            except discord.HTTPException as exc:
+                bot.command_log.append(("defer_failed", exc.status, exc.code))
+                return
+            size = len(await image.read()) if image is not None else 0
+            first = await interaction.followup.send(f"{prompt}: {size} bytes @everyone", wait=True)
+            bot.command_log.append(("first", first.id))
+            await interaction.edit_original_response(content=f"{prompt}: done")
+            second = await interaction.followup.send("more", wait=True)
+            await interaction.followup.edit_message(second.id, content="more, edited")
+            bot.command_log.append(("second", second.id))
+
+        @app_commands.command(name="ping", description="Latency, privately")
+        async def ping(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("pong @everyone", ephemeral=True)
+            callback = interaction.response.type
+            original = await interaction.original_response()
+            bot.command_log.append(("ping", callback, original.id, interaction.guild_id))
+
+        guild = discord.Object(id=self.guild_id)
+        self.tree.add_command(ask, guild=guild)
+        self.tree.add_command(ping)
+        await self.tree.sync(guild=guild)
+        await self.tree.sync()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Keep every message the gateway delivers."""
+        self.received.append(message)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """Keep every reaction event."""
+        self.raw_reactions.append(payload)
+
+
+@contextlib.asynccontextmanager
+async def running(fake: FakeDiscord, bot: commands.AutoShardedBot) -> AsyncIterator[Any]:
+    """Log the bot in against the fake and connect it; wait for READY, not on_ready."""
+    old_base = discord.http.Route.BASE
+    discord.http.Route.BASE = fake.api_base
+    task: asyncio.Task[None] | None = None
+    try:
+        await bot.login(fake.token)
+        task = asyncio.create_task(bot.connect())
+        await fake.wait_until_ready(timeout=10)
+        yield bot
+    finally:
+        await bot.close()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        discord.http.Route.BASE = old_base
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    """A fake with a short edit window so bucket behaviour shows within seconds."""
+    async with FakeDiscord(rate_limit=(5, 2.0)) as server:
+        yield server
+
+
+def world(fake: FakeDiscord) -> tuple[FakeGuild, Any, Any]:
+    """One guild, one text channel, one human user."""
+    guild = fake.add_guild("Test server")
+    chan = fake.add_text_channel(guild, "general")
+    alice = fake.add_user("alice")
+    return guild, chan, alice
+
+
+async def received(bot: MiniBot, fake: FakeDiscord, message_id: int) -> discord.Message:
+    """Wait until the bot's on_message saw a message."""
+    return await fake.wait_for(
+        lambda: next((m for m in bot.received if m.id == message_id), None), timeout=5
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# discord.py end to end
+
+
+async def test_login_ready_and_cache(fake: FakeDiscord) -> None:
+    guild, chan, _ = world(fake)
+    bot = MiniBot()
+    async with running(fake, bot):
+        assert bot.user is not None and bot.user.id == fake.bot_user.id
+        assert bot.application_id == fake.application_id
+        assert bot.shard_count == 1
+        cached = bot.get_guild(guild.id)
+        assert cached is not None and cached.name == "Test server"
+        assert [c.id for c in cached.text_channels] == [chan.id]
+        assert cached.me is not None and cached.me.id == fake.bot_user.id
+        perms = cached.get_channel(chan.id).permissions_for(cached.me)  # type: ignore[union-attr]
+        assert perms.send_messages and perms.read_message_history
+        routes = [c.route for c in fake.calls]
+        assert routes[:3] == ["get_current_user", "application_info", "gateway_bot"]
+        assert all(c.status == 200 for c in fake.calls)
+        identify = fake.identifies[-1]
+        assert identify["token"] == fake.token
+        assert identify["shard"] == [0, 1]
+        assert fake.intents == bot.intents.value
+        assert fake.gateway.connections[0].compress == "zlib-stream"
+        assert fake.gateway.connections[0].heartbeats >= 1
+
+
+async def test_wrong_token_is_refused(fake: FakeDiscord) -> None:
+    bot = MiniBot()
+    old_base = discord.http.Route.BASE
+    discord.http.Route.BASE = fake.api_base
+    try:
+        with pytest.raises(discord.LoginFailure):
+            await bot.login("not-the-token")
+    finally:
+        await bot.close()
+        discord.http.Route.BASE = old_base
+    assert [(c.route, c.status) for c in fake.calls] == [("get_current_user", 401)]
+
+
+async def test_mention_reply_and_paced_edits(fake: FakeDiscord) -> None:
+    _, chan, alice = world(fake)
+    bot = MiniBot()
+    async with running(fake, bot):
+        question = await fake.user_message(chan, alice, f"{fake.bot_user.mention} hello")
+        msg = await received(bot, fake, question.id)
+        assert bot.user in msg.mentions
+        assert msg.content == f"<@{fake.bot_user.id}> hello"
+        assert isinstance(msg.author, discord.Member) and msg.author.id == alice.id
+
+        reply = await msg.reply(f"hi @everyone and {alice.mention}")
+        for i in range(7):
+            reply = await reply.edit(content=f"draft {i} @everyone")
+
+        stored = fake.message(reply.id)
+        assert stored.reply_to == question.id
+        assert stored.content == "draft 6 @everyone"
+        assert len(stored.edits) == 7
+        # allowed_mentions none on the create and on every edit; so nobody was pinged
+        assert stored.allowed_mentions == [NONE] * 8
+        assert not stored.pinged_everyone and not stored.pinged_users
+        # discord.py read the headers and waited: no 429, edits spread over > one window
+        assert fake.rate_limit_hits == []
+        edits = fake.calls_for("message_edit", channel=chan)
+        assert len(edits) == 7 and all(c.status == 200 for c in edits)
+        assert edits[-1].t_start - edits[0].t_start >= 2.0 - 0.05
+        # within one window never more than 5 edits started
+        starts = [c.t_start for c in edits]
+        assert all(b - a >= 2.0 - 0.05 for a, b in zip(starts, starts[5:], strict=False))
+        # the fake also dispatched the bot's own messages, as Discord does
+        own = [m for m in bot.received if m.author.id == fake.bot_user.id]
+        assert [m.id for m in own] == [reply.id]
+
+        # control: the same text with Discord's defaults would have pinged
+        loud = await chan_send(bot, chan.id, "@everyone look", discord.AllowedMentions.all())
+        assert fake.message(loud).pinged_everyone
+
+
+async def chan_send(bot: commands.Bot, channel_id: int, text: str, am: Any) -> int:
+    """Send through discord.py with explicit allowed mentions; returns the message id."""
+    channel = bot.get_channel(channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    return (await channel.send(text, allowed_mentions=am)).id
+
+
+async def test_discord_errors_reach_discord_py(fake: FakeDiscord) -> None:
+    _, chan, alice = world(fake)
+    bot = MiniBot()
+    async with running(fake, bot):
+        channel = bot.get_channel(chan.id)
+        assert isinstance(channel, discord.TextChannel)
+        with pytest.raises(discord.HTTPException) as too_long:
+            await channel.send("x" * 2001)
+        assert too_long.value.status == 400 and too_long.value.code == 50035
+        assert "content" in str(too_long.value)
+        assert (await channel.send("x" * 2000)).content == "x" * 2000
+
+        with pytest.raises(discord.HTTPException) as empty:
+            await channel.send("   ")
+        assert empty.value.code == 50006
+
+        question = await fake.user_message(chan, alice, "not yours")
+        with pytest.raises(discord.Forbidden) as forbidden:
+            await channel.get_partial_message(question.id).edit(content="mine now")
+        assert forbidden.value.code == 50005
+
+        mine = await channel.send("soon deleted by a moderator")
+        await fake.delete_message(chan, mine.id)
+        with pytest.raises(discord.NotFound) as gone:
+            await mine.edit(content="too late")
+        assert gone.value.code == 10008
+        assert fake.message(mine.id).deleted
+
+        fetched = await channel.fetch_message(question.id)
+        assert fetched.content == "not yours"
+
+        await channel.typing()
+        assert fake.calls_for("typing", channel=chan)[-1].status == 204
+
+        upload = await channel.send("a file", file=discord.File(io.BytesIO(b"abc"), "notes.txt"))
+        (att,) = upload.attachments
+        assert att.filename == "notes.txt" and await att.read() == b"abc"
+        assert fake.calls_for("message_create")[-1].files == ["notes.txt"]
+
+
+async def test_attachment_reaction_and_dm(fake: FakeDiscord) -> None:
+    guild, chan, alice = world(fake)
+    bot = MiniBot()
+    data = png_bytes((3, 2))
+    async with running(fake, bot):
+        question = await fake.user_message(
+            chan,
+            alice,
+            f"{fake.bot_user.mention} what is this?",
+            attachments=[fake.attachment("cat pic.png", data, "image/png")],
+        )
+        msg = await received(bot, fake, question.id)
+        (att,) = msg.attachments
+        assert att.content_type == "image/png" and (att.width, att.height) == (3, 2)
+        assert att.url.startswith(fake.base_url) and "?ex=" in att.url
+        assert await att.read() == data
+        assert fake.calls_for("cdn")[-1].status == 200
+
+        await fake.user_reaction(chan, question, alice, "🛑")
+        await fake.wait_for(lambda: bot.raw_reactions, timeout=5)
+        event = bot.raw_reactions[-1]
+        assert str(event.emoji) == "🛑" and event.user_id == alice.id
+        assert event.guild_id == guild.id and event.member is not None
+
+        await msg.add_reaction("👀")
+        await msg.remove_reaction("👀", bot.user)  # type: ignore[arg-type]
+        reaction_calls = fake.calls_for("reaction")
+        assert [(c.method, c.status) for c in reaction_calls] == [("PUT", 204), ("DELETE", 204)]
+        assert fake.message(question.id).reactions == {"🛑": [alice.id]}
+
+        dm = fake.add_dm_channel(alice)
+        private = await fake.user_message(dm, alice, "psst")
+        dm_msg = await received(bot, fake, private.id)
+        assert dm_msg.guild is None and isinstance(dm_msg.channel, discord.DMChannel)
+        assert dm_msg.content == "psst"
+        answer = await dm_msg.channel.send("hello in private")
+        assert fake.message(answer.id).channel_id == dm.id
+
+        await fake.user_reaction(dm, private, alice, "🛑")
+        dm_event = await fake.wait_for(
+            lambda: next((e for e in bot.raw_reactions if e.channel_id == dm.id), None)
+        )
+        assert dm_event.guild_id is None and dm_event.member is None
+        assert "guild_id" not in fake.gateway_events[-1].data
+
+
+async def test_slash_command_defer_followups_and_edit(fake: FakeDiscord) -> None:
+    guild, chan, alice = world(fake)
+    bot = MiniBot(guild_id=guild.id)
+    data = png_bytes((4, 4))
+    async with running(fake, bot):
+        (cmd,) = fake.commands(guild)
+        assert cmd["name"] == "ask"
+        assert [o["name"] for o in cmd["options"]] == ["prompt", "image"]
+        assert [c["name"] for c in fake.commands()] == ["ping"]
+        assert [s[1:] for s in fake.command_syncs] == [(guild.id, ["ask"]), (None, ["ping"])]
+
+        inter = await fake.slash_command(
+            chan,
+            alice,
+            "ask",
+            {"prompt": "hi", "image": fake.attachment("a.png", data, "image/png")},
+        )
+        await fake.wait_for(lambda: len(bot.command_log) >= 3, timeout=5)
+        assert bot.command_log[0][:2] == ("invoked", "hi")
+        assert inter.callback_type == 5 and inter.deferred and not inter.ephemeral
+        assert inter.response_latency is not None and inter.response_latency < 3
+        original = inter.original
+        assert original is not None
+        # the first follow-up after a deferral fills the "thinking…" message
+        assert bot.command_log[1] == ("first", original.id)
+        assert original.content == "hi: done" and not original.loading
+        assert [r.content for r in original.revisions] == [
+            "",
+            f"hi: {len(data)} bytes @everyone",
+            "hi: done",
+        ]
+        assert original.allowed_mentions == [NONE, NONE]
+        assert not original.pinged_everyone
+        (followup,) = inter.followups
+        assert followup.content == "more, edited" and followup.allowed_mentions == [NONE, NONE]
+        assert inter.errors == []
+        assert {c.route for c in fake.calls if c.channel_id == chan.id} >= {
+            "interaction_callback",
+            "webhook_create",
+            "webhook_edit",
+        }
+
+        # a global command answered at once, ephemerally, in the guild and in a DM
+        dm = fake.add_dm_channel(alice)
+        for where in (chan, dm):
+            ping = await fake.slash_command(where, alice, "ping")
+            await ping.wait_for_callback()
+            done = ping.original_id
+            log = await fake.wait_for(
+                lambda done=done: next((e for e in bot.command_log[3:] if e[2] == done), None)
+            )
+            assert log[1] == discord.InteractionResponseType.channel_message
+            assert log[3] == (guild.id if where is chan else None)
+            assert ping.callback_type == 4 and ping.ephemeral
+            assert ping.original is not None and ping.original.content == "pong @everyone"
+            assert ping.original.allowed_mentions == [NONE]
+            assert not ping.original.pinged_everyone
+
+
+async def test_late_interaction_response_is_unknown() -> None:
+    async with FakeDiscord(interaction_deadline=0.3) as fake:
+        guild, chan, alice = world(fake)
+        bot = MiniBot(guild_id=guild.id)
+        bot.command_delay = 0.5
+        async with running(fake, bot):
+            inter = await fake.slash_command(chan, alice, "ask", {"prompt": "slow"})
+            await fake.wait_for(lambda: len(bot.command_log) >= 2, timeout=5)
+            assert bot.command_log[1] == ("defer_failed", 404, 10062)
+            assert not inter.acknowledged
+            assert inter.errors and inter.errors[0][:2] == (404, 10062)
+            with pytest.raises(ValueError):
+                await fake.slash_command(chan, alice, "ask", {})  # required option missing
+            with pytest.raises(LookupError):
+                await fake.slash_command(chan, alice, "nope")
+
+
+async def test_429_without_headers_is_retried_and_counted() -> None:
+    async with FakeDiscord(rate_limit=(2, 0.5), send_ratelimit_headers=False) as fake:
+        _, chan, _ = world(fake)
+        bot = MiniBot()
+        async with running(fake, bot):
+            channel = bot.get_channel(chan.id)
+            assert isinstance(channel, discord.TextChannel)
+            sent = await channel.send("v0")
+            for i in range(1, 6):
+                sent = await sent.edit(content=f"v{i}")
+            stored = fake.message(sent.id)
+            assert stored.content == "v5" and len(stored.edits) == 5
+            hits = fake.rate_limit_hits
+            assert len(hits) >= 1
+            assert {h.route for h in hits} == {"message_edit"}
+            assert all(0 < h.retry_after <= 0.5 for h in hits)
+            statuses = [c.status for c in fake.calls_for("message_edit")]
+            assert statuses.count(429) == len(hits) and statuses.count(200) == 5
+            limited = [c for c in fake.calls_for("message_edit") if c.status == 429]
+            assert all(c.headers["Via"] == "1.1 google" for c in limited)
+            assert not any("X-RateLimit-Remaining" in c.headers for c in fake.calls)
+
+
+async def test_resume_after_disconnect(fake: FakeDiscord) -> None:
+    _, chan, alice = world(fake)
+    bot = MiniBot()
+    async with running(fake, bot):
+        session = fake.gateway.by_shard[0]
+        await fake.disconnect(code=4000)
+        await fake.wait_for(lambda: fake.gateway.resumes and session.connected, timeout=10)
+        assert fake.gateway.resumes[-1]["session_id"] == session.session_id
+        question = await fake.user_message(chan, alice, f"{fake.bot_user.mention} still there?")
+        await received(bot, fake, question.id)
+        assert len(fake.identifies) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the fake's own rules, over plain HTTP
+
+
+async def test_http_shape_auth_and_429_format() -> None:
+    async with FakeDiscord(rate_limit=(2, 5.0)) as fake:
+        guild, chan, _ = world(fake)
+        auth = {"Authorization": f"Bot {fake.token}"}
+        url = f"{fake.api_base}/channels/{chan.id}/messages"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{fake.api_base}/users/@me") as resp:
+                assert resp.status == 401
+                assert resp.headers["Content-Type"] == "application/json"
+            async with http.get(f"{fake.api_base}/users/@me", headers=auth) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "application/json"
+                assert (await resp.json())["id"] == str(fake.bot_user.id)
+            for i in range(2):
+                async with http.post(url, json={"content": f"m{i}"}, headers=auth) as resp:
+                    assert resp.status == 200
+                    assert resp.headers["X-RateLimit-Limit"] == "2"
+                    assert resp.headers["X-RateLimit-Remaining"] == str(1 - i)
+                    assert 0 < float(resp.headers["X-RateLimit-Reset-After"]) <= 5.0
+                    bucket = resp.headers["X-RateLimit-Bucket"]
+            async with http.post(url, json={"content": "m2"}, headers=auth) as resp:
+                assert resp.status == 429
+                body = await resp.json()
+                assert body["message"] == "You are being rate limited."
+                assert body["global"] is False and 0 < body["retry_after"] <= 5.0
+                assert resp.headers["Via"] == "1.1 google"
+                assert resp.headers["X-RateLimit-Scope"] == "user"
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert resp.headers["X-RateLimit-Bucket"] == bucket
+            # a different channel has its own bucket; edits have theirs
+            other = fake.add_text_channel(guild, "other")
+            async with http.post(
+                f"{fake.api_base}/channels/{other.id}/messages", json={"content": "x"}, headers=auth
+            ) as resp:
+                assert resp.status == 200
+            async with http.post(
+                f"{fake.api_base}/channels/999/messages", json={"content": "x"}, headers=auth
+            ) as resp:
+                assert resp.status == 404 and (await resp.json())["code"] == 10003
+        assert len(fake.rate_limit_hits) == 1
+        assert [m.content for m in fake.messages(chan)] == ["m0", "m1"]
+
+
+async def test_permissions_and_global_limit() -> None:
+    async with FakeDiscord(global_rate_limit=(3, 5.0), rate_limits={"typing": (10, 1.0)}) as fake:
+        guild, chan, _ = world(fake)
+        hidden = fake.add_text_channel(
+            guild, "hidden", overwrites=[fake.overwrite(guild, deny=Perm.VIEW_CHANNEL)]
+        )
+        muted = fake.add_text_channel(
+            guild,
+            "muted",
+            overwrites=[fake.overwrite(fake.bot_role(guild), deny=Perm.SEND_MESSAGES)],
+        )
+        auth = {"Authorization": f"Bot {fake.token}"}
+        async with aiohttp.ClientSession() as http:
+            for target, code in ((hidden, 50001), (muted, 50013)):
+                async with http.post(
+                    f"{fake.api_base}/channels/{target.id}/messages",
+                    json={"content": "x"},
+                    headers=auth,
+                ) as resp:
+                    assert resp.status == 403 and (await resp.json())["code"] == code
+            async with http.post(
+                f"{fake.api_base}/channels/{chan.id}/typing", headers=auth
+            ) as resp:
+                assert resp.status == 204
+            async with http.post(
+                f"{fake.api_base}/channels/{chan.id}/typing", headers=auth
+            ) as resp:
+                assert resp.status == 429
+                body = await resp.json()
+                assert body["global"] is True and resp.headers["X-RateLimit-Global"] == "true"
+        assert fake.rate_limit_hits[-1].is_global
+
+
+def test_compute_pings_follows_allowed_mentions() -> None:
+    fake = FakeDiscord()
+    guild = fake.add_guild()
+    alice = fake.add_user("alice")
+    bob = fake.add_user("bob")
+    role = fake.add_role(guild, "mods", mentionable=True)
+    text = f"@everyone {alice.mention} <@!{bob.id}> {role.mention}"
+    kwargs: dict[str, Any] = {
+        "guild": guild,
+        "known_users": fake.users,
+        "author_id": fake.bot_user.id,
+        "author_can_mention_everyone": True,
+    }
+    default = compute_pings(text, None, replied_author_id=bob.id, **kwargs)
+    assert default.everyone and default.users == {alice.id, bob.id} and default.roles == {role.id}
+    none = compute_pings(text, {"parse": []}, replied_author_id=bob.id, **kwargs)
+    assert not none.everyone and not none.users and not none.roles
+    only_alice = compute_pings(text, {"parse": [], "users": [str(alice.id)]}, **kwargs)
+    assert only_alice.users == {alice.id} and not only_alice.everyone
+    no_perm = compute_pings(text, None, **{**kwargs, "author_can_mention_everyone": False})
+    assert not no_perm.everyone and no_perm.roles == {role.id}  # mentionable role still pings
+
+
+async def test_user_message_requires_a_connected_bot(fake: FakeDiscord) -> None:
+    _, chan, alice = world(fake)
+    with pytest.raises(RuntimeError, match="wait_until_ready"):
+        await fake.user_message(chan, alice, "anyone?")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await fake.wait_until_ready(timeout=0.1)
+    assert time.monotonic() - started < 2
