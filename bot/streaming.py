@@ -1,0 +1,759 @@
+"""The reply renderer: streams model text into chat messages, paced per channel.
+
+Knows nothing of discord.py: it writes through a :class:`MessageSink` (send / edit / typing),
+which a Discord adapter, a console or a test implements.
+
+How a reply is shown:
+
+- Until the first non-blank text, the typing indicator (re-triggered every ~8 s).
+- The first message is sent as soon as that text arrives (when the channel's budget allows),
+  then edited as more text comes, with a live marker (``▌``) at the end.
+- Writes (sends and edits alike) go through the channel's :class:`ChannelPacer`, shared by every
+  reply streaming in that channel: at most ``max_writes`` per ``window``, spread evenly, the
+  longest-waiting reply served first. Each write carries the latest text at the moment its slot
+  comes up; text that arrives in between is buffered, never dropped, and nothing is written
+  when nothing visible changed.
+- A message is finished at 2,000 characters (see :mod:`bot.splitting`: paragraph, line, then
+  word boundaries; code blocks closed and reopened) and the text continues in a new message.
+- The final write of each message removes the marker. A stopped reply keeps its text and ends
+  with a short "stopped" line, a failed one with the error's ``user_message``, and a reply with
+  no text at all says so: no message is ever blank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from bot.cancel import CancelToken
+from bot.splitting import (
+    CLOSED,
+    LIMIT,
+    MIN_LIMIT,
+    Fence,
+    Piece,
+    commit_pieces,
+    live_view,
+    split_pieces,
+)
+
+__all__ = [
+    "ChannelPacer",
+    "MessageSink",
+    "PacerRegistry",
+    "RenderResult",
+    "RenderStyle",
+    "SinkMessageGone",
+    "SinkRateLimited",
+    "render_stream",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[object]]
+State = Literal["complete", "stopped", "failed", "empty", "gone"]
+
+
+# --- the sink ----------------------------------------------------------------------------------
+
+
+class SinkRateLimited(Exception):
+    """The platform answered 429; ``retry_after`` is how long it asked us to wait, in seconds."""
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        self.retry_after = max(0.0, float(retry_after))
+        super().__init__(message or f"rate limited; retry after {self.retry_after:.3f} s")
+
+
+class SinkMessageGone(Exception):
+    """The message being edited no longer exists (someone deleted it)."""
+
+
+@runtime_checkable
+class MessageSink(Protocol):
+    """Where a reply is written: a Discord channel, an interaction, a console, a test."""
+
+    async def send(self, text: str) -> int:
+        """Post a new message (the first one replies to the question); return its id."""
+        ...
+
+    async def edit(self, message_id: int, text: str) -> None:
+        """Replace the content of a message sent earlier."""
+        ...
+
+    async def typing(self) -> None:
+        """Show the typing indicator once (it lasts about 10 s on Discord)."""
+        ...
+
+
+# --- pacing ------------------------------------------------------------------------------------
+
+
+class ChannelPacer:
+    """The write budget of one channel, shared by every reply streaming in it.
+
+    A write's slot is reserved when the write *starts* (a discord.py edit that uses up the
+    bucket returns only after the bucket resets, so timing from the end would lose a window).
+    Slots are spread ``window / max_writes`` apart plus a ``margin``, and no more than
+    ``max_writes`` start in any ``window`` (also plus margin). Waiters are served first come,
+    first served. After a 429 (:meth:`penalize`) the channel pauses for the ``retry_after`` and
+    then runs at a doubled interval (up to ``max_slowdown`` times) until it has been quiet for a
+    while.
+    """
+
+    def __init__(
+        self,
+        max_writes: int = 5,
+        window: float = 5.0,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        margin: float = 0.05,
+        max_slowdown: float = 8.0,
+    ) -> None:
+        if max_writes < 1 or not window > 0:
+            raise ValueError("a channel needs max_writes >= 1 and window > 0")
+        self.max_writes = max_writes
+        self.window = window
+        self.margin = margin
+        self.max_slowdown = max_slowdown
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()  # FIFO: the reply that waited longest goes first
+        self._starts: deque[float] = deque(maxlen=max_writes)
+        self._next_at = -math.inf
+        self._blocked_until = -math.inf
+        self._slowdown = 1.0
+        self._calm_at = -math.inf
+        self.writes = 0
+        """Slots handed out so far."""
+        self.rate_limited = 0
+        """429s reported so far."""
+
+    @property
+    def base_interval(self) -> float:
+        """Spacing between writes when nothing went wrong."""
+        return self.window / self.max_writes * (1 + self.margin)
+
+    def interval(self) -> float:
+        """Spacing between writes now (longer for a while after a 429)."""
+        if self._slowdown > 1 and self._clock() >= self._calm_at:
+            self._slowdown = 1.0
+        return self.base_interval * self._slowdown
+
+    def delay(self) -> float:
+        """Seconds until the next slot is free (0 if one is free now), ignoring waiters."""
+        now = self._clock()
+        at = max(self._next_at, self._blocked_until)
+        if len(self._starts) == self.max_writes:
+            at = max(at, self._starts[0] + self.window * (1 + self.margin))
+        return max(0.0, at - now)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a reply is waiting for (or taking) a slot right now."""
+        return self._lock.locked()
+
+    async def acquire(self) -> None:
+        """Wait for this channel's next write slot and take it; the write starts right after."""
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                await self._sleep(wait)
+            now = self._clock()
+            self._starts.append(now)
+            self._next_at = now + self.interval()
+            self.writes += 1
+
+    def penalize(self, retry_after: float) -> None:
+        """The platform answered 429 anyway: pause for ``retry_after``, then go slower."""
+        now = self._clock()
+        retry_after = max(0.0, retry_after)
+        self.rate_limited += 1
+        self._blocked_until = max(self._blocked_until, now + retry_after + 0.05)
+        self._slowdown = min(self._slowdown * 2, self.max_slowdown)
+        self._calm_at = now + retry_after + 4 * self.window
+
+    def idle_for(self) -> float:
+        """Seconds since the last write started (inf if none), or 0 while someone is waiting."""
+        if self.busy:
+            return 0.0
+        if not self._starts:
+            return math.inf
+        return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
+
+
+class PacerRegistry:
+    """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle."""
+
+    def __init__(
+        self,
+        max_writes: int = 5,
+        window: float = 5.0,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        margin: float = 0.05,
+        idle_ttl: float = 600.0,
+    ) -> None:
+        ChannelPacer(max_writes, window)  # validate the settings once, here
+        self.max_writes = max_writes
+        self.window = window
+        self.margin = margin
+        self.idle_ttl = max(idle_ttl, 2 * window)
+        self._clock = clock
+        self._sleep = sleep
+        self._pacers: dict[int, ChannelPacer] = {}
+        self._gets = 0
+
+    def get(self, channel_id: int) -> ChannelPacer:
+        """The pacer of ``channel_id``."""
+        self._gets += 1
+        if self._gets % 256 == 0:
+            self._prune()
+        pacer = self._pacers.get(channel_id)
+        if pacer is None:
+            pacer = ChannelPacer(
+                self.max_writes,
+                self.window,
+                clock=self._clock,
+                sleep=self._sleep,
+                margin=self.margin,
+            )
+            self._pacers[channel_id] = pacer
+        return pacer
+
+    def __len__(self) -> int:
+        return len(self._pacers)
+
+    def _prune(self) -> None:
+        for channel_id, pacer in list(self._pacers.items()):
+            if pacer.idle_for() > self.idle_ttl:
+                del self._pacers[channel_id]
+
+
+# --- what the renderer shows and returns ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """The marker and notices the renderer adds to a reply."""
+
+    live_marker: str = " ▌"
+    separator: str = "\n\n"
+    """Between the reply's text and a notice appended to it."""
+    stopped: str = "-# ⏹ stopped"
+    stopped_before_text: str = "-# ⏹ stopped before any text"
+    generic_failure: str = "⚠ Something went wrong while answering."
+    empty: str = "⚠ The model returned no text."
+    max_notice: int = 300
+
+    def failure(self, error: BaseException | None, limit: int = LIMIT) -> str:
+        """The notice for a failed reply: the error's ``user_message``, or a generic one."""
+        message = getattr(error, "user_message", None)
+        if not isinstance(message, str) or not message.strip():
+            return self.generic_failure
+        message = " ".join(message.split()).replace("`", "'")  # one line, no code fences
+        longest = min(self.max_notice, limit)
+        if len(message) > longest:
+            message = message[: longest - 1].rstrip() + "…"
+        return message
+
+
+DEFAULT_STYLE = RenderStyle()
+
+
+@dataclass
+class RenderResult:
+    """How a reply ended, where it is, and how it went."""
+
+    state: State
+    text: str
+    """The model's full text as received (exact)."""
+    message_ids: list[int]
+    error: BaseException | None
+    first_chunk_latency: float | None
+    """Seconds from the start to the first chunk."""
+    first_visible_latency: float | None
+    """Seconds from the start until the first model text was visible (its send returned)."""
+    total_time: float
+    chunks: int
+    edits: int
+    sends: int
+    rate_limited: int
+    """429s the sink reported while writing this reply."""
+    contents: list[str] = field(default_factory=list)
+    """The last content written to each message."""
+    pieces: list[Piece] = field(default_factory=list)
+    """Which span of ``text`` (and which repairs) each final message holds."""
+    notice: str | None = None
+    """The stopped / failed / empty notice shown, if any."""
+    max_lag: float | None = None
+    """Longest time any text took from arriving to being visible."""
+    final_lag: float | None = None
+    """Seconds from the end of the stream (or the stop) until the final state was visible."""
+
+
+@dataclass
+class _Message:
+    id: int
+    content: str
+    start: int  # the span of the text it shows
+    end: int
+
+
+@dataclass
+class _Write:
+    index: int
+    content: str
+    start: int
+    end: int
+
+
+# --- the renderer ------------------------------------------------------------------------------
+
+
+async def render_stream(
+    chunks: AsyncIterable[str],
+    sink: MessageSink,
+    pacer: ChannelPacer,
+    cancel: CancelToken,
+    *,
+    on_message: Callable[[int], object] | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    style: RenderStyle = DEFAULT_STYLE,
+    limit: int = LIMIT,
+    typing_interval: float = 8.0,
+    max_attempts: int = 3,
+    retry_backoff: float = 0.5,
+    max_rate_limits: int = 10,
+) -> RenderResult:
+    """Stream ``chunks`` into ``sink`` until they end, fail, or ``cancel`` fires.
+
+    ``chunks`` is iterated in a task of its own, which is cancelled the moment ``cancel`` fires
+    or a message is deleted (that closes an async generator from within, releasing its HTTP
+    connection). ``on_message(id)`` is called right after each new message is sent.
+    Never raises for stream or sink errors (see :attr:`RenderResult.state` and ``error``);
+    cancelling the task that runs this propagates as usual.
+    """
+    renderer = _Renderer(
+        chunks,
+        sink,
+        pacer,
+        cancel,
+        on_message=on_message,
+        clock=clock,
+        sleep=sleep,
+        style=style,
+        limit=limit,
+        typing_interval=typing_interval,
+        max_attempts=max_attempts,
+        retry_backoff=retry_backoff,
+        max_rate_limits=max_rate_limits,
+    )
+    return await renderer.run()
+
+
+class _Renderer:
+    def __init__(
+        self,
+        chunks: AsyncIterable[str],
+        sink: MessageSink,
+        pacer: ChannelPacer,
+        cancel: CancelToken,
+        *,
+        on_message: Callable[[int], object] | None,
+        clock: Clock,
+        sleep: Sleep,
+        style: RenderStyle,
+        limit: int,
+        typing_interval: float,
+        max_attempts: int,
+        retry_backoff: float,
+        max_rate_limits: int,
+    ) -> None:
+        if limit < MIN_LIMIT + len(style.live_marker):
+            raise ValueError(f"limit {limit} is too small (at least {MIN_LIMIT} plus the marker)")
+        for notice in (
+            style.stopped,
+            style.stopped_before_text,
+            style.generic_failure,
+            style.empty,
+        ):
+            if not notice.strip() or len(notice) > min(limit, style.max_notice):
+                raise ValueError(f"notice {notice!r} must be non-blank and fit in a message")
+        self.chunks = chunks
+        self.sink = sink
+        self.pacer = pacer
+        self.cancel = cancel
+        self.on_message = on_message
+        self.clock = clock
+        self.sleep = sleep
+        self.style = style
+        self.limit = limit
+        self.typing_interval = typing_interval
+        self.max_attempts = max(1, max_attempts)
+        self.retry_backoff = retry_backoff
+        self.max_rate_limits = max(1, max_rate_limits)
+
+        # text as received
+        self._parts: list[str] = []
+        self._len = 0
+        self._has_text = False  # any non-whitespace yet
+        self._arrivals: deque[tuple[int, float]] = deque()  # (end offset, time) per chunk
+        self._chunks = 0
+        self._t0 = 0.0
+        self._t_first_chunk: float | None = None
+        self._t_end: float | None = None  # when reading ended (end, error, or stop)
+
+        # how reading goes: init → reading → closing → done
+        self._phase: Literal["init", "reading", "closing", "done"] = "init"
+        self._stop_requested = False
+        self._stream_error: BaseException | None = None
+        self._wake = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+        # layout: committed pieces are final whatever comes next
+        self._committed: list[Piece] = []
+        self._seg_start = 0
+        self._seg_state: Fence = CLOSED
+        self._final: tuple[list[Piece], list[str], str | None] | None = None
+
+        # what is written
+        self._messages: list[_Message] = []
+        self._sends = 0
+        self._edits = 0
+        self._rate_limited = 0
+        self._failures = 0
+        self._consecutive_429 = 0
+        self._t_first_visible: float | None = None
+        self._t_last_write: float | None = None
+        self._max_lag: float | None = None
+        self._gone = False
+        self._sink_error: BaseException | None = None
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def _text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def _add(self, chunk: str) -> None:
+        now = self.clock()
+        self._chunks += 1
+        if self._t_first_chunk is None:
+            self._t_first_chunk = now
+        if not chunk:
+            return
+        self._parts.append(chunk)
+        self._len += len(chunk)
+        self._arrivals.append((self._len, now))
+        if not self._has_text and not chunk.isspace():
+            self._has_text = True
+        self._wake.set()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _read(self, it: AsyncIterator[str]) -> None:
+        try:
+            if not self._stop_requested:
+                self._phase = "reading"
+                try:
+                    async for chunk in it:
+                        if isinstance(chunk, str):
+                            self._add(chunk)
+                        elif chunk is not None:
+                            raise TypeError(f"stream yielded {type(chunk).__name__}, not str")
+                        if self.cancel.cancelled:
+                            self._stop_requested = True
+                            break
+                finally:
+                    self._phase = "closing"
+            await _aclose(it)
+        except asyncio.CancelledError:
+            if not (self._stop_requested or self._gone or self._sink_error):
+                raise  # not ours: the whole reply is being cancelled
+            await _aclose(it)
+        except Exception as exc:
+            self._stream_error = exc
+            await _aclose(it)
+        finally:
+            self._phase = "done"
+            self._t_end = self.clock()
+            self._wake.set()
+
+    @property
+    def _done(self) -> bool:
+        return self._phase == "done"
+
+    def _stop_reading(self) -> None:
+        """Stop reading now; the reader task closes the stream on its way out."""
+        if self._reader is not None and self._phase == "reading":
+            self._reader.cancel()
+
+    def _on_cancel(self) -> None:
+        if self._phase not in ("init", "reading"):
+            return  # too late: the stream has ended, the final write is on its way
+        self._stop_requested = True
+        self._stop_reading()
+        self._wake.set()
+
+    async def _watch_cancel(self) -> None:
+        await self.cancel.wait()
+        self._on_cancel()
+
+    async def _keep_typing(self) -> None:
+        while not self._messages and not self._done:
+            try:
+                await self.sink.typing()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("typing indicator failed: %r", exc)
+            await self.sleep(self.typing_interval)
+
+    # -- the main loop ---------------------------------------------------------------------------
+
+    async def run(self) -> RenderResult:
+        self._t0 = self.clock()
+        it = aiter(self.chunks)
+        helpers: list[asyncio.Task[None]] = []
+        if self.cancel.cancelled:  # never start the request
+            self._stop_requested = True
+            self._phase = "done"
+            self._t_end = self._t0
+            await _aclose(it)
+        else:
+            self._reader = asyncio.create_task(self._read(it))
+            helpers.append(asyncio.create_task(self._watch_cancel()))
+            helpers.append(asyncio.create_task(self._keep_typing()))
+        try:
+            await self._write_loop(helpers[-1] if helpers else None)
+        finally:
+            for task in helpers:
+                task.cancel()
+            if self._reader is not None and not self._reader.done():
+                self._stop_requested = self._stop_requested or not (self._gone or self._sink_error)
+                self._stop_reading()
+                await asyncio.wait([self._reader])
+        return self._result()
+
+    async def _write_loop(self, typing: asyncio.Task[None] | None) -> None:
+        while not (self._gone or self._sink_error):
+            done = self._done
+            write = self._next_write(done)
+            if write is None:
+                if done:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self.pacer.acquire()
+            write = self._next_write(self._done)  # the latest text, now that the slot is ours
+            if write is None:
+                continue
+            if typing is not None and write.index == 0 and not self._messages:
+                typing.cancel()
+            await self._perform(write)
+
+    def _next_write(self, done: bool) -> _Write | None:
+        """The first message whose content should change, with its new content."""
+        text = self._text()
+        if done:
+            pieces, contents, _ = self._final_layout(text)
+            spans = [(p.start, p.end) for p in pieces]
+            spans += [(spans[-1][1], spans[-1][1]) if spans else (0, 0)] * (
+                len(contents) - len(spans)
+            )
+        else:
+            if not self._has_text:
+                return None
+            new, self._seg_start, self._seg_state = commit_pieces(
+                text, self._seg_start, self._seg_state, self.limit
+            )
+            self._committed += new
+            contents = [p.render(text) for p in self._committed]
+            spans = [(p.start, p.end) for p in self._committed]
+            live, shown = live_view(
+                text, self._seg_start, self._seg_state, self.limit, self.style.live_marker
+            )
+            contents.append(live)
+            spans.append((self._seg_start, shown))
+        for i, content in enumerate(contents):
+            if i >= len(self._messages) or self._messages[i].content != content:
+                return _Write(i, content, *spans[i])
+        if len(self._messages) > len(contents):
+            log.warning("renderer left %d extra messages", len(self._messages) - len(contents))
+        return None
+
+    def _final_layout(self, text: str) -> tuple[list[Piece], list[str], str | None]:
+        """The final messages: pieces of text with their contents, and the notice added."""
+        if self._final is not None:
+            return self._final
+        style = self.style
+        pieces: list[Piece] = []
+        if self._has_text:
+            pieces = self._committed + split_pieces(
+                text, self.limit, start=self._seg_start, state=self._seg_state
+            )
+        contents = [p.render(text) for p in pieces]
+        notice: str | None = None
+        if self._stop_requested:
+            notice = style.stopped if contents else style.stopped_before_text
+        elif self._stream_error is not None:
+            notice = style.failure(self._stream_error, self.limit)
+        elif not contents:
+            notice = style.empty
+        if notice is not None:
+            if contents and len(contents[-1]) + len(style.separator) + len(notice) <= self.limit:
+                contents[-1] += style.separator + notice
+            else:
+                contents.append(notice)
+        self._final = pieces, contents, notice
+        return self._final
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _perform(self, write: _Write) -> None:
+        try:
+            if write.index < len(self._messages):
+                msg = self._messages[write.index]
+                await self.sink.edit(msg.id, write.content)
+                msg.content, msg.start, msg.end = write.content, write.start, write.end
+                self._edits += 1
+            else:
+                message_id = await self.sink.send(write.content)
+                self._messages.append(_Message(message_id, write.content, write.start, write.end))
+                self._sends += 1
+                if self.on_message is not None:
+                    try:
+                        outcome = self.on_message(message_id)
+                        if inspect.isawaitable(outcome):
+                            asyncio.ensure_future(outcome).add_done_callback(_log_failure)
+                    except Exception:
+                        log.exception("on_message callback failed")
+        except SinkRateLimited as exc:
+            self._rate_limited += 1
+            self._consecutive_429 += 1
+            self.pacer.penalize(exc.retry_after)
+            log.warning("write rate-limited (retry after %.2f s)", exc.retry_after)
+            if self._consecutive_429 >= self.max_rate_limits:
+                self._give_up(exc)
+            return
+        except SinkMessageGone as exc:
+            log.info("a message of the reply was deleted; stopping the reply: %s", exc)
+            self._gone = True
+            self._sink_error = exc
+            self._stop_reading()
+            return
+        except Exception as exc:  # network trouble and the like: retry a few times, then give up
+            self._failures += 1
+            if self._failures >= self.max_attempts:
+                self._give_up(exc)
+                return
+            log.warning("write failed (attempt %d): %r", self._failures, exc)
+            await self.sleep(self.retry_backoff * 2 ** (self._failures - 1))
+            return
+        self._failures = self._consecutive_429 = 0
+        now = self.clock()
+        self._t_last_write = now
+        if write.end > write.start and self._t_first_visible is None:
+            self._t_first_visible = now
+        self._note_visible(now)
+
+    def _give_up(self, exc: BaseException) -> None:
+        log.error(
+            "giving up writing a reply after %r; %d characters of text are in the result",
+            exc,
+            self._len,
+        )
+        self._sink_error = exc
+        self._stop_reading()
+
+    def _note_visible(self, now: float) -> None:
+        """Track how long text took to become visible (the contiguous prefix shown)."""
+        shown = 0
+        for msg in self._messages:
+            if msg.start > shown:
+                break
+            shown = max(shown, msg.end)
+        while self._arrivals and self._arrivals[0][0] <= shown:
+            _, t = self._arrivals.popleft()
+            lag = now - t
+            if self._max_lag is None or lag > self._max_lag:
+                self._max_lag = lag
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def _result(self) -> RenderResult:
+        text = self._text()
+        end = self.clock()
+        state: State
+        error: BaseException | None = None
+        pieces: list[Piece] = []
+        notice: str | None = None
+        if self._gone:
+            state, error = "gone", self._sink_error
+        elif self._sink_error is not None:
+            state, error = "failed", self._sink_error
+        else:
+            pieces, _, notice = self._final_layout(text)
+            if self._stop_requested:
+                state = "stopped"
+            elif self._stream_error is not None:
+                state, error = "failed", self._stream_error
+            elif not self._has_text:
+                state = "empty"
+            else:
+                state = "complete"
+        final_lag = None
+        if state not in ("gone",) and self._sink_error is None and self._t_end is not None:
+            if self._t_last_write is not None and self._t_last_write >= self._t_end:
+                final_lag = self._t_last_write - self._t_end
+        return RenderResult(
+            state=state,
+            text=text,
+            message_ids=[m.id for m in self._messages],
+            error=error,
+            first_chunk_latency=_since(self._t0, self._t_first_chunk),
+            first_visible_latency=_since(self._t0, self._t_first_visible),
+            total_time=end - self._t0,
+            chunks=self._chunks,
+            edits=self._edits,
+            sends=self._sends,
+            rate_limited=self._rate_limited,
+            contents=[m.content for m in self._messages],
+            pieces=pieces,
+            notice=notice,
+            max_lag=self._max_lag,
+            final_lag=final_lag,
+        )
+
+
+def _since(t0: float, t: float | None) -> float | None:
+    return None if t is None else t - t0
+
+
+async def _aclose(it: object) -> None:
+    """Close an async generator (from the task that iterated it)."""
+    aclose = getattr(it, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:
+        log.debug("closing the stream failed: %r", exc)
+
+
+def _log_failure(future: asyncio.Future[object]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("on_message callback failed: %r", future.exception())
