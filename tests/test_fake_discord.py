@@ -91,8 +91,20 @@ class MiniBot(commands.AutoShardedBot):
             original = await interaction.original_response()
             bot.command_log.append(("ping", callback, original.id, interaction.guild_id))
 
+        config = app_commands.Group(
+            name="config",
+            description="Settings",
+            default_permissions=discord.Permissions(manage_guild=True),
+        )
+
+        @config.command(name="set", description="Set a key")
+        async def config_set(interaction: discord.Interaction, key: str, value: int) -> None:
+            bot.command_log.append(("config", key, value))
+            await interaction.response.send_message("ok", ephemeral=True)
+
         guild = discord.Object(id=self.guild_id)
         self.tree.add_command(ask, guild=guild)
+        self.tree.add_command(config, guild=guild)
         self.tree.add_command(ping)
         await self.tree.sync(guild=guild)
         await self.tree.sync()
@@ -310,6 +322,8 @@ async def test_attachment_reaction_and_dm(fake: FakeDiscord) -> None:
         assert dm_msg.content == "psst"
         answer = await dm_msg.channel.send("hello in private")
         assert fake.message(answer.id).channel_id == dm.id
+        opened = await (await bot.fetch_user(alice.id)).send("opened from the user")
+        assert fake.message(opened.id).channel_id == dm.id
 
         await fake.user_reaction(dm, private, alice, "🛑")
         dm_event = await fake.wait_for(
@@ -324,11 +338,14 @@ async def test_slash_command_defer_followups_and_edit(fake: FakeDiscord) -> None
     bot = MiniBot(guild_id=guild.id)
     data = png_bytes((4, 4))
     async with running(fake, bot):
-        (cmd,) = fake.commands(guild)
+        cmd, _ = fake.commands(guild)
         assert cmd["name"] == "ask"
         assert [o["name"] for o in cmd["options"]] == ["prompt", "image"]
         assert [c["name"] for c in fake.commands()] == ["ping"]
-        assert [s[1:] for s in fake.command_syncs] == [(guild.id, ["ask"]), (None, ["ping"])]
+        assert [s[1:] for s in fake.command_syncs] == [
+            (guild.id, ["ask", "config"]),
+            (None, ["ping"]),
+        ]
 
         inter = await fake.slash_command(
             chan,
@@ -376,6 +393,20 @@ async def test_slash_command_defer_followups_and_edit(fake: FakeDiscord) -> None
             assert ping.original is not None and ping.original.content == "pong @everyone"
             assert ping.original.allowed_mentions == [NONE]
             assert not ping.original.pinged_everyone
+
+        # a subcommand behind default_member_permissions: hidden from alice, usable by a mod
+        with pytest.raises(PermissionError):
+            await fake.slash_command(chan, alice, "config set", {"key": "k", "value": 1})
+        mod = fake.add_role(guild, "mod", permissions=Perm.MANAGE_GUILD)
+        fake.add_member(guild, alice, roles=[mod])
+        conf = await fake.slash_command(chan, alice, "config set", {"key": "k", "value": "7"})
+        await conf.wait_for_callback()
+        assert ("config", "k", 7) in bot.command_log
+        assert conf.payload["data"]["options"][0]["options"][1] == {
+            "name": "value",
+            "type": 4,
+            "value": 7,
+        }
 
 
 async def test_late_interaction_response_is_unknown() -> None:

@@ -16,11 +16,10 @@ this server's own websocket. Nothing in discord.py or the bot is mocked::
         question = await fake.user_message(chan, alice, f"{fake.bot_user.mention} hi")
         reply = await fake.wait_for_message(chan, lambda m: m.reply_to == question.id)
 
-What it implements, and the Discord rules it enforces, is listed in ``README`` terms on
-:class:`FakeDiscord`. Every REST call is recorded (:attr:`FakeDiscord.calls`) with
-``time.monotonic()`` start and end times, every message keeps its revisions (create and each
-edit, with the ``allowed_mentions`` sent and who would have been pinged), and every 429 the
-fake answered is in :attr:`FakeDiscord.rate_limit_hits`.
+The Discord rules it enforces are listed on :class:`FakeDiscord`. Every REST call is recorded
+(:attr:`FakeDiscord.calls`) with ``time.monotonic()`` start and end times, every message keeps
+its revisions (create and each edit, with the ``allowed_mentions`` sent and who would have been
+pinged), and every 429 the fake answered is in :attr:`FakeDiscord.rate_limit_hits`.
 """
 
 from __future__ import annotations
@@ -28,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
-import re
 import secrets
 import time
 import urllib.parse
@@ -42,8 +39,8 @@ from typing import Any, Self
 from aiohttp import web
 
 from tests.fakes.discord_gateway import Gateway, NotConnectedError
+from tests.fakes.discord_interactions import InteractionRoutes
 from tests.fakes.discord_models import (
-    AllowedMentionsError,
     AttachmentSpec,
     Call,
     FakeChannel,
@@ -63,9 +60,38 @@ from tests.fakes.discord_models import (
     compute_pings,
     iso_now,
     snowflake,
-    validate_allowed_mentions,
 )
 from tests.fakes.discord_ratelimit import Decision, RateLimiter, bucket_hash
+from tests.fakes.discord_rules import (
+    CANNOT_EDIT_OTHERS,
+    DEFAULT_ROUTE_LIMIT,
+    DM_ACTION,
+    FLAG_EPHEMERAL,
+    FLAG_LOADING,
+    FLAG_SUPPRESS_EMBEDS,
+    FLAG_SUPPRESS_NOTIFICATIONS,
+    MAX_REACTIONS,
+    MAX_REACTIONS_REACHED,
+    MISSING_ACCESS,
+    MISSING_PERMISSIONS,
+    NOT_FOUND,
+    TYPE_DEFAULT,
+    TYPE_REPLY,
+    UNAUTHORIZED,
+    UNKNOWN_CHANNEL,
+    UNKNOWN_GUILD,
+    UNKNOWN_MEMBER,
+    UNKNOWN_MESSAGE,
+    UNKNOWN_USER,
+    ApiError,
+    api_error,
+    as_id,
+    form_error,
+    invalid_form,
+    opt_int,
+    parse_emoji,
+    validate_message_body,
+)
 
 __all__ = [
     "API_PREFIX",
@@ -90,102 +116,6 @@ __all__ = [
 ]
 
 API_PREFIX = "/api/v10"
-MAX_CONTENT = 2000
-MAX_EMBED_DESCRIPTION = 4096
-MAX_EMBED_TOTAL = 6000
-MAX_REACTIONS = 20
-DEFAULT_ROUTE_LIMIT = (50, 1.0)
-
-# Message flags.
-FLAG_SUPPRESS_EMBEDS = 1 << 2
-FLAG_EPHEMERAL = 1 << 6
-FLAG_LOADING = 1 << 7
-FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
-
-# Message types.
-TYPE_DEFAULT = 0
-TYPE_REPLY = 19
-TYPE_CHAT_INPUT_COMMAND = 20
-
-_COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
-_CUSTOM_EMOJI = re.compile(r"^<?(a)?:?([\w~]{1,32}):(\d{1,20})>?$")
-
-
-class ApiError(Exception):
-    """An error answered the way Discord does: ``{"message", "code"[, "errors"]}``."""
-
-    def __init__(
-        self, status: int, code: int, message: str, errors: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(f"{status} {code} {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = errors
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body."""
-        data: dict[str, Any] = {"message": self.message, "code": self.code}
-        if self.errors:
-            data["errors"] = self.errors
-        return data
-
-
-def _form_error(code: str, message: str) -> dict[str, Any]:
-    return {"_errors": [{"code": code, "message": message}]}
-
-
-def _invalid_form(errors: dict[str, Any]) -> ApiError:
-    return ApiError(400, 50035, "Invalid Form Body", errors)
-
-
-def _nest(prefix: Sequence[str], errors: dict[str, Any]) -> dict[str, Any]:
-    for key in reversed(prefix):
-        errors = {key: errors}
-    return errors
-
-
-UNKNOWN_CHANNEL = (404, 10003, "Unknown Channel")
-UNKNOWN_GUILD = (404, 10004, "Unknown Guild")
-UNKNOWN_MEMBER = (404, 10007, "Unknown Member")
-UNKNOWN_MESSAGE = (404, 10008, "Unknown Message")
-UNKNOWN_USER = (404, 10013, "Unknown User")
-UNKNOWN_EMOJI = (400, 10014, "Unknown Emoji")
-UNKNOWN_WEBHOOK = (404, 10015, "Unknown Webhook")
-UNKNOWN_COMMAND = (404, 10063, "Unknown application command")
-UNKNOWN_INTERACTION = (404, 10062, "Unknown interaction")
-MISSING_ACCESS = (403, 50001, "Missing Access")
-CANNOT_EDIT_OTHERS = (403, 50005, "Cannot edit a message authored by another user")
-EMPTY_MESSAGE = (400, 50006, "Cannot send an empty message")
-MISSING_PERMISSIONS = (403, 50013, "Missing Permissions")
-INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
-ALREADY_ACKNOWLEDGED = (400, 40060, "Interaction has already been acknowledged.")
-MAX_REACTIONS_REACHED = (400, 30010, "Maximum number of reactions reached (20)")
-DM_ACTION = (403, 50003, "Cannot execute action on a DM channel")
-UNAUTHORIZED = (401, 0, "401: Unauthorized")
-NOT_FOUND = (404, 0, "404: Not Found")
-
-
-def _err(spec: tuple[int, int, str]) -> ApiError:
-    return ApiError(*spec)
-
-
-def _id(value: Any) -> int:
-    """An id from an object with ``.id``, a dict with ``"id"``, or an int/str."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return int(value)
-    if isinstance(value, Mapping):
-        return int(value["id"])
-    return int(value.id)
-
-
-def _opt_int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass
@@ -274,6 +204,7 @@ class FakeDiscord:
         self.verify_key = secrets.token_hex(32)
 
         self.gateway = Gateway(self)
+        self._interaction_routes = InteractionRoutes(self)
         self._pending_events: list[tuple[str, dict[str, Any], int | None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -358,7 +289,7 @@ class FakeDiscord:
     ) -> FakeGuild:
         """A guild the bot is in: @everyone, the bot's managed role, the owner and bot members."""
         gid = snowflake()
-        owner_id = _id(owner) if owner is not None else self.owner.id
+        owner_id = as_id(owner) if owner is not None else self.owner.id
         guild = FakeGuild(id=gid, name=name, owner_id=owner_id)
         everyone = Perm.default_everyone() if everyone_permissions is None else everyone_permissions
         guild.roles[gid] = FakeRole(id=gid, guild_id=gid, name="@everyone", permissions=everyone)
@@ -421,10 +352,10 @@ class FakeDiscord:
     ) -> FakeMember:
         """Make a user a member of a guild (or update their roles and nick)."""
         g = self._guild(guild)
-        uid = _id(user)
+        uid = as_id(user)
         if uid not in self.users:
             raise KeyError(f"unknown user {uid}")
-        member = FakeMember(user_id=uid, guild_id=g.id, roles=[_id(r) for r in roles], nick=nick)
+        member = FakeMember(user_id=uid, guild_id=g.id, roles=[as_id(r) for r in roles], nick=nick)
         is_new = uid not in g.members
         g.members[uid] = member
         if is_new:
@@ -476,7 +407,7 @@ class FakeDiscord:
 
     def add_dm_channel(self, user: FakeUser | int) -> FakeChannel:
         """The DM channel between the bot and a user (created once)."""
-        uid = _id(user)
+        uid = as_id(user)
         for chan in self.channels.values():
             if chan.is_dm and chan.recipient_ids == [uid]:
                 return chan
@@ -500,15 +431,22 @@ class FakeDiscord:
 
     def message(self, message_id: int | FakeMessage) -> FakeMessage:
         """A stored message by id (deleted ones included)."""
-        return self._messages[_id(message_id)]
+        return self._messages[as_id(message_id)]
 
     def messages(
-        self, channel: FakeChannel | int, *, include_deleted: bool = True
+        self,
+        channel: FakeChannel | int,
+        *,
+        include_deleted: bool = True,
+        include_ephemeral: bool = True,
     ) -> list[FakeMessage]:
-        """Messages of a channel, oldest first."""
+        """Messages of a channel, oldest first (interaction responses included)."""
         chan = self._channel(channel)
-        out = [self._messages[i] for i in chan.message_ids]
-        return out if include_deleted else [m for m in out if not m.deleted]
+        return [
+            m
+            for m in (self._messages[i] for i in chan.message_ids)
+            if (include_deleted or not m.deleted) and (include_ephemeral or not m.ephemeral)
+        ]
 
     def bot_messages(self, channel: FakeChannel | int | None = None) -> list[FakeMessage]:
         """Messages the bot wrote (in one channel, or everywhere), oldest first."""
@@ -526,7 +464,7 @@ class FakeDiscord:
         status: int | None = None,
     ) -> list[Call]:
         """Recorded calls filtered by route kind, channel, method and status."""
-        cid = None if channel is None else _id(channel)
+        cid = None if channel is None else as_id(channel)
         return [
             c
             for c in self.calls
@@ -560,7 +498,7 @@ class FakeDiscord:
         """Registered application commands (global, or of one guild)."""
         if guild is None:
             return self.global_commands
-        return self.guild_commands.get(_id(guild), [])
+        return self.guild_commands.get(as_id(guild), [])
 
     async def wait_for(
         self,
@@ -595,7 +533,7 @@ class FakeDiscord:
         author: FakeUser | int | None = None,
     ) -> FakeMessage:
         """The first message (default: by the bot) matching ``predicate``, waiting for it."""
-        author_id = self.bot_user.id if author is None else _id(author)
+        author_id = self.bot_user.id if author is None else as_id(author)
 
         def find() -> FakeMessage | None:
             pool = (
@@ -654,7 +592,7 @@ class FakeDiscord:
             author_can_mention_everyone=self._can(chan, author.id, Perm.MENTION_EVERYONE),
             replied_author_id=replied_author,
         )
-        extra = {_id(u) for u in mentions}
+        extra = {as_id(u) for u in mentions}
         if extra:
             pings = Pings(pings.users | extra, pings.roles, pings.everyone)
         msg_id = snowflake()
@@ -701,7 +639,7 @@ class FakeDiscord:
         chan = self._channel(channel)
         msg = self.message(message)
         author = self._user(user)
-        key, emoji_payload = self._parse_emoji(emoji)
+        key, emoji_payload = parse_emoji(emoji)
         users = msg.reactions.setdefault(key, [])
         if author.id not in users:
             users.append(author.id)
@@ -723,7 +661,7 @@ class FakeDiscord:
         chan = self._channel(channel)
         msg = self.message(message)
         author = self._user(user)
-        key, emoji_payload = self._parse_emoji(emoji)
+        key, emoji_payload = parse_emoji(emoji)
         users = msg.reactions.get(key, [])
         if author.id in users:
             users.remove(author.id)
@@ -760,102 +698,27 @@ class FakeDiscord:
         the registered option type: strings/numbers/booleans as given, a :class:`FakeUser`,
         :class:`FakeRole` or :class:`FakeChannel` (or an id) for those types, and an
         :class:`AttachmentSpec` for attachment options (stored and served like any upload).
-        ``permissions`` overrides the member's computed channel permissions.
+        ``permissions`` overrides the member's computed channel permissions. Raises
+        LookupError for a command that is not registered (globally, or for this guild),
+        PermissionError where Discord's client would not offer it (``contexts``,
+        ``dm_permission``, ``default_member_permissions``), ValueError for a missing required
+        or unknown option.
         """
-        chan = self._channel(channel)
-        author = self._user(user)
-        guild = self._guild_of(chan)
-        self._check_participant(chan, guild, author)
-        parts = name.split()
-        command = self._find_command(parts[0], guild)
-        if command is None:
-            raise LookupError(
-                f"/{parts[0]} is not registered "
-                f"({'in guild ' + str(guild.id) + ' or ' if guild else ''}globally)"
-            )
-        defs: list[dict[str, Any]] = command.get("options") or []
-        path: list[dict[str, Any]] = []
-        for sub in parts[1:]:
-            match = next((o for o in defs if o["name"] == sub and o["type"] in (1, 2)), None)
-            if match is None:
-                raise LookupError(f"/{name}: no subcommand {sub!r}")
-            path.append({"type": match["type"], "name": sub, "options": []})
-            defs = match.get("options") or []
-        resolved: dict[str, dict[str, Any]] = {}
-        built = self._build_options(chan, guild, defs, dict(options or {}), resolved, name)
-        if path:
-            path[-1]["options"] = built
-            for outer, inner in itertools.pairwise(path):
-                outer["options"] = [inner]
-            top_options = [path[0]]
-        else:
-            top_options = built
-        data: dict[str, Any] = {
-            "id": command["id"],
-            "name": command["name"],
-            "type": command.get("type", 1),
-            "options": top_options,
-        }
-        if resolved:
-            data["resolved"] = resolved
-        if command.get("guild_id"):
-            data["guild_id"] = command["guild_id"]
-        user_perms = chan.permissions_for(guild, author.id) if permissions is None else permissions
-        inter_id = snowflake()
-        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
-        payload: dict[str, Any] = {
-            "id": str(inter_id),
-            "application_id": str(self.application_id),
-            "type": 2,
-            "data": data,
-            "token": token,
-            "version": 1,
-            "channel_id": str(chan.id),
-            "channel": {**chan.payload(self.users), "permissions": str(user_perms)},
-            "app_permissions": str(chan.permissions_for(guild, self.bot_user.id)),
-            "locale": locale,
-            "entitlements": [],
-            "attachment_size_limit": self.attachment_size_limit,
-        }
-        if guild is not None:
-            member = guild.members[author.id]
-            payload["guild_id"] = str(guild.id)
-            payload["guild"] = {"id": str(guild.id), "locale": "en-US", "features": []}
-            payload["guild_locale"] = "en-US"
-            payload["member"] = {**member.payload(author), "permissions": str(user_perms)}
-            payload["context"] = 0
-            payload["authorizing_integration_owners"] = {"0": str(guild.id)}
-        else:
-            payload["user"] = author.payload()
-            payload["context"] = 1
-            payload["authorizing_integration_owners"] = {"0": "0"}
-        inter = FakeInteraction(
-            id=inter_id,
-            token=token,
-            name=name,
-            channel_id=chan.id,
-            guild_id=chan.guild_id,
-            user_id=author.id,
-            payload=payload,
-            t_created=time.monotonic(),
-            _fake=self,
+        return await self._interaction_routes.slash_command(
+            channel, user, name, options, permissions=permissions, locale=locale
         )
-        self.interactions[inter_id] = inter
-        self._interactions_by_token[token] = inter
-        await self._dispatch("INTERACTION_CREATE", payload, chan.guild_id, require_connection=True)
-        return inter
 
     # ------------------------------------------------------------------------------------
     # helpers: lookups, permissions, payloads
 
     def _guild(self, guild: FakeGuild | int) -> FakeGuild:
-        return guild if isinstance(guild, FakeGuild) else self.guilds[_id(guild)]
+        return guild if isinstance(guild, FakeGuild) else self.guilds[as_id(guild)]
 
     def _channel(self, channel: FakeChannel | int) -> FakeChannel:
-        return channel if isinstance(channel, FakeChannel) else self.channels[_id(channel)]
+        return channel if isinstance(channel, FakeChannel) else self.channels[as_id(channel)]
 
     def _user(self, user: FakeUser | int) -> FakeUser:
-        return user if isinstance(user, FakeUser) else self.users[_id(user)]
+        return user if isinstance(user, FakeUser) else self.users[as_id(user)]
 
     def _guild_of(self, chan: FakeChannel) -> FakeGuild | None:
         return self.guilds.get(chan.guild_id) if chan.guild_id else None
@@ -877,10 +740,10 @@ class FakeDiscord:
         """403 like Discord: no VIEW_CHANNEL → 50001, another permission missing → 50013."""
         have = chan.permissions_for(self._guild_of(chan), self.bot_user.id)
         if not have & Perm.VIEW_CHANNEL:
-            raise _err(MISSING_ACCESS)
+            raise api_error(MISSING_ACCESS)
         for perm in perms:
             if not have & perm:
-                raise _err(MISSING_PERMISSIONS)
+                raise api_error(MISSING_PERMISSIONS)
 
     def _add_message(self, msg: FakeMessage) -> None:
         self._messages[msg.id] = msg
@@ -958,7 +821,7 @@ class FakeDiscord:
         if msg.reactions:
             data["reactions"] = [
                 {
-                    "emoji": self._parse_emoji(key)[1],
+                    "emoji": parse_emoji(key)[1],
                     "count": len(users),
                     "count_details": {"burst": 0, "normal": len(users)},
                     "burst_colors": [],
@@ -991,7 +854,7 @@ class FakeDiscord:
                 data["interaction_metadata"] = meta
         if msg.reference is not None:
             data["message_reference"] = dict(msg.reference)
-            ref_id = _opt_int(msg.reference.get("message_id"))
+            ref_id = opt_int(msg.reference.get("message_id"))
             ref = self._messages.get(ref_id) if ref_id else None
             if ref is None or ref.deleted:
                 data["referenced_message"] = None
@@ -1091,21 +954,6 @@ class FakeDiscord:
             "application_command_counts": {},
             "incidents_data": None,
         }
-
-    @staticmethod
-    def _parse_emoji(raw: str) -> tuple[str, dict[str, Any]]:
-        """Storage key and emoji object for ``🛑``, ``name:id``, ``<:name:id>`` or ``<a:…>``."""
-        raw = urllib.parse.unquote(raw).strip()
-        match = _CUSTOM_EMOJI.match(raw)
-        if match:
-            animated, name, eid = match.groups()
-            emoji: dict[str, Any] = {"id": eid, "name": name}
-            if animated:
-                emoji["animated"] = True
-            return f"{name}:{eid}", emoji
-        if not raw or raw.isascii():
-            raise _err(UNKNOWN_EMOJI)
-        return raw, {"id": None, "name": raw}
 
     def _reaction_event(
         self,
@@ -1209,6 +1057,7 @@ class FakeDiscord:
     def _add_routes(self, app: web.Application) -> None:
         r = app.router
         a = self._route
+        ir = self._interaction_routes
         # users, application, gateway
         r.add_get(API_PREFIX + "/users/@me", a("get_current_user", self._h_me))
         r.add_post(API_PREFIX + "/users/@me/channels", a("create_dm", self._h_create_dm))
@@ -1243,27 +1092,27 @@ class FakeDiscord:
         # interactions and their webhooks (token-authenticated, outside the global limit)
         r.add_post(
             API_PREFIX + "/interactions/{interaction_id}/{token}/callback",
-            a("interaction_callback", self._h_callback, auth=False, global_limit=False),
+            a("interaction_callback", ir.callback, auth=False, global_limit=False),
         )
         wh = API_PREFIX + "/webhooks/{app_id}/{token}"
         for method, kind, handler in (
-            ("GET", "webhook_get", self._h_webhook_get),
-            ("PATCH", "webhook_edit", self._h_webhook_edit),
-            ("DELETE", "webhook_delete", self._h_webhook_delete),
+            ("GET", "webhook_get", ir.webhook_get),
+            ("PATCH", "webhook_edit", ir.webhook_edit),
+            ("DELETE", "webhook_delete", ir.webhook_delete),
         ):
             view = a(kind, handler, auth=False, global_limit=False)
             r.add_route(method, wh + "/messages/@original", view)
             r.add_route(method, wh + "/messages/{message_id}", view)
-        r.add_post(wh, a("webhook_create", self._h_followup, auth=False, global_limit=False))
+        r.add_post(wh, a("webhook_create", ir.followup, auth=False, global_limit=False))
         # application commands
         for base in ("/applications/{app_id}", "/applications/{app_id}/guilds/{guild_id}"):
             cmds = API_PREFIX + base + "/commands"
-            r.add_get(cmds, a("commands_get", self._h_commands_get))
-            r.add_put(cmds, a("commands_put", self._h_commands_put))
-            r.add_post(cmds, a("command_create", self._h_command_create))
-            r.add_get(cmds + "/{command_id}", a("command_get", self._h_command_get))
-            r.add_patch(cmds + "/{command_id}", a("command_edit", self._h_command_edit))
-            r.add_delete(cmds + "/{command_id}", a("command_delete", self._h_command_delete))
+            r.add_get(cmds, a("commands_get", ir.commands_get))
+            r.add_put(cmds, a("commands_put", ir.commands_put))
+            r.add_post(cmds, a("command_create", ir.command_create))
+            r.add_get(cmds + "/{command_id}", a("command_get", ir.command_get))
+            r.add_patch(cmds + "/{command_id}", a("command_edit", ir.command_edit))
+            r.add_delete(cmds + "/{command_id}", a("command_delete", ir.command_delete))
         r.add_route("*", API_PREFIX + "/{tail:.*}", a("unknown", self._h_unknown))
         # CDN and gateway
         r.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._h_cdn)
@@ -1285,7 +1134,7 @@ class FakeDiscord:
                 method=request.method,
                 path=request.path[len(API_PREFIX) :],
                 route=kind,
-                channel_id=_opt_int(mi.get("channel_id")),
+                channel_id=opt_int(mi.get("channel_id")),
                 json=None,
                 query=dict(request.query),
                 t_start=t0,
@@ -1295,7 +1144,7 @@ class FakeDiscord:
             try:
                 await self._read_body(request, call)
                 if auth and not self._authorized(request):
-                    raise _err(UNAUTHORIZED)
+                    raise api_error(UNAUTHORIZED)
                 major = mi.get("channel_id") or mi.get("token") or mi.get("guild_id") or ""
                 limited = self._take_ratelimit(kind, major, global_limit, call, headers)
                 if limited is not None:
@@ -1447,78 +1296,6 @@ class FakeDiscord:
     # ------------------------------------------------------------------------------------
     # validation shared by messages, interaction responses and webhooks
 
-    def _validate_message_body(
-        self,
-        body: Mapping[str, Any],
-        *,
-        uploads: Sequence[Upload] = (),
-        prefix: Sequence[str] = (),
-        partial: bool = False,
-        existing: FakeMessage | None = None,
-    ) -> None:
-        """400 like Discord for too long content/embeds, bad allowed_mentions, empty message."""
-        errors: dict[str, Any] = {}
-        content = body.get("content")
-        if content is not None and not isinstance(content, str):
-            errors["content"] = _form_error("BASE_TYPE_STRING", "Must be a string.")
-        elif isinstance(content, str) and len(content) > MAX_CONTENT:
-            errors["content"] = _form_error(
-                "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length."
-            )
-        embeds = body.get("embeds") or []
-        if len(embeds) > 10:
-            errors["embeds"] = _form_error("BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-        total = 0
-        for i, embed in enumerate(embeds[:10]):
-            desc = embed.get("description") or ""
-            title = embed.get("title") or ""
-            total += len(desc) + len(title)
-            if len(desc) > MAX_EMBED_DESCRIPTION:
-                errors.setdefault("embeds", {}).setdefault(str(i), {})["description"] = _form_error(
-                    "BASE_TYPE_MAX_LENGTH",
-                    f"Must be {MAX_EMBED_DESCRIPTION} or fewer in length.",
-                )
-            if len(title) > 256:
-                errors.setdefault("embeds", {}).setdefault(str(i), {})["title"] = _form_error(
-                    "BASE_TYPE_MAX_LENGTH", "Must be 256 or fewer in length."
-                )
-        if total > MAX_EMBED_TOTAL and "embeds" not in errors:
-            errors["embeds"] = _form_error(
-                "MESSAGE_EMBED_TOTAL_LENGTH", "Embed size exceeds maximum size of 6000"
-            )
-        try:
-            validate_allowed_mentions(body.get("allowed_mentions"))
-        except AllowedMentionsError as exc:
-            errors.update(exc.errors)
-        if errors:
-            raise _invalid_form(_nest(prefix, errors))
-        # emptiness of the resulting message
-        if partial and existing is not None:
-            content_after = content if "content" in body else existing.content
-            embeds_after = embeds if "embeds" in body else existing.embeds
-            if "attachments" in body:
-                keep = {str(a.get("id")) for a in body.get("attachments") or []}
-                atts_after = [a for a in existing.attachments if a["id"] in keep] + list(uploads)
-            else:
-                atts_after = list(existing.attachments) + list(uploads)
-            comps_after = body.get("components") if "components" in body else existing.components
-        else:
-            content_after = content
-            embeds_after = embeds
-            atts_after = list(uploads)
-            comps_after = body.get("components")
-        if partial and not any(k in body for k in ("content", "embeds", "attachments")):
-            return
-        if (
-            not (content_after or "").strip()
-            and not embeds_after
-            and not atts_after
-            and not comps_after
-            and not body.get("sticker_ids")
-            and not body.get("poll")
-        ):
-            raise _err(EMPTY_MESSAGE)
-
     def _make_message(
         self,
         chan: FakeChannel,
@@ -1535,14 +1312,14 @@ class FakeDiscord:
         replied_author = None
         ref = body.get("message_reference")
         if ref and int(ref.get("type", 0) or 0) == 0 and ref.get("message_id") is not None:
-            ref_id = _opt_int(ref.get("message_id"))
-            ref_chan = _opt_int(ref.get("channel_id")) or chan.id
+            ref_id = opt_int(ref.get("message_id"))
+            ref_chan = opt_int(ref.get("channel_id")) or chan.id
             target = self._messages.get(ref_id) if ref_id else None
             if target is None or target.deleted or target.channel_id != ref_chan:
                 if ref.get("fail_if_not_exists", True):
-                    raise _invalid_form(
+                    raise invalid_form(
                         {
-                            "message_reference": _form_error(
+                            "message_reference": form_error(
                                 "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
                             )
                         }
@@ -1643,15 +1420,15 @@ class FakeDiscord:
         )
 
     def _live_message(self, chan: FakeChannel, message_id: Any) -> FakeMessage:
-        msg = self._messages.get(_opt_int(message_id) or 0)
+        msg = self._messages.get(opt_int(message_id) or 0)
         if msg is None or msg.deleted or msg.channel_id != chan.id or msg.ephemeral:
-            raise _err(UNKNOWN_MESSAGE)
+            raise api_error(UNKNOWN_MESSAGE)
         return msg
 
     def _req_channel(self, request: web.Request) -> FakeChannel:
-        chan = self.channels.get(_opt_int(request.match_info["channel_id"]) or 0)
+        chan = self.channels.get(opt_int(request.match_info["channel_id"]) or 0)
         if chan is None:
-            raise _err(UNKNOWN_CHANNEL)
+            raise api_error(UNKNOWN_CHANNEL)
         return chan
 
     # ------------------------------------------------------------------------------------
@@ -1663,17 +1440,17 @@ class FakeDiscord:
         return data
 
     async def _h_get_user(self, request: web.Request, call: Call) -> Any:
-        user = self.users.get(_opt_int(request.match_info["user_id"]) or 0)
+        user = self.users.get(opt_int(request.match_info["user_id"]) or 0)
         if user is None:
-            raise _err(UNKNOWN_USER)
+            raise api_error(UNKNOWN_USER)
         return user.payload()
 
     async def _h_create_dm(self, request: web.Request, call: Call) -> Any:
         body = call.json or {}
-        uid = _opt_int(body.get("recipient_id"))
+        uid = opt_int(body.get("recipient_id"))
         if uid is None or uid not in self.users:
-            raise _invalid_form(
-                {"recipient_id": _form_error("NUMBER_TYPE_COERCE", "Value is not snowflake.")}
+            raise invalid_form(
+                {"recipient_id": form_error("NUMBER_TYPE_COERCE", "Value is not snowflake.")}
             )
         if uid == self.bot_user.id:
             raise ApiError(400, 50007, "Cannot send messages to this user")
@@ -1742,7 +1519,7 @@ class FakeDiscord:
         if uploads:
             needed.append(Perm.ATTACH_FILES)
         self._require(chan, *needed)
-        self._validate_message_body(body, uploads=uploads)
+        validate_message_body(body, uploads=uploads)
         msg = self._make_message(chan, body, uploads)
         self._add_message(msg)
         await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=False)
@@ -1779,10 +1556,10 @@ class FakeDiscord:
         self._require(chan)
         msg = self._live_message(chan, request.match_info["message_id"])
         if msg.author_id != self.bot_user.id:
-            raise _err(CANNOT_EDIT_OTHERS)
+            raise api_error(CANNOT_EDIT_OTHERS)
         body = call.json if isinstance(call.json, dict) else {}
         uploads: list[Upload] = call.uploads
-        self._validate_message_body(body, uploads=uploads, partial=True, existing=msg)
+        validate_message_body(body, uploads=uploads, partial=True, existing=msg)
         self._apply_edit(msg, body, uploads)
         await self._dispatch_message("MESSAGE_UPDATE", msg, require_connection=False)
         return self.message_payload(msg)
@@ -1793,7 +1570,7 @@ class FakeDiscord:
         msg = self._live_message(chan, request.match_info["message_id"])
         if msg.author_id != self.bot_user.id:
             if chan.is_dm:
-                raise _err(DM_ACTION)
+                raise api_error(DM_ACTION)
             self._require(chan, Perm.MANAGE_MESSAGES)
         await self._delete(msg, require_connection=False)
         return None
@@ -1802,12 +1579,12 @@ class FakeDiscord:
         chan = self._req_channel(request)
         self._require(chan, Perm.READ_MESSAGE_HISTORY)
         msg = self._live_message(chan, request.match_info["message_id"])
-        key, emoji = self._parse_emoji(request.match_info["emoji"])
+        key, emoji = parse_emoji(request.match_info["emoji"])
         users = msg.reactions.get(key)
         if users is None:
             self._require(chan, Perm.ADD_REACTIONS)
             if len(msg.reactions) >= MAX_REACTIONS:
-                raise _err(MAX_REACTIONS_REACHED)
+                raise api_error(MAX_REACTIONS_REACHED)
             users = msg.reactions[key] = []
         if self.bot_user.id not in users:
             users.append(self.bot_user.id)
@@ -1838,23 +1615,23 @@ class FakeDiscord:
         chan = self._req_channel(request)
         self._require(chan)
         msg = self._live_message(chan, request.match_info["message_id"])
-        key, emoji = self._parse_emoji(request.match_info["emoji"])
+        key, emoji = parse_emoji(request.match_info["emoji"])
         await self._remove_reaction(chan, msg, key, emoji, self.bot_user.id)
         return None
 
     async def _h_remove_user_reaction(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)
-        uid = _opt_int(request.match_info["user_id"])
+        uid = opt_int(request.match_info["user_id"])
         if uid != self.bot_user.id:
             if chan.is_dm:
-                raise _err(DM_ACTION)
+                raise api_error(DM_ACTION)
             self._require(chan, Perm.MANAGE_MESSAGES)
         else:
             self._require(chan)
         msg = self._live_message(chan, request.match_info["message_id"])
-        key, emoji = self._parse_emoji(request.match_info["emoji"])
+        key, emoji = parse_emoji(request.match_info["emoji"])
         if uid is None or uid not in self.users:
-            raise _err(UNKNOWN_USER)
+            raise api_error(UNKNOWN_USER)
         await self._remove_reaction(chan, msg, key, emoji, uid)
         return None
 
@@ -1862,17 +1639,17 @@ class FakeDiscord:
         chan = self._req_channel(request)
         self._require(chan, Perm.READ_MESSAGE_HISTORY)
         msg = self._live_message(chan, request.match_info["message_id"])
-        key, _ = self._parse_emoji(request.match_info["emoji"])
+        key, _ = parse_emoji(request.match_info["emoji"])
         limit = max(1, min(100, int(request.query.get("limit", 25))))
         return [self.users[u].payload() for u in msg.reactions.get(key, [])[:limit]]
 
     async def _h_clear_emoji(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)
         if chan.is_dm:
-            raise _err(DM_ACTION)
+            raise api_error(DM_ACTION)
         self._require(chan, Perm.MANAGE_MESSAGES)
         msg = self._live_message(chan, request.match_info["message_id"])
-        key, emoji = self._parse_emoji(request.match_info["emoji"])
+        key, emoji = parse_emoji(request.match_info["emoji"])
         if msg.reactions.pop(key, None) is not None:
             data = {
                 "channel_id": str(chan.id),
@@ -1888,7 +1665,7 @@ class FakeDiscord:
     async def _h_clear_reactions(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)
         if chan.is_dm:
-            raise _err(DM_ACTION)
+            raise api_error(DM_ACTION)
         self._require(chan, Perm.MANAGE_MESSAGES)
         msg = self._live_message(chan, request.match_info["message_id"])
         msg.reactions.clear()
@@ -1906,9 +1683,9 @@ class FakeDiscord:
     # handlers: guilds
 
     def _req_guild(self, request: web.Request) -> FakeGuild:
-        guild = self.guilds.get(_opt_int(request.match_info["guild_id"]) or 0)
+        guild = self.guilds.get(opt_int(request.match_info["guild_id"]) or 0)
         if guild is None:
-            raise _err(UNKNOWN_GUILD)
+            raise api_error(UNKNOWN_GUILD)
         return guild
 
     async def _h_get_guild(self, request: web.Request, call: Call) -> Any:
@@ -1926,422 +1703,32 @@ class FakeDiscord:
 
     async def _h_get_member(self, request: web.Request, call: Call) -> Any:
         guild = self._req_guild(request)
-        uid = _opt_int(request.match_info["user_id"]) or 0
+        uid = opt_int(request.match_info["user_id"]) or 0
         member = guild.members.get(uid)
         if member is None:
-            raise _err(UNKNOWN_MEMBER)
+            raise api_error(UNKNOWN_MEMBER)
         return member.payload(self.users[uid])
 
     # ------------------------------------------------------------------------------------
     # handlers: interactions
 
-    def _interaction_error(
-        self, inter: FakeInteraction | None, call: Call, spec: tuple
-    ) -> ApiError:
-        if inter is not None:
-            inter.errors.append((spec[0], spec[1], call.path))
-        return _err(spec)
-
-    async def _h_callback(self, request: web.Request, call: Call) -> Any:
-        inter = self.interactions.get(_opt_int(request.match_info["interaction_id"]) or 0)
-        if inter is not None:
-            call.channel_id = inter.channel_id
-        if inter is None or not secrets.compare_digest(inter.token, request.match_info["token"]):
-            raise self._interaction_error(inter, call, UNKNOWN_INTERACTION)
-        if inter.acknowledged:
-            raise self._interaction_error(inter, call, ALREADY_ACKNOWLEDGED)
-        if call.t_start - inter.t_created > self.interaction_deadline:
-            raise self._interaction_error(inter, call, UNKNOWN_INTERACTION)
-        body = call.json if isinstance(call.json, dict) else {}
-        uploads: list[Upload] = call.uploads
-        cb_type = body.get("type")
-        data = body.get("data") or {}
-        chan = self.channels[inter.channel_id]
-        msg: FakeMessage | None = None
-        if cb_type == 4:
-            self._validate_message_body(data, uploads=uploads, prefix=("data",))
-            msg = self._make_message(
-                chan, data, uploads, msg_type=TYPE_CHAT_INPUT_COMMAND, interaction=inter
-            )
-        elif cb_type == 5:
-            flags = FLAG_LOADING | (int(data.get("flags") or 0) & FLAG_EPHEMERAL)
-            msg = self._make_message(
-                chan,
-                {"content": "", "allowed_mentions": {"parse": []}},
-                (),
-                msg_type=TYPE_CHAT_INPUT_COMMAND,
-                flags=flags,
-                interaction=inter,
-            )
-            msg.revisions[0].payload = dict(body)
-            msg.revisions[0].allowed_mentions = None
-            msg.revisions[0].placeholder = True
-        elif cb_type in (8, 9, 10, 12):
-            pass  # autocomplete result, modal, premium required, launch activity: no message
-        else:
-            inter.errors.append((400, 50035, call.path))
-            raise _invalid_form(
-                {"type": _form_error("BASE_TYPE_CHOICES", f"Value {cb_type!r} is not valid here.")}
-            )
-        inter.callback_type = int(cb_type)
-        inter.callback = dict(body)
-        inter.t_callback = call.t_start
-        if msg is not None:
-            inter.original_id = msg.id
-            inter.deferred_first_followup_pending = cb_type == 5
-            self._add_message(msg)
-            if not msg.ephemeral:
-                await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=False)
-        if request.query.get("with_response", "").lower() not in ("1", "true"):
-            return None
-        result: dict[str, Any] = {
-            "interaction": {
-                "id": str(inter.id),
-                "type": 2,
-                "response_message_loading": cb_type == 5,
-                "response_message_ephemeral": bool(msg is not None and msg.ephemeral),
-            }
-        }
-        if msg is not None:
-            result["interaction"]["response_message_id"] = str(msg.id)
-            result["resource"] = {"type": cb_type, "message": self.message_payload(msg)}
-        return result
-
-    def _webhook_interaction(self, request: web.Request, call: Call) -> FakeInteraction:
-        if _opt_int(request.match_info["app_id"]) != self.application_id:
-            raise _err(UNKNOWN_WEBHOOK)
-        inter = self._interactions_by_token.get(request.match_info["token"])
-        if inter is None:
-            raise _err(UNKNOWN_WEBHOOK)
-        call.channel_id = inter.channel_id
-        if call.t_start - inter.t_created > self.interaction_token_lifetime:
-            raise self._interaction_error(inter, call, INVALID_WEBHOOK_TOKEN)
-        return inter
-
-    def _webhook_message(
-        self, request: web.Request, inter: FakeInteraction, call: Call
-    ) -> FakeMessage:
-        raw = request.match_info.get("message_id")
-        if raw is None:  # @original
-            mid = inter.original_id
-        else:
-            mid = _opt_int(raw)
-            if mid not in (inter.original_id, *inter.followup_ids):
-                mid = None
-        msg = self._messages.get(mid) if mid is not None else None
-        if msg is None or msg.deleted:
-            raise self._interaction_error(inter, call, UNKNOWN_MESSAGE)
-        return msg
-
-    async def _h_webhook_get(self, request: web.Request, call: Call) -> Any:
-        inter = self._webhook_interaction(request, call)
-        return self.message_payload(self._webhook_message(request, inter, call))
-
-    async def _h_webhook_edit(self, request: web.Request, call: Call) -> Any:
-        inter = self._webhook_interaction(request, call)
-        msg = self._webhook_message(request, inter, call)
-        body = call.json if isinstance(call.json, dict) else {}
-        uploads: list[Upload] = call.uploads
-        try:
-            self._validate_message_body(body, uploads=uploads, partial=True, existing=msg)
-        except ApiError as exc:
-            inter.errors.append((exc.status, exc.code, call.path))
-            raise
-        if msg.id == inter.original_id:
-            inter.deferred_first_followup_pending = False
-        self._apply_edit(msg, body, uploads)
-        if not msg.ephemeral:
-            await self._dispatch_message("MESSAGE_UPDATE", msg, require_connection=False)
-        return self.message_payload(msg)
-
-    async def _h_webhook_delete(self, request: web.Request, call: Call) -> Any:
-        inter = self._webhook_interaction(request, call)
-        msg = self._webhook_message(request, inter, call)
-        await self._delete(msg, require_connection=False)
-        return None
-
-    async def _h_followup(self, request: web.Request, call: Call) -> Any:
-        inter = self._webhook_interaction(request, call)
-        if not inter.acknowledged:
-            raise self._interaction_error(inter, call, UNKNOWN_WEBHOOK)
-        body = call.json if isinstance(call.json, dict) else {}
-        uploads: list[Upload] = call.uploads
-        try:
-            self._validate_message_body(body, uploads=uploads)
-        except ApiError as exc:
-            inter.errors.append((exc.status, exc.code, call.path))
-            raise
-        chan = self.channels[inter.channel_id]
-        original = self.message(inter.original_id) if inter.original_id else None
-        if inter.deferred_first_followup_pending and original is not None and not original.deleted:
-            # Discord: the first follow-up after a deferral fills the "thinking…" message.
-            inter.deferred_first_followup_pending = False
-            self._apply_edit(original, body, uploads)
-            msg = original
-            event = "MESSAGE_UPDATE"
-        else:
-            msg = self._make_message(chan, body, uploads, interaction=inter)
-            self._add_message(msg)
-            inter.followup_ids.append(msg.id)
-            event = "MESSAGE_CREATE"
-        if not msg.ephemeral:
-            await self._dispatch_message(event, msg, require_connection=False)
-        if request.query.get("wait", "").lower() not in ("1", "true"):
-            return None
-        return self.message_payload(msg)
-
     # ------------------------------------------------------------------------------------
     # handlers: application commands
-
-    def _command_scope(self, request: web.Request) -> tuple[int | None, list[dict[str, Any]]]:
-        if _opt_int(request.match_info["app_id"]) != self.application_id:
-            raise ApiError(
-                403, 20012, "You are not authorized to perform this action on this application"
-            )
-        if "guild_id" not in request.match_info:
-            return None, self.global_commands
-        guild = self._req_guild(request)
-        return guild.id, self.guild_commands.setdefault(guild.id, [])
-
-    def _validate_command(self, cmd: Any) -> dict[str, Any]:
-        errors: dict[str, Any] = {}
-        if not isinstance(cmd, dict):
-            raise _invalid_form(_form_error("DICT_TYPE_CONVERT", "Only dictionaries may be used."))
-        ctype = int(cmd.get("type") or 1)
-        name = cmd.get("name")
-        if (
-            not isinstance(name, str)
-            or not _COMMAND_NAME.match(name)
-            or (ctype == 1 and name != name.lower())
-        ):
-            errors["name"] = _form_error(
-                "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
-            )
-        desc = cmd.get("description") or ""
-        if ctype == 1 and not 1 <= len(desc) <= 100:
-            errors["description"] = _form_error(
-                "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
-            )
-        opt_errors = self._validate_options(cmd.get("options") or [])
-        if opt_errors:
-            errors["options"] = opt_errors
-        if errors:
-            raise _invalid_form(errors)
-        return cmd
-
-    def _validate_options(self, options: list[Any]) -> dict[str, Any]:
-        errors: dict[str, Any] = {}
-        if len(options) > 25:
-            return _form_error("BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
-        seen_optional = False
-        for i, opt in enumerate(options):
-            err: dict[str, Any] = {}
-            otype = int(opt.get("type") or 0)
-            if not 1 <= otype <= 11:
-                err["type"] = _form_error("BASE_TYPE_CHOICES", "Value must be a valid option type.")
-            name = opt.get("name")
-            if not isinstance(name, str) or not _COMMAND_NAME.match(name) or name != name.lower():
-                err["name"] = _form_error(
-                    "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
-                )
-            if not 1 <= len(opt.get("description") or "") <= 100:
-                err["description"] = _form_error(
-                    "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
-                )
-            if len(opt.get("choices") or []) > 25:
-                err["choices"] = _form_error(
-                    "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
-                )
-            if otype in (1, 2):
-                sub = self._validate_options(opt.get("options") or [])
-                if sub:
-                    err["options"] = sub
-            elif opt.get("required"):
-                if seen_optional:
-                    err["required"] = _form_error(
-                        "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
-                        "Required options must be placed before non-required options",
-                    )
-            else:
-                seen_optional = True
-            if err:
-                errors[str(i)] = err
-        return errors
-
-    def _store_command(
-        self, cmd: dict[str, Any], guild_id: int | None, existing: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        ctype = int(cmd.get("type") or 1)
-        old = next((c for c in existing if c["name"] == cmd["name"] and c["type"] == ctype), None)
-        stored = {
-            "id": old["id"] if old else str(snowflake()),
-            "application_id": str(self.application_id),
-            "version": str(snowflake()),
-            "type": ctype,
-            "name": cmd["name"],
-            "description": cmd.get("description") or "",
-            "options": cmd.get("options") or [],
-            "default_member_permissions": cmd.get("default_member_permissions"),
-            "dm_permission": cmd.get("dm_permission", True),
-            "nsfw": bool(cmd.get("nsfw", False)),
-            "contexts": cmd.get("contexts"),
-            "integration_types": cmd.get("integration_types") or [0],
-            "name_localizations": cmd.get("name_localizations"),
-            "description_localizations": cmd.get("description_localizations"),
-        }
-        if guild_id is not None:
-            stored["guild_id"] = str(guild_id)
-        return stored
-
-    async def _h_commands_get(self, request: web.Request, call: Call) -> Any:
-        return self._command_scope(request)[1]
-
-    async def _h_commands_put(self, request: web.Request, call: Call) -> Any:
-        guild_id, existing = self._command_scope(request)
-        body = call.json
-        if not isinstance(body, list):
-            raise _invalid_form(_form_error("LIST_TYPE_CONVERT", "Only iterables may be used."))
-        errors = {}
-        for i, cmd in enumerate(body):
-            try:
-                self._validate_command(cmd)
-            except ApiError as exc:
-                errors[str(i)] = exc.errors
-        if errors:
-            raise _invalid_form(errors)
-        names = [(c["name"], int(c.get("type") or 1)) for c in body]
-        if len(set(names)) != len(names):
-            raise ApiError(
-                400,
-                50035,
-                "Invalid Form Body",
-                {
-                    "_errors": [
-                        {
-                            "code": "APPLICATION_COMMANDS_DUPLICATE_NAME",
-                            "message": "Application command names must be unique",
-                        }
-                    ]
-                },
-            )
-        stored = [self._store_command(c, guild_id, existing) for c in body]
-        existing[:] = stored
-        self.command_syncs.append((time.monotonic(), guild_id, [c["name"] for c in stored]))
-        return stored
-
-    async def _h_command_create(self, request: web.Request, call: Call) -> Any:
-        guild_id, existing = self._command_scope(request)
-        cmd = self._validate_command(call.json)
-        stored = self._store_command(cmd, guild_id, existing)
-        existing[:] = [c for c in existing if c["id"] != stored["id"]] + [stored]
-        return (200, stored)
-
-    def _find_stored(self, request: web.Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        _, existing = self._command_scope(request)
-        cid = request.match_info["command_id"]
-        for cmd in existing:
-            if cmd["id"] == cid:
-                return existing, cmd
-        raise _err(UNKNOWN_COMMAND)
-
-    async def _h_command_get(self, request: web.Request, call: Call) -> Any:
-        return self._find_stored(request)[1]
-
-    async def _h_command_edit(self, request: web.Request, call: Call) -> Any:
-        _, cmd = self._find_stored(request)
-        body = call.json if isinstance(call.json, dict) else {}
-        merged = {**cmd, **body}
-        self._validate_command(merged)
-        cmd.update({k: v for k, v in body.items() if k in cmd})
-        cmd["version"] = str(snowflake())
-        return cmd
-
-    async def _h_command_delete(self, request: web.Request, call: Call) -> Any:
-        existing, cmd = self._find_stored(request)
-        existing.remove(cmd)
-        return None
-
-    def _find_command(self, name: str, guild: FakeGuild | None) -> dict[str, Any] | None:
-        if guild is not None:
-            for cmd in self.guild_commands.get(guild.id, []):
-                if cmd["name"] == name and cmd["type"] == 1:
-                    return cmd
-        for cmd in self.global_commands:
-            if cmd["name"] == name and cmd["type"] == 1:
-                return cmd
-        return None
-
-    def _build_options(
-        self,
-        chan: FakeChannel,
-        guild: FakeGuild | None,
-        defs: list[dict[str, Any]],
-        values: dict[str, Any],
-        resolved: dict[str, dict[str, Any]],
-        command: str,
-    ) -> list[dict[str, Any]]:
-        by_name = {d["name"]: d for d in defs}
-        for d in defs:
-            if d.get("required") and d["name"] not in values:
-                raise ValueError(f"/{command}: required option {d['name']!r} missing")
-        out = []
-        for key, value in values.items():
-            d = by_name.get(key)
-            if d is None:
-                raise ValueError(f"/{command} has no option {key!r} (has {sorted(by_name)})")
-            otype = int(d["type"])
-            if otype == 3:
-                val: Any = str(value)
-            elif otype == 4:
-                val = int(value)
-            elif otype == 5:
-                val = bool(value)
-            elif otype == 10:
-                val = float(value)
-            elif otype in (6, 9) and not isinstance(value, FakeRole):
-                user = self._user(value)
-                val = str(user.id)
-                resolved.setdefault("users", {})[val] = user.payload()
-                if guild is not None and user.id in guild.members:
-                    member = guild.members[user.id].payload()
-                    member["permissions"] = str(chan.permissions_for(guild, user.id))
-                    resolved.setdefault("members", {})[val] = member
-            elif otype in (8, 9):
-                role = value if isinstance(value, FakeRole) else guild.roles[_id(value)]  # type: ignore[union-attr]
-                val = str(role.id)
-                resolved.setdefault("roles", {})[val] = role.payload()
-            elif otype == 7:
-                target = self._channel(value)
-                val = str(target.id)
-                resolved.setdefault("channels", {})[val] = {
-                    **target.payload(self.users),
-                    "permissions": str(target.permissions_for(guild, self.bot_user.id)),
-                }
-            elif otype == 11:
-                if not isinstance(value, AttachmentSpec):
-                    raise TypeError(f"option {key!r} needs fake.attachment(...), got {value!r}")
-                stored = self._store_attachment(chan.id, value)
-                val = str(stored.id)
-                resolved.setdefault("attachments", {})[val] = {**stored.payload, "ephemeral": True}
-            else:
-                raise ValueError(f"option {key!r} has type {otype}, which takes no value")
-            out.append({"name": key, "type": otype, "value": val})
-        return out
 
     # ------------------------------------------------------------------------------------
     # catch-all, CDN
 
     async def _h_unknown(self, request: web.Request, call: Call) -> Any:
-        raise _err(NOT_FOUND)
+        raise api_error(NOT_FOUND)
 
     async def _h_cdn(self, request: web.Request) -> web.StreamResponse:
         t0 = time.monotonic()
-        att = self._attachments.get(_opt_int(request.match_info["attachment_id"]) or 0)
+        att = self._attachments.get(opt_int(request.match_info["attachment_id"]) or 0)
         call = Call(
             method=request.method,
             path=request.path,
             route="cdn",
-            channel_id=_opt_int(request.match_info["channel_id"]),
+            channel_id=opt_int(request.match_info["channel_id"]),
             json=None,
             query=dict(request.query),
             t_start=t0,
