@@ -219,7 +219,7 @@ async def test_mention_reply_and_paced_edits(fake: FakeDiscord) -> None:
         assert stored.content == "draft 6 @everyone"
         assert len(stored.edits) == 7
         # allowed_mentions none on the create and on every edit; so nobody was pinged
-        assert stored.allowed_mentions == [NONE] * 8
+        assert stored.allowed_mentions == [NONE] * 8 and stored.mentions_disabled
         assert not stored.pinged_everyone and not stored.pinged_users
         # discord.py read the headers and waited: no 429, edits spread over > one window
         assert fake.rate_limit_hits == []
@@ -236,6 +236,7 @@ async def test_mention_reply_and_paced_edits(fake: FakeDiscord) -> None:
         # control: the same text with Discord's defaults would have pinged
         loud = await chan_send(bot, chan.id, "@everyone look", discord.AllowedMentions.all())
         assert fake.message(loud).pinged_everyone
+        assert not fake.message(loud).mentions_disabled
 
 
 async def chan_send(bot: commands.Bot, channel_id: int, text: str, am: Any) -> int:

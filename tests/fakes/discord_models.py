@@ -625,6 +625,21 @@ class FakeMessage:
         return [r.allowed_mentions for r in self.revisions if not r.placeholder]
 
     @property
+    def mentions_disabled(self) -> bool:
+        """True if the create and every edit sent ``allowed_mentions`` that allow no ping.
+
+        That is ``parse`` empty, no ``users``/``roles`` lists and no ``replied_user`` — what
+        ``AllowedMentions.none()`` sends (with ``mention_author=False`` it adds
+        ``"replied_user": false``).
+        """
+        for am in self.allowed_mentions:
+            if not isinstance(am, dict) or am.get("parse") != [] or am.get("replied_user"):
+                return False
+            if am.get("users") or am.get("roles"):
+                return False
+        return True
+
+    @property
     def pings(self) -> Pings:
         """Mentions of the current revision (what the message payload shows)."""
         return self.revisions[-1].pings
