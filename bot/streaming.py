@@ -27,6 +27,7 @@ import inspect
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from bot.splitting import (
 )
 
 __all__ = [
+    "DEFAULT_STYLE",
     "ChannelPacer",
     "MessageSink",
     "PacerRegistry",
@@ -191,7 +193,11 @@ class ChannelPacer:
 
 
 class PacerRegistry:
-    """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle."""
+    """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle.
+
+    A pacer still held by a reply in progress is never replaced: forgetting only drops the
+    registry's own reference, and :meth:`get` finds a pacer that is still in use.
+    """
 
     def __init__(
         self,
@@ -211,14 +217,15 @@ class PacerRegistry:
         self._clock = clock
         self._sleep = sleep
         self._pacers: dict[int, ChannelPacer] = {}
+        self._in_use: weakref.WeakValueDictionary[int, ChannelPacer] = weakref.WeakValueDictionary()
         self._gets = 0
 
     def get(self, channel_id: int) -> ChannelPacer:
         """The pacer of ``channel_id``."""
         self._gets += 1
         if self._gets % 256 == 0:
-            self._prune()
-        pacer = self._pacers.get(channel_id)
+            self.prune()
+        pacer = self._pacers.get(channel_id) or self._in_use.get(channel_id)
         if pacer is None:
             pacer = ChannelPacer(
                 self.max_writes,
@@ -227,13 +234,15 @@ class PacerRegistry:
                 sleep=self._sleep,
                 margin=self.margin,
             )
-            self._pacers[channel_id] = pacer
+            self._in_use[channel_id] = pacer
+        self._pacers[channel_id] = pacer
         return pacer
 
     def __len__(self) -> int:
         return len(self._pacers)
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Forget the pacers of channels idle for longer than ``idle_ttl``."""
         for channel_id, pacer in list(self._pacers.items()):
             if pacer.idle_for() > self.idle_ttl:
                 del self._pacers[channel_id]
@@ -335,6 +344,7 @@ async def render_stream(
     max_attempts: int = 3,
     retry_backoff: float = 0.5,
     max_rate_limits: int = 10,
+    write_timeout: float | None = 60.0,
 ) -> RenderResult:
     """Stream ``chunks`` into ``sink`` until they end, fail, or ``cancel`` fires.
 
@@ -343,6 +353,13 @@ async def render_stream(
     connection). ``on_message(id)`` is called right after each new message is sent.
     Never raises for stream or sink errors (see :attr:`RenderResult.state` and ``error``);
     cancelling the task that runs this propagates as usual.
+
+    Options: ``clock``/``sleep`` (for tests on virtual time; the pacer has its own), ``style``
+    (markers and notices), ``limit`` (characters per message), ``typing_interval`` (seconds
+    between typing triggers before the first text). A write that fails with anything but a 429
+    or a deleted message, or takes longer than ``write_timeout``, is retried with the latest
+    text after ``retry_backoff`` (doubling) up to ``max_attempts`` times in a row; a 429 slows
+    the channel and is retried, up to ``max_rate_limits`` in a row. Then the reply is "failed".
     """
     renderer = _Renderer(
         chunks,
@@ -358,6 +375,7 @@ async def render_stream(
         max_attempts=max_attempts,
         retry_backoff=retry_backoff,
         max_rate_limits=max_rate_limits,
+        write_timeout=write_timeout,
     )
     return await renderer.run()
 
@@ -379,6 +397,7 @@ class _Renderer:
         max_attempts: int,
         retry_backoff: float,
         max_rate_limits: int,
+        write_timeout: float | None,
     ) -> None:
         if limit < MIN_LIMIT + len(style.live_marker):
             raise ValueError(f"limit {limit} is too small (at least {MIN_LIMIT} plus the marker)")
@@ -403,6 +422,7 @@ class _Renderer:
         self.max_attempts = max(1, max_attempts)
         self.retry_backoff = retry_backoff
         self.max_rate_limits = max(1, max_rate_limits)
+        self.write_timeout = write_timeout
 
         # text as received
         self._parts: list[str] = []
@@ -627,11 +647,13 @@ class _Renderer:
         try:
             if write.index < len(self._messages):
                 msg = self._messages[write.index]
-                await self.sink.edit(msg.id, write.content)
+                await asyncio.wait_for(self.sink.edit(msg.id, write.content), self.write_timeout)
                 msg.content, msg.start, msg.end = write.content, write.start, write.end
                 self._edits += 1
             else:
-                message_id = await self.sink.send(write.content)
+                message_id = await asyncio.wait_for(
+                    self.sink.send(write.content), self.write_timeout
+                )
                 self._messages.append(_Message(message_id, write.content, write.start, write.end))
                 self._sends += 1
                 if self.on_message is not None:

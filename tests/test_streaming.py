@@ -861,6 +861,49 @@ def test_pacer_penalty_pauses_then_slows_then_recovers() -> None:
     vrun(main)
 
 
+def test_registry_forgets_idle_channels_but_never_a_pacer_in_use() -> None:
+    async def main() -> None:
+        registry = PacerRegistry(clock=now, idle_ttl=60)
+        held = registry.get(1)
+        await held.acquire()
+        registry.get(2)
+        await asyncio.sleep(120)
+        registry.prune()
+        assert len(registry) == 0
+        assert registry.get(1) is held  # still referenced by a reply: the same budget
+        await held.acquire()
+        assert now() == 120
+
+    vrun(main)
+
+
+def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
+    async def main() -> None:
+        channel = FakeChannel()
+        sink = FakeSink(channel)
+        hung = asyncio.Event()
+
+        async def edit(message_id: int, text: str) -> None:
+            if not hung.is_set():
+                hung.set()
+                await asyncio.sleep(3600)
+            await FakeSink.edit(sink, message_id, text)
+
+        sink.edit = edit  # type: ignore[method-assign]
+        result = await render_stream(
+            scripted([(0.0, "a"), (0.2, "b")]),
+            sink,
+            pacer(),
+            CancelToken(),
+            clock=now,
+            write_timeout=10.0,
+        )
+        assert result.state == "complete" and final_contents(channel, result) == ["ab"]
+        assert 11 < result.total_time < 15
+
+    vrun(main)
+
+
 def test_pacer_settings_are_validated() -> None:
     with pytest.raises(ValueError):
         ChannelPacer(0, 5.0)
