@@ -31,7 +31,10 @@ Semantics the bot relies on:
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
   overwritten in the file. It returns how many turns were deleted, replies included.
-- **Stats** count every stored turn, archived ones included (usage, not context).
+- **Stats** count every stored turn, archived ones included (usage, not context). They read
+  running totals that triggers keep per channel, so they cost the same at any size.
+- **Ids.** `channel_id` is the history key (for a thread, the thread's id); `guild_id` and
+  `thread_id` are kept for reference. Turn ids only grow and are never reused.
 - **Export JSON** writes Discord snowflakes (channel, guild, thread, author, message ids) as
   strings, as Discord does, because they do not fit a JavaScript number; turn ids are numbers.
   Images are listed by hash, MIME type and size, without their bytes.

@@ -9,16 +9,22 @@ How it keeps data safe:
   it runs in its own task, shielded. `close()` waits for writes in flight.
 - `journal_mode=WAL`, `synchronous=NORMAL`: a committed write survives the process being
   killed (it is in the WAL); only a power loss or OS crash can lose the last few commits,
-  never corrupt the file. `foreign_keys=ON`; `busy_timeout` for other processes (a backup).
-- Every value goes in as a bound parameter; the only SQL built at run time is
-  `PRAGMA user_version = <int>` in the migration runner.
+  never corrupt the file. `foreign_keys=ON`; `busy_timeout` for other processes (a backup,
+  `gemcord check`).
+- Every value is a bound parameter; SQL text is only ever assembled from this module's
+  constants (and the migration runner's integer version).
 - Text that cannot be encoded as UTF-8 (lone surrogates) is stored with U+FFFD in their
   place rather than refused; NUL characters and very long texts are stored as they are.
+
+One bot process owns a file: opening it marks "streaming" turns failed, which is only right
+when no other process is streaming into it (another process's reply would still end with its
+own final status, since finishing overwrites the status).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -37,7 +43,6 @@ from storage.models import (
     ChannelSettings,
     ImageIn,
     ReplyMetrics,
-    SchemaError,
     Stats,
     Status,
     StorageError,
@@ -58,6 +63,7 @@ BUSY_TIMEOUT_MS = 5_000
 CACHE_KIB = 32 * 1024  # page cache per connection
 MAX_ID = 2**63 - 1
 HASH_OFF_LOOP_BYTES = 256 * 1024  # hash bigger images on a worker thread
+EXPORT_CHUNK = 500  # turns an export reads per hold of the connection
 
 # One turn with its message ids and image references (as JSON, sorted by position in Python).
 _TURN_SELECT = """
@@ -81,12 +87,41 @@ _HISTORY_SQL = (
 """
 )
 
+_EXPORT_SQL = (
+    _TURN_SELECT
+    + """
+ WHERE t.channel_id = ? AND t.archived = ? AND (t.pair_key, t.id) > (?, ?)
+ ORDER BY t.pair_key, t.id
+ LIMIT ?
+"""
+)
+
 _INSERT_MESSAGE_SQL = """
 INSERT INTO turn_messages (turn_id, position, message_id)
 SELECT :turn, coalesce((SELECT max(position) + 1 FROM turn_messages WHERE turn_id = :turn), 0),
        :message
  WHERE EXISTS (SELECT 1 FROM turns WHERE id = :turn)
    AND NOT EXISTS (SELECT 1 FROM turn_messages WHERE turn_id = :turn AND message_id = :message)
+"""
+
+
+# An upsert, not INSERT OR REPLACE: the totals' delete trigger would not see a replaced row.
+_METRICS_SQL = """
+INSERT INTO reply_metrics (turn_id, channel_id, first_chunk_latency, first_visible_latency,
+                           total_time, chunk_count, edit_count, send_count, rate_limited,
+                           outcome, recorded_at)
+SELECT id, channel_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM turns WHERE id = ?
+    ON CONFLICT (turn_id) DO UPDATE
+   SET channel_id = excluded.channel_id,
+       first_chunk_latency = excluded.first_chunk_latency,
+       first_visible_latency = excluded.first_visible_latency,
+       total_time = excluded.total_time,
+       chunk_count = excluded.chunk_count,
+       edit_count = excluded.edit_count,
+       send_count = excluded.send_count,
+       rate_limited = excluded.rate_limited,
+       outcome = excluded.outcome,
+       recorded_at = excluded.recorded_at
 """
 
 
@@ -161,6 +196,30 @@ async def _insert_message_ids(
         )
 
 
+async def _enable_wal(conn: aiosqlite.Connection) -> str:
+    """Switch to WAL (kept in the file once set); returns the journal mode in force.
+
+    Switching needs a moment alone with the file and SQLite does not wait for it (no busy
+    handler), so when two processes create the file at once, retry for up to the busy timeout.
+    """
+    (mode,) = await _one(conn, "PRAGMA journal_mode")
+    if str(mode).lower() == "wal":
+        return "wal"
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            (mode,) = await _one(conn, "PRAGMA journal_mode = WAL")
+            return str(mode).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 def _make_folder(name: str) -> str:
     path = Path(name).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +256,7 @@ class SQLiteStore:
         self._conn = conn
         self.path = path
         self._lock = asyncio.Lock()
-        self._closing = False
+        self._closing: asyncio.Future[None] | None = None
         self._closed = False
         self._writes: set[asyncio.Task[Any]] = set()
 
@@ -207,7 +266,7 @@ class SQLiteStore:
     async def open(cls, path: str | os.PathLike[str]) -> SQLiteStore:
         """Open (or create) the file and its folder, migrate it, fail leftover streaming turns."""
         name = os.fspath(path)
-        if name != ":memory:" and not name.startswith("file:"):
+        if name != ":memory:":
             name = await asyncio.to_thread(_make_folder, name)
         try:
             conn = await aiosqlite.connect(
@@ -223,10 +282,11 @@ class SQLiteStore:
                 "UPDATE turns SET status = 'failed', finished_at = ? WHERE status = 'streaming'",
                 (time.time(),),
             )
-        except BaseException as exc:
+        except sqlite3.DatabaseError as exc:
             await conn.close()
-            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, SchemaError):
-                raise StorageError(f"cannot use the database {name!r}: {exc}") from exc
+            raise StorageError(f"cannot use the database {name!r}: {exc}") from exc
+        except BaseException:
+            await conn.close()
             raise
         if recovered:
             log.warning(
@@ -238,7 +298,7 @@ class SQLiteStore:
     async def _configure(conn: aiosqlite.Connection, name: str) -> None:
         # PRAGMAs take no bound parameters; every value here is a constant of this module.
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (mode,) = await _one(conn, "PRAGMA journal_mode = WAL")
+        mode = await _enable_wal(conn)
         if str(mode).lower() != "wal" and name != ":memory:":
             log.warning("SQLite refused WAL for %s (journal_mode=%s)", name, mode)
         await conn.execute("PRAGMA synchronous = NORMAL")
@@ -252,9 +312,11 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish the writes in flight, then close the connection; later calls are refused."""
-        if self._closing:
-            return
-        self._closing = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         async with self._lock:
@@ -268,7 +330,7 @@ class SQLiteStore:
     # ----------------------------------------------------------------- plumbing
 
     def _check_open(self) -> None:
-        if self._closing:
+        if self._closing is not None:
             raise StoreClosed("the store is closed")
 
     async def _read(self, op: Op[T]) -> T:
@@ -444,11 +506,8 @@ class SQLiteStore:
             await _insert_message_ids(conn, turn_id, ids)
             if metrics is not None:
                 await conn.execute(
-                    "INSERT OR REPLACE INTO reply_metrics (turn_id, first_chunk_latency,"
-                    " first_visible_latency, total_time, chunk_count, edit_count, send_count,"
-                    " rate_limited, outcome, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _METRICS_SQL,
                     (
-                        turn_id,
                         metrics.first_chunk_latency,
                         metrics.first_visible_latency,
                         metrics.total_time,
@@ -458,6 +517,7 @@ class SQLiteStore:
                         metrics.rate_limited,
                         _clean(metrics.outcome),
                         time.time(),
+                        turn_id,
                     ),
                 )
 
@@ -535,6 +595,17 @@ class SQLiteStore:
 
         return await self._read(op)
 
+    async def history_plan(self) -> list[str]:
+        """How SQLite runs the history query (EXPLAIN QUERY PLAN), to check it uses its index."""
+
+        async def op(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall(
+                "EXPLAIN QUERY PLAN " + _HISTORY_SQL, (0, MAX_ID, 40)
+            )
+            return [str(r[3]) for r in rows]
+
+        return await self._read(op)
+
     # ----------------------------------------------------------------- reset, export, forget
 
     async def reset_channel(self, channel_id: int) -> int:
@@ -561,17 +632,21 @@ class SQLiteStore:
         if fmt not in ("markdown", "json"):
             raise ValueError(f"unknown export format {fmt!r}")
 
-        async def op(
-            conn: aiosqlite.Connection,
-        ) -> tuple[list[_Row], ChannelSettings]:
-            rows = await conn.execute_fetchall(
-                _TURN_SELECT + " WHERE t.channel_id = ? AND t.archived <= ?"
-                " ORDER BY t.pair_key, t.id",
-                (channel_id, 1 if include_archived else 0),
-            )
-            return [_Row(r) for r in rows], await _settings(conn, channel_id)
-
-        rows, settings = await self._read(op)
+        rows: list[_Row] = []
+        # In chunks, so a long channel does not hold the connection for long; archived turns
+        # first: every archived pair is older than every live one.
+        for archived in (1, 0) if include_archived else (0,):
+            after = (-1, -1)
+            while True:
+                chunk = await self._read(
+                    functools.partial(_export_chunk, channel_id, archived, after)
+                )
+                rows += chunk
+                if len(chunk) < EXPORT_CHUNK:
+                    break
+                last = chunk[-1].turn
+                after = (_pair_key(last) or 0, last.id)
+        settings = await self.get_channel_settings(channel_id)
         if fmt == "json":
             return _export_json(channel_id, rows, settings)
         return _export_markdown(channel_id, rows, settings)
@@ -586,15 +661,21 @@ class SQLiteStore:
 
     async def purge_channel(self, channel_id: int) -> int:
         """Hard delete: every turn of the channel (archived too), replies to them, its settings."""
-        deleted = await self._delete_turns("t.channel_id = ?", (channel_id,))
+        return await self._delete_turns(
+            "t.channel_id = ?",
+            (channel_id,),
+            also=("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,)),
+        )
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,))
+    async def _delete_turns(
+        self,
+        where: str,
+        params: tuple[Any, ...],
+        also: tuple[str, tuple[Any, ...]] | None = None,
+    ) -> int:
+        """Delete the turns matching `where` (and, by cascade, the replies to them), their
+        images no other turn carries, and run `also`, all in one transaction."""
 
-        await self._write(op, transaction=False)
-        return deleted
-
-    async def _delete_turns(self, where: str, params: tuple[Any, ...]) -> int:
         # `where` is one of this module's constant conditions; values are bound.
         async def op(conn: aiosqlite.Connection) -> int:
             await conn.execute("PRAGMA secure_delete = ON")
@@ -626,6 +707,8 @@ class SQLiteStore:
                         "                 WHERE ti.sha256 = images.sha256)",
                         (json.dumps(hashes),),
                     )
+                if also is not None:
+                    await conn.execute(*also)
             finally:
                 await conn.execute("PRAGMA secure_delete = OFF")
             return int(count)
@@ -673,63 +756,60 @@ class SQLiteStore:
     # ----------------------------------------------------------------- stats
 
     async def stats(self, channel_id: int | None = None) -> Stats:
-        """Counts over all stored turns (archived included), for one channel or everywhere."""
+        """Counts over all stored turns (archived included), for one channel or everywhere.
+
+        Reads the running totals that triggers keep, so it costs the same at any size.
+        """
+        where, params = ("", ()) if channel_id is None else (" AND channel_id = ?", (channel_id,))
 
         async def op(conn: aiosqlite.Connection) -> Stats:
+            # `where` is one of the two constant filters above; the value is bound.
+            groups = await conn.execute_fetchall(
+                "SELECT role, status, sum(turns), sum(prompt_tokens), sum(output_tokens)"
+                f" FROM turn_totals WHERE turns > 0{where} GROUP BY role, status",
+                params,
+            )
+            (channels,) = await _one(
+                conn,
+                f"SELECT count(DISTINCT channel_id) FROM turn_totals WHERE turns > 0{where}",
+                params,
+            )
             if channel_id is None:
-                groups = await conn.execute_fetchall(
-                    "SELECT role, status, count(*), total(prompt_tokens), total(output_tokens)"
-                    " FROM turns GROUP BY role, status"
-                )
-                (channels,) = await _one(
-                    conn, "SELECT count(*) FROM (SELECT DISTINCT channel_id FROM turns)"
-                )
                 (images,) = await _one(conn, "SELECT count(*) FROM images")
-                measured = await _one(
-                    conn,
-                    "SELECT count(*), avg(first_chunk_latency), avg(total_time) FROM reply_metrics",
-                )
             else:
-                groups = await conn.execute_fetchall(
-                    "SELECT role, status, count(*), total(prompt_tokens), total(output_tokens)"
-                    " FROM turns WHERE channel_id = ? GROUP BY role, status",
-                    (channel_id,),
-                )
                 (images,) = await _one(
                     conn,
                     "SELECT count(DISTINCT ti.sha256) FROM turn_images AS ti"
                     " JOIN turns AS t ON t.id = ti.turn_id WHERE t.channel_id = ?",
                     (channel_id,),
                 )
-                measured = await _one(
-                    conn,
-                    "SELECT count(*), avg(m.first_chunk_latency), avg(m.total_time)"
-                    " FROM reply_metrics AS m JOIN turns AS t ON t.id = m.turn_id"
-                    " WHERE t.channel_id = ?",
-                    (channel_id,),
-                )
-                channels = None
+            replies, first_n, first_sum, total_sum = await _one(
+                conn,
+                "SELECT coalesce(sum(replies), 0), coalesce(sum(first_chunk_n), 0),"
+                " total(first_chunk_sum), total(total_time_sum)"
+                f" FROM reply_totals WHERE replies > 0{where}",
+                params,
+            )
             by_status: dict[str, int] = {}
             counts = {"user": 0, "model": 0}
-            prompt = output = 0.0
+            prompt = output = 0
             for role, status, n, p, o in groups:
                 by_status[status] = by_status.get(status, 0) + n
                 counts[role] += n
                 prompt += p
                 output += o
-            total = counts["user"] + counts["model"]
             return Stats(
-                turns=total,
+                turns=counts["user"] + counts["model"],
                 user_turns=counts["user"],
                 model_turns=counts["model"],
-                channels=int(channels if channels is not None else (1 if total else 0)),
+                channels=int(channels),
                 images=int(images),
                 by_status=by_status,
                 prompt_tokens=int(prompt),
                 output_tokens=int(output),
-                replies_measured=int(measured[0]),
-                avg_first_chunk_latency=measured[1],
-                avg_total_time=measured[2],
+                replies_measured=int(replies),
+                avg_first_chunk_latency=first_sum / first_n if first_n else None,
+                avg_total_time=total_sum / replies if replies else None,
             )
 
         return await self._read(op)
@@ -767,6 +847,13 @@ async def _prepare_images(images: Sequence[ImageIn]) -> list[tuple[str, str, byt
         (sha, _clean(image.mime_type), blob)
         for sha, image, blob in zip(digests, images, blobs, strict=True)
     ]
+
+
+async def _export_chunk(
+    channel_id: int, archived: int, after: tuple[int, int], conn: aiosqlite.Connection
+) -> list[_Row]:
+    rows = await conn.execute_fetchall(_EXPORT_SQL, (channel_id, archived, *after, EXPORT_CHUNK))
+    return [_Row(r) for r in rows]
 
 
 async def _settings(conn: aiosqlite.Connection, channel_id: int) -> ChannelSettings:
