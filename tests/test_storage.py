@@ -241,8 +241,15 @@ async def test_model_turn_start_and_finish(store: SQLiteStore) -> None:
     assert (turn.author_id, turn.author_name, turn.model) == (99, "gemcord", "gemini-2.5-flash")
     assert (turn.prompt_tokens, turn.output_tokens, turn.message_ids) == (120, 45, [501, 502])
     conn = store._conn
-    rows = list(await conn.execute_fetchall("SELECT * FROM reply_metrics WHERE turn_id = ?", (m,)))
-    assert rows and rows[0][1:9] == (0.25, 0.4, 2.0, 12, 3, 1, 0, "stopped")
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT channel_id, first_chunk_latency, first_visible_latency, total_time,"
+            " chunk_count, edit_count, send_count, rate_limited, outcome"
+            " FROM reply_metrics WHERE turn_id = ?",
+            (m,),
+        )
+    )
+    assert rows == [(5, 0.25, 0.4, 2.0, 12, 3, 1, 0, "stopped")]
 
 
 async def test_finish_validates(store: SQLiteStore) -> None:
@@ -796,3 +803,169 @@ async def test_failed_write_rolls_back_completely(store: SQLiteStore) -> None:
     )
     turn = await store.get_turn(m)
     assert turn is not None and (turn.status, turn.message_ids) == ("complete", [5])
+
+
+async def recount(store: SQLiteStore, channel: int | None) -> tuple[object, ...]:
+    """Stats computed the slow way, straight from the turns and metrics tables."""
+    conn = store._conn
+    where, params = ("", ()) if channel is None else (" WHERE channel_id = ?", (channel,))
+    groups = await conn.execute_fetchall(
+        "SELECT role, status, count(*), coalesce(sum(prompt_tokens), 0),"
+        f" coalesce(sum(output_tokens), 0) FROM turns{where} GROUP BY role, status",
+        params,
+    )
+    by_status: dict[str, int] = {}
+    for _, status, n, _, _ in groups:
+        by_status[status] = by_status.get(status, 0) + n
+    (channels,) = next(
+        iter(
+            await conn.execute_fetchall(
+                f"SELECT count(DISTINCT channel_id) FROM turns{where}", params
+            )
+        )
+    )
+    measured = next(
+        iter(
+            await conn.execute_fetchall(
+                "SELECT count(*), avg(m.first_chunk_latency), avg(m.total_time)"
+                " FROM reply_metrics AS m JOIN turns AS t ON t.id = m.turn_id"
+                + ("" if channel is None else " WHERE t.channel_id = ?"),
+                params,
+            )
+        )
+    )
+    return (
+        sum(g[2] for g in groups),
+        sum(g[2] for g in groups if g[0] == "user"),
+        channels,
+        by_status,
+        sum(g[3] for g in groups),
+        sum(g[4] for g in groups),
+        measured[0],
+        None if measured[1] is None else round(measured[1], 6),
+        None if measured[2] is None else round(measured[2], 6),
+    )
+
+
+def summarise(s: object) -> tuple[object, ...]:
+    from storage import Stats
+
+    assert isinstance(s, Stats)
+    return (
+        s.turns,
+        s.user_turns,
+        s.channels,
+        s.by_status,
+        s.prompt_tokens,
+        s.output_tokens,
+        s.replies_measured,
+        None if s.avg_first_chunk_latency is None else round(s.avg_first_chunk_latency, 6),
+        None if s.avg_total_time is None else round(s.avg_total_time, 6),
+    )
+
+
+async def test_running_totals_match_a_recount(tmp_path: Path) -> None:
+    """Stats read trigger-kept totals; after any mix of operations they equal a recount."""
+    import random
+
+    path = tmp_path / "totals.db"
+    store = await open_store(path)
+    rng = random.Random(1234)
+    open_replies: list[int] = []
+    users: list[int] = []
+    try:
+        for step in range(600):
+            action = rng.random()
+            channel = rng.randrange(1, 6)
+            if action < 0.35 or not users:
+                users.append(
+                    await store.add_user_turn(
+                        channel_id=channel,
+                        author_id=rng.randrange(1, 8),
+                        author_name="a",
+                        text="q" * rng.randrange(50),
+                    )
+                )
+            elif action < 0.6:
+                reply_to = rng.choice(users)
+                if await store.get_turn(reply_to) is not None:
+                    open_replies.append(
+                        await store.start_model_turn(
+                            channel_id=channel, reply_to=reply_to, model="g"
+                        )
+                    )
+            elif action < 0.85 and open_replies:
+                m = rng.choice(open_replies)
+                await store.finish_model_turn(
+                    m,
+                    text="a",
+                    status=rng.choice(["complete", "stopped", "failed", "blocked"]),
+                    prompt_tokens=rng.choice([None, rng.randrange(1000)]),
+                    output_tokens=rng.choice([None, rng.randrange(1000)]),
+                    metrics=rng.choice(
+                        [
+                            None,
+                            metrics(
+                                first_chunk_latency=rng.choice([None, rng.random()]),
+                                total_time=rng.random() * 10,
+                            ),
+                        ]
+                    ),
+                )
+                if rng.random() < 0.7:
+                    open_replies.remove(m)  # else it may be finished again later
+            elif action < 0.9:
+                await store.reset_channel(channel)
+            elif action < 0.96:
+                await store.forget_user(rng.randrange(1, 8))
+            elif action < 0.98:
+                await store.purge_channel(channel)
+            else:
+                await store.close()  # replies still streaming become failed on reopen
+                store = await open_store(path)
+                open_replies.clear()
+            if step % 50 == 0 or step == 599:
+                for scope in (None, 1, 2, 3, 4, 5):
+                    assert summarise(await store.stats(scope)) == await recount(store, scope), (
+                        step,
+                        scope,
+                    )
+    finally:
+        await store.close()
+
+
+async def test_export_reads_long_channels_in_chunks(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.sqlite
+
+    monkeypatch.setattr(storage.sqlite, "EXPORT_CHUNK", 3)
+    expected: list[int] = []
+    for n in range(7):
+        expected += await pair(store, 1, f"old {n}", f"old answer {n}")
+    # A question archived while its reply streams, answered after the reset.
+    q = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="late")
+    m = await store.start_model_turn(channel_id=1, reply_to=q, model="g")
+    await store.reset_channel(1)
+    await store.finish_model_turn(m, text="late answer", status="complete")
+    expected += [q, m]
+    for n in range(5):
+        expected += await pair(store, 1, f"new {n}", f"new answer {n}")
+    await pair(store, 2, "other", "channel")
+
+    doc = json.loads(await store.export_channel(1, "json"))
+    assert [t["id"] for t in doc["turns"]] == expected
+    assert [t["archived"] for t in doc["turns"]] == [True] * 16 + [False] * 10
+    live = json.loads(await store.export_channel(1, "json", include_archived=False))
+    assert [t["id"] for t in live["turns"]] == expected[16:]
+
+    from storage.sqlite import _EXPORT_SQL
+
+    plan = " | ".join(
+        str(r[3])
+        for r in await store._conn.execute_fetchall(
+            "EXPLAIN QUERY PLAN " + _EXPORT_SQL, (1, 0, 0, 0, 3)
+        )
+    )
+    assert "SEARCH t USING INDEX turns_history (channel_id=? AND archived=? AND pair_key>?)" in plan
+    assert "TEMP B-TREE" not in plan

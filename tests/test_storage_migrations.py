@@ -124,6 +124,10 @@ async def test_from_the_previous_version_with_data(tmp_path: Path) -> None:
             (4, "", "failed"),  # it was interrupted: marked failed at start-up
         ]
         assert history[0].images[0].data == img and history[1].message_ids == [9002, 9003]
+        stats = await store.stats()  # the running totals were filled from the old rows
+        assert (stats.turns, stats.user_turns, stats.channels) == (5, 3, 2)
+        assert stats.by_status == {"complete": 4, "failed": 1}
+        assert (await store.stats(200)).turns == 1
         settings = await store.get_channel_settings(100)
         assert (settings.persona, settings.model) == ("old persona", "old-model")
 
@@ -208,15 +212,20 @@ async def test_numbering_gaps_and_bad_targets_are_refused(tmp_path: Path) -> Non
         await conn.close()
 
 
-async def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "race.db"
-    stores = await asyncio.gather(*(open_store(path) for _ in range(4)))
-    try:
-        ids = await asyncio.gather(
-            *(s.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q") for s in stores)
-        )
-        assert len(set(ids)) == 4
-    finally:
-        for s in stores:
-            await s.close()
-    assert version(path) == latest_version()
+async def test_several_connections_creating_a_new_file_at_once(tmp_path: Path) -> None:
+    """Like two processes starting together: one migrates, the others wait and see it done."""
+    for attempt in range(25):  # switching to WAL races too; a single try would rarely show it
+        path = tmp_path / f"race{attempt}.db"
+        stores = await asyncio.gather(*(open_store(path) for _ in range(6)))
+        try:
+            ids = await asyncio.gather(
+                *(
+                    s.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
+                    for s in stores
+                )
+            )
+            assert len(set(ids)) == 6
+        finally:
+            for s in stores:
+                await s.close()
+        assert version(path) == latest_version()
