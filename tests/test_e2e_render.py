@@ -1,0 +1,64 @@
+"""End to end: long streamed replies through the real bot, paced to the channel's bucket.
+
+Timings (how far the visible text trails the model) are printed by bench/bench_e2e_stream.py;
+these tests check what must hold exactly: no 429, the fewest messages, text equal to the
+model's, no more than 5 writes in any 5-second window of the channel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.splitting import split_message
+from tests.harness import world
+from tests.scenarios import stream_replies
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def max_writes_in_window(times: list[float], window: float = 5.0) -> int:
+    """The most writes that fall in any `window`-second span."""
+    times = sorted(times)
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, sum(1 for u in times[i:] if u < t + window))
+    return best
+
+
+def channel_write_times(w, channel_id: int) -> list[float]:
+    return [
+        c.t_start
+        for c in w.discord.calls
+        if c.channel_id == channel_id
+        and c.route in ("message_create", "message_edit")
+        and c.status < 300
+    ]
+
+
+async def test_long_reply_is_paced_split_and_exact(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        [reply] = await stream_replies(w, w.general, [w.alice])
+        assert reply.contents == split_message(reply.text)
+        assert len(reply.contents) <= 4
+        assert all(len(c) <= 2000 for c in reply.contents)
+        assert not w.discord.rate_limit_hits
+        assert max_writes_in_window(channel_write_times(w, w.general.id)) <= 5
+        for mid in reply.message_ids:
+            assert w.discord.message(mid).mentions_disabled
+
+
+async def test_three_replies_share_one_channel_bucket(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        carol = w.discord.add_user("carol")
+        w.discord.add_member(w.guild, carol)
+        replies = await stream_replies(w, w.general, [w.alice, w.bob, carol])
+        for reply in replies:
+            assert reply.contents == split_message(reply.text)
+            assert len(reply.contents) <= 4
+        assert len({m for r in replies for m in r.message_ids}) == sum(
+            len(r.message_ids) for r in replies
+        )
+        assert not w.discord.rate_limit_hits
+        assert max_writes_in_window(channel_write_times(w, w.general.id)) <= 5
