@@ -484,36 +484,44 @@ class _Renderer:
     # -- reading -------------------------------------------------------------------------------
 
     async def _read(self, it: AsyncIterator[str]) -> None:
+        not_ours: asyncio.CancelledError | None = None
         try:
+            if self.cancel.cancelled:
+                self._stop_requested = True
             if not self._stop_requested:
                 self._phase = "reading"
-                try:
-                    async for chunk in it:
-                        if isinstance(chunk, str):
-                            self._add(chunk)
-                        elif chunk is not None:
-                            raise TypeError(f"stream yielded {type(chunk).__name__}, not str")
-                        if self.cancel.cancelled:
-                            self._stop_requested = True
-                            break
-                finally:
-                    self._phase = "closing"
-            await _aclose(it)
-        except asyncio.CancelledError:
-            if not (self._stop_requested or self._gone or self._sink_error):
-                raise  # not ours: the whole reply is being cancelled
-            await _aclose(it)
+                async for chunk in it:
+                    if isinstance(chunk, str):
+                        self._add(chunk)
+                    elif chunk is not None:
+                        raise TypeError(f"stream yielded {type(chunk).__name__}, not str")
+                    if self.cancel.cancelled:
+                        self._stop_requested = True
+                        break
+        except asyncio.CancelledError as exc:
+            if self._stop_requested or self._gone or self._sink_error:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # we stopped reading on purpose; this task carries on
+            else:
+                not_ours = exc
         except Exception as exc:
             self._stream_error = exc
+        # The outcome is known: the final write need not wait for the stream to close.
+        self._phase = "closing"
+        self._t_end = self.clock()
+        self._wake.set()
+        try:
             await _aclose(it)
         finally:
             self._phase = "done"
-            self._t_end = self.clock()
-            self._wake.set()
+        if not_ours is not None:
+            raise not_ours
 
     @property
     def _done(self) -> bool:
-        return self._phase == "done"
+        """Whether the text is final (reading ended; the stream may still be closing)."""
+        return self._phase in ("closing", "done")
 
     def _stop_reading(self) -> None:
         """Stop reading now; the reader task closes the stream on its way out."""

@@ -624,6 +624,44 @@ def test_a_stop_after_the_stream_ended_changes_nothing() -> None:
     vrun(main)
 
 
+class SlowClosingStream:
+    """An async iterator (not a generator) whose aclose takes a while, like a network close."""
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.closed_at: float | None = None
+        self.close_task: asyncio.Task[Any] | None = None
+
+    def __aiter__(self) -> SlowClosingStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self.sent:
+            self.sent = True
+            return "some text"
+        await asyncio.sleep(1000)
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.close_task = asyncio.current_task()
+        await asyncio.sleep(10)
+        self.closed_at = now()
+
+
+def test_the_stopped_edit_does_not_wait_for_the_stream_to_close() -> None:
+    async def main() -> None:
+        channel, cancel, stream = FakeChannel(), CancelToken(), SlowClosingStream()
+        asyncio.get_running_loop().call_at(2.0, cancel.cancel)
+        task = asyncio.current_task()
+        result = await render_stream(stream, FakeSink(channel), pacer(), cancel, clock=now)
+        assert final_contents(channel, result) == ["some text" + STOPPED]
+        assert channel.writes[-1].t == 2.0  # at once: the channel had a free slot
+        assert stream.closed_at == pytest.approx(12.0)  # closed before render_stream returned
+        assert stream.close_task is not task  # by the task that iterated it
+
+    vrun(main)
+
+
 def test_cancelling_the_renderer_task_propagates_and_closes_the_stream() -> None:
     async def main() -> None:
         channel, probe = FakeChannel(), Probe()
