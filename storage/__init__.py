@@ -193,6 +193,10 @@ class Store(Protocol):
         ...
 
 
-async def open_store(path: str | os.PathLike[str]) -> Store:
-    """Open or create the SQLite file (and its folder) at `path` and migrate it to this version."""
-    return await SQLiteStore.open(path)
+async def open_store(path: str | os.PathLike[str], *, recover_streaming: bool = True) -> Store:
+    """Open or create the SQLite file (and its folder) at `path` and migrate it to this version.
+
+    Replies left "streaming" by a crash are marked failed, unless `recover_streaming=False`
+    (for a second process, such as a health check, opening the file of a running bot).
+    """
+    return await SQLiteStore.open(path, recover_streaming=recover_streaming)

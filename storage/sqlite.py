@@ -17,8 +17,9 @@ How it keeps data safe:
   place rather than refused; NUL characters and very long texts are stored as they are.
 
 One bot process owns a file: opening it marks "streaming" turns failed, which is only right
-when no other process is streaming into it (another process's reply would still end with its
-own final status, since finishing overwrites the status).
+when no other process is streaming into it. A second process (a health check) should open it
+with `recover_streaming=False`; even if it does not, a running bot's reply still ends with its
+own final status, since finishing overwrites the status.
 """
 
 from __future__ import annotations
@@ -263,8 +264,14 @@ class SQLiteStore:
     # ----------------------------------------------------------------- lifecycle
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str]) -> SQLiteStore:
-        """Open (or create) the file and its folder, migrate it, fail leftover streaming turns."""
+    async def open(
+        cls, path: str | os.PathLike[str], *, recover_streaming: bool = True
+    ) -> SQLiteStore:
+        """Open (or create) the file and its folder, migrate it, fail leftover streaming turns.
+
+        `recover_streaming=False` leaves "streaming" turns alone: for a second process (a
+        health check) opening the file of a bot that is running.
+        """
         name = os.fspath(path)
         if name != ":memory:":
             name = await asyncio.to_thread(_make_folder, name)
@@ -277,11 +284,14 @@ class SQLiteStore:
         try:
             await cls._configure(conn, name)
             await migrate(conn)
-            recovered = await _rowcount(
-                conn,
-                "UPDATE turns SET status = 'failed', finished_at = ? WHERE status = 'streaming'",
-                (time.time(),),
-            )
+            recovered = 0
+            if recover_streaming:
+                recovered = await _rowcount(
+                    conn,
+                    "UPDATE turns SET status = 'failed', finished_at = ?"
+                    " WHERE status = 'streaming'",
+                    (time.time(),),
+                )
         except sqlite3.DatabaseError as exc:
             await conn.close()
             raise StorageError(f"cannot use the database {name!r}: {exc}") from exc

@@ -132,6 +132,24 @@ async def test_streaming_turns_left_by_a_crash_become_failed(tmp_path: Path) -> 
         await store.close()
 
 
+async def test_a_second_process_can_open_without_failing_live_replies(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    bot = await open_store(path)
+    try:
+        u = await bot.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
+        m = await bot.start_model_turn(channel_id=1, reply_to=u, model="g")
+        check = await open_store(path, recover_streaming=False)
+        try:
+            assert (await check.stats()).by_status == {"complete": 1, "streaming": 1}
+        finally:
+            await check.close()
+        turn = await bot.get_turn(m)
+        assert turn is not None and turn.status == "streaming"
+        await bot.finish_model_turn(m, text="done", status="complete")
+    finally:
+        await bot.close()
+
+
 async def test_garbage_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     from storage import StorageError
 
