@@ -81,12 +81,20 @@ class Gemcord(commands.AutoShardedBot):
     async def on_message(self, message: discord.Message) -> None:
         """Messages are handled by the chat cog's listener; no prefix commands exist."""
 
-    def cooldown_retry_after(self, user_id: int) -> float:
-        """Seconds the user must still wait before asking again (0 when they may ask now)."""
+    def cooldown_retry_after(self, user_id: int, *, consume: bool = True) -> float:
+        """Seconds the user must still wait before asking again (0 when they may ask now).
+
+        With ``consume`` (the default) a 0 answer also starts the user's next cooldown; without
+        it the bucket is only looked at (to refuse early without using up the user's turn).
+        """
         if self.settings.cooldown_seconds <= 0:
             return 0.0
         bucket = self.cooldown.get_bucket(user_id)
-        return (bucket.update_rate_limit() or 0.0) if bucket else 0.0
+        if bucket is None:
+            return 0.0
+        if not consume:
+            return bucket.get_retry_after()
+        return bucket.update_rate_limit() or 0.0
 
     async def close(self) -> None:
         """Stop every running reply, then close Discord, Gemini and the store in that order."""

@@ -109,23 +109,33 @@ def validate_image(data: bytes, filename: str) -> ImageIn:
     return ImageIn(data=data, mime_type=mime)
 
 
+def precheck(att: AttachmentLike, limits: Limits) -> str | None:
+    """Why an attachment cannot be used, judged without downloading it (type, declared size)."""
+    if not looks_like_image(att):
+        return f"`{att.filename}` is not an image, so I skipped it ({ACCEPTED})."
+    if att.size > limits.max_image_bytes:
+        return (
+            f"`{att.filename}` is {human_size(att.size)}; the limit is "
+            f"{human_size(limits.max_image_bytes)} per image."
+        )
+    return None
+
+
 async def collect_images(attachments: Sequence[AttachmentLike], limits: Limits) -> Collected:
-    """Download and check every attachment; what cannot be used becomes a problem sentence."""
+    """Download and check every attachment; what cannot be used becomes a problem sentence.
+
+    Type and declared size are checked before downloading, so an oversized file is never
+    fetched.
+    """
     out = Collected()
     total = 0
     for att in attachments:
-        if not looks_like_image(att):
-            out.problems.append(f"`{att.filename}` is not an image, so I skipped it ({ACCEPTED}).")
+        if (problem := precheck(att, limits)) is not None:
+            out.problems.append(problem)
             continue
         if len(out.images) >= limits.max_images:
             out.problems.append(
                 f"`{att.filename}` skipped: at most {limits.max_images} images per message."
-            )
-            continue
-        if att.size > limits.max_image_bytes:
-            out.problems.append(
-                f"`{att.filename}` is {human_size(att.size)}; the limit is "
-                f"{human_size(limits.max_image_bytes)} per image."
             )
             continue
         if total + att.size > limits.max_request_bytes:

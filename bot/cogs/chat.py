@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 from typing import Literal
 
@@ -13,7 +14,7 @@ from discord.ext import commands
 
 from bot.answer import answer
 from bot.app import Gemcord
-from bot.attachments import Limits, collect_images
+from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
@@ -26,6 +27,25 @@ BARE_MENTION_HINT = (
     "Hi! Ask me anything: mention me with your question (you can attach an image), "
     "reply to one of my messages, or use `/ask`."
 )
+
+
+COOLDOWN_NOTICE_TTL = 8.0
+
+
+def cooldown_notice(wait: float) -> str:
+    """The short notice for someone asking again too soon."""
+    seconds = max(1, math.ceil(wait))
+    return f"⏳ Easy there — you can ask again in {seconds} s."
+
+
+def refusal(problems: list[str]) -> str:
+    """Why none of a message's files could be used, and that the question was not sent."""
+    return "\n".join(
+        [
+            *problems,
+            "So I didn't ask Gemini: try again with a supported image, or without the file.",
+        ]
+    )
 
 
 def prompt_text(message: discord.Message, bot_id: int) -> str:
@@ -115,17 +135,19 @@ class Chat(commands.Cog):
         if not text and not message.attachments:
             await self._notice(message, BARE_MENTION_HINT)
             return
-        wait = self.bot.cooldown_retry_after(message.author.id)
-        if wait:
-            await self._notice(
-                message, f"⏳ Easy there — you can ask again in {wait:.0f} s.", delete_after=8
-            )
+        author_id = message.author.id
+        if wait := self.bot.cooldown_retry_after(author_id, consume=False):
+            await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
             return
         collected = await collect_images(message.attachments, self.limits)
+        if message.attachments and not collected.images:
+            await self._notice(message, refusal(collected.problems))
+            return
+        if wait := self.bot.cooldown_retry_after(author_id):
+            await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
+            return
         if collected.problems:
             await self._notice(message, "\n".join(collected.problems))
-        if not text and not collected.images:
-            return
         guild_id, thread_id = where(message.channel)
         question = Question(
             channel_id=message.channel.id,
@@ -159,23 +181,36 @@ class Chat(commands.Cog):
         if not allowed_here(self.bot.settings, interaction.channel, interaction.user):
             await self._refuse(interaction, "I'm not enabled in this channel.")
             return
-        wait = self.bot.cooldown_retry_after(interaction.user.id)
-        if wait:
-            await self._refuse(interaction, f"⏳ Easy there — you can ask again in {wait:.0f} s.")
+        text = prompt.strip()
+        if not text:
+            await self._refuse(interaction, "Ask me something: the prompt is empty.")
+            return
+        user_id = interaction.user.id
+        if wait := self.bot.cooldown_retry_after(user_id, consume=False):
+            await self._refuse(interaction, cooldown_notice(wait))
+            return
+        if image is not None and (problem := precheck(image, self.limits)) is not None:
+            await self._refuse(interaction, refusal([problem]))
             return
         await interaction.response.defer(thinking=True)
         collected = await collect_images([image] if image else [], self.limits)
-        if collected.problems:
-            await interaction.followup.send(
-                "\n".join(collected.problems), ephemeral=True, allowed_mentions=NO_PINGS
+        if image is not None and not collected.images:
+            await interaction.edit_original_response(
+                content=refusal(collected.problems), allowed_mentions=NO_PINGS
             )
+            return
+        if wait := self.bot.cooldown_retry_after(user_id):
+            await interaction.edit_original_response(
+                content=cooldown_notice(wait), allowed_mentions=NO_PINGS
+            )
+            return
         channel = interaction.channel
         guild_id, thread_id = where(channel)
         question = Question(
             channel_id=interaction.channel_id or 0,
             author_id=interaction.user.id,
             author_name=interaction.user.display_name,
-            text=prompt.strip(),
+            text=text,
             guild_id=guild_id,
             thread_id=thread_id,
             images=collected.images,

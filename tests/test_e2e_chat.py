@@ -1,0 +1,211 @@
+"""End to end: issue 5 through the fake Discord and the fake Gemini (real discord.py, real SDK).
+
+Each test starts the real bot against both fakes (see ``tests/harness.py``) and checks what a
+Discord user would see (messages, their revisions and the REST payloads) and what Gemini was
+sent (the recorded requests).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.fakes.gemini import RecordedRequest, Reply
+from tests.harness import World, world
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (8, 8)) -> bytes:
+    """A small valid PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def stream(*words: str, delay: float = 0.03) -> Reply:
+    """A short streamed reply: one chunk per word."""
+    return Reply(chunks=[w + " " for w in words[:-1]] + [words[-1]], delay=delay)
+
+
+def model_text(request: RecordedRequest) -> str:
+    """The text the fake Gemini streamed for a request."""
+    assert request.reply is not None
+    return "".join(request.reply.chunks)
+
+
+FAST = {"GEMCORD_EDIT_WINDOW_SECONDS": "1"}
+"""Five writes per second per channel, with the fake Discord's buckets to match (`fast`)."""
+
+
+def fast(tmp_path: Path, env: dict[str, str] | None = None, **kw: object):
+    """A world whose Discord allows 5 writes a second per channel, and the bot paced to match.
+
+    For tests about what is said rather than how it is paced: they run in a fraction of the
+    time at Discord's real 5-per-5-seconds.
+    """
+    return world(tmp_path, {**FAST, **(env or {})}, rate_limit=(5, 1.0), **kw)
+
+
+async def ask(w: World, channel, user, text: str, **kw: object) -> tuple[object, list[str]]:
+    """Mention the bot with `text` and wait for the finished reply; (question, contents)."""
+    question = await w.mention(channel, user, text, **kw)
+    return question, await w.reply_done(question.id)
+
+
+# --- mentions, history, restart --------------------------------------------------------------
+
+
+async def test_mention_streams_and_history_follows_the_channel_across_restart(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        words = [f"w{i}" for i in range(45)]
+        w.gemini.script(stream(*words, delay=0.05))  # ~2.3 s at one write per second
+        q1, contents = await ask(w, w.general, w.alice, "what is a <#1> cat?")
+        first = w.gemini.requests[0]
+        assert "".join(contents) == model_text(first)
+        reply = w.discord.message(w.discord.bot_messages(w.general)[0].id)
+        assert reply.reply_to == q1.id
+        assert len(reply.edits) >= 2, "the reply was not streamed"
+        assert reply.mentions_disabled
+        system = first.system_instruction() or ""
+        assert "Discord server channel" in system and "square brackets" in system
+        user_text = first.last_user_text() or ""
+        assert "what is a" in user_text and "cat?" in user_text
+        assert w.discord.bot_user.mention not in user_text and "<@" not in user_text
+        assert first.roles() == ["user"]
+
+        # the second question in #general carries the first pair as history
+        _, second_contents = await ask(w, w.general, w.bob, "and a dog?")
+        second = w.gemini.requests[1]
+        assert "".join(second_contents) == model_text(second)
+        assert second.roles() == ["user", "model", "user"]
+        assert "what is a" in second.texts("user")[0]
+        assert second.texts("model") == [model_text(first)]
+        assert (second.last_user_text() or "").startswith("[bob]")
+
+        # #random does not see #general's conversation
+        await ask(w, w.random, w.alice, "hello there")
+        third = w.gemini.requests[2]
+        assert third.roles() == ["user"]
+        assert not any("cat" in t or "dog" in t for t in third.texts())
+
+        # after a restart on the same database the history is still used
+        await w.stop_bot()
+        await w.start_bot()
+        await ask(w, w.general, w.alice, "and a bird?")
+        fourth = w.gemini.requests[3]
+        assert fourth.roles() == ["user", "model", "user", "model", "user"]
+        texts = fourth.texts()
+        assert "cat?" in texts[0] and texts[1] == model_text(first)
+        assert "dog?" in texts[2] and texts[3] == model_text(second)
+        assert "bird?" in texts[4]
+        assert not w.discord.rate_limit_hits
+
+
+async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        _, contents = await ask(w, w.general, w.alice, "remember the number 42")
+        answer = w.discord.bot_messages(w.general)[-1]
+
+        # a bot's message is ignored, even with a mention (checked after the next answer)
+        other_bot = w.discord.add_user("otherbot", bot=True)
+        w.discord.add_member(w.guild, other_bot)
+        from_bot = await w.mention(w.general, other_bot, "answer me, fellow bot")
+
+        # a reply to the bot's message, without a mention, is answered in context
+        follow = await w.discord.user_message(
+            w.general, w.bob, "what number was it?", reply_to=answer, ping_reply=False
+        )
+        follow_contents = await w.reply_done(follow.id)
+        request = w.gemini.requests[1]
+        assert len(w.gemini.requests) == 2
+        assert "".join(follow_contents) == model_text(request)
+        assert "42" in request.texts("user")[0]
+        assert request.texts("model") == ["".join(contents)]
+        assert "what number was it?" in (request.last_user_text() or "")
+        assert w.discord.bot_messages(w.general)[-1].reply_to == follow.id
+        assert not [m for m in w.discord.bot_messages(w.general) if m.reply_to == from_bot.id]
+
+        # a DM is answered, without a mention; its history is its own
+        dm = w.discord.add_dm_channel(w.alice)
+        private = await w.discord.user_message(dm, w.alice, "a private question")
+        dm_contents = await w.reply_done(private.id)
+        dm_request = w.gemini.requests[2]
+        assert "".join(dm_contents) == model_text(dm_request)
+        assert dm_request.roles() == ["user"]
+        assert "direct message" in (dm_request.system_instruction() or "")
+        assert w.discord.bot_messages(dm)[0].mentions_disabled
+
+        # a bare mention gets a short friendly prompt and no model call
+        bare = await w.discord.user_message(
+            w.general, w.alice, w.discord.bot_user.mention, mentions=[w.discord.bot_user]
+        )
+        hint = await w.discord.wait_for_message(w.general, lambda m: m.reply_to == bare.id)
+        assert "ask" in hint.content.lower() and len(hint.content) < 300
+        assert hint.mentions_disabled
+        assert len(w.gemini.requests) == 3
+
+        # with GEMCORD_ALLOWED_CHANNELS, other channels are ignored
+        await w.stop_bot()
+        w.env["GEMCORD_ALLOWED_CHANNELS"] = str(w.general.id)
+        await w.start_bot()
+        outside = await w.mention(w.random, w.alice, "are you here?")
+        inside, _ = await ask(w, w.general, w.alice, "and here?")
+        assert len(w.gemini.requests) == 4
+        assert "and here?" in (w.gemini.requests[3].last_user_text() or "")
+        assert not w.discord.bot_messages(w.random)
+        assert not w.discord.calls_for("typing", channel=w.random)
+        assert outside.id and inside.id
+
+
+# --- attachments ----------------------------------------------------------------------------
+
+
+async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        image = png()
+        att = w.discord.attachment("cat.png", image, "image/png")
+        _, contents = await ask(w, w.general, w.alice, "what colour is this?", attachments=[att])
+        first = w.gemini.requests[0]
+        assert "".join(contents) == model_text(first)
+        parts = first.image_parts(role="user", last_turn_only=True)
+        assert [(p.mime_type, p.data) for p in parts] == [("image/png", image)]
+
+        # the next question, without an image, still carries it (within the budget)
+        await ask(w, w.general, w.bob, "and is it bright?")
+        second = w.gemini.requests[1]
+        assert second.roles() == ["user", "model", "user"]
+        history_images = second.image_parts(role="user")
+        assert [(p.mime_type, p.data) for p in history_images] == [("image/png", image)]
+        assert not second.image_parts(role="user", last_turn_only=True)
+
+        # refused files: each gets a clear reply, no model call, and the bot carries on
+        huge = w.discord.attachment(
+            "huge.png", b"\x89PNG\r\n\x1a\n" + bytes(30 * 2**20), "image/png"
+        )
+        text = w.discord.attachment("notes.txt", b"some notes", "text/plain; charset=utf-8")
+        broken = w.discord.attachment(
+            "broken.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 50, "image/png"
+        )
+        cases = [
+            (huge, ["huge.png", "30 MB", "10 MB"]),
+            (text, ["notes.txt", "not an image"]),
+            (broken, ["broken.png", "damaged"]),
+        ]
+        for spec, words in cases:
+            question = await w.mention(w.general, w.alice, "look at this", attachments=[spec])
+            notice = await w.discord.wait_for_message(
+                w.general, lambda m, q=question: m.reply_to == q.id
+            )
+            for word in words:
+                assert word in notice.content
+            assert notice.mentions_disabled and len(notice.content) < 400
+        assert not [c for c in w.discord.calls_for("cdn") if "huge.png" in c.path]
+        _, contents = await ask(w, w.general, w.alice, "still there?")
+        assert len(w.gemini.requests) == 3
+        assert "".join(contents) == model_text(w.gemini.requests[2])
