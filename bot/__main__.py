@@ -29,7 +29,7 @@ async def _check(settings: Settings) -> int:
     from storage import open_store
 
     prepare_db_path(settings)
-    store = await open_store(settings.db_path)
+    store = await open_store(settings.db_path, recover_streaming=False)
     try:
         stats = await store.stats()
     finally:
