@@ -8,11 +8,13 @@ sent (the recorded requests).
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from storage import Turn
 from tests.fakes.gemini import RecordedRequest, Reply
 from tests.harness import World, world
 
@@ -209,3 +211,111 @@ async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path
         _, contents = await ask(w, w.general, w.alice, "still there?")
         assert len(w.gemini.requests) == 3
         assert "".join(contents) == model_text(w.gemini.requests[2])
+
+
+async def model_turn(w: World, question_id: int) -> Turn:
+    """The stored reply to a question (finished)."""
+    assert w.bot is not None
+    question = await w.bot.store.find_turn_by_message(question_id)
+    assert question is not None
+    history = await w.bot.store.load_history(question.channel_id, max_turns=1000)
+    return next(t for t in history if t.reply_to == question.id)
+
+
+# --- no pings -------------------------------------------------------------------------------
+
+
+async def test_model_output_never_pings(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        role = w.discord.add_role(w.guild, "mods", mentionable=True)
+        chunks = ["Hey @everyone and @here, ", f"ask {role.mention} ", f"or {w.bob.mention}"]
+        chunks += [f" word{i}" for i in range(30)]
+        w.gemini.script(Reply(chunks=chunks, delay=0.03))
+        question, contents = await ask(w, w.general, w.alice, "ping everybody please")
+        assert "".join(contents) == "".join(chunks)
+        [reply] = w.discord.bot_messages(w.general)
+        assert len(reply.revisions) >= 3
+        assert reply.mentions_disabled  # allowed_mentions none on the create and every edit
+        assert all(am is not None and am.get("parse") == [] for am in reply.allowed_mentions)
+        assert not reply.pinged_everyone
+        assert not reply.pinged_roles
+        assert not reply.pinged_users  # not even the author of the question it replies to
+        assert reply.reply_to == question.id
+
+
+# --- Gemini failures ------------------------------------------------------------------------
+
+
+def assert_clear(content: str, *words: str) -> None:
+    """A short, friendly failure notice: no traceback, no raw exception."""
+    assert content.strip()
+    assert len(content) < 400
+    assert "Traceback" not in content and "Error:" not in content and "{" not in content
+    for word in words:
+        assert word.lower() in content.lower(), (word, content)
+
+
+async def test_rate_limits_retry_briefly_or_say_so_quickly(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        # a short RetryInfo delay is honoured before any text: the user just gets the answer
+        w.gemini.script(Reply.error(429, retry_delay="0.3s"), stream("Fine", "now."))
+        question, contents = await ask(w, w.general, w.alice, "first")
+        assert contents == ["Fine now."]
+        assert [r.outcome for r in w.gemini.requests] == ["error", "completed"]
+        gap = w.gemini.requests[1].received_at - w.gemini.requests[0].received_at
+        assert 0.25 <= gap < 2.0
+        assert (await model_turn(w, question.id)).status == "complete"
+
+        # asked to wait a minute: a clear rate-limit message, quickly, no retry
+        w.gemini.script(Reply.error(429, retry_delay="60s"))
+        start = time.monotonic()
+        question, contents = await ask(w, w.random, w.alice, "second")
+        assert time.monotonic() - start < 3.0
+        assert len(w.gemini.requests) == 3
+        [content] = contents
+        assert_clear(content, "rate-limited", "60 seconds")
+        assert (await model_turn(w, question.id)).status == "failed"
+
+        # and the next mention is answered normally
+        _, contents = await ask(w, w.random, w.alice, "third")
+        assert "".join(contents) == model_text(w.gemini.requests[3])
+
+
+async def test_server_error_is_retried_then_explained(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        w.gemini.script(*[Reply.error(500)] * 4)  # the first try and every retry fail
+        question, contents = await ask(w, w.general, w.alice, "hello?")
+        assert len(w.gemini.requests) == 4
+        [content] = contents
+        assert_clear(content, "trouble", "try again")
+        assert (await model_turn(w, question.id)).status == "failed"
+        _, contents = await ask(w, w.general, w.alice, "hello again?")
+        assert "".join(contents) == model_text(w.gemini.requests[4])
+
+
+async def test_blocked_answer_and_dropped_stream(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        # a SAFETY finish without any text
+        w.gemini.script(Reply(chunks=(), finish_reason="SAFETY"))
+        question, contents = await ask(w, w.general, w.alice, "something edgy")
+        [content] = contents
+        assert_clear(content, "safety")
+        assert (await model_turn(w, question.id)).status == "blocked"
+        _, contents = await ask(w, w.general, w.alice, "something nice")
+        assert "".join(contents) == model_text(w.gemini.requests[1])
+
+        # the connection drops mid-stream: the partial text stays, marked as interrupted
+        chunks = [f"part{i} " for i in range(20)]
+        w.gemini.script(Reply(chunks=chunks, delay=0.03, drop_after=12))
+        question, contents = await ask(w, w.random, w.bob, "a long story")
+        assert w.gemini.requests[2].outcome == "dropped"
+        partial = "".join(chunks[:12])
+        [content] = contents
+        assert content.startswith(partial.rstrip())
+        assert_clear(content[len(partial) :], "dropped", "incomplete")
+        stored = await model_turn(w, question.id)
+        assert stored.status == "failed" and stored.text == partial
+        _, contents = await ask(w, w.random, w.bob, "go on")
+        follow = w.gemini.requests[3]
+        assert "".join(contents) == model_text(follow)
+        assert partial in follow.texts("model")[0]  # the history knows it was cut off
