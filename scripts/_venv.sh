@@ -2,7 +2,7 @@
 # of pyproject.toml). Needs only python3 (3.11+) with venv and pip.
 set -eu
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${1:-}"
+EXTRAS="${GEMCORD_EXTRAS:-}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
