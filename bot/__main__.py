@@ -1,4 +1,5 @@
-"""Command line: `gemcord run` (default) starts the bot; `gemcord check` validates the set-up."""
+"""Command line: `gemcord run` (default) starts the bot, `gemcord check` validates the set-up,
+`gemcord console [PROMPT]` talks to Gemini in the terminal."""
 
 from __future__ import annotations
 
@@ -57,8 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gemcord` console script; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="gemcord", description=__doc__)
     parser.add_argument(
-        "command", nargs="?", default="run", choices=("run", "check"), help="default: run"
+        "command",
+        nargs="?",
+        default="run",
+        choices=("run", "check", "console"),
+        help="default: run",
     )
+    parser.add_argument("prompt", nargs="?", help="console: answer this one prompt and exit")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     args = parser.parse_args(argv)
     try:
@@ -66,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log_level)
         if args.command == "check":
             return asyncio.run(_check(settings))
+        if args.command == "console":
+            settings.require_gemini()
+            prepare_db_path(settings)
+            from bot.console import run_console
+
+            return asyncio.run(run_console(settings, args.prompt))
         settings.require_runtime()
         prepare_db_path(settings)
     except ConfigError as exc:

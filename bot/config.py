@@ -64,6 +64,10 @@ class Settings:
                 "is not set",
                 "put your bot token from the Discord developer portal in .env or the environment",
             )
+        self.require_gemini()
+
+    def require_gemini(self) -> None:
+        """Check the settings every Gemini call needs."""
         if not self.gemini_api_key:
             raise ConfigError(
                 "GEMINI_API_KEY",
