@@ -18,6 +18,67 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class ArrivalOrder:
+    """Stores each channel's questions in the order they arrived, whatever each one's intake
+    costs (an image download, a database lookup), so history pairs them in the order asked.
+
+    Take a :meth:`ticket` synchronously when the event arrives, before any ``await``; the
+    question is stored after :meth:`Ticket.wait` and the ticket released right after (or when
+    the question is dropped). A question never waits more than ``max_wait`` seconds for the
+    ones before it: ordering is given up rather than the answer.
+    """
+
+    def __init__(self, max_wait: float = 10.0) -> None:
+        self.max_wait = max_wait
+        self._last: dict[int, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def ticket(self, channel_id: int) -> Ticket:
+        """A place in the channel's queue, behind every ticket taken before it."""
+        previous = self._last.get(channel_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last[channel_id] = mine
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._last.get(channel_id) is done:
+                del self._last[channel_id]
+
+        mine.add_done_callback(forget)
+        return Ticket(previous, mine, self.max_wait)
+
+
+class Ticket:
+    """One question's place in its channel's arrival order (see :class:`ArrivalOrder`)."""
+
+    __slots__ = ("_max_wait", "_mine", "_previous")
+
+    def __init__(
+        self, previous: asyncio.Future[None] | None, mine: asyncio.Future[None], max_wait: float
+    ) -> None:
+        self._previous = previous
+        self._mine = mine
+        self._max_wait = max_wait
+
+    async def wait(self) -> None:
+        """Return once every earlier question of the channel is stored or dropped."""
+        previous = self._previous
+        if previous is None or previous.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(previous), self._max_wait)
+        except TimeoutError:
+            log.warning(
+                "an earlier question took over %.0f s to arrive; not waiting", self._max_wait
+            )
+
+    def release(self) -> None:
+        """Let the next question of the channel be stored (idempotent)."""
+        if not self._mine.done():
+            self._mine.set_result(None)
+
+
 def stored_status(result: RenderResult) -> str:
     """The status a reply is stored with."""
     if result.state == "complete":
@@ -29,22 +90,34 @@ def stored_status(result: RenderResult) -> str:
     return "failed"
 
 
-async def answer(bot: Gemcord, question: Question, sink: MessageSink) -> RenderResult:
-    """Answer one question into `sink`; every outcome is shown in Discord and stored."""
+async def answer(
+    bot: Gemcord, question: Question, sink: MessageSink, ticket: Ticket | None = None
+) -> RenderResult:
+    """Answer one question into `sink`; every outcome is shown in Discord and stored.
+
+    With a `ticket`, the question is stored in its channel's arrival order (and the ticket
+    released once it is).
+    """
     store = bot.store
     settings = await store.get_channel_settings(question.channel_id)
     model = settings.model or bot.settings.gemini_model
     persona = settings.persona or bot.settings.persona
-    user_turn = await store.add_user_turn(
-        channel_id=question.channel_id,
-        guild_id=question.guild_id,
-        thread_id=question.thread_id,
-        author_id=question.author_id,
-        author_name=question.author_name,
-        text=question.text,
-        message_ids=[question.message_id] if question.message_id else [],
-        images=question.images,
-    )
+    try:
+        if ticket is not None:
+            await ticket.wait()
+        user_turn = await store.add_user_turn(
+            channel_id=question.channel_id,
+            guild_id=question.guild_id,
+            thread_id=question.thread_id,
+            author_id=question.author_id,
+            author_name=question.author_name,
+            text=question.text,
+            message_ids=[question.message_id] if question.message_id else [],
+            images=question.images,
+        )
+    finally:
+        if ticket is not None:
+            ticket.release()
     reply = bot.inflight.start(question.channel_id, question.author_id, question.message_id)
     model_turn: int | None = None
     result: RenderResult | None = None

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency, but stay 
 
 ACCEPTED = "PNG, JPEG, WebP, HEIC, HEIF or GIF"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".gif")
+DOWNLOAD_TIMEOUT = 30.0
+"""Seconds one attachment may take to download from Discord before it is given up."""
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"heif"}
 
 
@@ -145,7 +147,8 @@ async def collect_images(attachments: Sequence[AttachmentLike], limits: Limits) 
             )
             continue
         try:
-            data = await att.read()
+            async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+                data = await att.read()
         except Exception as exc:
             log.warning("could not download attachment %s: %s", att.filename, exc)
             out.problems.append(f"`{att.filename}` could not be downloaded from Discord.")

@@ -13,7 +13,7 @@ import discord
 from bot.app import Gemcord, apply_discord_base
 from bot.config import load_settings
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.discord_models import FakeChannel, FakeGuild, FakeUser
+from tests.fakes.discord_models import FakeChannel, FakeGuild, FakeInteraction, FakeUser
 from tests.fakes.gemini import FakeGemini
 
 API_KEY = "test-gemini-key-0123456789"
@@ -94,6 +94,35 @@ class World:
                 return [self.discord.message(i).content for i in ids]
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no finished reply to {question_id} within {timeout} s")
+
+    async def interaction_done(
+        self, interaction: FakeInteraction, timeout: float = 15.0
+    ) -> list[str]:
+        """Wait until the reply streamed into an interaction's response is stored as finished;
+        the contents of the response and its follow-ups."""
+        assert self.bot is not None
+        store = self.bot.store
+
+        async def finished() -> bool:
+            first = interaction.original_id
+            if first is None or interaction.original is None or interaction.original.loading:
+                return False
+            turn = await store.find_turn_by_message(first)
+            return (
+                turn is not None
+                and turn.role == "model"
+                and turn.status != "streaming"
+                and self.bot is not None
+                and self.bot.inflight.by_message(first) is None
+            )
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if await finished():
+                return [m.content for m in interaction.messages]
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no finished reply to /{interaction.name} within {timeout} s")
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ sent (the recorded requests).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from storage import Turn
+from storage import StorageError, Turn
+from tests.fakes.discord import Perm
 from tests.fakes.gemini import RecordedRequest, Reply
 from tests.harness import World, world
 
@@ -152,14 +154,22 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         assert hint.mentions_disabled
         assert len(w.gemini.requests) == 3
 
+        # mentioning the bot's own role (Discord offers it next to the bot) works the same
+        role = w.discord.bot_role(w.guild)
+        by_role = await w.discord.user_message(w.general, w.bob, f"{role.mention} are you there?")
+        by_role_contents = await w.reply_done(by_role.id)
+        role_request = w.gemini.requests[3]
+        assert "".join(by_role_contents) == model_text(role_request)
+        assert role_request.last_user_text() == "[bob] are you there?"
+
         # with GEMCORD_ALLOWED_CHANNELS, other channels are ignored
         await w.stop_bot()
         w.env["GEMCORD_ALLOWED_CHANNELS"] = str(w.general.id)
         await w.start_bot()
         outside = await w.mention(w.random, w.alice, "are you here?")
         inside, _ = await ask(w, w.general, w.alice, "and here?")
-        assert len(w.gemini.requests) == 4
-        assert "and here?" in (w.gemini.requests[3].last_user_text() or "")
+        assert len(w.gemini.requests) == 5
+        assert "and here?" in (w.gemini.requests[4].last_user_text() or "")
         assert not w.discord.bot_messages(w.random)
         assert not w.discord.calls_for("typing", channel=w.random)
         assert outside.id and inside.id
@@ -319,3 +329,210 @@ async def test_blocked_answer_and_dropped_stream(tmp_path: Path) -> None:
         follow = w.gemini.requests[3]
         assert "".join(contents) == model_text(follow)
         assert partial in follow.texts("model")[0]  # the history knows it was cut off
+
+
+# --- cooldown and slash commands --------------------------------------------------------------
+
+
+async def test_cooldown_gives_a_short_notice_without_a_model_call(tmp_path: Path) -> None:
+    async with fast(tmp_path, {"GEMCORD_COOLDOWN_SECONDS": "2"}) as w:
+        await ask(w, w.general, w.alice, "one")
+        quick = await w.mention(w.general, w.alice, "two")
+        notice = await w.discord.wait_for_message(w.general, lambda m: m.reply_to == quick.id)
+        assert "again in 2 s" in notice.content and len(notice.content) < 100
+        assert notice.mentions_disabled
+        # someone else is not slowed down by alice's cooldown
+        await ask(w, w.general, w.bob, "three")
+        assert [r.last_user_text() for r in w.gemini.requests] == ["[alice] one", "[bob] three"]
+
+
+async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        chunks = [f"piece{i} " for i in range(30)]
+        w.gemini.script(Reply(chunks=chunks, delay=0.03))
+        inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "tell me"})
+        contents = await w.interaction_done(inter)
+        assert inter.deferred and inter.response_latency is not None
+        assert inter.response_latency < 3.0
+        assert not inter.ephemeral and not inter.errors
+        assert "".join(contents) == "".join(chunks)
+        original = inter.original
+        assert original is not None
+        shown = [r for r in original.revisions if not r.placeholder]
+        assert len(shown) >= 3, "the answer was not streamed into the response"
+        assert original.mentions_disabled
+        request = w.gemini.requests[0]
+        assert request.last_user_text() == "[alice] tell me"
+
+        # with an image option, the image goes to Gemini
+        image = png((10, 200, 10))
+        att = w.discord.attachment("leaf.png", image, "image/png")
+        inter = await w.discord.slash_command(
+            w.general, w.bob, "ask", {"prompt": "what is it?", "image": att}
+        )
+        contents = await w.interaction_done(inter)
+        request = w.gemini.requests[1]
+        assert "".join(contents) == model_text(request)
+        parts = request.image_parts(role="user", last_turn_only=True)
+        assert [(p.mime_type, p.data) for p in parts] == [("image/png", image)]
+        # /ask questions are part of the channel's history like mentions
+        assert "tell me" in request.texts("user")[0]
+
+        # an unusable image is refused at once, only to the asker, without a model call
+        txt = w.discord.attachment("notes.txt", b"hello", "text/plain")
+        inter = await w.discord.slash_command(
+            w.general, w.bob, "ask", {"prompt": "read this", "image": txt}
+        )
+        await inter.wait_for_callback()
+        assert inter.ephemeral and inter.callback_type == 4
+        assert inter.original is not None and "notes.txt" in inter.original.content
+        assert len(w.gemini.requests) == 2
+
+
+async def test_reset_needs_manage_messages_and_forgets(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        await ask(w, w.general, w.alice, "my name is Alice")
+        refused = await w.discord.slash_command(w.general, w.bob, "reset")
+        await refused.wait_for_callback()
+        assert refused.ephemeral and "Manage Messages" in (refused.original or object()).content
+
+        await ask(w, w.general, w.alice, "what's my name?")
+        assert w.gemini.requests[1].roles() == ["user", "model", "user"]
+
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, w.bob, roles=[mods])
+        done = await w.discord.slash_command(w.general, w.bob, "reset")
+        await done.wait_for_callback()
+        assert done.original is not None and "Forgot" in done.original.content
+        assert not done.ephemeral and done.original.mentions_disabled
+
+        await ask(w, w.general, w.alice, "who am I?")
+        fresh = w.gemini.requests[2]
+        assert fresh.roles() == ["user"]
+        assert fresh.texts() == ["[alice] who am I?"]
+
+
+async def test_history_export_is_an_ephemeral_file(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        _, contents = await ask(w, w.general, w.alice, "what is 2+2?")
+        inter = await w.discord.slash_command(w.general, w.bob, "history")
+        await inter.wait_for_callback()
+        assert inter.ephemeral
+        [call] = w.discord.calls_for("interaction_callback", channel=w.general)
+        [upload] = call.uploads
+        assert upload.filename.endswith(".md")
+        exported = upload.data.decode()
+        assert "what is 2+2?" in exported and "".join(contents) in exported
+        assert "alice" in exported
+
+
+async def test_model_and_persona_per_channel(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        shown = await w.discord.slash_command(w.general, w.alice, "model")
+        await shown.wait_for_callback()
+        assert shown.ephemeral and "gemini-2.5-flash" in (shown.original or object()).content
+
+        refused = await w.discord.slash_command(w.general, w.alice, "model", {"name": "gemini-x"})
+        await refused.wait_for_callback()
+        assert refused.ephemeral and "Manage Messages" in (refused.original or object()).content
+
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, w.bob, roles=[mods])
+        chosen = await w.discord.slash_command(
+            w.general, w.bob, "model", {"name": "gemini-2.5-pro"}
+        )
+        await chosen.wait_for_callback()
+        assert "gemini-2.5-pro" in (chosen.original or object()).content
+        await ask(w, w.general, w.alice, "which model?")
+        await ask(w, w.random, w.alice, "and here?")
+        assert [r.model for r in w.gemini.requests] == ["gemini-2.5-pro", "gemini-2.5-flash"]
+        assert w.gemini.requests[0].path.endswith("/models/gemini-2.5-pro:streamGenerateContent")
+
+        back = await w.discord.slash_command(w.general, w.bob, "model", {"name": "default"})
+        await back.wait_for_callback()
+        await ask(w, w.general, w.alice, "and now?")
+        assert w.gemini.requests[2].model == "gemini-2.5-flash"
+
+        # /persona: the channel's system instruction starts with it; clear goes back
+        persona = "You are Captain Hook, a pirate who answers in pirate speak."
+        refused = await w.discord.slash_command(
+            w.general, w.alice, "persona", {"instruction": persona}
+        )
+        await refused.wait_for_callback()
+        assert refused.ephemeral
+        done = await w.discord.slash_command(w.general, w.bob, "persona", {"instruction": persona})
+        await done.wait_for_callback()
+        await ask(w, w.general, w.alice, "hello")
+        assert (w.gemini.requests[3].system_instruction() or "").startswith(persona)
+        await ask(w, w.random, w.alice, "hello")
+        assert "Captain Hook" not in (w.gemini.requests[4].system_instruction() or "")
+        shown = await w.discord.slash_command(w.general, w.alice, "persona")
+        await shown.wait_for_callback()
+        assert shown.ephemeral and persona in (shown.original or object()).content
+
+        cleared = await w.discord.slash_command(w.general, w.bob, "persona", {"clear": True})
+        await cleared.wait_for_callback()
+        await ask(w, w.general, w.alice, "hello again")
+        system = w.gemini.requests[5].system_instruction() or ""
+        assert "Captain Hook" not in system and system.startswith("You are gemcord")
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+async def test_concurrent_questions(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        chunks = [f"c{i} " for i in range(25)]
+        w.gemini.script(Reply(chunks=chunks, delay=0.04), Reply(chunks=chunks, delay=0.04))
+        in_general = await w.mention(w.general, w.alice, "long one here")
+        in_random = await w.mention(w.random, w.bob, "long one there")
+        a, b = await asyncio.gather(w.reply_done(in_general.id), w.reply_done(in_random.id))
+        assert "".join(a) == "".join(b) == "".join(chunks)
+        first, second = w.gemini.requests[:2]
+        assert second.received_at < (first.finished_at or 0)  # they streamed at the same time
+        assert second.roles() == ["user"]  # and each channel has its own history
+
+        # two questions in one channel, asked at once: each gets its own reply (the first
+        # one's image download must not let the second overtake it in the history)
+        w.gemini.script(stream("answer", "one", delay=0.05), stream("answer", "two", delay=0.05))
+        att = w.discord.attachment("one.png", png(), "image/png")
+        q1 = await w.mention(w.general, w.alice, "question one", attachments=[att])
+        q2 = await w.mention(w.general, w.bob, "question two")
+        r1, r2 = await asyncio.gather(w.reply_done(q1.id), w.reply_done(q2.id))
+        assert {r1[0], r2[0]} == {"answer one", "answer two"}
+        by_question = {m.reply_to: m for m in w.discord.bot_messages(w.general)}
+        assert by_question[q1.id].content == r1[0] and by_question[q2.id].content == r2[0]
+
+        # the history pairs them, in the order they were asked
+        await ask(w, w.general, w.alice, "what did we say?")
+        texts = w.gemini.requests[-1].texts()
+        assert w.gemini.requests[-1].roles() == ["user", "model"] * 3 + ["user"]
+        assert "long one here" in texts[0]
+        assert "question one" in texts[2] and texts[3] == r1[0]
+        assert "question two" in texts[4] and texts[5] == r2[0]
+
+
+async def test_a_failure_on_our_side_is_reported_not_silent(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        store = w.bot.store
+        real = store.get_channel_settings
+
+        async def broken(channel_id: int) -> object:
+            raise StorageError("database is locked")
+
+        store.get_channel_settings = broken  # type: ignore[method-assign]
+        question = await w.mention(w.general, w.alice, "hello?")
+        notice = await w.discord.wait_for_message(w.general, lambda m: m.reply_to == question.id)
+        assert_clear(notice.content, "went wrong")
+        inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "hello?"})
+        await w.discord.wait_for(
+            lambda: inter.original is not None and not inter.original.loading, timeout=5
+        )
+        assert inter.original is not None
+        assert_clear(inter.original.content, "went wrong")
+        assert not w.gemini.requests
+
+        store.get_channel_settings = real  # type: ignore[method-assign]
+        _, contents = await ask(w, w.general, w.alice, "better now?")
+        assert "".join(contents) == model_text(w.gemini.requests[0])

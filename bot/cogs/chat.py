@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answer import answer
+from bot.answer import ArrivalOrder, Ticket, answer
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
@@ -48,9 +48,26 @@ def refusal(problems: list[str]) -> str:
     )
 
 
+def own_role(message: discord.Message) -> discord.Role | None:
+    """The bot's managed role in the message's server (people often mention it by mistake)."""
+    guild = message.guild
+    return guild.self_role if guild is not None else None
+
+
+def mentions_me(message: discord.Message, bot_id: int) -> bool:
+    """Whether the message mentions the bot, by its user or by its own managed role."""
+    content = message.content
+    if f"<@{bot_id}>" in content or f"<@!{bot_id}>" in content:
+        return True
+    role = own_role(message)
+    return role is not None and f"<@&{role.id}>" in content
+
+
 def prompt_text(message: discord.Message, bot_id: int) -> str:
     """The message text with the bot's mention removed and other mentions made readable."""
     text = re.sub(rf"<@!?{bot_id}>", "", message.content)
+    if (role := own_role(message)) is not None:
+        text = text.replace(f"<@&{role.id}>", "")
     for user in message.mentions:
         text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
     for role in message.role_mentions:
@@ -74,6 +91,7 @@ class Chat(commands.Cog):
         self.bot = bot
         s = bot.settings
         self.limits = Limits(s.max_image_bytes, s.max_request_image_bytes, s.max_images)
+        self.order = ArrivalOrder()
 
     # --- messages -------------------------------------------------------------------------
 
@@ -96,17 +114,24 @@ class Chat(commands.Cog):
         if message.type not in ANSWERED_TYPES:
             return
         in_dm = message.guild is None
-        mentioned = f"<@{me.id}>" in message.content or f"<@!{me.id}>" in message.content
-        if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+        mentioned = mentions_me(message, me.id)
+        if not (in_dm or mentioned or message.reference is not None):
             return
         if not allowed_here(self.bot.settings, message.channel, message.author):
-            log.info("ignored message %s: channel or roles not allowed", message.id)
+            if in_dm or mentioned:
+                log.info("ignored message %s: channel or roles not allowed", message.id)
             return
+        # Taken before the first await: questions are stored in the order they arrived.
+        ticket = self.order.ticket(message.channel.id)
         try:
-            await self._handle(message, in_dm)
+            if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+                return
+            await self._handle(message, in_dm, ticket)
         except Exception:
             log.exception("failed to answer message %s", message.id)
             await self._notice(message, "⚠ Something went wrong on my side; the error was logged.")
+        finally:
+            ticket.release()
 
     async def _notice(
         self, message: discord.Message, text: str, delete_after: float | None = None
@@ -118,7 +143,7 @@ class Chat(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
 
-    async def _handle(self, message: discord.Message, in_dm: bool) -> None:
+    async def _handle(self, message: discord.Message, in_dm: bool, ticket: Ticket) -> None:
         assert self.bot.user is not None
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
@@ -160,9 +185,23 @@ class Chat(commands.Cog):
             images=collected.images,
             in_dm=in_dm,
         )
-        await answer(self.bot, question, ChannelSink(message.channel, message))
+        await answer(self.bot, question, ChannelSink(message.channel, message), ticket)
 
     # --- slash commands ---------------------------------------------------------------------
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Tell the user a command failed (the tree logs why), so it never stays 'thinking…'."""
+        text = "⚠ Something went wrong on my side; the error was logged."
+        try:
+            if interaction.response.is_done():
+                # After a deferral the first follow-up fills the "thinking…" message.
+                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+            else:
+                await self._refuse(interaction, text)
+        except discord.HTTPException as exc:
+            log.warning("could not report a failed /%s: %s", interaction.command, exc)
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
@@ -192,31 +231,35 @@ class Chat(commands.Cog):
         if image is not None and (problem := precheck(image, self.limits)) is not None:
             await self._refuse(interaction, refusal([problem]))
             return
-        await interaction.response.defer(thinking=True)
-        collected = await collect_images([image] if image else [], self.limits)
-        if image is not None and not collected.images:
-            await interaction.edit_original_response(
-                content=refusal(collected.problems), allowed_mentions=NO_PINGS
+        ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
+        try:
+            await interaction.response.defer(thinking=True)
+            collected = await collect_images([image] if image else [], self.limits)
+            if image is not None and not collected.images:
+                await interaction.edit_original_response(
+                    content=refusal(collected.problems), allowed_mentions=NO_PINGS
+                )
+                return
+            if wait := self.bot.cooldown_retry_after(user_id):
+                await interaction.edit_original_response(
+                    content=cooldown_notice(wait), allowed_mentions=NO_PINGS
+                )
+                return
+            channel = interaction.channel
+            guild_id, thread_id = where(channel)
+            question = Question(
+                channel_id=interaction.channel_id or 0,
+                author_id=interaction.user.id,
+                author_name=interaction.user.display_name,
+                text=text,
+                guild_id=guild_id,
+                thread_id=thread_id,
+                images=collected.images,
+                in_dm=interaction.guild_id is None,
             )
-            return
-        if wait := self.bot.cooldown_retry_after(user_id):
-            await interaction.edit_original_response(
-                content=cooldown_notice(wait), allowed_mentions=NO_PINGS
-            )
-            return
-        channel = interaction.channel
-        guild_id, thread_id = where(channel)
-        question = Question(
-            channel_id=interaction.channel_id or 0,
-            author_id=interaction.user.id,
-            author_name=interaction.user.display_name,
-            text=text,
-            guild_id=guild_id,
-            thread_id=thread_id,
-            images=collected.images,
-            in_dm=interaction.guild_id is None,
-        )
-        await answer(self.bot, question, InteractionSink(interaction))
+            await answer(self.bot, question, InteractionSink(interaction), ticket)
+        finally:
+            ticket.release()
 
     @app_commands.command(name="reset", description="Forget this channel's conversation.")
     async def reset(self, interaction: discord.Interaction) -> None:
