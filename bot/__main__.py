@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import aiohttp
+
 from bot.config import ConfigError, Settings, load_settings, prepare_db_path
 
 log = logging.getLogger("gemcord")
@@ -93,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    except (OSError, aiohttp.ClientError) as exc:
+        print(
+            f"gemcord: cannot reach Discord at {settings.discord_api_base_url} ({exc}): "
+            "check the network, or DISCORD_API_BASE_URL if you set it.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

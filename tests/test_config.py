@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from bot.config import ConfigError, load_settings, prepare_db_path, redact
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz012345"
+ROOT = Path(__file__).resolve().parents[1]
 KEY = "AIzaSyFAKE-key-0123456789abcdefghijkl"
 
 
@@ -132,3 +134,49 @@ def test_check_prints_key_redacted(tmp_path: Path) -> None:
     assert "****" + KEY[-4:] in out
     assert "ready to run" in out
     assert (tmp_path / "data" / "g.db").exists()
+
+
+async def test_refused_token_exits_2_with_one_sentence(tmp_path: Path) -> None:
+    from tests.fakes.discord import FakeDiscord
+
+    root = ROOT
+    async with FakeDiscord() as fake:
+        env = {
+            "PYTHONPATH": str(root),
+            "DISCORD_TOKEN": "not.the.token",
+            "GEMINI_API_KEY": KEY,
+            "DISCORD_API_BASE_URL": fake.api_base,
+            "GEMCORD_DB": str(tmp_path / "g.db"),
+            "NO_PROXY": "127.0.0.1",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, err.decode()
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("gemcord: DISCORD_TOKEN was refused by Discord")
+    assert "Traceback" not in err.decode() and "not.the.token" not in err.decode()
+
+
+def test_unreachable_discord_exits_1(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        "PYTHONPATH": str(root),
+        "DISCORD_TOKEN": TOKEN,
+        "GEMINI_API_KEY": KEY,
+        "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
+        "GEMCORD_DB": str(tmp_path / "g.db"),
+        "NO_PROXY": "127.0.0.1",
+    }
+    done = _gemcord(["run"], env, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach Discord" in done.stderr and "Traceback" not in done.stderr
+    assert TOKEN not in done.stderr
