@@ -8,11 +8,16 @@ How a reply is shown:
 - Until the first non-blank text, the typing indicator (re-triggered every ~8 s).
 - The first message is sent as soon as that text arrives (when the channel's budget allows),
   then edited as more text comes, with a live marker (``▌``) at the end.
-- Writes (sends and edits alike) go through the channel's :class:`ChannelPacer`, shared by every
-  reply streaming in that channel: at most ``max_writes`` per ``window``, spread evenly, the
-  longest-waiting reply served first. Each write carries the latest text at the moment its slot
-  comes up; text that arrives in between is buffered, never dropped, and nothing is written
-  when nothing visible changed.
+- Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that
+  channel. Like Discord, it keeps two budgets: one for sends (message creates) and one for edits,
+  each at most ``max_writes`` per ``window``, spread evenly, its slots reserved when a write
+  starts and handed to the longest-waiting reply first. Each write carries the latest text at
+  the moment its slot comes up; text that arrives in between is buffered, never dropped, and
+  nothing is written when nothing visible changed.
+- A reply writes its sends and its edits in two lanes, each one write at a time. A new message is
+  sent only when every earlier message shows its final content or has its final edit in flight,
+  so at a message break the old message's final edit and the new message's send go out together,
+  each from its own budget, and no text shows twice for longer than that edit takes.
 - A message is finished at 2,000 characters (see :mod:`bot.splitting`: paragraph, line, then
   word boundaries; code blocks closed and reopened) and the text continues in a new message.
 - The final write of each message removes the marker. A stopped reply keeps its text and ends
@@ -54,6 +59,8 @@ __all__ = [
     "RenderStyle",
     "SinkMessageGone",
     "SinkRateLimited",
+    "WriteBudget",
+    "WriteKind",
     "render_stream",
 ]
 
@@ -98,15 +105,18 @@ class MessageSink(Protocol):
 
 # --- pacing ------------------------------------------------------------------------------------
 
+WriteKind = Literal["send", "edit"]
+"""A message create (``send``) or a message edit (``edit``): two routes, two rate-limit buckets."""
 
-class ChannelPacer:
-    """The write budget of one channel, shared by every reply streaming in it.
 
-    A write's slot is reserved when the write *starts* (a discord.py edit that uses up the
+class WriteBudget:
+    """One route's write budget in one channel (message creates, or message edits).
+
+    A write's slot is reserved when the write *starts* (a discord.py request that uses up the
     bucket returns only after the bucket resets, so timing from the end would lose a window).
     Slots are spread ``window / max_writes`` apart plus a ``margin``, and no more than
     ``max_writes`` start in any ``window`` (also plus margin). Waiters are served first come,
-    first served. After a 429 (:meth:`penalize`) the channel pauses for the ``retry_after`` and
+    first served. After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after`` and
     then runs at a doubled interval (up to ``max_slowdown`` times) until it has been quiet for a
     while.
     """
@@ -122,7 +132,7 @@ class ChannelPacer:
         max_slowdown: float = 8.0,
     ) -> None:
         if max_writes < 1 or not window > 0:
-            raise ValueError("a channel needs max_writes >= 1 and window > 0")
+            raise ValueError("a budget needs max_writes >= 1 and window > 0")
         self.max_writes = max_writes
         self.window = window
         self.margin = margin
@@ -165,7 +175,7 @@ class ChannelPacer:
         return self._lock.locked()
 
     async def acquire(self) -> None:
-        """Wait for this channel's next write slot and take it; the write starts right after."""
+        """Wait for the next slot and take it; the write must start right after."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await self._sleep(wait)
@@ -192,11 +202,12 @@ class ChannelPacer:
         return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
 
 
-class PacerRegistry:
-    """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle.
+class ChannelPacer:
+    """The write budgets of one channel, shared by every reply streaming in it.
 
-    A pacer still held by a reply in progress is never replaced: forgetting only drops the
-    registry's own reference, and :meth:`get` finds a pacer that is still in use.
+    Discord limits message creates and message edits in a channel with separate buckets, so a
+    channel has two :class:`WriteBudget` s: :attr:`sends` and :attr:`edits`. ``max_writes`` per
+    ``window`` sets both; ``max_sends`` / ``send_window`` override the one for sends.
     """
 
     def __init__(
@@ -204,16 +215,79 @@ class PacerRegistry:
         max_writes: int = 5,
         window: float = 5.0,
         *,
+        max_sends: int | None = None,
+        send_window: float | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        margin: float = 0.05,
+        max_slowdown: float = 8.0,
+    ) -> None:
+        def budget(limit: int, per: float) -> WriteBudget:
+            return WriteBudget(
+                limit, per, clock=clock, sleep=sleep, margin=margin, max_slowdown=max_slowdown
+            )
+
+        self.edits = budget(max_writes, window)
+        """Message edits (PATCH /channels/{id}/messages/{mid})."""
+        self.sends = budget(
+            max_writes if max_sends is None else max_sends,
+            window if send_window is None else send_window,
+        )
+        """Message creates (POST /channels/{id}/messages)."""
+
+    def budget(self, kind: WriteKind) -> WriteBudget:
+        """The budget a write of ``kind`` uses."""
+        return self.sends if kind == "send" else self.edits
+
+    @property
+    def writes(self) -> int:
+        """Slots handed out so far, sends and edits."""
+        return self.sends.writes + self.edits.writes
+
+    @property
+    def rate_limited(self) -> int:
+        """429s reported so far, sends and edits."""
+        return self.sends.rate_limited + self.edits.rate_limited
+
+    @property
+    def busy(self) -> bool:
+        """Whether a reply is waiting for (or taking) a slot of either budget right now."""
+        return self.sends.busy or self.edits.busy
+
+    def idle_for(self) -> float:
+        """Seconds since the last write of either kind started (inf if none; 0 while busy)."""
+        return min(self.sends.idle_for(), self.edits.idle_for())
+
+
+class PacerRegistry:
+    """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle.
+
+    ``max_writes`` per ``window`` is each channel's budget for edits and, unless ``max_sends`` /
+    ``send_window`` say otherwise, for sends. A pacer still held by a reply in progress is never
+    replaced: forgetting only drops the registry's own reference, and :meth:`get` finds a pacer
+    that is still in use.
+    """
+
+    def __init__(
+        self,
+        max_writes: int = 5,
+        window: float = 5.0,
+        *,
+        max_sends: int | None = None,
+        send_window: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         idle_ttl: float = 600.0,
     ) -> None:
-        ChannelPacer(max_writes, window)  # validate the settings once, here
+        # validate the settings once, here
+        ChannelPacer(max_writes, window, max_sends=max_sends, send_window=send_window)
         self.max_writes = max_writes
         self.window = window
+        self.max_sends = max_sends
+        self.send_window = send_window
         self.margin = margin
-        self.idle_ttl = max(idle_ttl, 2 * window)
+        self.idle_ttl = max(idle_ttl, 2 * window, 2 * (send_window or window))
         self._clock = clock
         self._sleep = sleep
         self._pacers: dict[int, ChannelPacer] = {}
@@ -230,6 +304,8 @@ class PacerRegistry:
             pacer = ChannelPacer(
                 self.max_writes,
                 self.window,
+                max_sends=self.max_sends,
+                send_window=self.send_window,
                 clock=self._clock,
                 sleep=self._sleep,
                 margin=self.margin,
@@ -359,7 +435,9 @@ async def render_stream(
     between typing triggers before the first text). A write that fails with anything but a 429
     or a deleted message, or takes longer than ``write_timeout``, is retried with the latest
     text after ``retry_backoff`` (doubling) up to ``max_attempts`` times in a row; a 429 slows
-    the channel and is retried, up to ``max_rate_limits`` in a row. Then the reply is "failed".
+    the budget it hit (the channel's sends or its edits) and is retried, up to
+    ``max_rate_limits`` in a row. Then the reply is "failed". Sends and edits count their
+    failures separately.
     """
     renderer = _Renderer(
         chunks,
@@ -447,18 +525,24 @@ class _Renderer:
         self._seg_state: Fence = CLOSED
         self._final: tuple[list[Piece], list[str], str | None] | None = None
 
-        # what is written
+        # what is written: two lanes per reply, one for sends and one for edits
         self._messages: list[_Message] = []
+        self._committed_contents: list[str] = []  # rendered self._committed (final, cached)
+        self._editing: _Write | None = None  # the edit in flight
+        self._writing: set[WriteKind] = set()  # lanes with a write in flight
+        self._lanes: dict[WriteKind, asyncio.Task[None]] = {}
+        self._typing: asyncio.Task[None] | None = None
         self._sends = 0
         self._edits = 0
         self._rate_limited = 0
-        self._failures = 0
-        self._consecutive_429 = 0
+        self._failures: dict[WriteKind, int] = {"send": 0, "edit": 0}
+        self._consecutive_429: dict[WriteKind, int] = {"send": 0, "edit": 0}
         self._t_first_visible: float | None = None
         self._t_last_write: float | None = None
         self._max_lag: float | None = None
         self._gone = False
         self._sink_error: BaseException | None = None
+        self._warned_extra = False
 
     # -- text ----------------------------------------------------------------------------------
 
@@ -563,65 +647,135 @@ class _Renderer:
         else:
             self._reader = asyncio.create_task(self._read(it))
             helpers.append(asyncio.create_task(self._watch_cancel()))
-            helpers.append(asyncio.create_task(self._keep_typing()))
+            self._typing = asyncio.create_task(self._keep_typing())
+            helpers.append(self._typing)
+        kinds: tuple[WriteKind, ...] = ("send", "edit")
+        self._lanes = {kind: asyncio.create_task(self._lane(kind)) for kind in kinds}
+        lanes = list(self._lanes.values())
         try:
-            await self._write_loop(helpers[-1] if helpers else None)
+            await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            for task in lanes:
+                task.cancel()
+            await asyncio.wait(lanes)
             for task in helpers:
                 task.cancel()
             if self._reader is not None and not self._reader.done():
                 self._stop_requested = self._stop_requested or not (self._gone or self._sink_error)
                 self._stop_reading()
                 await asyncio.wait([self._reader])
+        for task in lanes:  # a lane only ends with an exception if there is a bug
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         return self._result()
 
-    async def _write_loop(self, typing: asyncio.Task[None] | None) -> None:
-        while not (self._gone or self._sink_error):
-            done = self._done
-            write = self._next_write(done)
-            if write is None:
-                if done:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self.pacer.acquire()
-            write = self._next_write(self._done)  # the latest text, now that the slot is ours
-            if write is None:
-                continue
-            if typing is not None and write.index == 0 and not self._messages:
-                typing.cancel()
-            await self._perform(write)
+    @property
+    def _halted(self) -> bool:
+        """Whether writing has stopped for good (a message was deleted, or the sink broke)."""
+        return self._gone or self._sink_error is not None
 
-    def _next_write(self, done: bool) -> _Write | None:
-        """The first message whose content should change, with its new content."""
+    def _changed(self) -> None:
+        """Wake the lanes: text arrived, reading ended, or a write started or ended."""
+        self._wake.set()
+
+    async def _wait_for_change(self) -> None:
+        self._wake.clear()
+        await self._wake.wait()
+
+    async def _lane(self, kind: WriteKind) -> None:
+        """Write the reply's sends (or its edits), one at a time, each in a slot of the channel.
+
+        A new message is sent only when every earlier message already shows its final content
+        or has its final edit in flight, so a reader never sees text twice for longer than that
+        edit takes; that edit and the send go out together, each from its own budget.
+        """
+        budget = self.pacer.budget(kind)
+        while not self._halted:
+            layout = self._layout()
+            write = self._pick(kind, layout, ready_only=True)
+            if write is None:
+                if self._done and not self._writing and self._settled(layout):
+                    self._changed()  # the other lane may be waiting: it is done too
+                    return
+                await self._wait_for_change()
+                continue
+            await budget.acquire()
+            # The slot is ours: write the latest text. The send goes even if, rarely, an earlier
+            # message's final edit failed meanwhile (the edit lane retries it; the end is exact).
+            write = self._pick(kind, self._layout(), ready_only=False)
+            if write is None:
+                log.debug("a %s slot went unused", kind)
+                continue
+            if kind == "send" and write.index == 0 and self._typing is not None:
+                self._typing.cancel()
+            await self._perform(kind, write)
+
+    def _layout(self) -> tuple[list[str], list[tuple[int, int]]] | None:
+        """What every message should show now, and the span of the text each shows."""
         text = self._text()
-        if done:
+        if self._done:
             pieces, contents, _ = self._final_layout(text)
             spans = [(p.start, p.end) for p in pieces]
             spans += [(spans[-1][1], spans[-1][1]) if spans else (0, 0)] * (
                 len(contents) - len(spans)
             )
-        else:
-            if not self._has_text:
-                return None
-            new, self._seg_start, self._seg_state = commit_pieces(
-                text, self._seg_start, self._seg_state, self.limit
-            )
-            self._committed += new
-            contents = [p.render(text) for p in self._committed]
-            spans = [(p.start, p.end) for p in self._committed]
-            live, shown = live_view(
-                text, self._seg_start, self._seg_state, self.limit, self.style.live_marker
-            )
-            contents.append(live)
-            spans.append((self._seg_start, shown))
-        for i, content in enumerate(contents):
-            if i >= len(self._messages) or self._messages[i].content != content:
-                return _Write(i, content, *spans[i])
-        if len(self._messages) > len(contents):
-            log.warning("renderer left %d extra messages", len(self._messages) - len(contents))
-        return None
+            return contents, spans
+        if not self._has_text:
+            return None
+        new, self._seg_start, self._seg_state = commit_pieces(
+            text, self._seg_start, self._seg_state, self.limit
+        )
+        self._committed += new
+        self._committed_contents += [p.render(text) for p in new]
+        live, shown = live_view(
+            text, self._seg_start, self._seg_state, self.limit, self.style.live_marker
+        )
+        contents = [*self._committed_contents, live]
+        spans = [(p.start, p.end) for p in self._committed]
+        spans.append((self._seg_start, shown))
+        return contents, spans
+
+    def _pick(
+        self,
+        kind: WriteKind,
+        layout: tuple[list[str], list[tuple[int, int]]] | None,
+        *,
+        ready_only: bool,
+    ) -> _Write | None:
+        """The lane's next write: the first stale message (edits) or the next message (sends).
+
+        With ``ready_only``, a send waits until the messages before it are final or have their
+        final edit in flight.
+        """
+        if layout is None:
+            return None
+        contents, spans = layout
+        messages = self._messages
+        if len(messages) > len(contents) and not self._warned_extra:
+            self._warned_extra = True
+            log.warning("renderer left %d extra messages", len(messages) - len(contents))
+        if kind == "edit":
+            for i in range(min(len(messages), len(contents))):
+                if messages[i].content != contents[i]:
+                    return _Write(i, contents[i], *spans[i])
+            return None
+        n = len(messages)
+        if n >= len(contents):
+            return None
+        if ready_only:
+            editing = self._editing
+            for i, msg in enumerate(messages):
+                if msg.content != contents[i] and (
+                    editing is None or editing.index != i or editing.content != contents[i]
+                ):
+                    return None
+        return _Write(n, contents[n], *spans[n])
+
+    def _settled(self, layout: tuple[list[str], list[tuple[int, int]]] | None) -> bool:
+        """Whether every message shows what it should and no message is missing."""
+        return self._pick("edit", layout, ready_only=False) is None and (
+            self._pick("send", layout, ready_only=False) is None
+        )
 
     def _final_layout(self, text: str) -> tuple[list[Piece], list[str], str | None]:
         """The final messages: pieces of text with their contents, and the notice added."""
@@ -651,11 +805,26 @@ class _Renderer:
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def _perform(self, write: _Write) -> None:
+    async def _perform(self, kind: WriteKind, write: _Write) -> None:
+        self._writing.add(kind)
         try:
-            if write.index < len(self._messages):
+            await self._attempt(kind, write)
+        finally:
+            self._writing.discard(kind)
+            self._changed()
+
+    async def _attempt(self, kind: WriteKind, write: _Write) -> None:
+        try:
+            if kind == "edit":
                 msg = self._messages[write.index]
-                await asyncio.wait_for(self.sink.edit(msg.id, write.content), self.write_timeout)
+                self._editing = write
+                self._changed()  # a send waiting for this final edit may go with it
+                try:
+                    await asyncio.wait_for(
+                        self.sink.edit(msg.id, write.content), self.write_timeout
+                    )
+                finally:
+                    self._editing = None
                 msg.content, msg.start, msg.end = write.content, write.start, write.end
                 self._edits += 1
             else:
@@ -673,27 +842,27 @@ class _Renderer:
                         log.exception("on_message callback failed")
         except SinkRateLimited as exc:
             self._rate_limited += 1
-            self._consecutive_429 += 1
-            self.pacer.penalize(exc.retry_after)
-            log.warning("write rate-limited (retry after %.2f s)", exc.retry_after)
-            if self._consecutive_429 >= self.max_rate_limits:
+            self._consecutive_429[kind] += 1
+            self.pacer.budget(kind).penalize(exc.retry_after)
+            log.warning("%s rate-limited (retry after %.2f s)", kind, exc.retry_after)
+            if self._consecutive_429[kind] >= self.max_rate_limits:
                 self._give_up(exc)
             return
         except SinkMessageGone as exc:
             log.info("a message of the reply was deleted; stopping the reply: %s", exc)
             self._gone = True
             self._sink_error = exc
-            self._stop_reading()
+            self._halt()
             return
         except Exception as exc:  # network trouble and the like: retry a few times, then give up
-            self._failures += 1
-            if self._failures >= self.max_attempts:
+            self._failures[kind] += 1
+            if self._failures[kind] >= self.max_attempts:
                 self._give_up(exc)
                 return
-            log.warning("write failed (attempt %d): %r", self._failures, exc)
-            await self.sleep(self.retry_backoff * 2 ** (self._failures - 1))
+            log.warning("%s failed (attempt %d): %r", kind, self._failures[kind], exc)
+            await self.sleep(self.retry_backoff * 2 ** (self._failures[kind] - 1))
             return
-        self._failures = self._consecutive_429 = 0
+        self._failures[kind] = self._consecutive_429[kind] = 0
         now = self.clock()
         self._t_last_write = now
         if write.end > write.start and self._t_first_visible is None:
@@ -707,7 +876,16 @@ class _Renderer:
             self._len,
         )
         self._sink_error = exc
+        self._halt()
+
+    def _halt(self) -> None:
+        """Stop writing and reading: a lane waiting for a slot gives it up at once."""
+        current = asyncio.current_task()
+        for kind, task in self._lanes.items():
+            if kind not in self._writing and task is not current:
+                task.cancel()
         self._stop_reading()
+        self._changed()
 
     def _note_visible(self, now: float) -> None:
         """Track how long text took to become visible (the contiguous prefix shown)."""

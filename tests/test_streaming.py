@@ -12,7 +12,7 @@ import re
 import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -27,6 +27,7 @@ from bot.streaming import (
     RenderStyle,
     SinkMessageGone,
     SinkRateLimited,
+    WriteBudget,
     render_stream,
 )
 
@@ -107,15 +108,21 @@ def pacer(max_writes: int = 5, window: float = 5.0) -> ChannelPacer:
 @dataclass
 class Write:
     t: float
+    """When the write started (reached the channel)."""
     kind: str
     reply: int
     message_id: int
     content: str
+    landed: float = 0.0
+    """When the write took effect (the message showed ``content``)."""
 
 
 @dataclass
 class FakeChannel:
-    """Messages and a log of every write, with a Discord-like fixed-window bucket (optional)."""
+    """Messages and a log of every write, with Discord-like fixed-window buckets (optional).
+
+    Like Discord, sends (message creates) and edits each have their own bucket in a channel.
+    """
 
     limit: int = 2000
     bucket: tuple[int, float] | None = (5, 5.0)
@@ -126,21 +133,29 @@ class FakeChannel:
     violations: list[str] = field(default_factory=list)
     refused_429: int = 0
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
-    _window: tuple[float, int] = (-1e9, 0)
+    _windows: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def take(self) -> None:
-        """Count a write against the bucket (fixed window opened by its first request)."""
+    def take(self, kind: str) -> None:
+        """Count a write against its bucket (fixed window opened by its first request)."""
         if self.bucket is None:
             return
         limit, per = self.bucket
-        start, count = self._window
+        start, count = self._windows.get(kind, (-1e9, 0))
         t = now()
         if t >= start + per:
             start, count = t, 0
         if count >= limit:
             self.refused_429 += 1
             raise SinkRateLimited(start + per - t)
-        self._window = (start, count + 1)
+        self._windows[kind] = (start, count + 1)
+
+    def times(self, kind: str) -> list[float]:
+        """When each write of ``kind`` started."""
+        return [w.t for w in self.writes if w.kind == kind]
+
+    def max_per_window(self, window: float = 5.0) -> dict[str, int]:
+        """The most sends, and the most edits, that started in any ``window`` seconds."""
+        return {kind: max_in_window(self.times(kind), window) for kind in ("send", "edit")}
 
     def check(self, content: str) -> None:
         if not content.strip():
@@ -173,7 +188,7 @@ class FakeSink:
         self.calls += 1
         fault = self.fault(kind, self.calls) if self.fault else None
         if fault is None:
-            self.channel.take()
+            self.channel.take(kind)
         await asyncio.sleep(self.channel.latency)
         if fault is not None:
             raise fault
@@ -183,7 +198,7 @@ class FakeSink:
             raise SinkMessageGone(f"unknown message {message_id}")
         self.channel.check(content)
         self.channel.messages[message_id] = content
-        self.channel.writes.append(Write(t, kind, self.reply, message_id, content))
+        self.channel.writes.append(Write(t, kind, self.reply, message_id, content, now()))
         return message_id
 
     async def send(self, text: str) -> int:
@@ -316,6 +331,22 @@ def check_final(channel: FakeChannel, result: RenderResult, limit: int = 2000) -
         assert len(c) <= limit and c.strip() and len(re.findall("```", c)) % 2 == 0
 
 
+def check_order(channel: FakeChannel, result: RenderResult) -> None:
+    """Messages are sent in order, each only once every earlier message of the reply shows its
+    final content or has the write that gives it started: text never shows twice for longer
+    than that write takes."""
+    ids = result.message_ids
+    sends = [w for w in channel.writes if w.kind == "send" and w.message_id in ids]
+    assert [w.message_id for w in sends] == ids
+    final_from: dict[int, float] = {}
+    for w in channel.writes:
+        if w.message_id in ids and w.content == result.contents[ids.index(w.message_id)]:
+            final_from.setdefault(w.message_id, w.t)
+    for j, send in enumerate(sends):
+        for i in range(j):
+            assert final_from[ids[i]] <= send.t, f"message {j} sent before message {i} was final"
+
+
 # --- the first text ----------------------------------------------------------------------------
 
 
@@ -363,12 +394,14 @@ def test_no_text_is_lost_when_the_stream_ends_mid_interval() -> None:
     async def main() -> None:
         channel = FakeChannel()
         result = await render([(0.0, "a"), (0.2, "b"), (0.2, "c")], channel)
-        assert [(w.kind, w.content) for w in channel.writes] == [
-            ("send", "a" + MARK),
-            ("edit", "abc"),
+        # the first edit needs no wait (sends and edits have their own buckets); the final one
+        # takes the next edit slot, not later
+        assert [(w.t, w.kind, w.content) for w in channel.writes] == [
+            (0.0, "send", "a" + MARK),
+            (pytest.approx(0.2), "edit", "ab" + MARK),
+            (pytest.approx(0.2 + 1.05), "edit", "abc"),
         ]
-        assert channel.writes[1].t == pytest.approx(1.05)  # the next slot, not later
-        assert result.final_lag == pytest.approx(1.05 - 0.4 + channel.latency)
+        assert result.final_lag == pytest.approx(0.2 + 1.05 - 0.4 + channel.latency)
 
     vrun(main)
 
@@ -388,20 +421,61 @@ def test_each_write_carries_the_latest_text() -> None:
     async def main() -> None:
         channel = FakeChannel()
         text = prose(900)
+        step = 4.0 / 89
         await render(even_script(text, 90, 4.0), channel)
-        times = [w.t for w in channel.writes]
-        assert all(b - a >= 1.05 - 1e-9 for a, b in itertools.pairwise(times))
+        edits = channel.times("edit")
+        # the first edit goes as soon as the first message exists (the second chunk is there)
+        assert edits[0] == pytest.approx(channel.latency) and step < channel.latency
+        assert all(b - a >= 1.05 - 1e-9 for a, b in itertools.pairwise(edits))
         # the text written at each slot is everything that had arrived by then
         for w in channel.writes[:-1]:
-            arrived = int(w.t / (4.0 / 89) + 1e-9) + 1
+            arrived = int(w.t / step + 1e-9) + 1
             assert w.content == text[: arrived * 10] + MARK
+        assert channel.writes[-1].content == text
 
     vrun(main)
 
 
-def test_three_concurrent_replies_share_the_channel_budget() -> None:
+def test_a_fast_reply_trails_the_model_by_at_most_one_edit_interval() -> None:
+    async def main() -> None:
+        channel = FakeChannel()  # 5 sends and 5 edits per 5 s, refusing with 429 beyond
+        text = prose(6000, 7)
+        result = await render(even_script(text, 300, 5.0), channel)
+        check_final(channel, result)
+        check_order(channel, result)
+        assert len(result.message_ids) == 4 and result.rate_limited == channel.refused_429 == 0
+        assert max(channel.max_per_window().values()) <= 5
+        # a message break costs nothing extra: the old message's final edit and the new
+        # message's send go out in the same instant, each from its own bucket
+        for s in [w for w in channel.writes if w.kind == "send"][1:]:
+            assert any(w.kind == "edit" and w.t == s.t for w in channel.writes)
+        interval = 1.05 + channel.latency + 1e-9
+        assert result.max_lag is not None and result.max_lag <= interval
+        assert result.final_lag is not None and result.final_lag <= interval
+
+    vrun(main)
+
+
+def test_a_new_message_waits_for_the_final_edit_of_the_one_before() -> None:
+    async def main() -> None:
+        channel = FakeChannel(latency=0.3)
+        # the first message shows 1,900 characters; then the text grows past the limit and
+        # is cut at the paragraph break at 1,600, so 300 shown characters move on
+        first, rest = "w " * 800 + "\n\n", "v " * 150 + "x " * 300
+        script = [(0.0, first[:-2] + "w " * 150), (0.1, "\n\n"), (0.4, rest)]
+        result = await render(script, channel)
+        check_final(channel, result)
+        check_order(channel, result)
+        sends = [w for w in channel.writes if w.kind == "send"]
+        final_edit = next(w for w in channel.writes if w.content == result.contents[0])
+        assert sends[1].t == final_edit.t  # together, not one interval apart
+
+    vrun(main)
+
+
+def test_three_concurrent_replies_share_the_channel_budgets() -> None:
     async def main() -> tuple[list[RenderResult], FakeChannel]:
-        channel = FakeChannel()  # a fixed window of 5 per 5 s, refusing with 429 beyond it
+        channel = FakeChannel()  # fixed windows of 5 per 5 s, refusing with 429 beyond them
         shared = pacer()
         texts = [prose(6000, seed) for seed in range(3)]
 
@@ -416,17 +490,24 @@ def test_three_concurrent_replies_share_the_channel_budget() -> None:
             assert result.state == "complete"
             assert result.text == texts[k]
             check_final(channel, result)
+            check_order(channel, result)
             assert len(result.message_ids) <= 4
             assert result.rate_limited == 0
         return results, channel
 
-    _, channel = vrun(main)
+    results, channel = vrun(main)
     assert channel.refused_429 == 0
-    assert max_in_window([w.t for w in channel.writes], 5.0) <= 5
+    assert channel.max_per_window() == {"send": 5, "edit": 5}  # used, never exceeded
     # fair: every reply shows its first text within a few slots of its first chunk
     for k in range(3):
         first = min(w.t for w in channel.writes if w.reply == k)
         assert first - 0.3 * k <= 3 * 1.05 + 1e-9
+    # the channel's sends are the bottleneck (12 messages); they follow one another at the
+    # budget's pace, so the last reply is done one send interval after the 12th slot
+    sends = channel.times("send")
+    assert len(sends) == sum(len(r.message_ids) for r in results) == 12
+    assert all(b - a == pytest.approx(1.05) for a, b in itertools.pairwise(sends))
+    assert max(w.landed for w in channel.writes) == pytest.approx(11 * 1.05 + channel.latency)
 
 
 def test_replies_in_different_channels_do_not_wait_for_each_other() -> None:
@@ -441,9 +522,11 @@ def test_replies_in_different_channels_do_not_wait_for_each_other() -> None:
             )
         )
         assert registry.get(0) is not registry.get(1) and registry.get(0) is registry.get(0)
-        for ch in channels:
-            times = [w.t for w in ch.writes]
-            assert times[:4] == pytest.approx([0.0, 1.05, 2.1, 3.15])
+        timelines = [[(w.t, w.kind, w.content) for w in ch.writes] for ch in channels]
+        assert timelines[0] == timelines[1]  # the same as if each were alone
+        edits = channels[0].times("edit")
+        assert edits[:3] == pytest.approx([edits[0] + k * 1.05 for k in range(3)])
+        assert edits[0] == pytest.approx(channels[0].latency)  # once the first message exists
 
     vrun(main)
 
@@ -501,12 +584,13 @@ def test_any_text_any_chunking_ends_exact_bounded_and_balanced(
     result, channel = vrun(main)
     assert result.text == text
     assert not channel.violations  # every write, not only the last: short, non-blank, balanced
-    assert max_in_window([w.t for w in channel.writes], 5.0) <= 5 and channel.refused_429 == 0
+    assert max(channel.max_per_window().values()) <= 5 and channel.refused_429 == 0
     if text.strip():
         assert result.state == "complete"
         assert result.pieces == split_pieces(text, limit)
         assert final_contents(channel, result) == split_message(text, limit)
         check_final(channel, result, limit)
+        check_order(channel, result)
         event(f"messages: {min(len(result.message_ids), 5)}")
     else:
         assert result.state == "empty"
@@ -544,6 +628,8 @@ def test_a_stop_or_an_error_at_any_moment_keeps_the_text_so_far(
     assert result.text == "".join(probe.yielded)
     assert not channel.violations
     check_final(channel, result, limit)
+    check_order(channel, result)
+    assert max(channel.max_per_window().values()) <= 5 and channel.refused_429 == 0
     assert probe.closed_at is not None
     if result.state == "stopped":
         assert probe.closed_at <= at + 1e-9  # reading stopped the moment the token fired
@@ -555,6 +641,69 @@ def test_a_stop_or_an_error_at_any_moment_keeps_the_text_so_far(
         assert result.state in ("complete", "empty") and result.text == text
     if result.pieces:
         assert result.pieces == split_pieces(result.text, limit)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.integers(1, 6000) | st.integers(2100, 6000), min_size=1, max_size=3),
+    seconds=st.sampled_from([0.5, 3.0, 8.0]),
+    faults=st.lists(
+        st.tuples(
+            st.sampled_from(["send", "edit"]),
+            st.integers(1, 5),
+            st.sampled_from(["reset", "429"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_concurrent_replies_with_failing_writes_end_exact_within_both_budgets(
+    lengths: list[int], seconds: float, faults: list[tuple[str, int, str]]
+) -> None:
+    # every reply's sink fails some of its sends and edits (never twice in a row, so no reply
+    # gives up); the channel's real buckets must never refuse a write
+    failing = {(kind, 2 * n): how for kind, n, how in faults}
+    fired: list[str] = []
+
+    def fault_for() -> Callable[[str, int], BaseException | None]:
+        seen = {"send": 0, "edit": 0}
+
+        def fault(kind: str, _: int) -> BaseException | None:
+            seen[kind] += 1
+            how = failing.get((kind, seen[kind]))
+            if how is None:
+                return None
+            fired.append(f"{kind} {how}")
+            return ConnectionResetError("reset") if how == "reset" else SinkRateLimited(0.7)
+
+        return fault
+
+    texts = [prose(n, seed) for seed, n in enumerate(lengths)]
+
+    async def main() -> tuple[list[RenderResult], FakeChannel]:
+        channel, shared = FakeChannel(), pacer()
+
+        async def one(k: int) -> RenderResult:
+            await asyncio.sleep(0.2 * k)
+            script = even_script(texts[k], max(1, len(texts[k]) // 40), seconds)
+            return await render(script, channel, channel_pacer=shared, fault=fault_for(), reply=k)
+
+        return list(await asyncio.gather(*(one(k) for k in range(len(texts))))), channel
+
+    results, channel = vrun(main)
+    assert channel.refused_429 == 0 and max(channel.max_per_window().values()) <= 5
+    assert not channel.violations
+    for k, result in enumerate(results):
+        assert result.state == "complete", result.error
+        assert result.text == texts[k]
+        assert final_contents(channel, result) == split_message(texts[k])
+        check_final(channel, result)
+        sends = [w.message_id for w in channel.writes if w.kind == "send" and w.reply == k]
+        assert sends == result.message_ids  # sent in order, none twice
+    assert sum(r.rate_limited for r in results) == sum(f.endswith("429") for f in fired)
+    event(f"faults fired: {min(len(fired), 4)}{'+' if len(fired) > 4 else ''}")
+    for f in set(fired):
+        event(f)
 
 
 # --- stopping ------------------------------------------------------------------------------------
@@ -728,26 +877,64 @@ def test_empty_stream_says_so() -> None:
     vrun(main)
 
 
-def test_sink_rate_limit_slows_the_channel_and_loses_nothing() -> None:
+def nth(kind: str, n: int, error: BaseException) -> Callable[[str, int], BaseException | None]:
+    """A fault that fails the ``n``-th write of ``kind`` (counting from 1) with ``error``."""
+    seen = {"send": 0, "edit": 0}
+
+    def fault(k: str, _: int) -> BaseException | None:
+        seen[k] += 1
+        return error if k == kind and seen[k] == n else None
+
+    return fault
+
+
+def test_an_edit_429_slows_the_edits_and_loses_nothing() -> None:
     async def main() -> None:
         channel = FakeChannel(bucket=None)
         shared = pacer()
-
-        def fault(kind: str, n: int) -> BaseException | None:
-            return SinkRateLimited(2.0) if n == 3 else None
-
         text = prose(1500)
         script = even_script(text, 50, 6.0)
-        result = await render(script, channel, channel_pacer=shared, fault=fault)
-        assert result.rate_limited == 1 and shared.rate_limited == 1
+        result = await render(
+            script, channel, channel_pacer=shared, fault=nth("edit", 3, SinkRateLimited(2.0))
+        )
+        assert result.rate_limited == 1
+        assert (shared.edits.rate_limited, shared.sends.rate_limited) == (1, 0)
         assert result.state == "complete"
         assert final_contents(channel, result) == [text]
-        times = [w.t for w in channel.writes]
-        # two writes, then the refused third at 2.1, then nothing until the retry_after passed
-        assert times[:2] == pytest.approx([0.0, 1.05])
-        assert times[2] >= 2.1 + 2.0
+        times, step = channel.times("edit"), 6.0 / 49
+        # two edits (the first with the second chunk), then the refused third, then nothing
+        # until the retry_after passed
+        assert times[:2] == pytest.approx([step, step + 1.05])
+        assert times[2] >= step + 2.1 + 2.0
         gaps = [b - a for a, b in itertools.pairwise(times[2:])]
         assert all(g >= 2 * 1.05 - 1e-9 for g in gaps)  # slower for a while afterwards
+        assert shared.sends.interval() == pytest.approx(1.05)  # the other bucket was not hit
+
+    vrun(main)
+
+
+def test_a_send_429_slows_the_sends_and_loses_nothing() -> None:
+    async def main() -> None:
+        channel = FakeChannel(bucket=None)
+        shared = pacer()
+        text = prose(9000, 2)
+        script = even_script(text, 90, 4.5)
+        result = await render(
+            script, channel, channel_pacer=shared, fault=nth("send", 2, SinkRateLimited(3.0))
+        )
+        assert result.rate_limited == 1
+        assert (shared.sends.rate_limited, shared.edits.rate_limited) == (1, 0)
+        assert result.state == "complete"
+        assert final_contents(channel, result) == split_message(text)
+        check_final(channel, result)
+        check_order(channel, result)
+        sends = channel.times("send")
+        refused_at = sends[0] + 1.05  # the second send's slot came and was refused
+        assert sends[1] >= refused_at + 3.0
+        assert all(b - a >= 2 * 1.05 - 1e-9 for a, b in itertools.pairwise(sends[1:]))
+        edits = channel.times("edit")
+        assert all(b - a == pytest.approx(1.05) for a, b in itertools.pairwise(edits[:4]))
+        assert shared.edits.interval() == pytest.approx(1.05)
 
     vrun(main)
 
@@ -766,9 +953,41 @@ def test_a_deleted_message_stops_the_reply_cleanly() -> None:
         await deleter
         assert result.state == "gone" and isinstance(result.error, SinkMessageGone)
         assert len(result.message_ids) == 1 and channel.messages == {}
-        assert [w.kind for w in channel.writes] == ["send", "edit"]
+        assert [w.kind for w in channel.writes] == ["send", "edit", "edit"]
+        assert all(w.landed < 1.5 for w in channel.writes)  # the next edit found it gone
         assert probe.closed_at is not None and probe.closed_at < 2.5  # stopped reading at once
         assert result.text == "".join(probe.yielded)
+
+    vrun(main)
+
+
+def test_a_reply_that_stops_writing_gives_up_its_place_in_the_queue() -> None:
+    async def main() -> None:
+        channel, shared = FakeChannel(), pacer()
+        hog_times: list[float] = []
+
+        async def hog() -> None:  # another reply's sends, one after the other
+            await asyncio.sleep(0.5)
+            for _ in range(5):
+                await shared.sends.acquire()
+                hog_times.append(now())
+
+        async def delete_first() -> None:
+            await sleep_until(2.0)
+            channel.messages.pop(min(channel.messages))
+
+        tasks = [asyncio.create_task(hog()), asyncio.create_task(delete_first())]
+        text = prose(3000, 4)
+        result = await render(even_script(text, 40, 2.0), channel, channel_pacer=shared)
+        # the old message's final edit (at about 2.15) found it deleted while the next
+        # message's send waited for a slot behind the other reply's: the reply ended at once
+        assert result.state == "gone"
+        assert result.total_time == pytest.approx(2.15 + channel.latency, abs=0.01)
+        await asyncio.gather(*tasks)
+        assert [w.kind for w in channel.writes] == ["send", "edit", "edit"]
+        # the slot the reply was waiting for went to the other reply, not to waste
+        assert hog_times == pytest.approx([1.05, 2.1, 3.15, 4.2, 5.25])
+        assert shared.sends.writes == 1 + 5
 
     vrun(main)
 
@@ -852,49 +1071,76 @@ def test_metrics_are_reported() -> None:
 # --- the pacer -----------------------------------------------------------------------------------
 
 
-def test_pacer_spreads_writes_and_serves_the_longest_waiting_first() -> None:
+def test_budget_spreads_writes_and_serves_the_longest_waiting_first() -> None:
     async def main() -> None:
-        p = pacer()
+        b = WriteBudget(5, 5.0, clock=now)
         order: list[tuple[str, float]] = []
 
         async def writer(name: str, delay: float) -> None:
             await asyncio.sleep(delay)
-            await p.acquire()
+            await b.acquire()
             order.append((name, now()))
 
         await asyncio.gather(writer("a", 0.0), writer("b", 0.01), writer("c", 0.02))
         await asyncio.gather(writer("c", 0.0), writer("a", 0.001))
         assert [n for n, _ in order] == ["a", "b", "c", "c", "a"]
         assert [t for _, t in order] == pytest.approx([0.0, 1.05, 2.1, 3.15, 4.2])
-        assert p.writes == 5
+        assert b.writes == 5
 
     vrun(main)
 
 
-def test_pacer_never_exceeds_the_budget_in_any_window() -> None:
+def test_budget_never_exceeds_its_limit_in_any_window() -> None:
     async def main() -> None:
-        p = ChannelPacer(3, 2.0, clock=now, margin=0.0)
+        b = WriteBudget(3, 2.0, clock=now, margin=0.0)
         times = []
         for _ in range(12):
-            await p.acquire()
+            await b.acquire()
             times.append(now())
         assert max_in_window(times, 2.0) <= 3
 
     vrun(main)
 
 
-def test_pacer_penalty_pauses_then_slows_then_recovers() -> None:
+def test_budget_penalty_pauses_then_slows_then_recovers() -> None:
     async def main() -> None:
-        p = pacer()
-        await p.acquire()
-        p.penalize(3.0)
-        assert p.interval() == pytest.approx(2.1)
-        await p.acquire()
+        b = WriteBudget(5, 5.0, clock=now)
+        await b.acquire()
+        b.penalize(3.0)
+        assert b.interval() == pytest.approx(2.1)
+        await b.acquire()
         assert now() == pytest.approx(3.05)
-        await p.acquire()
+        await b.acquire()
         assert now() == pytest.approx(3.05 + 2.1)
         await asyncio.sleep(30)
-        assert p.interval() == pytest.approx(1.05)
+        assert b.interval() == pytest.approx(1.05)
+
+    vrun(main)
+
+
+def test_a_channel_has_one_budget_for_sends_and_one_for_edits() -> None:
+    async def main() -> None:
+        p = pacer()
+        assert p.budget("send") is p.sends and p.budget("edit") is p.edits
+        assert p.sends is not p.edits
+        started: dict[str, list[float]] = {"send": [], "edit": []}
+
+        async def writer(kind: Literal["send", "edit"], n: int) -> None:
+            for _ in range(n):
+                await p.budget(kind).acquire()
+                started[kind].append(now())
+
+        await asyncio.gather(writer("send", 6), writer("edit", 6))
+        expected = [k * 1.05 for k in range(6)]
+        assert started == {"send": pytest.approx(expected), "edit": pytest.approx(expected)}
+        assert p.writes == 12
+        p.sends.penalize(2.0)  # a 429 on one route slows that route only
+        assert (p.sends.interval(), p.edits.interval()) == pytest.approx((2.1, 1.05))
+        assert p.rate_limited == 1
+
+        custom = ChannelPacer(5, 5.0, max_sends=2, send_window=4.0, clock=now)
+        assert (custom.sends.max_writes, custom.sends.window) == (2, 4.0)
+        assert (custom.edits.max_writes, custom.edits.window) == (5, 5.0)
 
     vrun(main)
 
@@ -903,16 +1149,29 @@ def test_registry_forgets_idle_channels_but_never_a_pacer_in_use() -> None:
     async def main() -> None:
         registry = PacerRegistry(clock=now, idle_ttl=60)
         held = registry.get(1)
-        await held.acquire()
+        await held.edits.acquire()
         registry.get(2)
         await asyncio.sleep(120)
         registry.prune()
         assert len(registry) == 0
-        assert registry.get(1) is held  # still referenced by a reply: the same budget
-        await held.acquire()
+        assert registry.get(1) is held  # still referenced by a reply: the same budgets
+        await held.edits.acquire()
         assert now() == 120
 
     vrun(main)
+
+
+def test_registry_gives_every_channel_both_budgets() -> None:
+    registry = PacerRegistry(4, 8.0)  # as bot/app.py calls it: edits per window, window
+    p = registry.get(7)
+    assert (p.edits.max_writes, p.edits.window) == (p.sends.max_writes, p.sends.window) == (4, 8.0)
+    p = PacerRegistry(4, 8.0, max_sends=3, send_window=6.0).get(7)
+    assert (p.edits.max_writes, p.edits.window, p.sends.max_writes, p.sends.window) == (
+        4,
+        8.0,
+        3,
+        6.0,
+    )
 
 
 def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
@@ -937,7 +1196,8 @@ def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
             write_timeout=10.0,
         )
         assert result.state == "complete" and final_contents(channel, result) == ["ab"]
-        assert 11 < result.total_time < 15
+        # the edit of "b" (at 0.2) timed out after 10 s and was retried after the backoff
+        assert result.total_time == pytest.approx(0.2 + 10.0 + 0.5 + channel.latency)
 
     vrun(main)
 
@@ -945,5 +1205,11 @@ def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
 def test_pacer_settings_are_validated() -> None:
     with pytest.raises(ValueError):
         ChannelPacer(0, 5.0)
+    with pytest.raises(ValueError):
+        ChannelPacer(5, 5.0, max_sends=0)
+    with pytest.raises(ValueError):
+        WriteBudget(5, -1.0)
+    with pytest.raises(ValueError):
+        PacerRegistry(5, 5.0, send_window=0.0)
     with pytest.raises(ValueError):
         PacerRegistry(5, 0.0)
