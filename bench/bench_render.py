@@ -2,20 +2,22 @@
 
 Runs ``render_stream`` over a scripted model stream (default: 6,000 characters in 300 chunks
 over 5 s) into a sink that talks HTTP to a small aiohttp server on 127.0.0.1. The server keeps
-messages and a fixed-window bucket per channel shared by sends and edits (5 per 5 s, opened by
-the first request, like Discord's) and answers 429 beyond it. Prints, per reply:
+messages and, like Discord, two fixed-window buckets per channel: one for message creates and one
+for message edits (5 per 5 s each, opened by the first request), and answers 429 beyond them.
+Prints, per reply:
 
 - renderer overhead: model's first chunk → the renderer calling ``send`` (goal < 5 ms; for a
-  reply that shares its channel this includes waiting for the channel's next slot);
+  reply that shares its channel this includes waiting for the channel's next send slot);
 - first chunk → first text visible on the server (goal: the overhead plus one round trip);
 - the largest lag between a chunk arriving and its text being visible on the server while the
   model streams (goal: one edit interval), and from the last chunk to the final text;
-- writes used versus the bucket's allowance over the same time, and 429s (goal 0).
+- sends and edits used versus each bucket's allowance over the same time, and 429s (goal 0).
 
-Each new message costs two writes (its first send and its final edit), so when text comes faster
-than the channel's budget can follow, the visible text trails by about one more edit interval
-around each message boundary; several replies in one channel share the budget, so their final
-text waits for the channel's slots (the figures show by how much).
+At a message break the old message's final edit and the new message's send go out together,
+each from its own bucket, so a fast reply trails the model by about one edit interval at most.
+Several replies in one channel share both buckets; every message costs one create, so when
+they stream faster than the channel's creates allow, their final text waits for the channel's
+send slots (the figures show by how much).
 
 Usage: ``python bench/bench_render.py [--chars 6000] [--chunks 300] [--seconds 5]``.
 Scenarios: one reply alone; then three replies at once in one channel, next to a slower reply
@@ -60,32 +62,39 @@ SLOW = 3  # the slower reply streams this many times longer
 class Accepted:
     t: float
     channel: int
+    kind: str
+    """``send`` (message create) or ``edit``."""
     message_id: int
     content: str
 
 
+KINDS = ("send", "edit")
+
+
 @dataclass
 class Server:
-    """Messages, a log of accepted writes, and one fixed-window bucket per channel."""
+    """Messages, a log of accepted writes, and per channel a fixed-window bucket for creates and
+    another for edits."""
 
     limit: int = 5
     per: float = 5.0
     log: list[Accepted] = field(default_factory=list)
     messages: dict[int, str] = field(default_factory=dict)
-    refused: dict[int, int] = field(default_factory=dict)
-    windows: dict[int, tuple[float, int]] = field(default_factory=dict)
+    refused: dict[tuple[int, str], int] = field(default_factory=dict)
+    windows: dict[tuple[int, str], tuple[float, int]] = field(default_factory=dict)
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def take(self, channel: int) -> float | None:
-        """Count a write; return None if allowed, else the seconds until the window resets."""
+    def take(self, channel: int, kind: str) -> float | None:
+        """Count a write; return None if allowed, else the seconds until its window resets."""
         t = time.monotonic()
-        start, count = self.windows.get(channel, (-math.inf, 0))
+        key = (channel, kind)
+        start, count = self.windows.get(key, (-math.inf, 0))
         if t >= start + self.per:
             start, count = t, 0
         if count >= self.limit:
-            self.refused[channel] = self.refused.get(channel, 0) + 1
+            self.refused[key] = self.refused.get(key, 0) + 1
             return start + self.per - t
-        self.windows[channel] = (start, count + 1)
+        self.windows[key] = (start, count + 1)
         return None
 
     def app(self) -> web.Application:
@@ -98,8 +107,9 @@ class Server:
 
     async def _write(self, request: web.Request, message_id: int | None) -> web.Response:
         channel = int(request.match_info["channel"])
+        kind = "send" if message_id is None else "edit"
         body = await request.json()
-        if (retry := self.take(channel)) is not None:
+        if (retry := self.take(channel, kind)) is not None:
             return web.json_response({"message": "rate limited", "retry_after": retry}, status=429)
         if message_id is None:
             message_id = next(self.ids)
@@ -109,7 +119,7 @@ class Server:
         if not content.strip() or len(content) > 2000:
             return web.json_response({"message": "bad content"}, status=400)
         self.messages[message_id] = content
-        self.log.append(Accepted(time.monotonic(), channel, message_id, content))
+        self.log.append(Accepted(time.monotonic(), channel, kind, message_id, content))
         return web.json_response({"id": str(message_id)})
 
     async def send(self, request: web.Request) -> web.Response:
@@ -274,8 +284,6 @@ def measure(
 
 def print_figures(figs: list[Figures], server: Server, channel: int, interval: float) -> None:
     log = [w for w in server.log if w.channel == channel]
-    span = log[-1].t - log[0].t
-    allowed = server.limit * (math.floor(span / server.per) + 1)
     for f in figs:
         r = f.result
         print(
@@ -291,11 +299,22 @@ def print_figures(figs: list[Figures], server: Server, channel: int, interval: f
             f"{f.over_interval} of {r.chunks - 1} chunks over one edit interval ({interval:.2f} s)"
         )
         print(f"    last chunk → final text visible {f.final_lag:.2f} s")
-    refused = server.refused.get(channel, 0)
-    print(
-        f"  channel: {len(log)} writes over {span:.1f} s, bucket allows {allowed} "
-        f"({server.limit} per {server.per:g} s); 429s: {refused}"
-    )
+    for kind in KINDS:
+        times = [w.t for w in log if w.kind == kind]
+        if not times:
+            continue
+        span = times[-1] - times[0]
+        allowed = server.limit * (math.floor(span / server.per) + 1)
+        print(
+            f"  channel {kind}s: {len(times)} over {span:.1f} s, bucket allows {allowed} "
+            f"({server.limit} per {server.per:g} s), most in any {server.per:g} s: "
+            f"{most_in_window(times, server.per)}; 429s: {server.refused.get((channel, kind), 0)}"
+        )
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most writes that started in any ``window``-second span."""
+    return max(sum(1 for u in times[i:] if u < t + window) for i, t in enumerate(times))
 
 
 async def rtt(session: ClientSession, base: str) -> float:
@@ -320,7 +339,7 @@ async def run_reply(
     sink = HttpSink(session, base, channel)
     result = await render_stream(model.stream(), sink, pacers.get(channel), CancelToken())
     log = [w for w in server.log if w.channel == channel]
-    return measure(name, model, sink, result, log, pacers.get(channel).base_interval)
+    return measure(name, model, sink, result, log, pacers.get(channel).edits.base_interval)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -332,7 +351,7 @@ async def main(args: argparse.Namespace) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     base = f"http://127.0.0.1:{port}"
     pacers = PacerRegistry(server.limit, server.per)
-    interval = pacers.get(0).base_interval
+    interval = pacers.get(0).edits.base_interval
     try:
         async with ClientSession() as session:
             round_trip = await rtt(session, base)
