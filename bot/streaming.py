@@ -563,7 +563,7 @@ class _Renderer:
         self._arrivals.append((self._len, now))
         if not self._has_text and not chunk.isspace():
             self._has_text = True
-        self._wake.set()
+        self._changed()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -594,7 +594,7 @@ class _Renderer:
         # The outcome is known: the final write need not wait for the stream to close.
         self._phase = "closing"
         self._t_end = self.clock()
-        self._wake.set()
+        self._changed()
         try:
             await _aclose(it)
         finally:
@@ -617,7 +617,7 @@ class _Renderer:
             return  # too late: the stream has ended, the final write is on its way
         self._stop_requested = True
         self._stop_reading()
-        self._wake.set()
+        self._changed()
 
     async def _watch_cancel(self) -> None:
         await self.cancel.wait()
@@ -665,8 +665,9 @@ class _Renderer:
                 self._stop_reading()
                 await asyncio.wait([self._reader])
         for task in lanes:  # a lane only ends with an exception if there is a bug
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
         return self._result()
 
     @property
