@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from bot.conversation import Question, build_contents, system_instruction
+from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.inflight import InFlight
 from bot.llm import LLMError
 from bot.streaming import MessageSink, RenderResult, render_stream
@@ -105,6 +106,14 @@ async def answer(
     try:
         if ticket is not None:
             await ticket.wait()
+        # Loaded before the question is stored: exactly the turns that came before it.
+        history = await store.load_history(
+            question.channel_id,
+            max_turns=bot.settings.history_turns,
+            max_tokens=bot.settings.history_tokens,
+            image_turns=bot.settings.history_image_turns,
+        )
+        question = dataclasses.replace(question, text=with_quote(question, history), quote=None)
         user_turn = await store.add_user_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
@@ -123,13 +132,6 @@ async def answer(
     result: RenderResult | None = None
     stream = None
     try:
-        history = await store.load_history(
-            question.channel_id,
-            max_turns=bot.settings.history_turns,
-            max_tokens=bot.settings.history_tokens,
-            image_turns=bot.settings.history_image_turns,
-            before_turn=user_turn,
-        )
         contents = build_contents(history, question)
         model_turn = await store.start_model_turn(
             channel_id=question.channel_id,

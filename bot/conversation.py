@@ -29,6 +29,21 @@ INTERRUPTED = {
 }
 
 
+QUOTE_LIMIT = 1500
+"""Characters of a replied-to message that go along with the question."""
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The message a question replies to (on Discord, the "replying to" line above it)."""
+
+    message_id: int
+    author_name: str
+    text: str
+    by_bot: bool = False
+    """True when it is one of the bot's own messages."""
+
+
 @dataclass
 class Question:
     """A new turn from Discord: who asked, where, what (text and validated images)."""
@@ -42,6 +57,24 @@ class Question:
     message_id: int | None = None
     images: list[ImageIn] = field(default_factory=list)
     in_dm: bool = False
+    quote: Quote | None = None
+
+
+def with_quote(question: Question, history: Sequence[Turn]) -> str:
+    """The question's text, preceded by the message it replies to unless the history already
+    holds that message (a reply to an older answer, or to someone else's message, keeps its
+    context)."""
+    quote = question.quote
+    if quote is None or not quote.text.strip():
+        return question.text
+    if question.text and any(quote.message_id in turn.message_ids for turn in history):
+        return question.text
+    snippet = " ".join(quote.text.split())
+    if len(snippet) > QUOTE_LIMIT:
+        snippet = snippet[: QUOTE_LIMIT - 1].rstrip() + "…"
+    who = "your earlier message" if quote.by_bot else quote.author_name
+    head = f'(replying to {who}: "{snippet}")'
+    return f"{head}\n{question.text}" if question.text else head
 
 
 def system_instruction(persona: str | None, bot_name: str, in_dm: bool) -> str:

@@ -536,3 +536,48 @@ async def test_a_failure_on_our_side_is_reported_not_silent(tmp_path: Path) -> N
         store.get_channel_settings = real  # type: ignore[method-assign]
         _, contents = await ask(w, w.general, w.alice, "better now?")
         assert "".join(contents) == model_text(w.gemini.requests[0])
+
+
+async def test_replies_carry_the_message_they_answer(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        # mentioning the bot in a reply to someone else's message: the bot sees that message
+        claim = await w.discord.user_message(w.general, w.bob, "The Eiffel Tower is in Rome.")
+        await ask(w, w.general, w.alice, "is this right?", reply_to=claim)
+        request = w.gemini.requests[0]
+        assert request.last_user_text() == (
+            '[alice] (replying to bob: "The Eiffel Tower is in Rome.")\nis this right?'
+        )
+        # ... and so does the history afterwards
+        await ask(w, w.general, w.alice, "so where is it?")
+        assert "Eiffel Tower is in Rome" in w.gemini.requests[1].texts("user")[0]
+
+        # a bare mention in reply to someone's message asks about that message
+        fact = await w.discord.user_message(w.random, w.bob, "Octopuses have three hearts.")
+        bare = await w.discord.user_message(
+            w.random,
+            w.alice,
+            w.discord.bot_user.mention,
+            mentions=[w.discord.bot_user],
+            reply_to=fact,
+            ping_reply=False,
+        )
+        await w.reply_done(bare.id)
+        assert w.gemini.requests[2].last_user_text() == (
+            '[alice] (replying to bob: "Octopuses have three hearts.")'
+        )
+
+        # replying to an answer the history no longer holds (after /reset) brings it back
+        old_answer = w.discord.bot_messages(w.random)[-1]
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, w.bob, roles=[mods])
+        reset = await w.discord.slash_command(w.random, w.bob, "reset")
+        await reset.wait_for_callback()
+        follow = await w.discord.user_message(
+            w.random, w.alice, "why three?", reply_to=old_answer, ping_reply=False
+        )
+        await w.reply_done(follow.id)
+        request = w.gemini.requests[3]
+        assert request.roles() == ["user"]
+        assert request.last_user_text() == (
+            f'[alice] (replying to your earlier message: "{old_answer.content}")\nwhy three?'
+        )

@@ -16,7 +16,7 @@ from bot.answer import ArrivalOrder, Ticket, answer
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
-from bot.conversation import Question
+from bot.conversation import Question, Quote
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,37 @@ class Chat(commands.Cog):
         ref = message.reference
         if ref is None or ref.message_id is None or self.bot.user is None:
             return False
+        if ref.type is not discord.MessageReferenceType.reply:
+            return False  # a forward, not a reply
         resolved = ref.resolved
         if isinstance(resolved, discord.Message):
             return resolved.author.id == self.bot.user.id
         turn = await self.bot.store.find_turn_by_message(ref.message_id)
         return turn is not None and turn.role == "model"
+
+    async def _quote(self, message: discord.Message) -> Quote | None:
+        """The message this one replies to (fetched if Discord did not include it), if any."""
+        ref = message.reference
+        if ref is None or ref.message_id is None or self.bot.user is None:
+            return None
+        if ref.type is not discord.MessageReferenceType.reply:
+            return None
+        resolved = ref.resolved or ref.cached_message
+        if resolved is None:
+            try:
+                resolved = await message.channel.fetch_message(ref.message_id)
+            except discord.HTTPException as exc:
+                log.info("could not fetch the message %s replies to: %s", message.id, exc)
+                return None
+        if not isinstance(resolved, discord.Message):
+            return None  # deleted
+        bot_id = self.bot.user.id
+        return Quote(
+            message_id=resolved.id,
+            author_name=resolved.author.display_name,
+            text=prompt_text(resolved, bot_id),
+            by_bot=resolved.author.id == bot_id,
+        )
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -157,7 +183,8 @@ class Chat(commands.Cog):
                 ),
             )
             return
-        if not text and not message.attachments:
+        quote = await self._quote(message)
+        if not text and not message.attachments and (quote is None or quote.by_bot):
             await self._notice(message, BARE_MENTION_HINT)
             return
         author_id = message.author.id
@@ -184,6 +211,7 @@ class Chat(commands.Cog):
             message_id=message.id,
             images=collected.images,
             in_dm=in_dm,
+            quote=quote,
         )
         await answer(self.bot, question, ChannelSink(message.channel, message), ticket)
 
