@@ -10,7 +10,9 @@ NO_PINGS = discord.AllowedMentions.none()
 
 
 def _translate(exc: discord.HTTPException) -> Exception:
-    if isinstance(exc, discord.NotFound):
+    # Deleted, or no longer allowed to write here: either way the reply cannot go on, and
+    # retrying a 403 only counts towards Discord's invalid-request ban.
+    if isinstance(exc, discord.NotFound | discord.Forbidden):
         return SinkMessageGone(str(exc))
     if exc.status == 429:
         retry = getattr(exc, "retry_after", None) or 1.0

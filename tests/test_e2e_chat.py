@@ -581,3 +581,35 @@ async def test_replies_carry_the_message_they_answer(tmp_path: Path) -> None:
         assert request.last_user_text() == (
             f'[alice] (replying to your earlier message: "{old_answer.content}")\nwhy three?'
         )
+
+
+# --- channel permissions --------------------------------------------------------------------
+
+
+async def test_channels_where_the_bot_may_not_write_or_reply(tmp_path: Path) -> None:
+    async with fast(tmp_path, start=False) as w:
+        role = w.discord.bot_role(w.guild)
+        read_only = w.discord.add_text_channel(
+            w.guild,
+            "announcements",
+            overwrites=[w.discord.overwrite(role, deny=Perm.SEND_MESSAGES)],
+        )
+        no_history = w.discord.add_text_channel(
+            w.guild,
+            "no-history",
+            overwrites=[w.discord.overwrite(role, deny=Perm.READ_MESSAGE_HISTORY)],
+        )
+        await w.start_bot()
+
+        # can't write there: no model call (no quota spent), no refused requests
+        await w.mention(read_only, w.alice, "anyone?")
+        # can write but not read history (so no Discord reply): answered as a plain message
+        question, contents = await ask(w, no_history, w.alice, "hello?")
+        assert len(w.gemini.requests) == 1
+        assert "hello?" in (w.gemini.requests[0].last_user_text() or "")
+        assert "".join(contents) == model_text(w.gemini.requests[0])
+        [reply] = w.discord.bot_messages(no_history)
+        assert reply.reply_to is None and reply.mentions_disabled
+        assert not w.discord.bot_messages(read_only)
+        assert w.discord.invalid_request_count == 0
+        assert question.id

@@ -77,6 +77,32 @@ def prompt_text(message: discord.Message, bot_id: int) -> str:
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
+def my_permissions(channel: object) -> discord.Permissions | None:
+    """The bot's permissions in a server channel (None in a DM, or when they are unknown)."""
+    guild = getattr(channel, "guild", None)
+    me = getattr(guild, "me", None)
+    if me is None:
+        return None
+    try:
+        return channel.permissions_for(me)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, discord.ClientException):
+        return None
+
+
+def can_write(channel: object, perms: discord.Permissions | None) -> bool:
+    """Whether the bot may post in the channel (in a thread: send messages in threads)."""
+    if perms is None:
+        return True
+    if isinstance(channel, discord.Thread):
+        return perms.send_messages_in_threads
+    return perms.send_messages
+
+
+def can_reference(perms: discord.Permissions | None) -> bool:
+    """Whether the bot may post a Discord reply (that needs Read Message History)."""
+    return perms is None or perms.read_message_history
+
+
 def where(channel: object) -> tuple[int | None, int | None]:
     """(guild id, thread id) of a channel."""
     guild = getattr(channel, "guild", None)
@@ -147,6 +173,11 @@ class Chat(commands.Cog):
             if in_dm or mentioned:
                 log.info("ignored message %s: channel or roles not allowed", message.id)
             return
+        if not can_write(message.channel, my_permissions(message.channel)):
+            # Answering would spend Gemini quota on a reply Discord refuses (403s, too).
+            if in_dm or mentioned:
+                log.info("ignored message %s: no permission to write here", message.id)
+            return
         # Taken before the first await: questions are stored in the order they arrived.
         ticket = self.order.ticket(message.channel.id)
         try:
@@ -162,9 +193,16 @@ class Chat(commands.Cog):
     async def _notice(
         self, message: discord.Message, text: str, delete_after: float | None = None
     ) -> None:
+        reference = None
+        if can_reference(my_permissions(message.channel)):
+            reference = message.to_reference(fail_if_not_exists=False)
         try:
-            await message.reply(
-                text, mention_author=False, allowed_mentions=NO_PINGS, delete_after=delete_after
+            await message.channel.send(
+                text,
+                reference=reference,  # type: ignore[arg-type]
+                mention_author=False,
+                allowed_mentions=NO_PINGS,
+                delete_after=delete_after,
             )
         except discord.HTTPException as exc:
             log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
@@ -213,7 +251,8 @@ class Chat(commands.Cog):
             in_dm=in_dm,
             quote=quote,
         )
-        await answer(self.bot, question, ChannelSink(message.channel, message), ticket)
+        replied = message if can_reference(my_permissions(message.channel)) else None
+        await answer(self.bot, question, ChannelSink(message.channel, replied), ticket)
 
     # --- slash commands ---------------------------------------------------------------------
 
