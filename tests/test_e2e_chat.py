@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.splitting import split_message
 from storage import StorageError, Turn
 from tests.fakes.discord import Perm
 from tests.fakes.gemini import RecordedRequest, Reply
@@ -629,3 +630,19 @@ async def test_channels_where_the_bot_may_not_write_or_reply(tmp_path: Path) -> 
         assert not w.discord.bot_messages(read_only)
         assert w.discord.invalid_request_count == 0
         assert question.id
+
+
+async def test_a_long_ask_answer_continues_in_follow_ups(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        paragraph = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8
+        chunks = [paragraph[i : i + 120] for i in range(0, len(paragraph), 120)]
+        chunks = [c for _ in range(10) for c in [*chunks[:-1], chunks[-1] + "\n\n"]]
+        w.gemini.script(Reply(chunks=chunks, delay=0.01))
+        inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "essay"})
+        contents = await w.interaction_done(inter)
+        text = "".join(chunks)
+        assert len(text) > 4000 and len(contents) >= 3
+        assert all(len(c) <= 2000 for c in contents)
+        assert contents == split_message(text)
+        assert not inter.errors and not w.discord.rate_limit_hits
+        assert all(m.mentions_disabled and not m.ephemeral for m in inter.messages)
