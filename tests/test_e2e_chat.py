@@ -227,6 +227,15 @@ async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path
         assert len(w.gemini.requests) == 3
         assert "".join(contents) == model_text(w.gemini.requests[2])
 
+        # a usable image next to a refused file: the skipped one is named, the rest answered
+        question = await w.mention(w.random, w.bob, "compare", attachments=[att, text])
+        contents = await w.reply_done(question.id)
+        request = w.gemini.requests[3]
+        assert "".join(contents) == model_text(request)
+        assert len(request.image_parts(role="user", last_turn_only=True)) == 1
+        notes = [m for m in w.discord.bot_messages(w.random) if m.reply_to == question.id]
+        assert len(notes) == 2 and "notes.txt" in notes[0].content
+
 
 async def model_turn(w: World, question_id: int) -> Turn:
     """The stored reply to a question (finished)."""
