@@ -30,11 +30,19 @@ def allowed_here(settings: Settings, channel: object, member: object) -> bool:
 
 
 def can_moderate(channel: object, member: object) -> bool:
-    """Manage Messages in that channel (always true in a DM, which only two people share)."""
+    """Manage Messages in that channel (always true in a DM, which only two people share).
+
+    A member that came with an interaction carries Discord's own resolution of its permissions
+    in the interaction's channel (roles, overwrites, administrator, timeouts), which is used
+    as is; otherwise they are computed from the cached guild.
+    """
     if isinstance(channel, discord.DMChannel | discord.GroupChannel) or channel is None:
         return isinstance(channel, discord.DMChannel)
     if not isinstance(member, discord.Member):
         return False
+    resolved = member.resolved_permissions
+    if resolved is not None:
+        return resolved.manage_messages
     try:
         return channel.permissions_for(member).manage_messages  # type: ignore[attr-defined]
     except (AttributeError, TypeError):

@@ -21,12 +21,20 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
 
 
+def stop_summary(count: int, *, everyone: bool = False) -> str:
+    """What /stop (or "@bot stop") answers: how many replies it stopped, or that none ran."""
+    if count:
+        return f"Stopped {count} repl{'y' if count == 1 else 'ies'}."
+    return "Nothing is running here." if everyone else "Nothing of yours is running here."
+
+
 class InFlightRegistry:
     """Every running reply, by channel and by message id (the question's and the reply's)."""
 
     def __init__(self) -> None:
         self._replies: set[InFlight] = set()
         self._by_message: dict[int, InFlight] = {}
+        self._waiters: dict[int, list[asyncio.Future[InFlight]]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -38,7 +46,7 @@ class InFlightRegistry:
         reply = InFlight(channel_id, requester_id, question_id)
         self._replies.add(reply)
         if question_id is not None:
-            self._by_message[question_id] = reply
+            self._register(question_id, reply)
         self._idle.clear()
         return reply
 
@@ -46,7 +54,13 @@ class InFlightRegistry:
         """Record one more bot message belonging to the reply."""
         reply.message_ids.add(message_id)
         if reply in self._replies:
-            self._by_message[message_id] = reply
+            self._register(message_id, reply)
+
+    def _register(self, message_id: int, reply: InFlight) -> None:
+        self._by_message[message_id] = reply
+        for waiter in self._waiters.pop(message_id, ()):
+            if not waiter.done():
+                waiter.set_result(reply)
 
     def finish(self, reply: InFlight) -> None:
         """Forget a reply that ended (in any state)."""
@@ -60,6 +74,26 @@ class InFlightRegistry:
     def by_message(self, message_id: int) -> InFlight | None:
         """The running reply that this message (question or answer) belongs to."""
         return self._by_message.get(message_id)
+
+    async def wait_for_message(self, message_id: int, timeout: float) -> InFlight | None:
+        """Like :meth:`by_message`, but wait up to ``timeout`` seconds for the message to be
+        registered: a 🛑 can arrive before the bot has the id of a reply message it just sent
+        (the gateway event may beat the REST response) or before a new question is stored."""
+        reply = self._by_message.get(message_id)
+        if reply is not None or timeout <= 0:
+            return reply
+        waiter: asyncio.Future[InFlight] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(message_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(message_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[message_id]
 
     def in_channel(self, channel_id: int, requester_id: int | None = None) -> list[InFlight]:
         """Running replies in a channel, optionally only those one user asked for."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from bot.inflight import InFlightRegistry
+import asyncio
+import time
+
+from bot.inflight import InFlightRegistry, stop_summary
 
 
 async def test_lookup_stop_and_finish() -> None:
@@ -25,3 +28,82 @@ async def test_lookup_stop_and_finish() -> None:
     assert await reg.wait_idle(0.01) and len(reg) == 0
     reg.add_message(c, 300)  # a message id arriving after the reply ended is not registered
     assert reg.by_message(300) is None
+
+
+async def test_what_a_reply_records() -> None:
+    reg = InFlightRegistry()
+    before = time.monotonic()
+    reply = reg.start(channel_id=5, requester_id=50, question_id=500)
+    reg.add_message(reply, 600)
+    reg.add_message(reply, 601)
+    assert (reply.channel_id, reply.requester_id, reply.question_id) == (5, 50, 500)
+    assert reply.message_ids == {600, 601}
+    assert before <= reply.started <= time.monotonic()
+    assert not reply.token.cancelled
+    assert reply.token.cancel("stopped", 50) and (reply.token.reason, reply.token.by) == (
+        "stopped",
+        50,
+    )
+    assert not reply.token.cancel("stopped", 51) and reply.token.by == 50  # the first stop wins
+
+
+async def test_slash_replies_have_no_question_and_stop_by_channel() -> None:
+    reg = InFlightRegistry()
+    ask = reg.start(channel_id=7, requester_id=70, question_id=None)  # /ask: no question message
+    reg.add_message(ask, 700)
+    assert reg.by_message(700) is ask
+    assert reg.in_channel(7) == [ask] and reg.in_channel(7, 71) == [] and reg.in_channel(8) == []
+    assert reg.stop(8, None, by=1) == 0  # another channel
+    assert reg.stop(7, 71, by=71) == 0  # someone else's
+    assert reg.stop(7, 70, by=70) == 1
+    reg.finish(ask)
+    reg.finish(ask)  # finishing twice is harmless
+    assert len(reg) == 0 and reg.by_message(700) is None
+
+
+async def test_finishing_one_reply_keeps_another_on_the_same_question() -> None:
+    reg = InFlightRegistry()
+    first = reg.start(channel_id=1, requester_id=10, question_id=100)
+    second = reg.start(channel_id=1, requester_id=10, question_id=100)  # asked again
+    reg.finish(first)
+    assert reg.by_message(100) is second
+
+
+async def test_cancel_all_on_shutdown() -> None:
+    reg = InFlightRegistry()
+    replies = [reg.start(channel_id=i % 2, requester_id=i, question_id=i) for i in range(4)]
+    replies[0].token.cancel("stopped", 0)
+    assert reg.cancel_all("shutting down") == 3
+    assert [r.token.reason for r in replies] == ["stopped"] + ["shutting down"] * 3
+    assert reg.cancel_all("shutting down") == 0
+
+
+def test_stop_summary() -> None:
+    assert stop_summary(1) == "Stopped 1 reply."
+    assert stop_summary(3, everyone=True) == "Stopped 3 replies."
+    assert stop_summary(0) == "Nothing of yours is running here."
+    assert stop_summary(0, everyone=True) == "Nothing is running here."
+
+
+async def test_wait_for_a_message_registered_later() -> None:
+    reg = InFlightRegistry()
+    reply = reg.start(channel_id=1, requester_id=10, question_id=100)
+    assert await reg.wait_for_message(100, timeout=0) is reply  # known: no wait
+    waiting = [asyncio.create_task(reg.wait_for_message(200, timeout=5)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(t.done() for t in waiting)
+    reg.add_message(reply, 200)  # the send returned: both 🛑s find their reply
+    assert [await t for t in waiting] == [reply, reply]
+    assert reg._waiters == {}
+
+
+async def test_wait_for_a_message_that_never_comes() -> None:
+    reg = InFlightRegistry()
+    reply = reg.start(channel_id=1, requester_id=10, question_id=None)
+    started = time.monotonic()
+    assert await reg.wait_for_message(300, timeout=0.05) is None
+    assert time.monotonic() - started >= 0.04
+    assert reg._waiters == {}  # nothing left behind
+    reg.finish(reply)
+    reg.add_message(reply, 300)  # too late: the reply ended
+    assert await reg.wait_for_message(300, timeout=0.01) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import discord
 from discord import app_commands
@@ -10,6 +11,7 @@ from discord.ext import commands
 
 from bot.app import Gemcord
 from bot.checks import can_moderate
+from bot.inflight import stop_summary
 from bot.sink import NO_PINGS
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,19 @@ HELP = """\
 """
 
 
+REGISTRATION_WAIT = 3.0
+"""How long a 🛑 on a message not (yet) known as part of a running reply waits for it."""
+RECENT = 30.0
+"""Only messages younger than this (by their snowflake's time) may still get registered."""
+
+
+def _recent(message_id: int) -> bool:
+    """Whether the message was created in the last :data:`RECENT` seconds (or in the future,
+    by a clock that runs behind Discord's)."""
+    created = discord.utils.snowflake_time(message_id)
+    return (discord.utils.utcnow() - created).total_seconds() < RECENT
+
+
 def _fmt_ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -47,25 +62,57 @@ class Control(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        """🛑 on a streaming reply or on its question stops it, if the reactor may."""
-        if str(payload.emoji) not in self.stop_emojis or payload.user_id == self.bot.user.id:  # type: ignore[union-attr]
+        """🛑 on a streaming reply (any of its messages) or on its question stops it, if the
+        reactor may: the asker, or someone with Manage Messages in the channel. Anyone else's
+        🛑 is removed when the bot has Manage Messages there, and otherwise left alone."""
+        if str(payload.emoji) not in self.stop_emojis:
+            return
+        me = self.bot.user
+        if me is None or payload.user_id == me.id:
             return
         reply = self.bot.inflight.by_message(payload.message_id)
+        if reply is None and _recent(payload.message_id):
+            # Maybe a reply message whose send has not returned yet, or a question still
+            # being stored: wait (briefly) for it to be registered.
+            reply = await self.bot.inflight.wait_for_message(payload.message_id, REGISTRATION_WAIT)
         if reply is None:
-            return
-        channel = self.bot.get_channel(payload.channel_id)
-        if payload.user_id != reply.requester_id and not can_moderate(channel, payload.member):
-            log.info("ignored 🛑 from %s: neither the asker nor a moderator", payload.user_id)
+            return  # not a running reply (finished already, or never ours): nothing to do
+        if payload.user_id == reply.requester_id:
+            allowed, channel = True, None
+        else:
+            channel = await self._channel(payload.channel_id)
+            allowed = can_moderate(channel, payload.member)
+        if not allowed:
+            log.info(
+                "ignored 🛑 from %s on a reply in channel %s: neither the asker nor a moderator",
+                payload.user_id,
+                reply.channel_id,
+            )
             await self._remove_reaction(channel, payload)
             return
         if reply.token.cancel("stopped", payload.user_id):
             log.info(
-                "reply in channel %s stopped by %s (reaction)", reply.channel_id, payload.user_id
+                "reply in channel %s stopped by %s (reaction, %.1f s in)",
+                reply.channel_id,
+                payload.user_id,
+                time.monotonic() - reply.started,
             )
+
+    async def _channel(self, channel_id: int) -> object | None:
+        """The channel from the cache, or from Discord when it is not cached (None if gone)."""
+        channel = self.bot.get_channel(channel_id)
+        if channel is not None:
+            return channel
+        try:
+            return await self.bot.fetch_channel(channel_id)
+        except discord.HTTPException as exc:
+            log.warning("could not look up channel %s: %s", channel_id, exc)
+            return None
 
     async def _remove_reaction(
         self, channel: object, payload: discord.RawReactionActionEvent
     ) -> None:
+        """Take someone's 🛑 back off, only where the bot may (a refused call costs us)."""
         me = getattr(getattr(channel, "guild", None), "me", None)
         if me is None or not channel.permissions_for(me).manage_messages:  # type: ignore[attr-defined]
             return
@@ -73,29 +120,35 @@ class Control(commands.Cog):
             await channel.get_partial_message(payload.message_id).remove_reaction(  # type: ignore[attr-defined]
                 payload.emoji, discord.Object(payload.user_id)
             )
-        except discord.HTTPException:
-            pass
+        except discord.HTTPException as exc:
+            log.info("could not remove a 🛑 from %s: %s", payload.user_id, exc)
 
     @app_commands.command(name="stop", description="Stop your running reply in this channel.")
     @app_commands.describe(all="Stop every running reply in this channel (moderators)")
     async def stop(self, interaction: discord.Interaction, all: bool = False) -> None:
         """Stop the caller's replies here, or with `all` (Manage Messages) every reply here."""
         channel_id = interaction.channel_id or 0
+        user_id = interaction.user.id
         if all and not can_moderate(interaction.channel, interaction.user):
             await interaction.response.send_message(
                 "You need the Manage Messages permission to stop other people's replies.",
                 ephemeral=True,
+                allowed_mentions=NO_PINGS,
             )
             return
-        count = self.bot.inflight.stop(
-            channel_id, None if all else interaction.user.id, interaction.user.id
+        count = self.bot.inflight.stop(channel_id, None if all else user_id, user_id)
+        if count:
+            log.info(
+                "%d repl%s in channel %s stopped by %s (/stop%s)",
+                count,
+                "y" if count == 1 else "ies",
+                channel_id,
+                user_id,
+                " all" if all else "",
+            )
+        await interaction.response.send_message(
+            stop_summary(count, everyone=all), ephemeral=True, allowed_mentions=NO_PINGS
         )
-        text = (
-            f"Stopped {count} repl{'y' if count == 1 else 'ies'}."
-            if count
-            else ("Nothing is running here." if all else "Nothing of yours is running here.")
-        )
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="stats", description="Usage figures for this channel and overall.")
     async def stats(self, interaction: discord.Interaction) -> None:
@@ -115,7 +168,8 @@ class Control(commands.Cog):
             failed = s.by_status.get("failed", 0) + s.by_status.get("blocked", 0)
             if stopped or failed:
                 lines.append(f"  {stopped} stopped, {failed} failed or blocked")
-        lines.append(f"Running now: {len(self.bot.inflight)} replies.")
+        running = len(self.bot.inflight)
+        lines.append(f"Running now: {running} repl{'y' if running == 1 else 'ies'}.")
         await interaction.response.send_message(
             "\n".join(lines), ephemeral=True, allowed_mentions=NO_PINGS
         )
