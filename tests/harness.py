@@ -12,6 +12,7 @@ import discord
 
 from bot.app import Gemcord, apply_discord_base
 from bot.config import load_settings
+from storage import Turn
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_models import FakeChannel, FakeGuild, FakeInteraction, FakeUser
 from tests.fakes.gemini import FakeGemini
@@ -168,3 +169,27 @@ async def world(
         finally:
             await w.stop_bot()
             discord.http.Route.BASE = route_base
+
+
+async def reply_turn(w: World, question_id: int) -> Turn | None:
+    """The stored model turn answering the question with Discord message `question_id`."""
+    assert w.bot is not None
+    store = w.bot.store
+    turn = await store.find_turn_by_message(question_id)
+    if turn is None:
+        return None
+    for t in await store.load_history(turn.channel_id, max_turns=1000, max_tokens=10**9):
+        if t.reply_to == turn.id:
+            return t
+    return None
+
+
+async def react(w: World, channel: FakeChannel, message: int, user: FakeUser, emoji: str) -> float:
+    """`user` adds `emoji` to `message`; returns when the fake dispatched the event (monotonic)."""
+    seen = len(w.discord.gateway_events)
+    await w.discord.user_reaction(channel, message, user, emoji)
+    return next(
+        e.t
+        for e in w.discord.gateway_events[seen:]
+        if e.name == "MESSAGE_REACTION_ADD" and e.data["message_id"] == str(message)
+    )

@@ -1,0 +1,492 @@
+"""End to end: stopping a reply with 🛑 or /stop (real discord.py + real google-genai, fakes).
+
+What a stop must do, checked through both fakes: the Gemini connection closes within 300 ms of
+the event (measured from when the fake Discord dispatched it) and no chunk is sent after that;
+the reply gets one final write with the text so far and the stopped marker, and nothing after
+it; the model turn is stored as ``stopped`` with exactly the visible text; only the asker or
+someone with Manage Messages may stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.inflight import InFlight
+from bot.streaming import DEFAULT_STYLE
+from storage import Turn
+from tests.fakes.discord import FakeChannel, FakeMessage, FakeUser, Perm
+from tests.fakes.gemini import RecordedRequest, Reply
+from tests.harness import World, react, reply_turn, world
+
+pytestmark = pytest.mark.timeout(60)
+
+STOPPED = DEFAULT_STYLE.separator + DEFAULT_STYLE.stopped
+STOP_LATENCY = 0.3  # the issue's bound: from the 🛑 event to the closed Gemini connection
+SLOW_CHUNKS = 200
+SLOW_DELAY = 0.05
+
+
+def slow_reply(chunk_len: int = 0) -> Reply:
+    """200 chunks, 50 ms apart (10 s in all): long enough to be stopped in the middle."""
+    if chunk_len:
+        chunks = [(f"part{i:03d} " + "x" * chunk_len)[: chunk_len - 1] + " " for i in range(200)]
+    else:
+        chunks = [f"word{i} " for i in range(SLOW_CHUNKS)]
+    return Reply(chunks=chunks, delay=SLOW_DELAY)
+
+
+async def start_slow(
+    w: World,
+    channel: FakeChannel,
+    user: FakeUser,
+    *,
+    reply: Reply | None = None,
+    min_chunks: int = 20,
+    min_messages: int = 1,
+) -> tuple[FakeMessage, RecordedRequest]:
+    """Ask a question answered by a slow stream; return once it streams visibly (~1 s in)."""
+    w.gemini.script(reply or slow_reply())
+    seen = len(w.gemini.requests)
+    question = await w.mention(channel, user, "Tell me a long story")
+    request = (await w.gemini.wait_for_requests(seen + 1, timeout=10))[seen]
+
+    def streaming() -> bool:
+        mine = [m for m in w.discord.bot_messages(channel) if m.id > question.id]
+        return request.chunks_sent >= min_chunks and len(mine) >= min_messages
+
+    await w.discord.wait_for(streaming, timeout=15, message="the reply never streamed")
+    return question, request
+
+
+def visible_text(contents: list[str]) -> str:
+    """The model text a stopped reply shows: its messages joined, the stopped marker removed."""
+    if contents and contents[-1] == DEFAULT_STYLE.stopped:
+        contents = contents[:-1]
+    else:
+        assert contents and contents[-1].endswith(STOPPED), contents[-1:]
+        contents = [*contents[:-1], contents[-1].removesuffix(STOPPED)]
+    return "".join(contents)
+
+
+def metrics_outcome(w: World, turn_id: int) -> str | None:
+    """The outcome recorded in the reply's metrics row."""
+    with contextlib.closing(sqlite3.connect(f"file:{w.db_path}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT outcome FROM reply_metrics WHERE turn_id = ?", (turn_id,)
+        ).fetchone()
+    return row[0] if row else None
+
+
+async def assert_stopped(
+    w: World, question: FakeMessage, request: RecordedRequest, t_event: float
+) -> tuple[list[str], float]:
+    """Everything a stop promises; returns the reply's final contents and the stop latency."""
+    contents = await w.reply_done(question.id)
+    await request.wait_closed()
+    assert request.outcome == "disconnected"
+    assert request.disconnected_at is not None
+    latency = request.disconnected_at - t_event
+    assert latency < STOP_LATENCY, f"the Gemini connection closed {latency * 1000:.0f} ms late"
+    assert 0 < request.chunks_sent < SLOW_CHUNKS
+    assert all(t <= request.disconnected_at for t in request.chunk_times)
+
+    turn = await reply_turn(w, question.id)
+    assert turn is not None and turn.status == "stopped"
+    messages = [w.discord.message(i) for i in turn.message_ids]
+    assert [m.content for m in messages] == contents
+    revisions = [len(m.revisions) for m in messages]
+    before = {m.id for m in w.discord.bot_messages()}
+    await asyncio.sleep(0.5)
+    assert [len(m.revisions) for m in messages] == revisions, "edited after the final write"
+    assert w.bot is not None
+    for message in w.discord.bot_messages():  # new ones may only be other replies' messages
+        if message.id not in before:
+            owner = await w.bot.store.find_turn_by_message(message.id)
+            assert message.reply_to != question.id, "wrote after the final write"
+            assert owner is None or owner.id != turn.id, "wrote after the final write"
+    assert (await reply_turn(w, question.id)) == turn
+    assert request.chunks_sent == len(request.chunk_times)
+
+    assert visible_text(contents) == turn.text
+    assert turn.text.startswith("word0 ") or turn.text.startswith("part000 ")
+    assert "▌" not in "".join(contents)
+    assert metrics_outcome(w, turn.id) == "stopped"
+    return contents, latency
+
+
+# --- who stops, and how --------------------------------------------------------------------------
+
+
+async def test_requester_reaction_on_reply_stops_it(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        reply = next(m for m in w.discord.bot_messages(w.general) if m.reply_to == question.id)
+        t_event = await react(w, w.general, reply.id, w.alice, "🛑")
+        contents, latency = await assert_stopped(w, question, request, t_event)
+        assert len(contents) == 1
+        print(f"stop latency (reaction on the reply): {latency * 1000:.1f} ms")
+
+
+async def test_stop_command_stops_the_callers_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        inter = await w.discord.slash_command(w.general, w.alice, "stop")
+        await inter.wait_for_callback()
+        assert inter.ephemeral and inter.original is not None
+        assert inter.original.content == "Stopped 1 reply."
+        contents, latency = await assert_stopped(w, question, request, inter.t_created)
+        assert len(contents) == 1
+        print(f"stop latency (/stop): {latency * 1000:.1f} ms")
+
+
+async def test_requester_reaction_on_question_stops_it(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        t_event = await react(w, w.general, question.id, w.alice, "🛑")
+        _, latency = await assert_stopped(w, question, request, t_event)
+        print(f"stop latency (reaction on the question): {latency * 1000:.1f} ms")
+
+
+async def test_reaction_on_second_message_of_long_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(
+            w, w.general, w.alice, reply=slow_reply(chunk_len=100), min_messages=2
+        )
+        second = [m for m in w.discord.bot_messages(w.general) if m.id > question.id][1]
+        t_event = await react(w, w.general, second.id, w.alice, "🛑")
+        contents, latency = await assert_stopped(w, question, request, t_event)
+        assert len(contents) >= 2 and len(contents[0]) > 1500
+        assert all(len(c) <= 2000 for c in contents)
+        print(f"stop latency (reaction on message 2 of {len(contents)}): {latency * 1000:.1f} ms")
+
+
+async def test_reaction_that_beats_the_bots_own_send(tmp_path: Path) -> None:
+    """The gateway can deliver a 🛑 on a reply message before the REST response that gives the
+    bot its id: the stop must still work once the id is known."""
+    async with world(tmp_path) as w:
+        assert w.bot is not None
+        inflight = w.bot.inflight
+        register = inflight.add_message
+        registered: list[float] = []
+
+        def late(reply: InFlight, message_id: int) -> None:  # the REST response is 0.5 s late
+            def now() -> None:
+                registered.append(time.monotonic())
+                register(reply, message_id)
+
+            asyncio.get_running_loop().call_later(0.5, now)
+
+        inflight.add_message = late  # type: ignore[method-assign]
+        w.gemini.script(slow_reply())
+        question = await w.mention(w.general, w.alice, "Tell me a long story")
+        request = (await w.gemini.wait_for_requests(1, timeout=10))[0]
+        reply = await w.discord.wait_for_message(
+            w.general, lambda m: m.reply_to == question.id, timeout=10
+        )
+        assert inflight.by_message(reply.id) is None
+        await react(w, w.general, reply.id, w.alice, "🛑")
+        await w.discord.wait_for(lambda: registered, timeout=5)
+        await assert_stopped(w, question, request, registered[0])
+
+
+async def test_only_the_asker_or_a_moderator_may_stop(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        carol = w.discord.add_user("carol")
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, carol, roles=[mods])
+        question, request = await start_slow(w, w.general, w.alice)
+        reply = next(m for m in w.discord.bot_messages(w.general) if m.reply_to == question.id)
+
+        await react(w, w.general, reply.id, w.bob, "🛑")  # bob neither asked nor moderates
+        removed = await w.discord.wait_for(
+            lambda: w.discord.calls_for("reaction", method="DELETE"), timeout=5
+        )
+        assert removed[0].status == 204 and str(w.bob.id) in removed[0].path
+        assert w.discord.message(reply.id).reactions == {}
+        await asyncio.sleep(0.3)
+        assert request.outcome == "pending" and request.disconnected_at is None
+        assert await reply_turn(w, question.id) is None  # not finished: still streaming
+        assert w.bot is not None and w.bot.inflight.by_message(question.id) is not None
+
+        t_event = await react(w, w.general, reply.id, carol, "⏹️")  # a moderator, the alias
+        await assert_stopped(w, question, request, t_event)
+        assert w.bot.inflight.by_message(question.id) is None
+        assert not [c for c in w.discord.calls if c.status in (401, 403, 429)]
+
+
+async def test_unauthorized_reaction_is_left_alone_without_manage_messages(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, start=False) as w:
+        bot_role = w.discord.bot_role(w.guild)
+        bot_role.permissions &= ~Perm.MANAGE_MESSAGES
+        await w.start_bot()
+        question, request = await start_slow(w, w.general, w.alice)
+        await react(w, w.general, question.id, w.bob, "🛑")
+        await asyncio.sleep(0.3)
+        assert request.outcome == "pending"
+        assert w.discord.message(question.id).reactions == {"🛑": [w.bob.id]}
+        assert not w.discord.calls_for("reaction")  # no doomed DELETE (a 403 counts against us)
+        t_event = await react(w, w.general, question.id, w.alice, "🛑")
+        await assert_stopped(w, question, request, t_event)
+        assert not [c for c in w.discord.calls if c.status in (401, 403, 429)]
+
+
+async def test_configured_emoji_stops_and_other_emoji_do_not(tmp_path: Path) -> None:
+    async with world(tmp_path, env={"GEMCORD_STOP_EMOJI": "❌"}) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        await react(w, w.general, question.id, w.alice, "👍")
+        await asyncio.sleep(0.3)
+        assert request.outcome == "pending"
+        t_event = await react(w, w.general, question.id, w.alice, "❌")
+        await assert_stopped(w, question, request, t_event)
+
+
+async def test_stop_before_any_text(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.gemini.script(Reply(chunks=["Never shown."], first_delay=20))
+        question = await w.mention(w.general, w.alice, "Think hard")
+        request = (await w.gemini.wait_for_requests(1, timeout=10))[0]
+        assert not w.discord.bot_messages(w.general)
+        t_event = await react(w, w.general, question.id, w.alice, "🛑")
+        contents = await w.reply_done(question.id)
+        await request.wait_closed()
+        assert request.outcome == "disconnected" and request.chunks_sent == 0
+        assert request.disconnected_at is not None
+        assert request.disconnected_at - t_event < STOP_LATENCY
+        assert contents == [DEFAULT_STYLE.stopped_before_text]
+        message = w.discord.bot_messages(w.general)[0]
+        assert message.reply_to == question.id and len(message.revisions) == 1
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.status == "stopped" and turn.text == ""
+        assert metrics_outcome(w, turn.id) == "stopped"
+
+
+async def test_stopping_a_finished_reply_does_nothing(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.gemini.script(Reply(chunks=["All ", "done."], delay=0.02))
+        question = await w.mention(w.general, w.alice, "Quick one")
+        assert await w.reply_done(question.id) == ["All done."]
+        reply = w.discord.bot_messages(w.general)[0]
+        revisions = len(reply.revisions)
+        await react(w, w.general, reply.id, w.alice, "🛑")
+        await react(w, w.general, question.id, w.bob, "🛑")  # not removed: nothing to protect
+        inter = await w.discord.slash_command(w.general, w.alice, "stop")
+        await inter.wait_for_callback()
+        assert inter.original is not None and inter.ephemeral
+        assert inter.original.content == "Nothing of yours is running here."
+        await asyncio.sleep(0.3)
+        assert len(reply.revisions) == revisions and reply.content == "All done."
+        assert not w.discord.calls_for("reaction")
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.status == "complete" and turn.text == "All done."
+        assert len(w.discord.bot_messages(w.general)) == 2  # the reply and the /stop answer
+
+
+async def test_text_fallback_stops_the_authors_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        seen = len(w.discord.gateway_events)
+        command = await w.mention(w.general, w.alice, "stop")
+        t_event = next(e.t for e in w.discord.gateway_events[seen:] if e.name == "MESSAGE_CREATE")
+        await assert_stopped(w, question, request, t_event)
+        notice = await w.discord.wait_for_message(w.general, lambda m: m.reply_to == command.id)
+        assert notice.content == "Stopped 1 reply."
+        assert len(w.gemini.requests) == 1  # "stop" was not taken for a question
+
+
+async def test_stop_command_without_a_running_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        for options in (None, {"all": True}):
+            inter = await w.discord.slash_command(
+                w.general, w.alice, "stop", options, permissions=Perm.all()
+            )
+            await inter.wait_for_callback()
+            assert inter.ephemeral and inter.original is not None
+            assert inter.original.content.startswith("Nothing")
+            assert inter.original.content.endswith("running here.")
+
+
+async def test_stop_all_needs_manage_messages(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        carol = w.discord.add_user("carol")
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, carol, roles=[mods])
+        q_alice, r_alice = await start_slow(w, w.general, w.alice)
+        q_bob, r_bob = await start_slow(w, w.general, w.bob)
+        q_other, r_other = await start_slow(w, w.random, w.alice)
+
+        refused = await w.discord.slash_command(w.general, w.bob, "stop", {"all": True})
+        await refused.wait_for_callback()
+        assert refused.ephemeral and refused.original is not None
+        assert "Manage Messages" in refused.original.content
+        await asyncio.sleep(0.2)
+        assert r_alice.outcome == r_bob.outcome == "pending"
+
+        inter = await w.discord.slash_command(w.general, carol, "stop", {"all": True})
+        await inter.wait_for_callback()
+        assert inter.original is not None and inter.original.content == "Stopped 2 replies."
+        await assert_stopped(w, q_alice, r_alice, inter.t_created)
+        await assert_stopped(w, q_bob, r_bob, inter.t_created)
+        assert r_other.outcome == "pending"  # another channel's reply goes on
+
+        t_event = await react(w, w.random, q_other.id, w.alice, "🛑")
+        await assert_stopped(w, q_other, r_other, t_event)
+
+
+async def test_next_question_sees_the_interrupted_answer(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        t_event = await react(w, w.general, question.id, w.alice, "🛑")
+        await assert_stopped(w, question, request, t_event)
+        stopped = await reply_turn(w, question.id)
+        assert stopped is not None
+
+        w.gemini.script(Reply(chunks=["Sorry, ", "in short: ", "the end."], delay=0.02))
+        follow_up = await w.mention(w.general, w.bob, "And the short version?")
+        assert await w.reply_done(follow_up.id) == ["Sorry, in short: the end."]
+        sent = w.gemini.requests[1]
+        assert sent.roles() == ["user", "model", "user"]
+        model_text = sent.texts("model")[0]
+        assert model_text.startswith(stopped.text)
+        note = model_text.removeprefix(stopped.text)
+        assert re.fullmatch(r"\s+\[[^\]]*stopped[^\]]*\]", note), note
+        assert "[bob] And the short version?" in (sent.last_user_text() or "")
+        turn = await reply_turn(w, follow_up.id)
+        assert turn is not None and turn.status == "complete"
+
+
+async def test_stats_and_help_answer_privately(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        question, request = await start_slow(w, w.general, w.alice)
+        running = await w.discord.slash_command(w.general, w.bob, "stats")
+        await running.wait_for_callback()
+        assert running.ephemeral and running.original is not None
+        assert "Running now: 1 repl" in running.original.content
+        t_event = await react(w, w.general, question.id, w.alice, "🛑")
+        await assert_stopped(w, question, request, t_event)
+
+        stats = await w.discord.slash_command(w.general, w.bob, "stats")
+        await stats.wait_for_callback()
+        assert stats.ephemeral and stats.original is not None
+        text = stats.original.content
+        assert "1 questions, 1 replies" in text and "1 stopped" in text
+        assert "Running now: 0 replies" in text
+
+        help_ = await w.discord.slash_command(w.general, w.bob, "help")
+        await help_.wait_for_callback()
+        assert help_.ephemeral and help_.original is not None
+        assert "/stop" in help_.original.content and "🛑" in help_.original.content
+
+
+async def test_dm_reply_stopped_by_reaction(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        dm = w.discord.add_dm_channel(w.alice)
+        w.gemini.script(slow_reply())
+        question = await w.discord.user_message(dm, w.alice, "Tell me a long story")
+        request = (await w.gemini.wait_for_requests(1, timeout=10))[0]
+        reply = await w.discord.wait_for_message(dm, lambda m: m.reply_to == question.id)
+        await w.discord.wait_for(lambda: request.chunks_sent >= 20, timeout=10)
+        t_event = await react(w, dm, reply.id, w.alice, "🛑")
+        await assert_stopped(w, question, request, t_event)
+
+
+async def test_ask_reply_stopped_by_reaction_on_the_response(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        w.gemini.script(slow_reply())
+        inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "A story"})
+        request = (await w.gemini.wait_for_requests(1, timeout=10))[0]
+        await w.discord.wait_for(
+            lambda: (
+                inter.original is not None
+                and inter.original.content.startswith("word0")
+                and request.chunks_sent >= 20
+            ),
+            timeout=10,
+        )
+        assert inter.original is not None
+        await react(w, w.general, inter.original.id, w.bob, "🛑")  # not bob's
+        await asyncio.sleep(0.3)
+        assert request.outcome == "pending"
+        t_event = await react(w, w.general, inter.original.id, w.alice, "🛑")
+        await request.wait_closed()
+        assert request.outcome == "disconnected" and request.disconnected_at is not None
+        assert request.disconnected_at - t_event < STOP_LATENCY
+        assert w.bot is not None and await w.bot.inflight.wait_idle(10)
+
+        async def finished() -> Turn | None:
+            assert w.bot is not None and inter.original is not None
+            turn = await w.bot.store.find_turn_by_message(inter.original.id)
+            return turn if turn is not None and turn.status != "streaming" else None
+
+        turn = None
+        for _ in range(200):
+            if (turn := await finished()) is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert turn is not None and turn.status == "stopped"
+        contents = [m.content for m in inter.messages]
+        assert visible_text(contents) == turn.text and turn.text.startswith("word0 ")
+
+
+def short_answer(n: int) -> list[str]:
+    """The chunks of question ``n``'s answer in the concurrency test."""
+    return [f"Answer {n}: " if k == 0 else f"part {n}.{k} " for k in range(6)] + ["done."]
+
+
+async def test_stopping_one_of_ten_concurrent_replies(tmp_path: Path) -> None:
+    async with world(tmp_path, start=False) as w:
+        third = w.discord.add_text_channel(w.guild, "third")
+        people = [w.alice, w.bob]
+        for name in ("carol", "dave"):
+            person = w.discord.add_user(name)
+            w.discord.add_member(w.guild, person)
+            people.append(person)
+        await w.start_bot()
+
+        def by_question(request: RecordedRequest) -> Reply:
+            number = re.search(r"Q(\d+)", request.texts("user")[-1])
+            assert number is not None
+            if "slow" in request.texts("user")[-1]:
+                return slow_reply()
+            return Reply(chunks=short_answer(int(number[1])), delay=0.08)
+
+        w.gemini.default_reply = by_question
+        channels = [w.general] * 4 + [w.random] * 3 + [third] * 3
+        victim = 5  # the second question in #random
+        questions = await asyncio.gather(
+            *(
+                w.mention(
+                    channel, people[n % 4], f"Q{n} {'slow, please' if n == victim else 'quick'}"
+                )
+                for n, channel in enumerate(channels)
+            )
+        )
+        started = asyncio.get_running_loop().time()
+        requests = await w.gemini.wait_for_requests(10, timeout=10)
+        target = next(r for r in requests if f"Q{victim} " in r.texts("user")[-1])
+        victim_reply = await w.discord.wait_for_message(
+            w.random, lambda m: m.reply_to == questions[victim].id, timeout=10
+        )
+        t_event = await react(w, w.random, victim_reply.id, people[victim % 4], "🛑")
+        await assert_stopped(w, questions[victim], target, t_event)
+
+        for n, question in enumerate(questions):
+            if n == victim:
+                continue
+            contents = await w.reply_done(question.id, timeout=20)
+            assert contents == ["".join(short_answer(n))], n
+            turn = await reply_turn(w, question.id)
+            assert turn is not None and turn.status == "complete", n
+            reply = w.discord.message(turn.message_ids[0])
+            assert reply.channel_id == channels[n].id and reply.reply_to == question.id
+        assert all(r.outcome == "completed" for r in requests if r is not target)
+        assert not w.discord.rate_limit_hits
+        print(f"ten replies done in {asyncio.get_running_loop().time() - started:.1f} s")
