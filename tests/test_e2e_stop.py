@@ -377,7 +377,7 @@ async def test_stats_and_help_answer_privately(tmp_path: Path) -> None:
         await stats.wait_for_callback()
         assert stats.ephemeral and stats.original is not None
         text = stats.original.content
-        assert "1 questions, 1 replies" in text and "1 stopped" in text
+        assert "1 question, 1 reply" in text and "1 stopped" in text
         assert "Running now: 0 replies" in text
 
         help_ = await w.discord.slash_command(w.general, w.bob, "help")

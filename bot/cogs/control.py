@@ -49,6 +49,10 @@ def _recent(message_id: int) -> bool:
     return (discord.utils.utcnow() - created).total_seconds() < RECENT
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def _fmt_ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -158,8 +162,9 @@ class Control(commands.Cog):
         lines = []
         for title, s in (("This channel", here), ("Everywhere", everywhere)):
             lines.append(
-                f"**{title}** — {s.user_turns} questions, {s.model_turns} replies"
-                + (f" in {s.channels} channels" if title == "Everywhere" else "")
+                f"**{title}** — {_count(s.user_turns, 'question')}, "
+                f"{_count(s.model_turns, 'reply', 'replies')}"
+                + (f" in {_count(s.channels, 'channel')}" if title == "Everywhere" else "")
                 + f"; tokens in/out {s.prompt_tokens}/{s.output_tokens}; "
                 f"first text {_fmt_ms(s.avg_first_chunk_latency)}, "
                 f"whole reply {_fmt_ms(s.avg_total_time)} on average"
@@ -168,8 +173,7 @@ class Control(commands.Cog):
             failed = s.by_status.get("failed", 0) + s.by_status.get("blocked", 0)
             if stopped or failed:
                 lines.append(f"  {stopped} stopped, {failed} failed or blocked")
-        running = len(self.bot.inflight)
-        lines.append(f"Running now: {running} repl{'y' if running == 1 else 'ies'}.")
+        lines.append(f"Running now: {_count(len(self.bot.inflight), 'reply', 'replies')}.")
         await interaction.response.send_message(
             "\n".join(lines), ephemeral=True, allowed_mentions=NO_PINGS
         )
