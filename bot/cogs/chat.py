@@ -17,6 +17,7 @@ from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
+from bot.inflight import stop_summary
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
 
 log = logging.getLogger(__name__)
@@ -212,14 +213,7 @@ class Chat(commands.Cog):
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
-            await self._notice(
-                message,
-                f"Stopped {count} reply."
-                if count == 1
-                else (
-                    f"Stopped {count} replies." if count else "Nothing of yours is running here."
-                ),
-            )
+            await self._notice(message, stop_summary(count))
             return
         quote = await self._quote(message)
         if not text and not message.attachments and (quote is None or quote.by_bot):
