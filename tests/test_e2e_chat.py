@@ -655,3 +655,26 @@ async def test_a_long_ask_answer_continues_in_follow_ups(tmp_path: Path) -> None
         assert contents == split_message(text)
         assert not inter.errors and not w.discord.rate_limit_hits
         assert all(m.mentions_disabled and not m.ephemeral for m in inter.messages)
+
+
+async def test_forget_erases_only_the_callers_words_everywhere(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        await ask(w, w.general, w.alice, "my secret is 42")
+        await ask(w, w.random, w.alice, "and my cat is Tom")
+        await ask(w, w.general, w.bob, "I like tea")
+
+        unsure = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": False})
+        await unsure.wait_for_callback()
+        assert unsure.ephemeral and "Nothing deleted" in (unsure.original or object()).content
+
+        done = await w.discord.slash_command(w.random, w.alice, "forget", {"confirm": True})
+        await done.wait_for_callback()
+        assert done.ephemeral and "deleted 4 messages" in (done.original or object()).content
+
+        await ask(w, w.general, w.bob, "what do you remember?")
+        texts = " ".join(w.gemini.requests[-1].texts())
+        assert "I like tea" in texts
+        assert "secret" not in texts and "Tom" not in texts
+        assert w.bot is not None
+        export = await w.bot.store.export_channel(w.general.id, "json")
+        assert "secret is 42" not in export and "I like tea" in export

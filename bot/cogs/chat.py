@@ -414,6 +414,23 @@ class Chat(commands.Cog):
             text = "Persona updated for this channel."
         await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
 
+    @app_commands.command(
+        name="forget", description="Delete everything you said to me, in every channel."
+    )
+    @app_commands.describe(confirm="Yes, delete my questions and the replies to them")
+    async def forget(self, interaction: discord.Interaction, confirm: bool) -> None:
+        """Erase the caller's questions (and the replies to them) from the bot's memory."""
+        if not confirm:
+            await self._refuse(interaction, "Nothing deleted: run `/forget confirm:True` to do it.")
+            return
+        count = await self.bot.store.forget_user(interaction.user.id)
+        log.info("forgot %d turns of user %s at their request", count, interaction.user.id)
+        await self._refuse(
+            interaction,
+            f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
+            "(your questions and my replies to them) from my memory, in every channel.",
+        )
+
 
 async def setup(bot: Gemcord) -> None:
     """Extension entry point."""

@@ -33,6 +33,7 @@ HELP = """\
 `/model` — show or set the Gemini model for this channel (moderators)
 `/persona` — show or set how I behave in this channel (moderators)
 `/stats` — usage figures
+`/forget` — delete everything you said to me, everywhere
 """
 
 
