@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.gemini import Reply
-from tests.harness import world
+from tests.harness import API_KEY, world
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,3 +29,22 @@ async def test_mention_gets_streamed_reply(tmp_path: Path) -> None:
         assert "<@" not in request.last_user_text().replace("<@&1>", "")
         assert "Discord" in (request.system_instruction() or "")
         assert not w.discord.rate_limit_hits
+
+
+async def test_secrets_never_reach_logs_or_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with world(tmp_path) as w:
+        w.gemini.script(Reply.error(400, "API key not valid.", reason="API_KEY_INVALID"))
+        question = await w.mention(w.general, w.alice, "hello")
+        contents = await w.reply_done(question.id)
+        assert "GEMINI_API_KEY" in "".join(contents)
+        token = w.discord.token
+        await w.stop_bot()
+    logged = caplog.text
+    assert len(logged) > 1000  # DEBUG logging really was captured
+    for secret in (token, API_KEY):
+        assert secret not in logged
+        assert secret not in "".join(contents)
+        assert secret.encode() not in w.db_path.read_bytes()
