@@ -10,10 +10,12 @@ How a reply is shown:
   then edited as more text comes, with a live marker (``▌``) at the end.
 - Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that
   channel. Like Discord, it keeps two budgets: one for sends (message creates) and one for edits,
-  each at most ``max_writes`` per ``window``, spread evenly, its slots reserved when a write
-  starts and handed to the longest-waiting reply first. Each write carries the latest text at
-  the moment its slot comes up; text that arrives in between is buffered, never dropped, and
-  nothing is written when nothing visible changed.
+  each at most ``max_writes`` in any ``window``, its slots reserved when a write starts and
+  handed to the longest-waiting reply first. Edits are spread evenly (steady progress); sends,
+  rare events, go out in bursts (replies asked together all show their first text at once),
+  the one that fills a window late in it. Each write carries the latest text at the moment its
+  slot comes up; text that arrives in between is buffered, never dropped, and nothing is
+  written when nothing visible changed.
 - A reply writes its sends and its edits in two lanes, each one write at a time. A new message is
   sent only when every earlier message shows its final content or has its final edit in flight,
   so at a message break the old message's final edit and the new message's send go out together,
@@ -114,11 +116,21 @@ class WriteBudget:
 
     A write's slot is reserved when the write *starts* (a discord.py request that uses up the
     bucket returns only after the bucket resets, so timing from the end would lose a window).
-    Slots are spread ``window / max_writes`` apart plus a ``margin``, and no more than
-    ``max_writes`` start in any ``window`` (also plus margin). Waiters are served first come,
-    first served. After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after`` and
-    then runs at a doubled interval (up to ``max_slowdown`` times) until it has been quiet for a
-    while.
+    Waiters are served first come, first served. No more than ``max_writes`` writes start in any
+    ``window`` (plus ``margin``), counted over a sliding window of our own start times, so a
+    fixed window that opens at any of them (as Discord's does) never sees more.
+
+    Within that limit, ``burst`` sets how writes are spread. With ``burst`` 1 they follow one
+    another at least ``interval = window / max_writes`` (plus margin) apart: steady progress,
+    right for edits. With a larger ``burst``, up to ``burst`` writes may start at once, and in
+    general ``j + 1`` consecutive writes for ``j >= burst`` span at least ``j`` intervals: rare
+    events (message creates) go out without delay, yet the write that would use up a window
+    still comes late in it (for ``burst < max_writes``), so a client that waits for the reset
+    after that write (discord.py does) is held for at most about one interval.
+
+    After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after``, then runs with a
+    burst of 1 at a doubled interval (up to ``max_slowdown`` times) until it has been quiet for
+    a while.
     """
 
     def __init__(
@@ -126,6 +138,7 @@ class WriteBudget:
         max_writes: int = 5,
         window: float = 5.0,
         *,
+        burst: int = 1,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
@@ -133,8 +146,11 @@ class WriteBudget:
     ) -> None:
         if max_writes < 1 or not window > 0:
             raise ValueError("a budget needs max_writes >= 1 and window > 0")
+        if not 1 <= burst <= max_writes:
+            raise ValueError("a budget's burst must be between 1 and max_writes")
         self.max_writes = max_writes
         self.window = window
+        self.burst = burst
         self.margin = margin
         self.max_slowdown = max_slowdown
         self._clock = clock
@@ -152,7 +168,7 @@ class WriteBudget:
 
     @property
     def base_interval(self) -> float:
-        """Spacing between writes when nothing went wrong."""
+        """Average spacing between writes when nothing went wrong."""
         return self.window / self.max_writes * (1 + self.margin)
 
     def interval(self) -> float:
@@ -161,12 +177,23 @@ class WriteBudget:
             self._slowdown = 1.0
         return self.base_interval * self._slowdown
 
+    def current_burst(self) -> int:
+        """How many writes may start at once now (1 for a while after a 429)."""
+        self.interval()  # ends a slow-down that has run its course
+        return self.burst if self._slowdown == 1 else 1
+
     def delay(self) -> float:
         """Seconds until the next slot is free (0 if one is free now), ignoring waiters."""
         now = self._clock()
-        at = max(self._next_at, self._blocked_until)
-        if len(self._starts) == self.max_writes:
-            at = max(at, self._starts[0] + self.window * (1 + self.margin))
+        burst = self.current_burst()
+        at = self._blocked_until
+        if burst == 1:
+            at = max(at, self._next_at)
+        # j + 1 consecutive starts span at least j intervals (j >= burst); for j = max_writes
+        # that is the window itself: never more than max_writes in any window (plus margin)
+        starts, base = self._starts, self.base_interval
+        for j in range(max(burst, 2), len(starts) + 1):
+            at = max(at, starts[-j] + j * base)
         return max(0.0, at - now)
 
     @property
@@ -202,12 +229,26 @@ class WriteBudget:
         return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
 
 
+def default_send_burst(max_sends: int) -> int:
+    """How many message creates may go out at once in a channel allowing ``max_sends``.
+
+    One less than the bucket: the write that fills a window then comes late in it. discord.py
+    holds the request that empties a bucket until the bucket resets, so a burst that filled it
+    would keep one reply's new message from being edited for most of a window.
+    """
+    return max(1, max_sends - 1)
+
+
 class ChannelPacer:
     """The write budgets of one channel, shared by every reply streaming in it.
 
     Discord limits message creates and message edits in a channel with separate buckets, so a
     channel has two :class:`WriteBudget` s: :attr:`sends` and :attr:`edits`. ``max_writes`` per
     ``window`` sets both; ``max_sends`` / ``send_window`` override the one for sends.
+
+    Edits are spread evenly (a live reply progresses steadily). Sends are rare events: up to
+    ``send_burst`` of them go out at once (by default :func:`default_send_burst`), so replies
+    asked together all show their first text at once.
     """
 
     def __init__(
@@ -217,21 +258,30 @@ class ChannelPacer:
         *,
         max_sends: int | None = None,
         send_window: float | None = None,
+        send_burst: int | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         max_slowdown: float = 8.0,
     ) -> None:
-        def budget(limit: int, per: float) -> WriteBudget:
+        def budget(limit: int, per: float, burst: int) -> WriteBudget:
             return WriteBudget(
-                limit, per, clock=clock, sleep=sleep, margin=margin, max_slowdown=max_slowdown
+                limit,
+                per,
+                burst=burst,
+                clock=clock,
+                sleep=sleep,
+                margin=margin,
+                max_slowdown=max_slowdown,
             )
 
-        self.edits = budget(max_writes, window)
+        self.edits = budget(max_writes, window, 1)
         """Message edits (PATCH /channels/{id}/messages/{mid})."""
+        sends = max_writes if max_sends is None else max_sends
         self.sends = budget(
-            max_writes if max_sends is None else max_sends,
+            sends,
             window if send_window is None else send_window,
+            default_send_burst(sends) if send_burst is None else send_burst,
         )
         """Message creates (POST /channels/{id}/messages)."""
 
@@ -263,9 +313,9 @@ class PacerRegistry:
     """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle.
 
     ``max_writes`` per ``window`` is each channel's budget for edits and, unless ``max_sends`` /
-    ``send_window`` say otherwise, for sends. A pacer still held by a reply in progress is never
-    replaced: forgetting only drops the registry's own reference, and :meth:`get` finds a pacer
-    that is still in use.
+    ``send_window`` say otherwise, for sends (``send_burst``: see :class:`ChannelPacer`). A pacer
+    still held by a reply in progress is never replaced: forgetting only drops the registry's own
+    reference, and :meth:`get` finds a pacer that is still in use.
     """
 
     def __init__(
@@ -275,17 +325,21 @@ class PacerRegistry:
         *,
         max_sends: int | None = None,
         send_window: float | None = None,
+        send_burst: int | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         idle_ttl: float = 600.0,
     ) -> None:
         # validate the settings once, here
-        ChannelPacer(max_writes, window, max_sends=max_sends, send_window=send_window)
+        ChannelPacer(
+            max_writes, window, max_sends=max_sends, send_window=send_window, send_burst=send_burst
+        )
         self.max_writes = max_writes
         self.window = window
         self.max_sends = max_sends
         self.send_window = send_window
+        self.send_burst = send_burst
         self.margin = margin
         self.idle_ttl = max(idle_ttl, 2 * window, 2 * (send_window or window))
         self._clock = clock
@@ -306,6 +360,7 @@ class PacerRegistry:
                 self.window,
                 max_sends=self.max_sends,
                 send_window=self.send_window,
+                send_burst=self.send_burst,
                 clock=self._clock,
                 sleep=self._sleep,
                 margin=self.margin,

@@ -473,6 +473,25 @@ def test_a_new_message_waits_for_the_final_edit_of_the_one_before() -> None:
     vrun(main)
 
 
+def test_replies_asked_together_show_their_first_text_at_once() -> None:
+    async def main(burst: int | None) -> list[float]:
+        channel = FakeChannel()
+        shared = ChannelPacer(5, 5.0, send_burst=burst, clock=now)
+        await asyncio.gather(
+            *(
+                render(even_script(prose(600, k), 10, 1.0), channel, channel_pacer=shared)
+                for k in range(5)
+            )
+        )
+        assert channel.refused_429 == 0 and not channel.violations
+        return channel.times("send")
+
+    # four replies show their first text on their first chunk; the fifth create would fill the
+    # window, so it comes late in it: when even spreading would have sent it anyway
+    assert vrun(lambda: main(None)) == pytest.approx([0.0, 0.0, 0.0, 0.0, 4.2])
+    assert vrun(lambda: main(1)) == pytest.approx([0.0, 1.05, 2.1, 3.15, 4.2])
+
+
 def test_three_concurrent_replies_share_the_channel_budgets() -> None:
     async def main() -> tuple[list[RenderResult], FakeChannel]:
         channel = FakeChannel()  # fixed windows of 5 per 5 s, refusing with 429 beyond them
@@ -498,16 +517,19 @@ def test_three_concurrent_replies_share_the_channel_budgets() -> None:
     results, channel = vrun(main)
     assert channel.refused_429 == 0
     assert channel.max_per_window() == {"send": 5, "edit": 5}  # used, never exceeded
-    # fair: every reply shows its first text within a few slots of its first chunk
+    # sends go out in a burst: every reply shows its first text on its first chunk
     for k in range(3):
         first = min(w.t for w in channel.writes if w.reply == k)
-        assert first - 0.3 * k <= 3 * 1.05 + 1e-9
-    # the channel's sends are the bottleneck (12 messages); they follow one another at the
-    # budget's pace, so the last reply is done one send interval after the 12th slot
+        assert first == pytest.approx(0.3 * k)
+    # the channel's sends are the bottleneck (12 messages); the 5th of a window comes late in it
+    # (at most 4 in any 4.2 s), and no send is later than with sends spread evenly
     sends = channel.times("send")
     assert len(sends) == sum(len(r.message_ids) for r in results) == 12
-    assert all(b - a == pytest.approx(1.05) for a, b in itertools.pairwise(sends))
-    assert max(w.landed for w in channel.writes) == pytest.approx(11 * 1.05 + channel.latency)
+    assert max_in_window(sends, 4.2) == 4
+    assert all(t <= k * 1.05 + 1e-9 for k, t in enumerate(sends))
+    # so the last reply is done sooner than the 11 send intervals of even spreading
+    assert max(w.landed for w in channel.writes) == pytest.approx(sends[-1] + channel.latency)
+    assert sends[-1] <= 10.5 + 0.3 + 1e-9
 
 
 def test_replies_in_different_channels_do_not_wait_for_each_other() -> None:
@@ -919,9 +941,16 @@ def test_a_send_429_slows_the_sends_and_loses_nothing() -> None:
         shared = pacer()
         text = prose(9000, 2)
         script = even_script(text, 90, 4.5)
-        result = await render(
-            script, channel, channel_pacer=shared, fault=nth("send", 2, SinkRateLimited(3.0))
-        )
+        refuse = nth("send", 2, SinkRateLimited(3.0))
+        refused: list[float] = []
+
+        def fault(kind: str, n: int) -> BaseException | None:
+            error = refuse(kind, n)
+            if error is not None:
+                refused.append(now())
+            return error
+
+        result = await render(script, channel, channel_pacer=shared, fault=fault)
         assert result.rate_limited == 1
         assert (shared.sends.rate_limited, shared.edits.rate_limited) == (1, 0)
         assert result.state == "complete"
@@ -929,8 +958,13 @@ def test_a_send_429_slows_the_sends_and_loses_nothing() -> None:
         check_final(channel, result)
         check_order(channel, result)
         sends = channel.times("send")
-        refused_at = sends[0] + 1.05  # the second send's slot came and was refused
-        assert sends[1] >= refused_at + 3.0
+        # the second send went out with the first message's final edit and was refused; the
+        # retry waited for the retry_after, and from then on the sends were spread (no burst),
+        # at a doubled interval
+        assert len(refused) == 1
+        assert any(w.kind == "edit" and w.t == refused[0] for w in channel.writes)
+        assert sends[1] >= refused[0] + 3.0
+        assert len(sends) >= 4
         assert all(b - a >= 2 * 1.05 - 1e-9 for a, b in itertools.pairwise(sends[1:]))
         edits = channel.times("edit")
         assert all(b - a == pytest.approx(1.05) for a, b in itertools.pairwise(edits[:4]))
@@ -963,7 +997,8 @@ def test_a_deleted_message_stops_the_reply_cleanly() -> None:
 
 def test_a_reply_that_stops_writing_gives_up_its_place_in_the_queue() -> None:
     async def main() -> None:
-        channel, shared = FakeChannel(), pacer()
+        channel = FakeChannel()
+        shared = ChannelPacer(5, 5.0, send_burst=1, clock=now)  # sends spread: a queue forms
         hog_times: list[float] = []
 
         async def hog() -> None:  # another reply's sends, one after the other
@@ -1102,6 +1137,75 @@ def test_budget_never_exceeds_its_limit_in_any_window() -> None:
     vrun(main)
 
 
+def test_a_burst_budget_lets_writes_go_at_once_but_never_exceeds_its_window() -> None:
+    async def main() -> None:
+        for burst, expected in (
+            # the 5th write of a window comes one interval before the window ends
+            (4, [0.0, 0.0, 0.0, 0.0, 4.2, 5.25, 5.25, 5.25, 8.4, 9.45, 10.5]),
+            # a plain sliding window: 5, then the next 5 once the first have left it
+            (5, [0.0] * 5 + [5.25] * 5 + [10.5]),
+        ):
+            b = WriteBudget(5, 5.0, burst=burst, clock=now)
+            start = now()
+            times = []
+            for _ in range(11):
+                await b.acquire()
+                times.append(now() - start)
+            assert times == pytest.approx(expected)
+            assert max_in_window(times, 5.25) == 5
+            assert all(t <= k * 1.05 + 1e-9 for k, t in enumerate(times))  # never later than even
+            await asyncio.sleep(60)
+
+    vrun(main)
+
+
+def test_a_burst_budget_serves_the_longest_waiting_first() -> None:
+    async def main() -> None:
+        b = WriteBudget(5, 5.0, burst=4, clock=now)
+        order: list[tuple[str, float]] = []
+
+        async def writer(name: str, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await b.acquire()
+            order.append((name, now()))
+
+        await asyncio.gather(*(writer(n, 0.01 * k) for k, n in enumerate("abcdefg")))
+        assert order == [
+            ("a", 0.0),
+            ("b", 0.01),
+            ("c", 0.02),
+            ("d", 0.03),
+            ("e", pytest.approx(4.2)),
+            ("f", pytest.approx(5.25)),
+            ("g", pytest.approx(5.26)),
+        ]
+
+    vrun(main)
+
+
+def test_a_burst_budget_after_a_429_pauses_then_spreads_then_bursts_again() -> None:
+    async def main() -> None:
+        b = WriteBudget(5, 5.0, burst=4, clock=now)
+        await b.acquire()
+        await b.acquire()
+        assert now() == 0.0 and b.current_burst() == 4
+        b.penalize(3.0)
+        assert b.current_burst() == 1 and b.interval() == pytest.approx(2.1)
+        times = []
+        for _ in range(3):
+            await b.acquire()
+            times.append(now())
+        assert times == pytest.approx([3.05, 3.05 + 2.1, 3.05 + 4.2])
+        await asyncio.sleep(30)
+        assert b.current_burst() == 4
+        start = now()
+        for _ in range(4):
+            await b.acquire()
+        assert now() == start
+
+    vrun(main)
+
+
 def test_budget_penalty_pauses_then_slows_then_recovers() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, clock=now)
@@ -1131,8 +1235,13 @@ def test_a_channel_has_one_budget_for_sends_and_one_for_edits() -> None:
                 started[kind].append(now())
 
         await asyncio.gather(writer("send", 6), writer("edit", 6))
-        expected = [k * 1.05 for k in range(6)]
-        assert started == {"send": pytest.approx(expected), "edit": pytest.approx(expected)}
+        # edits spread evenly; sends in a burst of 4, the 5th late in the window, the 6th
+        # once the window has passed
+        assert started == {
+            "send": pytest.approx([0.0, 0.0, 0.0, 0.0, 4.2, 5.25]),
+            "edit": pytest.approx([k * 1.05 for k in range(6)]),
+        }
+        assert (p.sends.burst, p.edits.burst) == (4, 1)
         assert p.writes == 12
         p.sends.penalize(2.0)  # a 429 on one route slows that route only
         assert (p.sends.interval(), p.edits.interval()) == pytest.approx((2.1, 1.05))
@@ -1165,6 +1274,7 @@ def test_registry_gives_every_channel_both_budgets() -> None:
     registry = PacerRegistry(4, 8.0)  # as bot/app.py calls it: edits per window, window
     p = registry.get(7)
     assert (p.edits.max_writes, p.edits.window) == (p.sends.max_writes, p.sends.window) == (4, 8.0)
+    assert (p.edits.burst, p.sends.burst) == (1, 3)  # sends in bursts, one short of the bucket
     p = PacerRegistry(4, 8.0, max_sends=3, send_window=6.0).get(7)
     assert (p.edits.max_writes, p.edits.window, p.sends.max_writes, p.sends.window) == (
         4,
@@ -1172,6 +1282,9 @@ def test_registry_gives_every_channel_both_budgets() -> None:
         3,
         6.0,
     )
+    assert p.sends.burst == 2
+    assert PacerRegistry(4, 8.0, send_burst=4).get(7).sends.burst == 4
+    assert PacerRegistry(1, 1.0).get(7).sends.burst == 1
 
 
 def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
@@ -1209,6 +1322,14 @@ def test_pacer_settings_are_validated() -> None:
         ChannelPacer(5, 5.0, max_sends=0)
     with pytest.raises(ValueError):
         WriteBudget(5, -1.0)
+    with pytest.raises(ValueError):
+        WriteBudget(5, 5.0, burst=0)
+    with pytest.raises(ValueError):
+        WriteBudget(5, 5.0, burst=6)
+    with pytest.raises(ValueError):
+        ChannelPacer(5, 5.0, max_sends=3, send_burst=4)
+    with pytest.raises(ValueError):
+        PacerRegistry(5, 5.0, send_burst=0)
     with pytest.raises(ValueError):
         PacerRegistry(5, 5.0, send_window=0.0)
     with pytest.raises(ValueError):
