@@ -15,9 +15,11 @@ Prints, per reply:
 
 At a message break the old message's final edit and the new message's send go out together,
 each from its own bucket, so a fast reply trails the model by about one edit interval at most.
-Several replies in one channel share both buckets; every message costs one create, so when
-they stream faster than the channel's creates allow, their final text waits for the channel's
-send slots (the figures show by how much).
+Several replies in one channel share both buckets. Edits are spread evenly; sends go out in
+bursts (up to 4 at once, the 5th of a window late in it), so replies asked together show their
+first text at once. Every message costs one create, so when they stream faster than the
+channel's creates allow, their final text waits for the channel's send slots (the figures show
+by how much).
 
 Usage: ``python bench/bench_render.py [--chars 6000] [--chunks 300] [--seconds 5]``.
 Scenarios: one reply alone; then three replies at once in one channel, next to a slower reply

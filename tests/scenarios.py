@@ -72,17 +72,34 @@ async def stream_replies(
 ) -> list[Measured]:
     """Ask the bot once per asker, at the same time, in one channel; each reply is scripted as
     `length` characters in `chunks` chunks over `seconds`."""
-    texts = [model_text(length, seed=i + 1) for i in range(len(askers))]
+    [replies] = await stream_replies_in_channels(
+        w, [(channel, askers)], length=length, chunks=chunks, seconds=seconds
+    )
+    return replies
+
+
+async def stream_replies_in_channels(
+    w: World,
+    groups: list[tuple[FakeChannel, list[FakeUser]]],
+    *,
+    length: int = 6000,
+    chunks: int = 300,
+    seconds: float = 5.0,
+) -> list[list[Measured]]:
+    """Like `stream_replies`, with every (channel, askers) group asking at the same time; the
+    replies of each group, in the order of its askers."""
+    asks = [(channel, user) for channel, users in groups for user in users]
+    texts = [model_text(length, seed=i + 1) for i in range(len(asks))]
     start_index = len(w.gemini.requests)
     for text in texts:
         w.gemini.script(Reply(chunks=chunked(text, chunks), delay=seconds / chunks))
     questions = await asyncio.gather(
-        *(w.mention(channel, user, f"question {i}") for i, user in enumerate(askers))
+        *(w.mention(channel, user, f"question {i}") for i, (channel, user) in enumerate(asks))
     )
-    await asyncio.gather(*(w.reply_done(q.id, timeout=seconds * 6 + 10) for q in questions))
+    await asyncio.gather(*(w.reply_done(q.id, timeout=seconds * 8 + 10) for q in questions))
     assert w.bot is not None
     out = []
-    for q in questions:
+    for q, (channel, _) in zip(questions, asks, strict=True):
         turn = await w.bot.store.find_turn_by_message(q.id)
         assert turn is not None
         reply = next(
@@ -98,7 +115,11 @@ async def stream_replies(
         )
         text = "".join(w.gemini.requests[req_index].reply.chunks)  # type: ignore[union-attr]
         out.append(_measure_ids(w, text, req_index, reply.message_ids))
-    return out
+    grouped, k = [], 0
+    for _, users in groups:
+        grouped.append(out[k : k + len(users)])
+        k += len(users)
+    return grouped
 
 
 def _measure_ids(w: World, text: str, request_index: int, message_ids: list[int]) -> Measured:
