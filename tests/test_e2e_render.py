@@ -68,9 +68,7 @@ async def test_three_replies_share_one_channel_bucket(tmp_path: Path) -> None:
         assert len({m for r in replies for m in r.message_ids}) == sum(
             len(r.message_ids) for r in replies
         )
-        # message creates go out in a burst: each reply's first text shows without waiting for
-        # a later slot of the channel (spread evenly, the third would wait two 1.05 s slots)
-        for reply in replies:
-            assert reply.first_chunk_to_visible < 0.8
+        # How soon each first text shows (creates go out in a burst) is a timing: the virtual-
+        # time tests in test_streaming.py pin the schedule, bench_e2e_stream.py prints it.
         assert not w.discord.rate_limit_hits
         check_buckets(w, w.general.id)
