@@ -80,6 +80,15 @@ class Ticket:
             self._mine.set_result(None)
 
 
+CUT_SHORT = "-# ✂ cut short: the answer reached its length limit"
+
+
+def length_notice(stream: object) -> str | None:
+    """A note for an answer Gemini ended because it ran out of output tokens."""
+    outcome = getattr(stream, "outcome", None)
+    return CUT_SHORT if getattr(outcome, "finish_reason", None) == "MAX_TOKENS" else None
+
+
 def stored_status(result: RenderResult) -> str:
     """The status a reply is stored with."""
     if result.state == "complete":
@@ -153,6 +162,7 @@ async def answer(
             bot.pacers.get(question.channel_id),
             reply.token,
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
+            end_notice=lambda: length_notice(stream),
         )
         _log_result(question, result)
         return result

@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import TextIO
 
-from bot.answer import stored_status
+from bot.answer import length_notice, stored_status
 from bot.cancel import CancelToken
 from bot.config import Settings
 from bot.conversation import Question, build_contents, system_instruction
@@ -85,7 +85,13 @@ async def run_console(settings: Settings, prompt: str | None = None) -> int:
                 system_instruction=system_instruction(settings.persona, "gemcord", True),
                 max_output_tokens=settings.max_output_tokens,
             )
-            result = await render_stream(stream, ConsoleSink(), pacer, token)
+            result = await render_stream(
+                stream,
+                ConsoleSink(),
+                pacer,
+                token,
+                end_notice=lambda s=stream: length_notice(s),
+            )
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
             print()

@@ -476,6 +476,7 @@ async def render_stream(
     retry_backoff: float = 0.5,
     max_rate_limits: int = 10,
     write_timeout: float | None = 60.0,
+    end_notice: Callable[[], str | None] | None = None,
 ) -> RenderResult:
     """Stream ``chunks`` into ``sink`` until they end, fail, or ``cancel`` fires.
 
@@ -492,7 +493,8 @@ async def render_stream(
     text after ``retry_backoff`` (doubling) up to ``max_attempts`` times in a row; a 429 slows
     the budget it hit (the channel's sends or its edits) and is retried, up to
     ``max_rate_limits`` in a row. Then the reply is "failed". Sends and edits count their
-    failures separately.
+    failures separately. ``end_notice()``, asked once when a stream with text ends normally, may
+    return a short line to add to a complete reply (say, that the answer hit its length limit).
     """
     renderer = _Renderer(
         chunks,
@@ -509,6 +511,7 @@ async def render_stream(
         retry_backoff=retry_backoff,
         max_rate_limits=max_rate_limits,
         write_timeout=write_timeout,
+        end_notice=end_notice,
     )
     return await renderer.run()
 
@@ -531,6 +534,7 @@ class _Renderer:
         retry_backoff: float,
         max_rate_limits: int,
         write_timeout: float | None,
+        end_notice: Callable[[], str | None] | None = None,
     ) -> None:
         if limit < MIN_LIMIT + len(style.live_marker):
             raise ValueError(f"limit {limit} is too small (at least {MIN_LIMIT} plus the marker)")
@@ -556,6 +560,7 @@ class _Renderer:
         self.retry_backoff = retry_backoff
         self.max_rate_limits = max(1, max_rate_limits)
         self.write_timeout = write_timeout
+        self.end_notice = end_notice
 
         # text as received
         self._parts: list[str] = []
@@ -851,6 +856,8 @@ class _Renderer:
             notice = style.failure(self._stream_error, self.limit)
         elif not contents:
             notice = style.empty
+        elif self.end_notice is not None and (extra := self.end_notice()):
+            notice = " ".join(extra.split())[: min(style.max_notice, self.limit)]
         if notice is not None:
             if contents and len(contents[-1]) + len(style.separator) + len(notice) <= self.limit:
                 contents[-1] += style.separator + notice

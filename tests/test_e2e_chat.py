@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.answer import CUT_SHORT
 from bot.splitting import split_message
 from storage import StorageError, Turn
 from tests.fakes.discord import Perm
 from tests.fakes.gemini import RecordedRequest, Reply
-from tests.harness import World, world
+from tests.harness import World, reply_turn, world
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -678,3 +679,13 @@ async def test_forget_erases_only_the_callers_words_everywhere(tmp_path: Path) -
         assert w.bot is not None
         export = await w.bot.store.export_channel(w.general.id, "json")
         assert "secret is 42" not in export and "I like tea" in export
+
+
+async def test_an_answer_cut_at_the_length_limit_says_so(tmp_path: Path) -> None:
+    async with fast(tmp_path, {"GEMINI_MAX_OUTPUT_TOKENS": "50"}) as w:
+        w.gemini.script(Reply(chunks=["The answer ", "goes on and"], finish_reason="MAX_TOKENS"))
+        question, contents = await ask(w, w.general, w.alice, "tell me everything")
+        assert contents[-1] == "The answer goes on and\n\n" + CUT_SHORT
+        assert w.gemini.requests[0].generation_config().get("maxOutputTokens") == 50
+        turn = await reply_turn(w, question.id)
+        assert turn.status == "complete" and turn.text == "The answer goes on and"

@@ -1334,3 +1334,28 @@ def test_pacer_settings_are_validated() -> None:
         PacerRegistry(5, 5.0, send_window=0.0)
     with pytest.raises(ValueError):
         PacerRegistry(5, 0.0)
+
+
+def test_end_notice_is_added_to_a_complete_reply_only() -> None:
+    async def main() -> None:
+        channel = FakeChannel()
+        asked: list[int] = []
+
+        def note() -> str:
+            asked.append(1)
+            return "-# ✂ cut short"
+
+        result = await render([(0.0, "Hello "), (0.1, "world")], channel, end_notice=note)
+        assert result.state == "complete" and result.text == "Hello world"
+        assert final_contents(channel, result) == ["Hello world\n\n-# ✂ cut short"]
+        assert result.notice == "-# ✂ cut short" and asked == [1]
+
+        quiet = FakeChannel()
+        result = await render([(0.0, "Hi")], quiet, end_notice=lambda: None)
+        assert final_contents(quiet, result) == ["Hi"] and result.notice is None
+
+        failed = FakeChannel()
+        result = await render([(0.0, "Hi"), (0.1, ModelError("⚠ broke"))], failed, end_notice=note)
+        assert final_contents(failed, result) == ["Hi\n\n⚠ broke"]
+
+    vrun(main)
