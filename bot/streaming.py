@@ -30,6 +30,7 @@ How a reply is shown:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
@@ -331,19 +332,19 @@ class PacerRegistry:
         margin: float = 0.05,
         idle_ttl: float = 600.0,
     ) -> None:
-        # validate the settings once, here
-        ChannelPacer(
-            max_writes, window, max_sends=max_sends, send_window=send_window, send_burst=send_burst
+        self._new = functools.partial(
+            ChannelPacer,
+            max_writes,
+            window,
+            max_sends=max_sends,
+            send_window=send_window,
+            send_burst=send_burst,
+            clock=clock,
+            sleep=sleep,
+            margin=margin,
         )
-        self.max_writes = max_writes
-        self.window = window
-        self.max_sends = max_sends
-        self.send_window = send_window
-        self.send_burst = send_burst
-        self.margin = margin
+        self._new()  # validates the settings once, here
         self.idle_ttl = max(idle_ttl, 2 * window, 2 * (send_window or window))
-        self._clock = clock
-        self._sleep = sleep
         self._pacers: dict[int, ChannelPacer] = {}
         self._in_use: weakref.WeakValueDictionary[int, ChannelPacer] = weakref.WeakValueDictionary()
         self._gets = 0
@@ -355,16 +356,7 @@ class PacerRegistry:
             self.prune()
         pacer = self._pacers.get(channel_id) or self._in_use.get(channel_id)
         if pacer is None:
-            pacer = ChannelPacer(
-                self.max_writes,
-                self.window,
-                max_sends=self.max_sends,
-                send_window=self.send_window,
-                send_burst=self.send_burst,
-                clock=self._clock,
-                sleep=self._sleep,
-                margin=self.margin,
-            )
+            pacer = self._new()
             self._in_use[channel_id] = pacer
         self._pacers[channel_id] = pacer
         return pacer
