@@ -1,0 +1,154 @@
+"""Admission control for replies: caps on streaming replies per user, channel and process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+State = Literal["waiting", "admitted", "released"]
+
+
+class QueueFull(Exception):
+    """Raised by :meth:`Admission.try_enter` when the channel already has its maximum waiting."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """One question's claim on a streaming slot: waiting, admitted, then released."""
+
+    channel_id: int
+    user_id: int
+    _admission: Admission = field(repr=False)
+    state: State = "waiting"
+    _future: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the question is queued (the caller may show a waiting sign)."""
+        return self.state == "waiting"
+
+    async def admitted(self) -> None:
+        """Wait until admitted; raises CancelledError if released first (cancelling releases)."""
+        if self.state == "waiting":
+            if self._future is None:
+                self._future = asyncio.get_running_loop().create_future()
+            try:
+                await self._future
+            except asyncio.CancelledError:
+                self.release()  # also frees a slot granted at the moment of cancellation
+                raise
+        if self.state != "admitted":
+            raise asyncio.CancelledError("slot released before it was admitted")
+
+    def release(self) -> None:
+        """Free the slot or leave the queue; releasing twice does nothing."""
+        self._admission._release(self)
+
+    async def __aenter__(self) -> Slot:
+        await self.admitted()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class Admission:
+    """Grants slots in arrival order, skipping waiters blocked only by their own caps."""
+
+    def __init__(
+        self,
+        per_user: int = 2,
+        per_channel: int = 5,
+        per_process: int = 64,
+        queue_per_channel: int = 10,
+    ) -> None:
+        if min(per_user, per_channel, per_process) < 1 or queue_per_channel < 0:
+            raise ValueError("caps must be positive and the queue length non-negative")
+        self.per_user = per_user
+        self.per_channel = per_channel
+        self.per_process = per_process
+        self.queue_per_channel = queue_per_channel
+        self._by_user: Counter[int] = Counter()
+        self._by_channel: Counter[int] = Counter()
+        self._queued_by_channel: Counter[int] = Counter()
+        self._waiters: dict[Slot, None] = {}  # insertion-ordered: arrival order
+        self._streaming = 0
+
+    @property
+    def streaming(self) -> int:
+        """Replies admitted and not yet released, process-wide."""
+        return self._streaming
+
+    @property
+    def queued(self) -> int:
+        """Questions waiting for a slot, process-wide."""
+        return len(self._waiters)
+
+    def streaming_in(self, channel_id: int) -> int:
+        """Replies admitted and not yet released in one channel."""
+        return self._by_channel[channel_id]
+
+    def queued_in(self, channel_id: int) -> int:
+        """Questions waiting for a slot in one channel."""
+        return self._queued_by_channel[channel_id]
+
+    def try_enter(self, channel_id: int, user_id: int) -> Slot:
+        """Claim a slot at arrival, admitted or queued; raises QueueFull if the queue is full."""
+        slot = Slot(channel_id, user_id, self)
+        if self._fits(slot):
+            self._grant(slot)
+        elif self._queued_by_channel[channel_id] >= self.queue_per_channel:
+            raise QueueFull(channel_id)
+        else:
+            self._waiters[slot] = None
+            self._queued_by_channel[channel_id] += 1
+        return slot
+
+    def _fits(self, slot: Slot) -> bool:
+        return (
+            self._streaming < self.per_process
+            and self._by_channel[slot.channel_id] < self.per_channel
+            and self._by_user[slot.user_id] < self.per_user
+        )
+
+    def _grant(self, slot: Slot) -> None:
+        slot.state = "admitted"
+        self._streaming += 1
+        self._by_channel[slot.channel_id] += 1
+        self._by_user[slot.user_id] += 1
+        if slot._future is not None and not slot._future.done():
+            slot._future.set_result(None)
+
+    def _release(self, slot: Slot) -> None:
+        previous, slot.state = slot.state, "released"
+        if previous == "waiting":
+            self._unqueue(slot)
+            if slot._future is not None:
+                slot._future.cancel()
+        elif previous == "admitted":
+            self._streaming -= 1
+            _decrement(self._by_channel, slot.channel_id)
+            _decrement(self._by_user, slot.user_id)
+            self._admit_waiters()
+
+    def _unqueue(self, slot: Slot) -> None:
+        del self._waiters[slot]
+        _decrement(self._queued_by_channel, slot.channel_id)
+
+    def _admit_waiters(self) -> None:
+        """Admit, in arrival order, every waiter that fits once those before it are counted."""
+        for slot in list(self._waiters):
+            if self._streaming >= self.per_process:
+                break
+            if self._fits(slot):
+                self._unqueue(slot)
+                self._grant(slot)
+
+
+def _decrement(counter: Counter[int], key: int) -> None:
+    """Count one less, dropping keys that reach zero so idle channels and users leave no trace."""
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
