@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import aiohttp
 
@@ -56,6 +57,17 @@ async def _check(settings: Settings) -> int:
     return 0
 
 
+def _run_owner(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command that owns the database; exit 1 with one sentence if another process does."""
+    from storage import StoreLocked
+
+    try:
+        return asyncio.run(start())
+    except StoreLocked as exc:
+        print(f"gemcord: {exc}; stop it first (one database, one bot).", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gemcord` console script; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="gemcord", description=__doc__)
@@ -79,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prepare_db_path(settings)
             from bot.console import run_console
 
-            return asyncio.run(run_console(settings, args.prompt))
+            return _run_owner(lambda: run_console(settings, args.prompt))
         settings.require_runtime()
         prepare_db_path(settings)
     except ConfigError as exc:
@@ -89,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bot.app import run_bot
 
     try:
-        return asyncio.run(run_bot(settings))
+        return _run_owner(lambda: run_bot(settings))
     except ConfigError as exc:
         print(f"gemcord: {exc}", file=sys.stderr)
         return 2

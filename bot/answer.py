@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from bot.admission import Slot
+from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.inflight import InFlight
-from bot.llm import LLMError
+from bot.llm import BadRequest, GeminiStream, LLMError
 from bot.streaming import MessageSink, RenderResult, render_stream
-from storage import ReplyMetrics
+from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn
 
 if TYPE_CHECKING:
     from bot.app import Gemcord
@@ -81,6 +85,16 @@ class Ticket:
 
 
 CUT_SHORT = "-# ✂ cut short: the answer reached its length limit"
+TOO_LONG = (
+    "⚠ That is too much for the model, even with less of the conversation: try a shorter "
+    "question (a moderator can also `/reset` the channel)."
+)
+
+_FILE_PROBLEM = re.compile(r"image|file|document|pdf|audio|video|media|mime", re.IGNORECASE)
+_TOO_LONG = re.compile(
+    r"token count|too many tokens|maximum number of tokens|context (?:length|window)|too long",
+    re.IGNORECASE,
+)
 
 
 def length_notice(stream: object) -> str | None:
@@ -100,29 +114,131 @@ def stored_status(result: RenderResult) -> str:
     return "failed"
 
 
+async def channel_settings(store: Store, channel_id: int, parent_id: int | None) -> ChannelSettings:
+    """The channel's persona and model; a thread inherits what it does not set from its parent."""
+    own = await store.get_channel_settings(channel_id)
+    if parent_id is None or (own.persona and own.model):
+        return own
+    parent = await store.get_channel_settings(parent_id)
+    return dataclasses.replace(
+        own, persona=own.persona or parent.persona, model=own.model or parent.model
+    )
+
+
+class Request:
+    """One question's Gemini request, sent again once without the files Gemini refused and
+    once with half the history when the conversation is too long for the model."""
+
+    def __init__(
+        self, bot: Gemcord, question: Question, history: list[Turn], model: str, persona: str | None
+    ) -> None:
+        self.bot = bot
+        self.question = question
+        self.history = history
+        self.model = model
+        self.persona = persona
+        self.stream: GeminiStream | None = None
+        self.notices: list[str] = []
+
+    def end_notice(self) -> str | None:
+        """Lines to add to a complete answer: files left out, an answer cut short."""
+        lines = [*self.notices, length_notice(self.stream)]
+        return "\n".join(line for line in lines if line) or None
+
+    async def chunks(self) -> AsyncIterator[str]:
+        """The answer's text chunks (see the class docstring for the retries)."""
+        bot, question = self.bot, self.question
+        bot_name = bot.user.display_name if bot.user else "Gemcord"
+        retried: set[str] = set()
+        while True:
+            self.stream = bot.llm.stream(
+                model=self.model,
+                contents=build_contents(
+                    self.history, question, max_inline_bytes=bot.settings.max_inline_bytes
+                ),
+                system_instruction=system_instruction(self.persona, bot_name, question.in_dm),
+                max_output_tokens=bot.settings.max_output_tokens,
+            )
+            answered = False
+            try:
+                async for chunk in self.stream:
+                    answered = True
+                    yield chunk
+                return
+            except BadRequest as exc:
+                problem = None if answered else self._problem(exc)
+                if problem == "long" and problem in retried:
+                    raise TooLong(TOO_LONG, detail=exc.detail, code=exc.code) from exc
+                if problem is None or problem in retried:
+                    raise
+                retried.add(problem)
+                log.warning("Gemini refused a request (%s); retrying %s", exc.detail, problem)
+                if problem == "file":
+                    await self._drop_files(exc)
+                else:
+                    self._halve_history()
+
+    def _problem(self, exc: BadRequest) -> str | None:
+        """What a 400 was about: "file" (a refused file), "long" (too many tokens), or None."""
+        detail = exc.detail or ""
+        if exc.code != 400:
+            return None
+        if _TOO_LONG.search(detail):
+            return "long"
+        sent_files = self.question.images or any(
+            i.data is not None for t in self.history for i in t.images
+        )
+        return "file" if sent_files and _FILE_PROBLEM.search(detail) else None
+
+    async def _drop_files(self, exc: BadRequest) -> None:
+        """Mark the files of the question (else those of history) unusable and leave them out."""
+        question = self.question
+        if question.images:
+            refused = {image.sha256: image.name for image in question.images}
+            names = ", ".join(f"`{n}`" if n else "an image" for n in refused.values())
+            self.question = dataclasses.replace(question, images=[])
+            self.notices.append(f"-# ⚠ Gemini could not read {names}, so I answered without it.")
+        else:
+            refused = {i.sha256: "" for t in self.history for i in t.images if i.data is not None}
+            for turn in self.history:
+                turn.images = [dataclasses.replace(i, data=None) for i in turn.images]
+            self.notices.append("-# ⚠ Gemini could not read an earlier image here; I left it out.")
+        await self.bot.store.mark_images_unusable(refused, exc.detail or "refused by Gemini")
+
+    def _halve_history(self) -> None:
+        """Keep the newer half of the history, starting with a question."""
+        rest = self.history[len(self.history) // 2 :]
+        while rest and rest[0].role != "user":
+            rest.pop(0)
+        self.history = rest
+
+
+class TooLong(BadRequest):
+    """The question and its history stay too long for the model even with half the history."""
+
+
 async def answer(
-    bot: Gemcord, question: Question, sink: MessageSink, ticket: Ticket | None = None
-) -> RenderResult:
+    bot: Gemcord,
+    question: Question,
+    sink: MessageSink,
+    ticket: Ticket | None = None,
+    slot: Slot | None = None,
+    on_admitted: Callable[[], object] | None = None,
+) -> RenderResult | None:
     """Answer one question into `sink`; every outcome is shown in Discord and stored.
 
     With a `ticket`, the question is stored in its channel's arrival order (and the ticket
-    released once it is).
+    released once it is). With an admission `slot`, the reply waits for it after the question
+    is stored (`on_admitted` is called when it no longer waits). A question from a Discord
+    message that was asked before (a duplicate delivery) is not answered again: None.
     """
     store = bot.store
-    settings = await store.get_channel_settings(question.channel_id)
-    model = settings.model or bot.settings.gemini_model
-    persona = settings.persona or bot.settings.persona
     try:
         if ticket is not None:
             await ticket.wait()
-        # Loaded before the question is stored: exactly the turns that came before it.
-        history = await store.load_history(
-            question.channel_id,
-            max_turns=bot.settings.history_turns,
-            max_tokens=bot.settings.history_tokens,
-            image_turns=bot.settings.history_image_turns,
-        )
-        question = dataclasses.replace(question, text=with_quote(question, history), quote=None)
+        if question.quote is not None:
+            before = await _history(bot, question.channel_id)
+            question = dataclasses.replace(question, text=with_quote(question, before), quote=None)
         user_turn = await store.add_user_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
@@ -133,15 +249,29 @@ async def answer(
             message_ids=[question.message_id] if question.message_id else [],
             images=question.images,
         )
+    except AlreadyAnswered:
+        log.info("message %s was asked before: not answering it again", question.message_id)
+        return None
     finally:
         if ticket is not None:
             ticket.release()
     reply = bot.inflight.start(question.channel_id, question.author_id, question.message_id)
     model_turn: int | None = None
     result: RenderResult | None = None
-    stream = None
+    request: Request | None = None
     try:
-        contents = build_contents(history, question)
+        if slot is not None and slot.waiting:
+            try:
+                await _until_admitted(slot, reply.token)
+            finally:
+                if on_admitted is not None:
+                    on_admitted()
+        if reply.token.cancelled:
+            return None  # stopped (or its question deleted) while it waited
+        settings = await channel_settings(store, question.channel_id, question.parent_id)
+        model = settings.model or bot.settings.gemini_model
+        history = await _history(bot, question.channel_id, before_turn=user_turn)
+        request = Request(bot, question, history, model, settings.persona or bot.settings.persona)
         model_turn = await store.start_model_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
@@ -149,27 +279,45 @@ async def answer(
             reply_to=user_turn,
             model=model,
         )
-        bot_name = bot.user.display_name if bot.user else "Gemcord"
-        stream = bot.llm.stream(
-            model=model,
-            contents=contents,
-            system_instruction=system_instruction(persona, bot_name, question.in_dm),
-            max_output_tokens=bot.settings.max_output_tokens,
-        )
         result = await render_stream(
-            stream,
+            request.chunks(),
             sink,
             bot.pacers.get(question.channel_id),
             reply.token,
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
-            end_notice=lambda: length_notice(stream),
+            end_notice=request.end_notice,
         )
         _log_result(question, result)
         return result
     finally:
         bot.inflight.finish(reply)
         if model_turn is not None:
+            stream = request.stream if request is not None else None
             await asyncio.shield(_finish(bot, model_turn, result, stream))
+
+
+async def _history(bot: Gemcord, channel_id: int, before_turn: int | None = None) -> list[Turn]:
+    s = bot.settings
+    return await bot.store.load_history(
+        channel_id,
+        max_turns=s.history_turns,
+        max_tokens=s.history_tokens,
+        image_turns=s.history_image_turns,
+        before_turn=before_turn,
+    )
+
+
+async def _until_admitted(slot: Slot, token: CancelToken) -> None:
+    """Wait for the admission slot, or until the reply is stopped while it waits."""
+    admitted = asyncio.ensure_future(slot.admitted())
+    stopped = asyncio.ensure_future(token.wait())
+    try:
+        await asyncio.wait({admitted, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not admitted.done():
+            admitted.cancel()
+            slot.release()
 
 
 def _on_message(bot: Gemcord, reply: InFlight, model_turn: int | None, message_id: int) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.admission import Admission
 from bot.config import ConfigError, Settings
 from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
@@ -54,6 +55,12 @@ class Gemcord(commands.AutoShardedBot):
         self.settings = settings
         self.pacers = PacerRegistry(settings.edits_per_window, settings.edit_window_seconds)
         self.inflight = InFlightRegistry()
+        self.admission = Admission(
+            settings.replies_per_user,
+            settings.replies_per_channel,
+            settings.replies_per_process,
+            settings.queue_per_channel,
+        )
         self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping.from_cooldown(
             1, settings.cooldown_seconds, lambda user_id: user_id
         )

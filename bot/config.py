@@ -47,14 +47,16 @@ class Settings:
     history_turns: int = 40
     history_tokens: int = 24_000
     history_image_turns: int = 6
+    max_inline_bytes: int = 60 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    replies_per_user: int = 2
+    replies_per_channel: int = 5
+    replies_per_process: int = 64
+    queue_per_channel: int = 10
+    notice_seconds: float = 10.0
     max_output_tokens: int | None = None
     stop_emoji: str = "🛑"
     persona: str | None = None
-
-    @property
-    def discord_custom_api(self) -> bool:
-        """True when Discord's REST base was changed (a proxy, or a test fake)."""
-        return self.discord_api_base_url.rstrip("/") != DEFAULT_DISCORD_API
 
     def require_runtime(self) -> None:
         """Check the settings that only `run` needs."""
@@ -203,6 +205,13 @@ def load_settings(
         history_turns=_int(env, "GEMCORD_HISTORY_TURNS", 40, minimum=0),
         history_tokens=_int(env, "GEMCORD_HISTORY_TOKENS", 24_000, minimum=100),
         history_image_turns=_int(env, "GEMCORD_HISTORY_IMAGE_TURNS", 6),
+        max_inline_bytes=_megabytes(env, "GEMCORD_MAX_INLINE_MB", 60),
+        max_image_pixels=int(_float(env, "GEMCORD_MAX_IMAGE_MEGAPIXELS", 40, minimum=0.01) * 1e6),
+        replies_per_user=_int(env, "GEMCORD_REPLIES_PER_USER", 2, minimum=1),
+        replies_per_channel=_int(env, "GEMCORD_REPLIES_PER_CHANNEL", 5, minimum=1),
+        replies_per_process=_int(env, "GEMCORD_REPLIES_MAX", 64, minimum=1),
+        queue_per_channel=_int(env, "GEMCORD_QUEUE_PER_CHANNEL", 10),
+        notice_seconds=_float(env, "GEMCORD_NOTICE_SECONDS", 10.0),
         max_output_tokens=max_out or None,
         stop_emoji=stop_emoji,
         persona=persona,

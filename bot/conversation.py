@@ -16,8 +16,10 @@ DEFAULT_PERSONA = (
 
 HOUSE_RULES = (
     "Several people may talk to you in the same channel: each of their messages starts with "
-    "the speaker's name in square brackets, like [alice]. Use names when it helps, but never "
-    "start your own reply with a name tag. Discord renders Markdown: **bold**, *italics*, "
+    "the speaker's name in square brackets, like [alice]. Answer the last message only; "
+    "earlier messages are context, and those marked as answered separately get their own "
+    "reply. Use names when it helps, but never start your own reply with a name tag. Discord "
+    "renders Markdown: **bold**, *italics*, "
     "lists, headings, > quotes and fenced code blocks with a language tag; it does not "
     "render tables or LaTeX, so avoid them. Today is {date}."
 )
@@ -25,8 +27,15 @@ HOUSE_RULES = (
 INTERRUPTED = {
     "stopped": "[This reply was stopped by the user before it was finished.]",
     "failed": "[This reply was cut off by an error before it was finished.]",
-    "blocked": "[This reply was withheld by the safety filter.]",
 }
+
+SEPARATE = "[This message is answered separately, in a reply of its own.]"
+"""The model turn that stands for a reply still streaming (or never given), so that roles
+alternate and no question is answered twice."""
+
+MAX_INLINE_BYTES = 60 * 1024 * 1024
+"""Default cap on the file bytes one request carries inline (Gemini takes about 100 MB,
+base64 included)."""
 
 
 QUOTE_LIMIT = 1500
@@ -58,6 +67,8 @@ class Question:
     images: list[ImageIn] = field(default_factory=list)
     in_dm: bool = False
     quote: Quote | None = None
+    parent_id: int | None = None
+    """For a thread or forum post: its parent channel, whose settings it inherits."""
 
 
 def with_quote(question: Question, history: Sequence[Turn]) -> str:
@@ -100,30 +111,42 @@ def _model_text(turn: Turn) -> str:
     return turn.text or "(no reply)"
 
 
-def build_contents(history: Sequence[Turn], question: Question) -> list[ChatTurn]:
-    """Gemini contents: history in order (speaker names on user turns), then the new turn.
+def build_contents(
+    history: Sequence[Turn], question: Question, *, max_inline_bytes: int = MAX_INLINE_BYTES
+) -> list[ChatTurn]:
+    """Gemini contents: history in order (speaker names on user turns), then the new question
+    alone as the last user turn.
 
-    Neighbouring turns of the same role (two questions asked at once) are merged, since
-    Gemini expects user and model turns to alternate.
+    An earlier question without a finished reply (still streaming, or lost) is followed by a
+    :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
+    Images beyond ``max_inline_bytes``, counted from the newest, are left out (oldest first).
     """
     contents: list[ChatTurn] = []
-
-    def add(role: str, parts: list[str | ImagePart]) -> None:
-        if contents and contents[-1].role == role:
-            contents[-1].parts.extend(parts)
-        else:
-            contents.append(ChatTurn(role=role, parts=parts))  # type: ignore[arg-type]
-
     for turn in history:
         if turn.role == "user":
-            parts: list[str | ImagePart] = [_user_text(turn.author_name, turn.text)]
-            parts += [ImagePart(i.data, i.mime_type) for i in turn.images if i.data is not None]
-            add("user", parts)
-        else:
-            add("model", [_model_text(turn)])
-    new_parts: list[str | ImagePart] = [_user_text(question.author_name, question.text)]
-    new_parts += [ImagePart(i.data, i.mime_type) for i in question.images]
-    add("user", new_parts)
-    if contents[0].role == "model":
-        contents.pop(0)
+            if contents and contents[-1].role == "user":
+                contents.append(ChatTurn("model", [SEPARATE]))
+            images = [ImagePart(i.data, i.mime_type) for i in turn.images if i.data is not None]
+            contents.append(ChatTurn("user", [_user_text(turn.author_name, turn.text), *images]))
+        elif contents and contents[-1].role == "user":
+            contents.append(ChatTurn("model", [_model_text(turn)]))
+    if contents and contents[-1].role == "user":
+        contents.append(ChatTurn("model", [SEPARATE]))
+    images = [ImagePart(i.data, i.mime_type) for i in question.images]
+    contents.append(ChatTurn("user", [_user_text(question.author_name, question.text), *images]))
+    _cap_inline_bytes(contents, max_inline_bytes)
     return contents
+
+
+def _cap_inline_bytes(contents: list[ChatTurn], limit: int) -> None:
+    """Drop images, oldest first, until the request's inline bytes fit ``limit``."""
+    total = 0
+    for turn in reversed(contents):
+        kept: list[str | ImagePart] = []
+        for part in reversed(turn.parts):
+            if isinstance(part, ImagePart):
+                if total + len(part.data) > limit:
+                    continue
+                total += len(part.data)
+            kept.append(part)
+        turn.parts = kept[::-1]

@@ -22,6 +22,13 @@ Semantics the bot relies on:
   Failed, stopped and blocked replies are included with their status. Images carry their bytes
   only in the last `image_turns` turns of the result; older ones keep their hash and MIME type
   with `data=None`, so the bot can mention them.
+- **At most once.** A question's first message id is unique across the store:
+  `add_user_turn` raises AlreadyAnswered for a message asked before. The bot process that
+  owns the file (`recover_streaming=True`) holds `<file>.lock`; a second owner gets StoreLocked.
+- **Withdrawn** turns stay in the file and in exports but leave history: a turn whose Discord
+  message was deleted (`withdraw_message`; a question's text is erased), and both turns of an
+  exchange whose reply was finished as "blocked". Images marked unusable (Gemini refused
+  them) are never returned with their bytes again.
 - **Reset** is soft: `reset_channel` archives the channel's turns. They leave history for good
   but stay in the file: `export_channel(include_archived=True)` (the default) shows them, and so
   does `find_turn_by_message`. A reply still streaming when the channel is reset is archived with
@@ -45,12 +52,13 @@ Semantics the bot relies on:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from storage.models import (
     CHARS_PER_TOKEN,
     IMAGE_TOKENS,
+    AlreadyAnswered,
     ChannelSettings,
     ImageIn,
     ReplyMetrics,
@@ -60,8 +68,10 @@ from storage.models import (
     StorageError,
     StoreClosed,
     StoredImage,
+    StoreLocked,
     Turn,
     TurnNotFound,
+    Withdrawn,
     approx_tokens,
 )
 from storage.sqlite import SQLiteStore
@@ -69,6 +79,7 @@ from storage.sqlite import SQLiteStore
 __all__ = [
     "CHARS_PER_TOKEN",
     "IMAGE_TOKENS",
+    "AlreadyAnswered",
     "ChannelSettings",
     "ImageIn",
     "ReplyMetrics",
@@ -79,9 +90,11 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreClosed",
+    "StoreLocked",
     "StoredImage",
     "Turn",
     "TurnNotFound",
+    "Withdrawn",
     "approx_tokens",
     "open_store",
 ]
@@ -156,6 +169,14 @@ class Store(Protocol):
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
         """Attach Discord message ids to a turn as its reply streams."""
+        ...
+
+    async def withdraw_message(self, message_id: int) -> Turn | None:
+        """The Discord message was deleted: take its turn out of history; the turn, if any."""
+        ...
+
+    async def mark_images_unusable(self, sha256s: Iterable[str], reason: str) -> None:
+        """Never send these images to Gemini again."""
         ...
 
     async def reset_channel(self, channel_id: int) -> int:

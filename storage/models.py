@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
 Status = Literal["streaming", "complete", "stopped", "failed", "blocked"]
 """A turn's state; "streaming" means a model turn was started and not finished yet."""
 
 Role = Literal["user", "model"]
+
+Withdrawn = Literal["deleted", "blocked"]
+"""Why a turn left the history the model sees: its message was deleted, or the exchange was
+blocked by the safety filter."""
 
 STATUSES: Final[frozenset[str]] = frozenset(get_args(Status))
 FINAL_STATUSES: Final[frozenset[str]] = STATUSES - {"streaming"}
@@ -27,10 +32,16 @@ def approx_tokens(text: str, images: int = 0) -> int:
 
 @dataclass(frozen=True)
 class ImageIn:
-    """An image to store with a user turn."""
+    """An image to store with a user turn (`name`: the file name it was sent as, if any)."""
 
     data: bytes
     mime_type: str
+    name: str = field(default="", compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of the bytes: the image's key in the store."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class Turn:
     prompt_tokens: int | None
     output_tokens: int | None
     model: str | None
+    withdrawn: Withdrawn | None = None
+    """Why the turn is no longer sent to the model (None: it is)."""
 
 
 @dataclass
@@ -114,6 +127,14 @@ class SchemaError(StorageError):
 
 class StoreClosed(StorageError):
     """The store was used after `close()`."""
+
+
+class AlreadyAnswered(StorageError):
+    """A question from this Discord message was stored before: it is answered only once."""
+
+
+class StoreLocked(StorageError):
+    """Another process holds the database (a second bot on the same file)."""
 
 
 class TurnNotFound(StorageError, LookupError):

@@ -17,14 +17,16 @@ How it keeps data safe:
   place rather than refused; NUL characters and very long texts are stored as they are.
 
 One bot process owns a file: opening it marks "streaming" turns failed, which is only right
-when no other process is streaming into it. A second process (a health check) should open it
-with `recover_streaming=False`; even if it does not, a running bot's reply still ends with its
-own final status, since finishing overwrites the status.
+when no other process is streaming into it, so the owner holds an exclusive lock on
+`<file>.lock` while the store is open (the OS drops it when the process dies, even by SIGKILL)
+and a second owner gets StoreLocked. A second process that only reads (a health check) opens
+the file with `recover_streaming=False`, which takes no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import hashlib
 import json
@@ -41,6 +43,7 @@ import aiosqlite
 
 from storage.models import (
     FINAL_STATUSES,
+    AlreadyAnswered,
     ChannelSettings,
     ImageIn,
     ReplyMetrics,
@@ -49,6 +52,7 @@ from storage.models import (
     StorageError,
     StoreClosed,
     StoredImage,
+    StoreLocked,
     Turn,
     TurnNotFound,
     approx_tokens,
@@ -75,7 +79,7 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size))
           FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
          WHERE ti.turn_id = t.id) AS images,
-       t.archived, t.archived_at
+       t.archived, t.archived_at, t.withdrawn
   FROM turns AS t
 """
 
@@ -83,6 +87,7 @@ _HISTORY_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = ? AND t.archived = 0 AND t.pair_key < ? AND t.status <> 'streaming'
+   AND t.withdrawn IS NULL
  ORDER BY t.pair_key DESC, t.id DESC
  LIMIT ?
 """
@@ -170,6 +175,7 @@ class _Row:
             model=row[13],
             message_ids=[m[1] for m in messages],
             images=[StoredImage(sha, mime, None) for sha, mime, _ in self.image_refs],
+            withdrawn=row[18],
         )
 
 
@@ -178,7 +184,8 @@ async def _fetch_image_data(conn: aiosqlite.Connection, hashes: Iterable[str]) -
     if not wanted:
         return {}
     rows = await conn.execute_fetchall(
-        "SELECT sha256, data FROM images WHERE sha256 IN (SELECT value FROM json_each(?))",
+        "SELECT sha256, data FROM images WHERE sha256 IN (SELECT value FROM json_each(?))"
+        " AND sha256 NOT IN (SELECT sha256 FROM unusable_images)",
         (json.dumps(wanted),),
     )
     return {sha: bytes(data) for sha, data in rows}
@@ -221,6 +228,24 @@ async def _enable_wal(conn: aiosqlite.Connection) -> str:
         delay = min(delay * 2, 0.2)
 
 
+def _lock_exclusively(name: str) -> int:
+    """Hold `<name>.lock` for this process; StoreLocked if another process holds it."""
+    fd = os.open(f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreLocked(
+            f"another gemcord process is already running on the database {name}"
+        ) from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
 def _make_folder(name: str) -> str:
     path = Path(name).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,9 +278,10 @@ def _iso(ts: float | None) -> str | None:
 class SQLiteStore:
     """Conversation history, images, settings and metrics in one SQLite file."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: str, lock_fd: int | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._lock_fd = lock_fd
         self._lock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
@@ -273,13 +299,17 @@ class SQLiteStore:
         health check) opening the file of a bot that is running.
         """
         name = os.fspath(path)
+        lock_fd = None
         if name != ":memory:":
             name = await asyncio.to_thread(_make_folder, name)
+            if recover_streaming:
+                lock_fd = _lock_exclusively(name)
         try:
             conn = await aiosqlite.connect(
                 name, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
             )
         except sqlite3.Error as exc:
+            _unlock(lock_fd)
             raise StorageError(f"cannot open the database {name!r}: {exc}") from exc
         try:
             await cls._configure(conn, name)
@@ -294,15 +324,17 @@ class SQLiteStore:
                 )
         except sqlite3.DatabaseError as exc:
             await conn.close()
+            _unlock(lock_fd)
             raise StorageError(f"cannot use the database {name!r}: {exc}") from exc
         except BaseException:
             await conn.close()
+            _unlock(lock_fd)
             raise
         if recovered:
             log.warning(
                 "marked %d reply(ies) interrupted by the last shutdown as failed", recovered
             )
-        return cls(conn, name)
+        return cls(conn, name, lock_fd)
 
     @staticmethod
     async def _configure(conn: aiosqlite.Connection, name: str) -> None:
@@ -336,6 +368,8 @@ class SQLiteStore:
                 log.debug("PRAGMA optimize: %s", exc)
             await self._conn.close()
             self._closed = True
+            _unlock(self._lock_fd)
+            self._lock_fd = None
 
     # ----------------------------------------------------------------- plumbing
 
@@ -393,7 +427,11 @@ class SQLiteStore:
         thread_id: int | None = None,
         images: Sequence[ImageIn] = (),
     ) -> int:
-        """Store a user's question (with its images); returns the new turn's id."""
+        """Store a user's question (with its images); returns the new turn's id.
+
+        The first of `message_ids` is the Discord message the question came from: a second
+        question from the same message raises AlreadyAnswered and stores nothing.
+        """
         prepared = await _prepare_images(images)
         values = (
             channel_id,
@@ -414,6 +452,14 @@ class SQLiteStore:
                 values,
             )
             turn_id = int(next(iter(rows))[0])
+            if ids:
+                claimed = await conn.execute_fetchall(
+                    "INSERT INTO answered (message_id, turn_id) VALUES (?, ?)"
+                    " ON CONFLICT (message_id) DO NOTHING RETURNING turn_id",
+                    (ids[0], turn_id),
+                )
+                if not list(claimed):
+                    raise AlreadyAnswered(f"message {ids[0]} was asked before")
             await _insert_message_ids(conn, turn_id, ids)
             if prepared:
                 now = time.time()
@@ -488,6 +534,8 @@ class SQLiteStore:
     ) -> None:
         """Record a model turn's final text and status (and its metrics), all at once.
 
+        A "blocked" reply withdraws its exchange (question and reply) from history.
+
         A turn deleted meanwhile (forget_user, purge_channel) is ignored; finishing a user
         turn is a programming error (ValueError).
         """
@@ -514,6 +562,12 @@ class SQLiteStore:
                 log.debug("model turn %d is gone (deleted while streaming)", turn_id)
                 return
             await _insert_message_ids(conn, turn_id, ids)
+            if status == "blocked":
+                await conn.execute(
+                    "UPDATE turns SET withdrawn = 'blocked'"
+                    " WHERE id IN (?, (SELECT reply_to FROM turns WHERE id = ?))",
+                    (turn_id, turn_id),
+                )
             if metrics is not None:
                 await conn.execute(
                     _METRICS_SQL,
@@ -531,7 +585,7 @@ class SQLiteStore:
                     ),
                 )
 
-        await self._write(op, transaction=bool(ids or metrics is not None))
+        await self._write(op, transaction=bool(ids or metrics is not None or status == "blocked"))
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
         """Attach Discord message ids to a turn (in order; ids it already has are skipped)."""
@@ -543,6 +597,38 @@ class SQLiteStore:
             await _insert_message_ids(conn, turn_id, ids)
 
         await self._write(op, transaction=len(ids) > 1)
+
+    async def withdraw_message(self, message_id: int) -> Turn | None:
+        """A Discord message was deleted: its turn leaves history (a question's text is erased
+        too); returns the turn as it was, or None when no turn carries that message."""
+
+        async def op(conn: aiosqlite.Connection) -> Turn | None:
+            turn = await _turn_by_message(conn, message_id)
+            if turn is not None:
+                await conn.execute(
+                    "UPDATE turns SET withdrawn = 'deleted',"
+                    " text = CASE role WHEN 'user' THEN '' ELSE text END WHERE id = ?",
+                    (turn.id,),
+                )
+            return turn
+
+        return await self._write(op, transaction=False)
+
+    async def mark_images_unusable(self, sha256s: Iterable[str], reason: str) -> None:
+        """Gemini refused these images: they are never sent to it again."""
+        rows = [(sha, _clean(reason), time.time()) for sha in sorted(set(sha256s))]
+        if not rows:
+            return
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO unusable_images (sha256, reason, marked_at)"
+                " SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM images WHERE sha256 = ?1)"
+                " ON CONFLICT (sha256) DO NOTHING",
+                rows,
+            )
+
+        await self._write(op)
 
     # ----------------------------------------------------------------- reading
 
@@ -576,18 +662,9 @@ class SQLiteStore:
         """The turn (user or model, archived or not) carried by this Discord message, if any."""
 
         async def op(conn: aiosqlite.Connection) -> Turn | None:
-            rows = list(
-                await conn.execute_fetchall(
-                    _TURN_SELECT
-                    + " WHERE t.id = (SELECT turn_id FROM turn_messages WHERE message_id = ?"
-                    " ORDER BY turn_id DESC LIMIT 1)",
-                    (int(message_id),),
-                )
-            )
-            if not rows:
-                return None
-            turn = _Row(rows[0]).turn
-            _with_data(turn, await _fetch_image_data(conn, (i.sha256 for i in turn.images)))
+            turn = await _turn_by_message(conn, message_id)
+            if turn is not None:
+                _with_data(turn, await _fetch_image_data(conn, (i.sha256 for i in turn.images)))
             return turn
 
         return await self._read(op)
@@ -859,6 +936,18 @@ async def _prepare_images(images: Sequence[ImageIn]) -> list[tuple[str, str, byt
     ]
 
 
+async def _turn_by_message(conn: aiosqlite.Connection, message_id: int) -> Turn | None:
+    """The newest turn carried by a Discord message (without image bytes)."""
+    rows = list(
+        await conn.execute_fetchall(
+            _TURN_SELECT + " WHERE t.id = (SELECT turn_id FROM turn_messages WHERE message_id = ?"
+            " ORDER BY turn_id DESC LIMIT 1)",
+            (int(message_id),),
+        )
+    )
+    return _Row(rows[0]).turn if rows else None
+
+
 async def _export_chunk(
     channel_id: int, archived: int, after: tuple[int, int], conn: aiosqlite.Connection
 ) -> list[_Row]:
@@ -937,6 +1026,7 @@ def _turn_json(row: _Row) -> dict[str, Any]:
         "thread_id": snowflake(t.thread_id),
         "archived": row.archived,
         "archived_at": _iso(row.archived_at),
+        "withdrawn": t.withdrawn,
     }
 
 
@@ -975,6 +1065,8 @@ def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSetting
         head = f"### {who} ({label}) · {_iso(t.created_at)} · turn {t.id}"
         if t.status != "complete":
             head += f" · {t.status}"
+        if t.withdrawn == "deleted":
+            head += " · deleted on Discord"
         out += [head, ""]
         out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
         for sha, mime, size in row.image_refs:

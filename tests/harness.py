@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +76,10 @@ class World:
     async def reply_done(self, question_id: int, timeout: float = 15.0) -> list[str]:
         """Wait until the reply to `question_id` is stored as finished; its message contents."""
         assert self.bot is not None
-        store = self.bot.store
 
         async def finished() -> list[int] | None:
-            turn = await store.find_turn_by_message(question_id)
-            if turn is None:
-                return None
-            for t in await store.load_history(turn.channel_id, max_turns=1000):
-                if t.reply_to == turn.id and t.status != "streaming":
-                    return t.message_ids
-            return None
+            turn = await reply_turn(self, question_id)
+            return turn.message_ids if turn is not None and turn.status != "streaming" else None
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -148,6 +143,7 @@ async def world(
             "GEMCORD_DB": str(tmp_path / "gemcord.db"),
             "GEMCORD_DEV_GUILD": str(guild.id),
             "GEMCORD_COOLDOWN_SECONDS": "0",
+            "GEMCORD_NOTICE_SECONDS": "0",
             "LOG_LEVEL": "DEBUG",
             **(env or {}),
         }
@@ -172,16 +168,16 @@ async def world(
 
 
 async def reply_turn(w: World, question_id: int) -> Turn | None:
-    """The stored model turn answering the question with Discord message `question_id`."""
+    """The stored model turn answering the question with Discord message `question_id`
+    (withdrawn or not)."""
     assert w.bot is not None
-    store = w.bot.store
-    turn = await store.find_turn_by_message(question_id)
-    if turn is None:
-        return None
-    for t in await store.load_history(turn.channel_id, max_turns=1000, max_tokens=10**9):
-        if t.reply_to == turn.id:
-            return t
-    return None
+    with sqlite3.connect(f"file:{w.db_path}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "SELECT r.id FROM answered AS a JOIN turns AS r ON r.reply_to = a.turn_id"
+            " WHERE a.message_id = ? ORDER BY r.id LIMIT 1",
+            (question_id,),
+        ).fetchone()
+    return None if row is None else await w.bot.store.get_turn(row[0])
 
 
 async def react(w: World, channel: FakeChannel, message: int, user: FakeUser, emoji: str) -> float:

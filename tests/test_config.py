@@ -21,7 +21,6 @@ def test_defaults_and_required(tmp_path: Path) -> None:
     assert s.gemini_model == "gemini-2.5-flash"
     assert s.db_path == Path("./data/gemcord.db")
     assert s.discord_api_base_url == "https://discord.com/api/v10"
-    assert not s.discord_custom_api
     with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
         s.require_runtime()
     with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
@@ -53,6 +52,7 @@ def test_google_api_key_wins() -> None:
         ("GEMCORD_COOLDOWN_SECONDS", "-1"),
         ("GEMCORD_EDITS_PER_WINDOW", "0"),
         ("GEMCORD_MAX_IMAGE_MB", "ten"),
+        ("GEMCORD_REPLIES_PER_CHANNEL", "0"),
         ("GEMINI_MODEL", "gemini 2.5"),
         ("DISCORD_TOKEN", "Bot abc.def"),
     ],
@@ -72,13 +72,17 @@ def test_parsed_values() -> None:
             "GEMCORD_ALLOWED_CHANNELS": "1, 2,3",
             "GEMCORD_MAX_IMAGE_MB": "2.5",
             "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10/",
+            "GEMCORD_MAX_IMAGE_MEGAPIXELS": "12.5",
+            "GEMCORD_REPLIES_PER_USER": "1",
+            "GEMCORD_MAX_INLINE_MB": "30",
         },
         env_file=None,
     )
+    assert (s.max_image_pixels, s.replies_per_user) == (12_500_000, 1)
+    assert s.max_inline_bytes == 30 * 1024 * 1024
     assert s.allowed_channels == {1, 2, 3}
     assert s.max_image_bytes == int(2.5 * 1024 * 1024)
     assert s.discord_api_base_url == "http://127.0.0.1:9/api/v10"
-    assert s.discord_custom_api
 
 
 def test_redaction_never_shows_secrets() -> None:

@@ -239,12 +239,10 @@ async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path
 
 
 async def model_turn(w: World, question_id: int) -> Turn:
-    """The stored reply to a question (finished)."""
-    assert w.bot is not None
-    question = await w.bot.store.find_turn_by_message(question_id)
-    assert question is not None
-    history = await w.bot.store.load_history(question.channel_id, max_turns=1000)
-    return next(t for t in history if t.reply_to == question.id)
+    """The stored reply to a question."""
+    turn = await reply_turn(w, question_id)
+    assert turn is not None
+    return turn
 
 
 # --- no pings -------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ async def test_only_the_asker_or_a_moderator_may_stop(tmp_path: Path) -> None:
         assert w.discord.message(reply.id).reactions == {}
         await asyncio.sleep(0.3)
         assert request.outcome == "pending" and request.disconnected_at is None
-        assert await reply_turn(w, question.id) is None  # not finished: still streaming
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.status == "streaming"  # not finished
         assert w.bot is not None and w.bot.inflight.by_message(question.id) is not None
 
         t_event = await react(w, w.general, reply.id, carol, "⏹️")  # a moderator, the alias

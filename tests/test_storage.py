@@ -14,11 +14,13 @@ import pytest
 
 from storage import (
     IMAGE_TOKENS,
+    AlreadyAnswered,
     ImageIn,
     ReplyMetrics,
     SQLiteStore,
     Store,
     StoreClosed,
+    StoreLocked,
     TurnNotFound,
     approx_tokens,
     open_store,
@@ -92,7 +94,7 @@ async def test_open_creates_folder_and_sets_pragmas(tmp_path: Path) -> None:
             "synchronous": 1,  # NORMAL
             "foreign_keys": 1,
             "busy_timeout": 5000,
-            "user_version": 2,
+            "user_version": 3,
         }
     finally:
         await store.close()
@@ -474,11 +476,102 @@ async def test_images_cost_tokens_and_carry_bytes_only_in_the_last_turns(
     assert len(await store.load_history(1, image_turns=0, max_tokens=cost_all_text)) == 8
 
 
-async def test_failed_stopped_blocked_replies_are_in_history(store: SQLiteStore) -> None:
-    for n, status in enumerate(("failed", "stopped", "blocked")):
-        await pair(store, 1, f"q{n}", f"partial {n}", status=status)
+async def test_failed_and_stopped_replies_are_in_history_blocked_exchanges_are_not(
+    store: SQLiteStore,
+) -> None:
+    ids = {}
+    for n, status in enumerate(("failed", "blocked", "stopped")):
+        ids[status] = await pair(store, 1, f"q{n}", f"partial {n}", status=status)
     history = await store.load_history(1)
-    assert [t.status for t in history if t.role == "model"] == ["failed", "stopped", "blocked"]
+    assert [(t.role, t.status) for t in history] == [
+        ("user", "complete"),
+        ("model", "failed"),
+        ("user", "complete"),
+        ("model", "stopped"),
+    ]
+    question, reply = ids["blocked"]
+    for turn_id in (question, reply):  # still stored, still exported
+        turn = await store.get_turn(turn_id)
+        assert turn is not None and turn.withdrawn == "blocked"
+    assert "q1" in await store.export_channel(1)
+
+
+async def test_a_message_is_asked_at_most_once(store: SQLiteStore) -> None:
+    first = await store.add_user_turn(
+        channel_id=1, author_id=1, author_name="a", text="q", message_ids=[BIG]
+    )
+    with pytest.raises(AlreadyAnswered):
+        await store.add_user_turn(
+            channel_id=1, author_id=1, author_name="a", text="q again", message_ids=[BIG]
+        )
+    assert [t.id for t in await store.load_history(1)] == [first]  # nothing half-stored
+    # a question without a message (the console) and another message are not affected
+    await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="x")
+    await store.add_user_turn(
+        channel_id=1, author_id=1, author_name="a", text="y", message_ids=[BIG + 1]
+    )
+
+
+async def test_many_deliveries_of_one_message_at_once_store_one_question(
+    store: SQLiteStore,
+) -> None:
+    results = await asyncio.gather(
+        *(
+            store.add_user_turn(
+                channel_id=1, author_id=1, author_name="a", text="q", message_ids=[42]
+            )
+            for _ in range(10)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, int) for r in results) == 1
+    assert sum(isinstance(r, AlreadyAnswered) for r in results) == 9
+
+
+async def test_one_owner_per_file(tmp_path: Path) -> None:
+    path = tmp_path / "owned.db"
+    owner = await open_store(path)
+    try:
+        with pytest.raises(StoreLocked, match="another gemcord process"):
+            await open_store(path)
+        reader = await open_store(path, recover_streaming=False)  # a health check may read
+        await reader.close()
+    finally:
+        await owner.close()
+    again = await open_store(path)  # released on close
+    await again.close()
+
+
+async def test_deleted_messages_leave_history(store: SQLiteStore) -> None:
+    async def exchange(n: int) -> tuple[int, int]:
+        u = await store.add_user_turn(
+            channel_id=1, author_id=1, author_name="a", text=f"q{n}", message_ids=[100 + n]
+        )
+        m = await store.start_model_turn(channel_id=1, reply_to=u, model="g")
+        await store.finish_model_turn(m, text=f"a{n}", status="complete", message_ids=[200 + n])
+        return u, m
+
+    (u1, _), (u2, m2), (u3, m3) = [await exchange(n) for n in range(3)]
+    gone = await store.withdraw_message(100)  # the first question was deleted
+    assert gone is not None and gone.id == u1
+    reply = await store.withdraw_message(201)  # the second reply was deleted
+    assert reply is not None and reply.id == m2
+    assert await store.withdraw_message(999) is None
+    assert [t.id for t in await store.load_history(1)] == [u2, u3, m3]
+    erased = await store.get_turn(u1)
+    assert erased is not None and erased.text == "" and erased.withdrawn == "deleted"
+    export = await store.export_channel(1)
+    assert "q0" not in export and "deleted on Discord" in export and "a1" in export
+
+
+async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
+    good, bad = ImageIn(b"good bytes", "image/png"), ImageIn(b"bad bytes", "image/png")
+    u = await store.add_user_turn(
+        channel_id=1, author_id=1, author_name="a", text="q", images=[good, bad]
+    )
+    await store.mark_images_unusable([hashlib.sha256(b"bad bytes").hexdigest(), "0" * 64], "400")
+    [turn] = await store.load_history(1)
+    assert turn.id == u and [i.data for i in turn.images] == [b"good bytes", None]
 
 
 async def test_reply_in_another_channel_is_not_an_orphan_in_history(store: SQLiteStore) -> None:

@@ -184,7 +184,7 @@ async def test_sigkill_at_random_points(tmp_path: Path) -> None:
                 == 0
             )
         u = await store.add_user_turn(
-            channel_id=9, author_id=1, author_name="a", text="after", message_ids=[1]
+            channel_id=9, author_id=1, author_name="a", text="after", message_ids=[10**15]
         )
         m = await store.start_model_turn(channel_id=9, reply_to=u, model="g")
         await store.finish_model_turn(m, text=answer(u), status="complete", message_ids=[2])

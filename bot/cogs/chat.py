@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import math
 import re
+import time
+import unicodedata
+from collections import OrderedDict
 from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answer import ArrivalOrder, Ticket, answer
+from bot.admission import QueueFull
+from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
+from storage import ChannelSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,9 @@ BARE_MENTION_HINT = (
 
 
 COOLDOWN_NOTICE_TTL = 8.0
+SEEN_LIMIT = 4096
+WAITING = "⏳"
+QUEUE_FULL = "⏳ I'm answering a lot of questions here right now: please ask again in a minute."
 
 
 def cooldown_notice(wait: float) -> str:
@@ -65,17 +74,31 @@ def mentions_me(message: discord.Message, bot_id: int) -> bool:
 
 
 def prompt_text(message: discord.Message, bot_id: int) -> str:
-    """The message text with the bot's mention removed and other mentions made readable."""
-    text = re.sub(rf"<@!?{bot_id}>", "", message.content)
+    """The message text with the bot's mention removed and other mentions made readable;
+    empty when only invisible characters are left."""
+    text = message.content.replace(f"<@{bot_id}>", "").replace(f"<@!{bot_id}>", "")
     if (role := own_role(message)) is not None:
         text = text.replace(f"<@&{role.id}>", "")
     for user in message.mentions:
-        text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
+        name = f"@{user.display_name}"
+        text = text.replace(f"<@{user.id}>", name).replace(f"<@!{user.id}>", name)
     for role in message.role_mentions:
         text = text.replace(f"<@&{role.id}>", f"@{role.name}")
     for channel in message.channel_mentions:
         text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    return text if visible(text) else ""
+
+
+def visible(text: str) -> bool:
+    """Whether the text has a character that shows (not only spaces and invisible format
+    characters such as zero-width spaces)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+
+
+def shorten(text: str, limit: int = 2000) -> str:
+    """Text that fits one Discord message, cut with an ellipsis when it must be."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def my_permissions(channel: object) -> discord.Permissions | None:
@@ -104,7 +127,7 @@ def can_reference(perms: discord.Permissions | None) -> bool:
     return perms is None or perms.read_message_history
 
 
-def where(channel: object) -> tuple[int | None, int | None]:
+def guild_and_thread_ids(channel: object) -> tuple[int | None, int | None]:
     """(guild id, thread id) of a channel."""
     guild = getattr(channel, "guild", None)
     thread = channel.id if isinstance(channel, discord.Thread) else None  # type: ignore[attr-defined]
@@ -119,6 +142,11 @@ class Chat(commands.Cog):
         s = bot.settings
         self.limits = Limits(s.max_image_bytes, s.max_request_image_bytes, s.max_images)
         self.order = ArrivalOrder()
+        self.seen: OrderedDict[int, None] = OrderedDict()
+        """Recent message ids, so a duplicate delivery is dropped before anything is done."""
+        self.noticed: dict[tuple[int, int], float] = {}
+        """When each (channel, user) last got a notice."""
+        self.tasks: set[asyncio.Task[None]] = set()
 
     # --- messages -------------------------------------------------------------------------
 
@@ -170,6 +198,9 @@ class Chat(commands.Cog):
         mentioned = mentions_me(message, me.id)
         if not (in_dm or mentioned or message.reference is not None):
             return
+        if self._seen_before(message.id):
+            log.info("ignored a duplicate delivery of message %s", message.id)
+            return
         if not allowed_here(self.bot.settings, message.channel, message.author):
             if in_dm or mentioned:
                 log.info("ignored message %s: channel or roles not allowed", message.id)
@@ -191,15 +222,35 @@ class Chat(commands.Cog):
         finally:
             ticket.release()
 
+    def _seen_before(self, message_id: int) -> bool:
+        if message_id in self.seen:
+            return True
+        self.seen[message_id] = None
+        if len(self.seen) > SEEN_LIMIT:
+            self.seen.popitem(last=False)
+        return False
+
     async def _notice(
         self, message: discord.Message, text: str, delete_after: float | None = None
     ) -> None:
+        """A short notice in reply to `message`: at most one per person and channel every
+        `notice_seconds`, sent within the channel's message budget."""
+        key = (message.channel.id, message.author.id)
+        now = time.monotonic()
+        if now - self.noticed.get(key, -math.inf) < self.bot.settings.notice_seconds:
+            log.info("notice to %s in channel %s throttled: %s", key[1], key[0], text[:80])
+            return
+        self.noticed[key] = now
+        if len(self.noticed) > SEEN_LIMIT:
+            cutoff = now - self.bot.settings.notice_seconds
+            self.noticed = {k: t for k, t in self.noticed.items() if t >= cutoff}
         reference = None
         if can_reference(my_permissions(message.channel)):
             reference = message.to_reference(fail_if_not_exists=False)
+        await self.bot.pacers.get(message.channel.id).budget("send").acquire()
         try:
             await message.channel.send(
-                text,
+                shorten(text),
                 reference=reference,  # type: ignore[arg-type]
                 mention_author=False,
                 allowed_mentions=NO_PINGS,
@@ -207,6 +258,15 @@ class Chat(commands.Cog):
             )
         except discord.HTTPException as exc:
             log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
+
+    async def _show_waiting(self, message: discord.Message, admitted: asyncio.Event) -> None:
+        """A ⏳ on a queued question from the moment it waits until it is admitted."""
+        try:
+            await message.add_reaction(WAITING)
+            await admitted.wait()
+            await message.remove_reaction(WAITING, discord.Object(self.bot.user.id))  # type: ignore[union-attr]
+        except discord.HTTPException as exc:
+            log.info("could not show the waiting sign on %s: %s", message.id, exc)
 
     async def _handle(self, message: discord.Message, in_dm: bool, ticket: Ticket) -> None:
         assert self.bot.user is not None
@@ -230,23 +290,48 @@ class Chat(commands.Cog):
         if wait := self.bot.cooldown_retry_after(author_id):
             await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
             return
-        if collected.problems:
-            await self._notice(message, "\n".join(collected.problems))
-        guild_id, thread_id = where(message.channel)
-        question = Question(
-            channel_id=message.channel.id,
-            author_id=message.author.id,
-            author_name=message.author.display_name,
+        try:
+            slot = self.bot.admission.try_enter(message.channel.id, author_id)
+        except QueueFull:
+            await self._notice(message, QUEUE_FULL)
+            return
+        admitted = asyncio.Event()
+        try:
+            if slot.waiting:
+                sign = asyncio.create_task(self._show_waiting(message, admitted))
+                self.tasks.add(sign)
+                sign.add_done_callback(self.tasks.discard)
+            if collected.problems:
+                await self._notice(message, "\n".join(collected.problems))
+            question = self._question(message.channel, message.author, text)
+            question.message_id, question.images = message.id, collected.images
+            question.in_dm, question.quote = in_dm, quote
+            replied = message if can_reference(my_permissions(message.channel)) else None
+            await answer(
+                self.bot,
+                question,
+                ChannelSink(message.channel, replied),
+                ticket,
+                slot,
+                on_admitted=admitted.set,
+            )
+        finally:
+            admitted.set()
+            slot.release()
+
+    @staticmethod
+    def _question(channel: object, author: discord.abc.User, text: str) -> Question:
+        """A question asked by `author` in `channel` (where its history and settings live)."""
+        guild_id, thread_id = guild_and_thread_ids(channel)
+        return Question(
+            channel_id=channel.id,  # type: ignore[attr-defined]
+            author_id=author.id,
+            author_name=author.display_name,
             text=text,
             guild_id=guild_id,
             thread_id=thread_id,
-            message_id=message.id,
-            images=collected.images,
-            in_dm=in_dm,
-            quote=quote,
+            parent_id=getattr(channel, "parent_id", None) if thread_id else None,
         )
-        replied = message if can_reference(my_permissions(message.channel)) else None
-        await answer(self.bot, question, ChannelSink(message.channel, replied), ticket)
 
     # --- slash commands ---------------------------------------------------------------------
 
@@ -266,6 +351,14 @@ class Chat(commands.Cog):
 
     async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    async def _settings(self, interaction: discord.Interaction) -> ChannelSettings:
+        """The settings in force where the command was used (a thread inherits its parent's)."""
+        channel = interaction.channel
+        parent_id = getattr(channel, "parent_id", None)
+        if not isinstance(channel, discord.Thread):
+            parent_id = None
+        return await channel_settings(self.bot.store, interaction.channel_id or 0, parent_id)
 
     @app_commands.command(
         name="ask", description="Ask Gemini something, optionally about an image."
@@ -306,19 +399,19 @@ class Chat(commands.Cog):
                     content=cooldown_notice(wait), allowed_mentions=NO_PINGS
                 )
                 return
-            channel = interaction.channel
-            guild_id, thread_id = where(channel)
-            question = Question(
-                channel_id=interaction.channel_id or 0,
-                author_id=interaction.user.id,
-                author_name=interaction.user.display_name,
-                text=text,
-                guild_id=guild_id,
-                thread_id=thread_id,
-                images=collected.images,
-                in_dm=interaction.guild_id is None,
-            )
-            await answer(self.bot, question, InteractionSink(interaction), ticket)
+            question = self._question(interaction.channel, interaction.user, text)
+            question.images, question.in_dm = collected.images, interaction.guild_id is None
+            try:
+                slot = self.bot.admission.try_enter(question.channel_id, user_id)
+            except QueueFull:
+                await interaction.edit_original_response(
+                    content=QUEUE_FULL, allowed_mentions=NO_PINGS
+                )
+                return
+            try:
+                await answer(self.bot, question, InteractionSink(interaction), ticket, slot)
+            finally:
+                slot.release()
         finally:
             ticket.release()
 
@@ -361,7 +454,7 @@ class Chat(commands.Cog):
     async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
         """Without a name, show the model; with one, set it (needs Manage Messages)."""
         channel_id = interaction.channel_id or 0
-        current = await self.bot.store.get_channel_settings(channel_id)
+        current = await self._settings(interaction)
         if name is None:
             used = current.model or self.bot.settings.gemini_model
             await self._refuse(interaction, f"This channel uses `{used}`.")
@@ -395,7 +488,7 @@ class Chat(commands.Cog):
         """Without arguments, show the persona; otherwise change it (needs Manage Messages)."""
         channel_id = interaction.channel_id or 0
         if instruction is None and not clear:
-            current = (await self.bot.store.get_channel_settings(channel_id)).persona
+            current = (await self._settings(interaction)).persona
             text = (
                 f"This channel's persona:\n>>> {current}"
                 if current

@@ -103,6 +103,25 @@ class Control(commands.Cog):
                 time.monotonic() - reply.started,
             )
 
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A deleted question stops its reply and leaves history; a deleted reply leaves it."""
+        await self._deleted([payload.message_id])
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        """Like a delete, for each message a moderator purged."""
+        await self._deleted(sorted(payload.message_ids))
+
+    async def _deleted(self, message_ids: list[int]) -> None:
+        for message_id in message_ids:
+            reply = self.bot.inflight.by_message(message_id)
+            if reply is not None and reply.question_id == message_id:
+                reply.token.cancel("deleted")
+            turn = await self.bot.store.withdraw_message(message_id)
+            if turn is not None:
+                log.info("%s turn %d left history: its message was deleted", turn.role, turn.id)
+
     async def _channel(self, channel_id: int) -> object | None:
         """The channel from the cache, or from Discord when it is not cached (None if gone)."""
         channel = self.bot.get_channel(channel_id)
