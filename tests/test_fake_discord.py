@@ -574,3 +574,226 @@ async def test_user_message_requires_a_connected_bot(fake: FakeDiscord) -> None:
     with pytest.raises(TimeoutError):
         await fake.wait_until_ready(timeout=0.1)
     assert time.monotonic() - started < 2
+
+
+# ---------------------------------------------------------------------------------------------
+# threads, forums, duplicate deliveries, bulk deletes
+
+
+async def test_threads_reach_discord_py_as_threads(fake: FakeDiscord) -> None:
+    guild, chan, alice = world(fake)
+    early = fake.add_thread(chan, "before ready", owner=alice)
+    bot = MiniBot(guild_id=guild.id)
+    async with running(fake, bot):
+        cached = bot.get_guild(guild.id)
+        assert cached is not None
+        # a thread that existed before READY came in the GUILD_CREATE's threads
+        before = cached.get_thread(early.id)
+        assert isinstance(before, discord.Thread) and before.parent_id == chan.id
+        assert before.owner_id == alice.id and before.type is discord.ChannelType.public_thread
+        assert early.id not in [c.id for c in cached.channels]
+
+        live = fake.add_thread(chan, "live", owner=alice)
+        thread = await fake.wait_for(lambda: cached.get_thread(live.id))
+        assert thread.name == "live" and thread.parent == cached.get_channel(chan.id)
+        created = [e for e in fake.gateway_events if e.name == "THREAD_CREATE"]
+        assert created[-1].data["newly_created"] is True
+        assert created[-1].data["thread_metadata"]["archived"] is False
+
+        question = await fake.user_message(live, alice, f"{fake.bot_user.mention} in a thread?")
+        msg = await received(bot, fake, question.id)
+        assert isinstance(msg.channel, discord.Thread)
+        assert msg.channel.id == live.id and msg.channel.parent_id == chan.id
+        assert msg.guild is not None and msg.guild.id == guild.id
+        assert alice.id in live.member_ids
+
+        # the bot writes, edits and types on the thread's own routes
+        reply = await msg.reply("yes, here")
+        reply = await reply.edit(content="yes, here (edited)")
+        async with msg.channel.typing():
+            pass
+        stored = fake.message(reply.id)
+        assert stored.channel_id == live.id and stored.reply_to == question.id
+        assert stored.content == "yes, here (edited)" and stored.mentions_disabled
+        assert reply.id in live.message_ids and reply.id not in chan.message_ids
+        paths = {c.path for c in fake.calls if c.channel_id == live.id}
+        assert f"/channels/{live.id}/messages" in paths
+        assert f"/channels/{live.id}/typing" in paths
+
+        # a slash command run in the thread answers in the thread
+        inter = await fake.slash_command(live, alice, "ping")
+        await inter.wait_for_callback()
+        assert inter.original is not None and inter.original.channel_id == live.id
+        assert inter.payload["channel"]["type"] == 11
+        assert inter.payload["channel"]["parent_id"] == str(chan.id)
+
+
+async def test_thread_permissions_come_from_the_parent(fake: FakeDiscord) -> None:
+    guild, _, alice = world(fake)
+    role = fake.bot_role(guild)
+    # Send Messages denied in the parent: the bot still talks in its threads
+    quiet = fake.add_text_channel(
+        guild, "announcements", overwrites=[fake.overwrite(role, deny=Perm.SEND_MESSAGES)]
+    )
+    # Send Messages in Threads denied: the bot talks in the parent but not in its threads
+    no_threads = fake.add_text_channel(
+        guild, "no-threads", overwrites=[fake.overwrite(role, deny=Perm.SEND_MESSAGES_IN_THREADS)]
+    )
+    in_quiet = fake.add_thread(quiet, "discussion", owner=alice)
+    in_no_threads = fake.add_thread(no_threads, "discussion", owner=alice)
+    bot = MiniBot()
+    async with running(fake, bot):
+        cached = bot.get_guild(guild.id)
+        assert cached is not None and cached.me is not None
+        quiet_chan = cached.get_channel(quiet.id)
+        assert isinstance(quiet_chan, discord.TextChannel)
+        with pytest.raises(discord.Forbidden) as refused:
+            await quiet_chan.send("in the parent")
+        assert refused.value.code == 50013
+        thread = cached.get_thread(in_quiet.id)
+        assert thread is not None
+        assert thread.permissions_for(cached.me).send_messages_in_threads
+        assert fake.message((await thread.send("in the thread")).id).channel_id == in_quiet.id
+
+        other = cached.get_thread(in_no_threads.id)
+        assert other is not None
+        assert not other.permissions_for(cached.me).send_messages_in_threads
+        with pytest.raises(discord.Forbidden) as denied:
+            await other.send("not allowed")
+        assert denied.value.code == 50013
+        no_threads_chan = cached.get_channel(no_threads.id)
+        assert isinstance(no_threads_chan, discord.TextChannel)
+        await no_threads_chan.send("the parent is fine")
+
+
+async def test_private_threads_are_seen_by_members_only(fake: FakeDiscord) -> None:
+    guild, chan, alice = world(fake)
+    bob = fake.add_user("bob")
+    bot = MiniBot()
+    async with running(fake, bot):
+        cached = bot.get_guild(guild.id)
+        assert cached is not None
+        secret = fake.add_thread(chan, "secret", type=12, owner=alice, members=[bob])
+        quiet = await fake.user_message(secret, bob, "just us")
+        with pytest.raises(discord.Forbidden) as hidden:
+            await bot.fetch_channel(secret.id)
+        assert hidden.value.code == 50001
+        assert cached.get_thread(secret.id) is None
+        assert not [e for e in fake.gateway_events if e.data.get("id") == str(quiet.id)]
+
+        # mentioning the bot adds it to the thread: THREAD_CREATE with its thread member first
+        asked = await fake.user_message(secret, alice, f"{fake.bot_user.mention} join us")
+        msg = await received(bot, fake, asked.id)
+        assert isinstance(msg.channel, discord.Thread)
+        assert msg.channel.type is discord.ChannelType.private_thread
+        assert msg.channel.me is not None and msg.channel.me.id == fake.bot_user.id
+        names = [e.name for e in fake.gateway_events[-2:]]
+        assert names == ["THREAD_CREATE", "MESSAGE_CREATE"]
+        assert "newly_created" not in fake.gateway_events[-2].data
+        assert (await msg.reply("hello")).channel.id == secret.id
+
+        # Manage Threads shows every private thread
+        fake.bot_role(guild).permissions |= Perm.MANAGE_THREADS
+        hidden_too = fake.add_thread(chan, "mods", type=12, owner=alice)
+        await fake.wait_for(lambda: cached.get_thread(hidden_too.id))
+
+
+async def test_archived_locked_and_deleted_threads(fake: FakeDiscord) -> None:
+    guild, chan, alice = world(fake)
+    thread = fake.add_thread(chan, "old", owner=alice)
+    bot = MiniBot()
+    async with running(fake, bot):
+        cached = bot.get_guild(guild.id)
+        assert cached is not None
+        live = cached.get_thread(thread.id)
+        assert live is not None
+        mine = await live.send("first")
+
+        await fake.archive_thread(thread)
+        await fake.wait_for(lambda: cached.get_thread(thread.id) is None)  # discord.py drops it
+        with pytest.raises(discord.HTTPException) as archived:
+            await mine.edit(content="edited late")
+        assert archived.value.code == 50083
+        # a new message reopens an archived (not locked) thread
+        await live.send("reopening")
+        assert not thread.archived
+        await fake.wait_for(lambda: cached.get_thread(thread.id))
+        assert [e.name for e in fake.gateway_events].count("THREAD_UPDATE") == 2
+
+        await fake.archive_thread(thread, locked=True)
+        with pytest.raises(discord.HTTPException) as locked:
+            await live.send("locked out")
+        assert locked.value.code == 50083 and thread.archived
+        with pytest.raises(ValueError):
+            await fake.user_message(thread, alice, "me too")
+
+        await fake.archive_thread(thread, archived=False)
+        await fake.delete_thread(thread)
+        await fake.wait_for(lambda: any(e.name == "THREAD_DELETE" for e in fake.gateway_events))
+        with pytest.raises(discord.NotFound) as gone:
+            await live.send("anyone?")
+        assert gone.value.code == 10003
+
+
+async def test_forum_posts(fake: FakeDiscord) -> None:
+    guild, _, alice = world(fake)
+    forum = fake.add_forum_channel(guild, "help")
+    bot = MiniBot()
+    async with running(fake, bot):
+        cached = bot.get_guild(guild.id)
+        assert cached is not None
+        assert isinstance(cached.get_channel(forum.id), discord.ForumChannel)
+        post, starter = await fake.add_forum_post(
+            forum, alice, "How do I?", f"{fake.bot_user.mention} how do I do this?"
+        )
+        assert starter.id == post.id  # a post's starter message has the thread's id
+        msg = await received(bot, fake, starter.id)
+        assert isinstance(msg.channel, discord.Thread) and msg.channel.parent_id == forum.id
+        assert isinstance(msg.channel.parent, discord.ForumChannel)
+        reply = await msg.reply("like this")
+        assert fake.message(reply.id).channel_id == post.id
+        with pytest.raises(discord.HTTPException) as refused:
+            await bot.http.send_message(
+                forum.id,
+                params=discord.http.MultipartParameters(
+                    payload={"content": "not here"}, multipart=None, files=None
+                ),
+            )
+        assert refused.value.code == 50008
+        with pytest.raises(ValueError):
+            await fake.user_message(forum, alice, "a message in a forum")
+
+
+async def test_redeliver_bulk_delete_and_declared_sizes(fake: FakeDiscord) -> None:
+    _, chan, alice = world(fake)
+    bot = MiniBot()
+    bulk: list[discord.RawBulkMessageDeleteEvent] = []
+
+    async def on_raw_bulk_message_delete(event: discord.RawBulkMessageDeleteEvent) -> None:
+        bulk.append(event)
+
+    bot.add_listener(on_raw_bulk_message_delete)
+    async with running(fake, bot):
+        question = await fake.user_message(chan, alice, f"{fake.bot_user.mention} once?")
+        await received(bot, fake, question.id)
+        assert await fake.redeliver(question)
+        await fake.wait_for(lambda: [m.id for m in bot.received].count(question.id) == 2)
+        first, again = [
+            e
+            for e in fake.gateway_events
+            if e.name == "MESSAGE_CREATE" and e.data["id"] == str(question.id)
+        ]
+        assert first.data == again.data and again.seq is not None and first.seq is not None
+        assert again.seq > first.seq
+
+        others = [await fake.user_message(chan, alice, f"spam {i}") for i in range(3)]
+        await fake.bulk_delete(chan, others)
+        await fake.wait_for(lambda: bulk)
+        assert bulk[0].message_ids == {m.id for m in others} and bulk[0].channel_id == chan.id
+        assert all(fake.message(m).deleted for m in others)
+
+        huge = fake.attachment("huge.png", png_bytes(), "image/png", size=50 * 1024 * 1024)
+        big = await fake.user_message(chan, alice, "a big one", attachments=[huge])
+        msg = await received(bot, fake, big.id)
+        assert msg.attachments[0].size == 50 * 1024 * 1024
+        assert await msg.attachments[0].read() == png_bytes()

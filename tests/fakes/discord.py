@@ -74,7 +74,9 @@ from tests.fakes.discord_rules import (
     MAX_REACTIONS_REACHED,
     MISSING_ACCESS,
     MISSING_PERMISSIONS,
+    NON_TEXT_CHANNEL,
     NOT_FOUND,
+    THREAD_ARCHIVED,
     TYPE_DEFAULT,
     TYPE_REPLY,
     UNAUTHORIZED,
@@ -422,9 +424,177 @@ class FakeDiscord:
         content_type: str | None = None,
         *,
         description: str | None = None,
+        size: int | None = None,
     ) -> AttachmentSpec:
-        """A file for :meth:`user_message` or an attachment option of :meth:`slash_command`."""
-        return AttachmentSpec(filename, data, content_type, description)
+        """A file for :meth:`user_message` or an attachment option of :meth:`slash_command`.
+
+        ``size`` is the size the attachment object declares (default ``len(data)``): a huge
+        file can be declared without holding its bytes; the CDN serves ``data``.
+        """
+        return AttachmentSpec(filename, data, content_type, description, size)
+
+    # ------------------------------------------------------------------------------------
+    # threads and forums
+
+    def add_thread(
+        self,
+        parent: FakeChannel | int,
+        name: str = "thread",
+        *,
+        type: int = 11,
+        owner: FakeUser | int | None = None,
+        members: Iterable[FakeUser | int] = (),
+        auto_archive_duration: int = 1440,
+        invitable: bool = True,
+    ) -> FakeChannel:
+        """A thread of a text channel (``type`` 11 public, 12 private) or a forum post's thread
+        (type 11 only; see :meth:`add_forum_post` for one with its starter message).
+
+        Like Discord: the thread is a channel of its own (``parent_id``, ``owner_id``,
+        ``thread_metadata``) and not one of the guild's ``channels``; it is announced with
+        THREAD_CREATE (``newly_created``), or, before the bot's READY, listed in the
+        GUILD_CREATE's ``threads``. A private thread is seen only by its members (the owner,
+        ``members``) and by those who may Manage Threads in the parent; the bot is sent the
+        thread (and its messages) only then. Its permissions are the parent's, with Send
+        Messages in Threads in place of Send Messages.
+        """
+        par = self._channel(parent)
+        if par.guild_id is None or par.type not in (0, 5, 15, 16):
+            raise ValueError(f"channel {par.id} (type {par.type}) cannot have threads")
+        if type not in (11, 12) or (par.is_forum and type != 11):
+            raise ValueError(f"thread type {type} is not possible in a type {par.type} channel")
+        guild = self._guild(par.guild_id)
+        owner_user = self._user(owner if owner is not None else guild.owner_id)
+        if owner_user.id not in guild.members:
+            self.add_member(guild, owner_user)
+        thread = FakeChannel(
+            id=snowflake(),
+            type=type,
+            name=name,
+            guild_id=guild.id,
+            parent_id=par.id,
+            owner_id=owner_user.id,
+            member_ids=[owner_user.id],
+            auto_archive_duration=auto_archive_duration,
+            invitable=invitable,
+            parent=par,
+        )
+        return self._open_thread(thread, members)
+
+    def _open_thread(self, thread: FakeChannel, members: Iterable[FakeUser | int]) -> FakeChannel:
+        guild = self._guild(thread.guild_id or 0)
+        for m in members:
+            uid = as_id(m)
+            if uid != self.bot_user.id and uid not in guild.members:
+                self.add_member(guild, uid)
+            if uid not in thread.member_ids:
+                thread.member_ids.append(uid)
+        self.channels[thread.id] = thread
+        guild.thread_ids.append(thread.id)
+        if self._bot_sees(thread):
+            self._queue_event(
+                "THREAD_CREATE",
+                lambda: {
+                    **thread.thread_payload(member_of=self.bot_user.id),
+                    "newly_created": True,
+                },
+                guild.id,
+            )
+        return thread
+
+    def add_forum_channel(
+        self, guild: FakeGuild | int, name: str = "forum", *, topic: str | None = None
+    ) -> FakeChannel:
+        """A forum channel (type 15): it holds posts (threads), never messages of its own."""
+        g = self._guild(guild)
+        chan = FakeChannel(
+            id=snowflake(),
+            type=15,
+            name=name,
+            guild_id=g.id,
+            position=len(g.channel_ids),
+            topic=topic,
+        )
+        self.channels[chan.id] = chan
+        g.channel_ids.append(chan.id)
+        self._queue_event("CHANNEL_CREATE", lambda: chan.payload(), g.id)
+        return chan
+
+    async def add_forum_post(
+        self,
+        forum: FakeChannel | int,
+        user: FakeUser | int,
+        title: str,
+        content: str = "",
+        *,
+        mentions: Iterable[FakeUser | int] = (),
+        attachments: Iterable[AttachmentSpec] = (),
+    ) -> tuple[FakeChannel, FakeMessage]:
+        """A user opens a forum post: a public thread whose starter message has the thread's
+        id (as in Discord); THREAD_CREATE, then the starter's MESSAGE_CREATE."""
+        chan = self._channel(forum)
+        if not chan.is_forum:
+            raise ValueError(f"channel {chan.id} is not a forum")
+        author = self._user(user)
+        thread = self.add_thread(chan, title, type=11, owner=author)
+        await self._flush_pending()
+        message = await self.user_message(
+            thread,
+            author,
+            content,
+            mentions=mentions,
+            attachments=attachments,
+            message_id=thread.id,
+        )
+        return thread, message
+
+    async def archive_thread(
+        self, thread: FakeChannel | int, *, archived: bool = True, locked: bool = False
+    ) -> None:
+        """Archive (or, with ``archived=False``, reopen) a thread: THREAD_UPDATE.
+
+        In an archived thread the bot's edits get 400 (50083); a new message reopens it,
+        unless it is also ``locked`` (then 50083 too, for a bot without Manage Threads).
+        """
+        chan = self._channel(thread)
+        if not chan.is_thread:
+            raise ValueError(f"channel {chan.id} is not a thread")
+        chan.archived, chan.locked = archived, locked
+        await self._thread_changed(chan)
+
+    async def _thread_changed(self, chan: FakeChannel) -> None:
+        chan.archive_timestamp = iso_now()
+        if self._bot_sees(chan):
+            await self._dispatch(
+                "THREAD_UPDATE",
+                chan.thread_payload(member_of=self.bot_user.id),
+                chan.guild_id,
+                require_connection=False,
+            )
+
+    async def delete_thread(self, thread: FakeChannel | int) -> None:
+        """Delete a thread: THREAD_DELETE; any later call on it gets 404 (10003)."""
+        chan = self._channel(thread)
+        if not chan.is_thread:
+            raise ValueError(f"channel {chan.id} is not a thread")
+        seen = self._bot_sees(chan)
+        chan.deleted = True
+        if seen:
+            data = {
+                "id": str(chan.id),
+                "guild_id": str(chan.guild_id),
+                "parent_id": str(chan.parent_id),
+                "type": chan.type,
+            }
+            await self._dispatch("THREAD_DELETE", data, chan.guild_id, require_connection=False)
+
+    def _bot_sees(self, chan: FakeChannel) -> bool:
+        """Whether the bot may view a channel (a private thread: member or Manage Threads)."""
+        if chan.is_dm:
+            return True
+        return bool(
+            chan.permissions_for(self._guild_of(chan), self.bot_user.id) & Perm.VIEW_CHANNEL
+        )
 
     # ------------------------------------------------------------------------------------
     # queries
@@ -566,16 +736,32 @@ class FakeDiscord:
         embeds: Sequence[Mapping[str, Any]] = (),
         reply_to: FakeMessage | int | None = None,
         ping_reply: bool = True,
+        message_id: int | None = None,
     ) -> FakeMessage:
         """A user posts a message: stored, then MESSAGE_CREATE goes to the bot.
 
         ``<@id>`` in ``content`` (and ``mentions``) become the message's mentions;
         ``reply_to`` makes it a reply (pinging the replied-to author unless ``ping_reply`` is
         False). Users are added to the guild as members when needed.
+
+        In a thread (see :meth:`add_thread`) the poster joins the thread; a message there
+        reopens an archived thread (a locked one refuses: ValueError); mentioning the bot in
+        a private thread it cannot see adds it to the thread (THREAD_CREATE with its thread
+        member first), and messages of a private thread the bot cannot see are not sent to
+        it. A forum takes posts, not messages (:meth:`add_forum_post`).
         """
         chan = self._channel(channel)
         author = self._user(user)
         guild = self._guild_of(chan)
+        if chan.is_forum:
+            raise ValueError(f"channel {chan.id} is a forum: open a post with add_forum_post")
+        if chan.deleted:
+            raise ValueError(f"channel {chan.id} was deleted")
+        if chan.is_thread and chan.archived:
+            if chan.locked:
+                raise ValueError(f"thread {chan.id} is locked")
+            chan.archived = False
+            await self._thread_changed(chan)
         self._check_participant(chan, guild, author)
         reference = None
         replied_author = None
@@ -595,7 +781,11 @@ class FakeDiscord:
         extra = {as_id(u) for u in mentions}
         if extra:
             pings = Pings(pings.users | extra, pings.roles, pings.everyone)
-        msg_id = snowflake()
+        if chan.type == 12 and self.bot_user.id in pings.users:
+            await self._join_private_thread(chan)
+        msg_id = snowflake() if message_id is None else message_id
+        if msg_id in self._messages:
+            raise ValueError(f"message id {msg_id} is taken")
         stored = [self._store_attachment(chan.id, spec) for spec in attachments]
         msg = FakeMessage(
             id=msg_id,
@@ -611,6 +801,68 @@ class FakeDiscord:
         self._add_message(msg)
         await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=True)
         return msg
+
+    async def _join_private_thread(self, chan: FakeChannel) -> None:
+        """The bot, mentioned in a private thread, is added to it (if it sees the parent)."""
+        if self.bot_user.id in chan.member_ids:
+            return
+        parent = chan.parent
+        if parent is None or not self._bot_sees(parent):
+            return
+        seen_before = self._bot_sees(chan)
+        chan.member_ids.append(self.bot_user.id)
+        if not seen_before:
+            await self._dispatch(
+                "THREAD_CREATE",
+                chan.thread_payload(member_of=self.bot_user.id),
+                chan.guild_id,
+                require_connection=False,
+            )
+
+    async def redeliver(self, message: FakeMessage | int) -> bool:
+        """MESSAGE_CREATE once more for a message the bot was already sent, as a gateway may
+        deliver an event twice (e.g. replayed after a RESUME): the payload first delivered,
+        under a new sequence number. Returns whether the bot was sent it."""
+        msg = self.message(message)
+        key = str(msg.id)
+        first = next(
+            (
+                e.data
+                for e in self.gateway.events
+                if e.name == "MESSAGE_CREATE" and e.delivered and e.data.get("id") == key
+            ),
+            None,
+        )
+        if first is None:
+            return await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=True)
+        return await self._dispatch("MESSAGE_CREATE", first, msg.guild_id, require_connection=True)
+
+    async def bulk_delete(
+        self, channel: FakeChannel | int, messages: Iterable[FakeMessage | int]
+    ) -> None:
+        """A moderator deletes up to 100 messages at once: one MESSAGE_DELETE_BULK."""
+        chan = self._channel(channel)
+        if chan.is_dm:
+            raise ValueError("messages cannot be bulk-deleted in a DM")
+        msgs = [self.message(m) for m in messages]
+        if not 1 <= len(msgs) <= 100:
+            raise ValueError("bulk delete takes 1 to 100 messages")
+        for msg in msgs:
+            if msg.channel_id != chan.id:
+                raise KeyError(f"message {msg.id} is not in channel {chan.id}")
+        now = time.monotonic()
+        for msg in msgs:
+            msg.deleted = True
+            msg.t_deleted = now
+        data: dict[str, Any] = {
+            "ids": [str(m.id) for m in msgs if not m.ephemeral],
+            "channel_id": str(chan.id),
+            "guild_id": str(chan.guild_id),
+        }
+        if data["ids"] and self._bot_sees(chan):
+            await self._dispatch(
+                "MESSAGE_DELETE_BULK", data, chan.guild_id, require_connection=False
+            )
 
     async def user_edit(self, message: FakeMessage | int, content: str) -> FakeMessage:
         """A user edits their message: new revision, then MESSAGE_UPDATE."""
@@ -730,6 +982,8 @@ class FakeDiscord:
         if guild is not None:
             if user.id not in guild.members:
                 self.add_member(guild, user)
+            if chan.is_thread and user.id not in chan.member_ids:
+                chan.member_ids.append(user.id)
         elif user.id not in chan.recipient_ids:
             raise ValueError(f"{user.username} is not the recipient of DM channel {chan.id}")
 
@@ -769,7 +1023,7 @@ class FakeDiscord:
         payload: dict[str, Any] = {
             "id": str(att_id),
             "filename": spec.filename,
-            "size": len(spec.data),
+            "size": spec.declared_size,
             "url": f"{self.base_url}{path}{query}",
             "proxy_url": f"{self.base_url}/media{path}{query}",
         }
@@ -818,6 +1072,8 @@ class FakeDiscord:
             "pinned": False,
             "flags": msg.flags,
         }
+        if chan.is_thread and msg.id in chan.message_ids:
+            data["position"] = chan.message_ids.index(msg.id)  # its place in the thread
         if msg.reactions:
             data["reactions"] = [
                 {
@@ -939,7 +1195,11 @@ class FakeDiscord:
             "emojis": [],
             "stickers": [],
             "channels": channels,
-            "threads": [],
+            "threads": [
+                t.thread_payload(member_of=self.bot_user.id)
+                for t in (self.channels[i] for i in guild.thread_ids)
+                if not t.deleted and not t.archived and self._bot_sees(t)
+            ],
             "members": [m.payload(self.users[m.user_id]) for m in guild.members.values()],
             "member_count": len(guild.members),
             "large": False,
@@ -1027,6 +1287,9 @@ class FakeDiscord:
     async def _dispatch_message(
         self, name: str, msg: FakeMessage, *, require_connection: bool
     ) -> bool:
+        chan = self.channels[msg.channel_id]
+        if chan.is_thread and not self._bot_sees(chan):
+            return False  # a private thread the bot is not in
         visible = (
             msg.author_id == self.bot_user.id
             or self.bot_user.id in msg.pings.users
@@ -1240,6 +1503,8 @@ class FakeDiscord:
         call: Call,
         headers: dict[str, str],
     ) -> web.Response | None:
+        # the window that counts this request and the hash its response carries (for message
+        # creates and edits these differ under the "discord" model: two windows, one hash)
         limit, per = self.route_limits.get(kind, DEFAULT_ROUTE_LIMIT)
         bucket = bucket_hash(kind)
         key = f"{bucket}:{major}"
@@ -1427,7 +1692,7 @@ class FakeDiscord:
 
     def _req_channel(self, request: web.Request) -> FakeChannel:
         chan = self.channels.get(opt_int(request.match_info["channel_id"]) or 0)
-        if chan is None:
+        if chan is None or chan.deleted:
             raise api_error(UNKNOWN_CHANNEL)
         return chan
 
@@ -1504,22 +1769,35 @@ class FakeDiscord:
             self._require(chan)
         return chan.payload(self.users)
 
+    @staticmethod
+    def _send_perm(chan: FakeChannel) -> int:
+        """What posting needs: Send Messages, or in a thread Send Messages in Threads."""
+        return Perm.SEND_MESSAGES_IN_THREADS if chan.is_thread else Perm.SEND_MESSAGES
+
     async def _h_typing(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)
-        self._require(chan, Perm.SEND_MESSAGES)
+        self._require(chan, self._send_perm(chan))
         return None
 
     async def _h_create_message(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)
         body = call.json if isinstance(call.json, dict) else {}
         uploads: list[Upload] = call.uploads
-        needed = [Perm.SEND_MESSAGES]
+        if chan.is_forum:
+            self._require(chan)
+            raise api_error(NON_TEXT_CHANNEL)
+        needed = [self._send_perm(chan)]
         if body.get("message_reference"):
             needed.append(Perm.READ_MESSAGE_HISTORY)
         if uploads:
             needed.append(Perm.ATTACH_FILES)
         self._require(chan, *needed)
         validate_message_body(body, uploads=uploads)
+        if chan.is_thread and chan.archived:
+            if chan.locked and not self._can(chan, self.bot_user.id, Perm.MANAGE_THREADS):
+                raise api_error(THREAD_ARCHIVED)
+            chan.archived = False
+            await self._thread_changed(chan)
         msg = self._make_message(chan, body, uploads)
         self._add_message(msg)
         await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=False)
@@ -1557,6 +1835,8 @@ class FakeDiscord:
         msg = self._live_message(chan, request.match_info["message_id"])
         if msg.author_id != self.bot_user.id:
             raise api_error(CANNOT_EDIT_OTHERS)
+        if chan.is_thread and chan.archived:
+            raise api_error(THREAD_ARCHIVED)
         body = call.json if isinstance(call.json, dict) else {}
         uploads: list[Upload] = call.uploads
         validate_message_body(body, uploads=uploads, partial=True, existing=msg)

@@ -55,6 +55,11 @@ _EVENT_INTENTS: dict[str, tuple[int, int]] = {
     "CHANNEL_DELETE": (Intent.GUILDS, Intent.GUILDS),
     "GUILD_ROLE_CREATE": (Intent.GUILDS, Intent.GUILDS),
     "GUILD_MEMBER_ADD": (Intent.GUILD_MEMBERS, Intent.GUILD_MEMBERS),
+    "THREAD_CREATE": (Intent.GUILDS, Intent.GUILDS),
+    "THREAD_UPDATE": (Intent.GUILDS, Intent.GUILDS),
+    "THREAD_DELETE": (Intent.GUILDS, Intent.GUILDS),
+    "THREAD_LIST_SYNC": (Intent.GUILDS, Intent.GUILDS),
+    "THREAD_MEMBER_UPDATE": (Intent.GUILDS, Intent.GUILDS),
 }
 _CONTENT_KEYS = ("content", "embeds", "attachments", "components", "poll")
 

@@ -19,6 +19,8 @@ from typing import Any
 
 __all__ = [
     "DISCORD_EPOCH_MS",
+    "FORUM_TYPES",
+    "THREAD_TYPES",
     "AttachmentSpec",
     "Call",
     "FakeChannel",
@@ -96,6 +98,9 @@ class Perm(enum.IntFlag):
     CHANGE_NICKNAME = 1 << 26
     MANAGE_ROLES = 1 << 28
     USE_APPLICATION_COMMANDS = 1 << 31
+    MANAGE_THREADS = 1 << 34
+    CREATE_PUBLIC_THREADS = 1 << 35
+    CREATE_PRIVATE_THREADS = 1 << 36
     SEND_MESSAGES_IN_THREADS = 1 << 38
 
     @classmethod
@@ -277,6 +282,8 @@ class FakeGuild:
     roles: dict[int, FakeRole] = field(default_factory=dict)
     members: dict[int, FakeMember] = field(default_factory=dict)
     channel_ids: list[int] = field(default_factory=list)
+    thread_ids: list[int] = field(default_factory=list)
+    """Threads (of any channel), oldest first; not part of ``channel_ids`` (as in Discord)."""
     joined_at: str = field(default_factory=iso_now)
 
     @property
@@ -300,9 +307,20 @@ class FakeGuild:
         return perms
 
 
+THREAD_TYPES = frozenset({10, 11, 12})
+"""Channel types of threads: announcement (10), public (11) and private (12) threads."""
+FORUM_TYPES = frozenset({15, 16})
+"""Channel types that hold only threads (posts): forum (15) and media (16) channels."""
+# What a member keeps in a thread without Send Messages in Threads (as discord.py computes it).
+_THREAD_SEND_DEPENDENT = int(
+    Perm.SEND_TTS_MESSAGES | Perm.MENTION_EVERYONE | Perm.EMBED_LINKS | Perm.ATTACH_FILES
+)
+
+
 @dataclass
 class FakeChannel:
-    """A guild text channel (type 0) or a DM channel (type 1)."""
+    """A guild text channel (type 0), a DM channel (type 1), a forum channel (type 15), or a
+    thread (public 11 or private 12) of a text or forum channel (``parent``)."""
 
     id: int
     type: int
@@ -314,11 +332,35 @@ class FakeChannel:
     overwrites: list[dict[str, Any]] = field(default_factory=list)
     recipient_ids: list[int] = field(default_factory=list)
     message_ids: list[int] = field(default_factory=list)
+    parent_id: int | None = None
+    """Threads: the text or forum channel the thread belongs to."""
+    owner_id: int | None = None
+    """Threads: who started it."""
+    member_ids: list[int] = field(default_factory=list)
+    """Threads: the thread's members (for a private thread, who may see it)."""
+    archived: bool = False
+    locked: bool = False
+    invitable: bool = True
+    auto_archive_duration: int = 1440
+    archive_timestamp: str = field(default_factory=iso_now)
+    created_at: str = field(default_factory=iso_now)
+    deleted: bool = False
+    parent: FakeChannel | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_dm(self) -> bool:
         """True for a DM channel."""
         return self.type == 1
+
+    @property
+    def is_thread(self) -> bool:
+        """True for a thread (announcement, public or private)."""
+        return self.type in THREAD_TYPES
+
+    @property
+    def is_forum(self) -> bool:
+        """True for a forum or media channel (it holds posts, not messages)."""
+        return self.type in FORUM_TYPES
 
     @property
     def mention(self) -> str:
@@ -341,7 +383,9 @@ class FakeChannel:
                 "last_message_id": str(last) if last else None,
                 "recipients": [users[u].payload() for u in self.recipient_ids] if users else [],
             }
-        return {
+        if self.is_thread:
+            return self.thread_payload()
+        data: dict[str, Any] = {
             "id": str(self.id),
             "type": self.type,
             "guild_id": str(self.guild_id),
@@ -355,9 +399,78 @@ class FakeChannel:
             "rate_limit_per_user": 0,
             "permission_overwrites": [dict(o) for o in self.overwrites],
         }
+        if self.is_forum:
+            data.update(
+                available_tags=[],
+                default_reaction_emoji=None,
+                default_sort_order=None,
+                default_forum_layout=0,
+                default_thread_rate_limit_per_user=0,
+                default_auto_archive_duration=1440,
+            )
+        return data
+
+    def thread_payload(self, *, member_of: int | None = None) -> dict[str, Any]:
+        """A thread's channel object; ``member_of``: the thread member object of this user
+        (Discord adds the current user's when it is a member, e.g. in THREAD_CREATE)."""
+        sent = sum(1 for m in self.message_ids if m != self.id)  # a forum post's starter: no
+        last = self.last_message_id
+        metadata: dict[str, Any] = {
+            "archived": self.archived,
+            "auto_archive_duration": self.auto_archive_duration,
+            "archive_timestamp": self.archive_timestamp,
+            "locked": self.locked,
+            "create_timestamp": self.created_at,
+        }
+        if self.type == 12:
+            metadata["invitable"] = self.invitable
+        data: dict[str, Any] = {
+            "id": str(self.id),
+            "type": self.type,
+            "guild_id": str(self.guild_id),
+            "parent_id": str(self.parent_id),
+            "owner_id": str(self.owner_id),
+            "name": self.name,
+            "flags": 0,
+            "last_message_id": str(last) if last else None,
+            "rate_limit_per_user": 0,
+            "message_count": sent,
+            "total_message_sent": sent,
+            "member_count": min(50, len(self.member_ids)),
+            "thread_metadata": metadata,
+        }
+        if self.parent is not None and self.parent.is_forum:
+            data["applied_tags"] = []
+        if member_of is not None and member_of in self.member_ids:
+            data["member"] = {
+                "id": str(self.id),
+                "user_id": str(member_of),
+                "join_timestamp": self.created_at,
+                "flags": 0,
+            }
+        return data
 
     def permissions_for(self, guild: FakeGuild | None, user_id: int) -> int:
-        """A user's permissions here, with channel overwrites applied like Discord does."""
+        """A user's permissions here, with channel overwrites applied like Discord does.
+
+        A thread has no overwrites of its own: it takes its parent's permissions; without
+        Send Messages in Threads a member also loses embeds, files, TTS and @everyone there
+        (as discord.py computes it), and a private thread is hidden from anyone who is neither
+        a member of it nor allowed to Manage Threads.
+        """
+        if self.is_thread and self.parent is not None:
+            perms = self.parent.permissions_for(guild, user_id)
+            if not perms & Perm.VIEW_CHANNEL:
+                return 0
+            if (
+                self.type == 12
+                and user_id not in self.member_ids
+                and not perms & Perm.MANAGE_THREADS
+            ):
+                return 0
+            if not perms & Perm.SEND_MESSAGES_IN_THREADS:
+                perms &= ~_THREAD_SEND_DEPENDENT
+            return perms
         if self.is_dm or guild is None:
             return int(
                 Perm.VIEW_CHANNEL
@@ -404,6 +517,14 @@ class AttachmentSpec:
     data: bytes
     content_type: str | None = None
     description: str | None = None
+    size: int | None = None
+    """The size Discord reports (``None``: ``len(data)``); a larger one stands for a huge file
+    without holding its bytes (the CDN still serves ``data``)."""
+
+    @property
+    def declared_size(self) -> int:
+        """The ``size`` of the attachment object."""
+        return len(self.data) if self.size is None else self.size
 
     def image_size(self) -> tuple[int, int] | None:
         """(width, height) when the data is an image Pillow can read, else None."""

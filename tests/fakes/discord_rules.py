@@ -106,6 +106,8 @@ INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
 ALREADY_ACKNOWLEDGED = (400, 40060, "Interaction has already been acknowledged.")
 MAX_REACTIONS_REACHED = (400, 30010, "Maximum number of reactions reached (20)")
 DM_ACTION = (403, 50003, "Cannot execute action on a DM channel")
+NON_TEXT_CHANNEL = (400, 50008, "Cannot send messages in a non-text channel")
+THREAD_ARCHIVED = (400, 50083, "Thread is archived")
 UNAUTHORIZED = (401, 0, "401: Unauthorized")
 NOT_FOUND = (404, 0, "404: Not Found")
 
