@@ -1,15 +1,18 @@
-"""Image attachments: check size, download, check the bytes, convert GIF, refuse clearly."""
+"""Image attachments: check size, download, check the bytes, downscale, refuse clearly."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from storage import ImageIn
 
@@ -28,6 +31,18 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".gif")
 DOWNLOAD_TIMEOUT = 30.0
 """Seconds one attachment may take to download from Discord before it is given up."""
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"heif"}
+REENCODE = {  # MIME type received -> (Pillow format, MIME type stored) when an image is redrawn
+    "image/png": ("PNG", "image/png"),
+    "image/gif": ("PNG", "image/png"),
+    "image/jpeg": ("JPEG", "image/jpeg"),
+    "image/webp": ("WEBP", "image/webp"),
+    "image/heic": ("JPEG", "image/jpeg"),
+    "image/heif": ("JPEG", "image/jpeg"),
+}
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+"""What Pillow raises for bytes it cannot decode (UnidentifiedImageError is an OSError)."""
+_OPEN_LOCK = threading.Lock()
+"""Serialises reading headers: `warnings.catch_warnings` is not thread-safe."""
 
 
 class AttachmentLike(Protocol):
@@ -51,6 +66,14 @@ class Limits:
     max_image_bytes: int = 10 * 1024 * 1024
     max_request_bytes: int = 20 * 1024 * 1024
     max_images: int = 4
+    max_pixels: int = 40_000_000
+    """Width × height one image may declare; checked from its header, before decoding.
+
+    Pillow's own guard (about 89 million pixels) applies as well."""
+    max_side: int = 3072
+    """Longest side an image is stored with; larger ones are downscaled."""
+    max_decodes: int = 2
+    """Images decoded at once, process-wide."""
 
 
 @dataclass
@@ -89,25 +112,74 @@ def looks_like_image(att: AttachmentLike) -> bool:
     return ctype.startswith("image/") or att.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def validate_image(data: bytes, filename: str) -> ImageIn:
-    """Check the bytes decode as a supported image; GIFs become a PNG of their first frame."""
+def megapixels(n: int) -> str:
+    """A pixel count as a short figure of megapixels (`40`, `12.5`)."""
+    return f"{n / 1_000_000:.1f}".rstrip("0").rstrip(".")
+
+
+@functools.cache
+def decode_slots(n: int) -> threading.BoundedSemaphore:
+    """The process-wide gate letting at most `n` images decode at once."""
+    return threading.BoundedSemaphore(n)
+
+
+def damaged(filename: str) -> ImageRejected:
+    """The refusal for bytes that do not decode."""
+    return ImageRejected(f"`{filename}` looks damaged: I could not read it as an image.")
+
+
+def open_header(data: bytes, filename: str, limits: Limits) -> Image.Image:
+    """Open the image reading only its header; refuse it if it declares too many pixels."""
+    limit = megapixels(limits.max_pixels)
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(
+            f"`{filename}` has far too many pixels; the limit is {limit} megapixels per image."
+        ) from None
+    except UNREADABLE:
+        raise damaged(filename) from None
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        img.close()
+        raise ImageRejected(
+            f"`{filename}` is {width}×{height} pixels ({megapixels(width * height)} megapixels); "
+            f"the limit is {limit} megapixels per image."
+        )
+    return img
+
+
+def redrawn(img: Image.Image, mime: str, max_side: int) -> ImageIn:
+    """The loaded image upright, fitted within `max_side`, re-encoded as REENCODE says."""
+    fmt, out_mime = REENCODE[mime]
+    if fmt == "JPEG":
+        mode = "L" if img.mode == "L" else "RGB"
+    else:
+        mode = img.mode if img.mode in ("RGB", "RGBA", "L", "LA") else "RGBA"
+    frame = img if img.mode == mode else img.convert(mode)
+    frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    ImageOps.exif_transpose(frame, in_place=True)
+    out = io.BytesIO()
+    frame.save(out, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
+    return ImageIn(data=out.getvalue(), mime_type=out_mime)
+
+
+def validate_image(data: bytes, filename: str, limits: Limits) -> ImageIn:
+    """Check the bytes are a supported image within the pixel cap; downscale it or GIF → PNG."""
     mime = sniff(data)
     if mime is None:
         raise ImageRejected(f"`{filename}` is not a supported image ({ACCEPTED}).")
     if mime in ("image/heic", "image/heif") and not HEIF_CHECKS:
         return ImageIn(data=data, mime_type=mime)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
+    with open_header(data, filename, limits) as img, decode_slots(limits.max_decodes):
+        try:
             img.load()
-            if mime == "image/gif":
-                img.seek(0)
-                out = io.BytesIO()
-                img.convert("RGBA").save(out, format="PNG")
-                return ImageIn(data=out.getvalue(), mime_type="image/png")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise ImageRejected(
-            f"`{filename}` looks damaged: I could not read it as an image."
-        ) from None
+            if mime == "image/gif" or max(img.size) > limits.max_side:
+                return redrawn(img, mime, limits.max_side)
+        except UNREADABLE:
+            raise damaged(filename) from None
     return ImageIn(data=data, mime_type=mime)
 
 
@@ -160,7 +232,7 @@ async def collect_images(attachments: Sequence[AttachmentLike], limits: Limits) 
             )
             continue
         try:
-            image = await asyncio.to_thread(validate_image, data, att.filename)
+            image = await asyncio.to_thread(validate_image, data, att.filename, limits)
         except ImageRejected as exc:
             log.info("rejected attachment %s: %s", att.filename, exc)
             out.problems.append(str(exc))

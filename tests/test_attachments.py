@@ -1,14 +1,24 @@
-"""Image checks: real bytes decide, limits are named, GIF becomes PNG, nothing crashes."""
+"""Image checks: real bytes decide, limits are named, big images shrink, bombs are refused."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from bot.attachments import Limits, collect_images, sniff, validate_image
+from bot.attachments import Limits, collect_images, decode_slots, sniff, validate_image
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def png_bytes(size: tuple[int, int] = (8, 8), color: str = "red", fmt: str = "PNG") -> bytes:
@@ -22,6 +32,27 @@ def gif_bytes() -> bytes:
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:])
     return out.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG of width×height: tens of KB that decode to width*height bytes."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def decoded(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
 
 
 @dataclass
@@ -47,7 +78,7 @@ class FakeAttachment:
 def test_formats_sniffed_and_kept(fmt: str, mime: str) -> None:
     data = png_bytes(fmt=fmt)
     assert sniff(data) == mime
-    image = validate_image(data, f"x.{fmt.lower()}")
+    image = validate_image(data, f"x.{fmt.lower()}", Limits())
     assert image.mime_type == mime and image.data == data
 
 
@@ -58,12 +89,12 @@ def test_heic_accepted() -> None:
         pillow_heif.from_pillow(Image.new("RGB", (16, 16), "blue")).save(out, format="HEIF")
     except Exception as exc:  # pragma: no cover - encoder missing in this build
         pytest.skip(f"no HEIF encoder: {exc}")
-    image = validate_image(out.getvalue(), "photo.heic")
+    image = validate_image(out.getvalue(), "photo.heic", Limits())
     assert image.mime_type in ("image/heic", "image/heif")
 
 
 def test_gif_becomes_png_of_first_frame() -> None:
-    image = validate_image(gif_bytes(), "anim.gif")
+    image = validate_image(gif_bytes(), "anim.gif", Limits())
     assert image.mime_type == "image/png"
     with Image.open(io.BytesIO(image.data)) as img:
         assert img.format == "PNG" and img.size == (6, 6)
@@ -72,9 +103,9 @@ def test_gif_becomes_png_of_first_frame() -> None:
 def test_corrupt_and_fake_images_refused() -> None:
     broken = png_bytes()[:40]
     with pytest.raises(ValueError, match="damaged"):
-        validate_image(broken, "broken.png")
+        validate_image(broken, "broken.png", Limits())
     with pytest.raises(ValueError, match="not a supported image"):
-        validate_image(b"hello, I am text", "fake.png")
+        validate_image(b"hello, I am text", "fake.png", Limits())
 
 
 async def test_collect_reports_each_problem_and_keeps_the_rest() -> None:
@@ -99,3 +130,160 @@ async def test_count_and_request_limits() -> None:
     one = len(png_bytes(color="blue"))
     got = await collect_images(atts[:3], Limits(max_request_bytes=2 * one))
     assert len(got.images) == 2 and "add up to" in got.problems[0]
+
+
+# --- pixel cap: refused from the header, before decoding --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("side", "said"),
+    [
+        (7000, "7000×7000 pixels (49 megapixels)"),  # our cap (40 Mpx) decides
+        (10000, "far too many pixels"),  # Pillow's warning (> 89 Mpx), caught
+        (20000, "far too many pixels"),  # Pillow's error (> 179 Mpx), caught
+    ],
+)
+def test_pixel_bomb_refused_by_name_in_megapixels(side: int, said: str) -> None:
+    data = bomb_png(side, side)
+    assert len(data) < 100_000
+    with pytest.raises(ValueError, match="megapixels") as refused:
+        validate_image(data, "bomb.png", Limits())
+    assert "`bomb.png`" in str(refused.value) and said in str(refused.value)
+    assert "the limit is 40 megapixels" in str(refused.value)
+
+
+def test_pixel_bomb_refused_without_decoding_it(tmp_path: Path) -> None:
+    """Decoding 20000×20000 at one byte a pixel needs 400 MB; refusing it must not come close."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png(20000, 20000))
+    script = textwrap.dedent(
+        """
+        import resource, sys, warnings
+        from PIL import Image
+        from bot.attachments import ImageRejected, Limits, validate_image
+        warnings.simplefilter("error")  # any warning that escapes fails the run
+        data = open(sys.argv[1], "rb").read()
+        for pillow_guard in (89_478_485, None):  # Pillow's default guard, then ours alone
+            Image.MAX_IMAGE_PIXELS = pillow_guard
+            try:
+                validate_image(data, "bomb.png", Limits())
+            except ImageRejected as exc:
+                print(exc)
+            else:
+                sys.exit("bomb accepted")
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(bomb)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    pillow_said, we_said, peak_kb = run.stdout.splitlines()
+    assert "far too many pixels" in pillow_said
+    assert "20000×20000 pixels (400 megapixels)" in we_said
+    assert int(peak_kb) < 200 * 1024
+
+
+async def test_collect_names_the_bomb_and_keeps_the_rest() -> None:
+    bomb = FakeAttachment("bomb.png", bomb_png(8000, 8000), "image/png")
+    good = FakeAttachment("ok.png", png_bytes(), "image/png")
+    got = await collect_images([bomb, good], Limits())
+    assert [i.data for i in got.images] == [good.data]
+    assert got.problems == [
+        "`bomb.png` is 8000×8000 pixels (64 megapixels); the limit is 40 megapixels per image."
+    ]
+
+
+# --- downscaling: stored at what Gemini uses ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/png")],
+)
+def test_large_image_downscaled_to_max_side(fmt: str, mime: str) -> None:
+    image = validate_image(png_bytes((4000, 3000), fmt=fmt), f"big.{fmt.lower()}", Limits())
+    assert image.mime_type == mime
+    img = decoded(image.data)
+    assert img.size == (3072, 2304) and Image.MIME[img.format] == mime
+
+
+def test_large_heic_becomes_jpeg() -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    out = io.BytesIO()
+    try:
+        pillow_heif.from_pillow(Image.new("RGB", (3200, 1600), "blue")).save(out, format="HEIF")
+    except Exception as exc:  # pragma: no cover - encoder missing in this build
+        pytest.skip(f"no HEIF encoder: {exc}")
+    image = validate_image(out.getvalue(), "photo.heic", Limits())
+    assert image.mime_type == "image/jpeg"
+    assert decoded(image.data).size == (3072, 1536)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_image_at_the_cap_kept_byte_for_byte(fmt: str) -> None:
+    data = png_bytes((3072, 2000), fmt=fmt)
+    assert validate_image(data, f"edge.{fmt.lower()}", Limits()).data == data
+
+
+def test_rotated_jpeg_stored_upright() -> None:
+    """EXIF orientation 6 (turn 90° clockwise): a 4000×3000 left-red/right-blue file shows
+    3000×4000 with red on top."""
+    img = Image.new("RGB", (4000, 3000), "blue")
+    img.paste("red", (0, 0, 2000, 3000))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    img.save(out, format="JPEG", exif=exif.tobytes())
+    image = validate_image(out.getvalue(), "phone.jpg", Limits())
+    upright = decoded(image.data)
+    assert upright.size == (2304, 3072)
+    assert upright.getexif().get(0x0112) in (None, 1)
+    red, blue = upright.getpixel((1152, 400)), upright.getpixel((1152, 2700))
+    assert red[0] > 200 > red[2] and blue[2] > 200 > blue[0]
+
+
+# --- decode concurrency: at most Limits.max_decodes at once, process-wide ----------------------
+
+
+async def test_at_most_two_decodes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    two_in, gate, lock = asyncio.Event(), threading.Event(), threading.Lock()
+    count = {"now": 0, "peak": 0}
+    real_load = ImageFile.ImageFile.load
+
+    def held_load(self: ImageFile.ImageFile) -> object:
+        with lock:
+            count["now"] += 1
+            count["peak"] = max(count["peak"], count["now"])
+            if count["now"] == 2:
+                loop.call_soon_threadsafe(two_in.set)
+        try:
+            gate.wait()  # decodes stay in flight until the test has looked
+            return real_load(self)
+        finally:
+            with lock:
+                count["now"] -= 1
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", held_load)
+    limits = Limits()
+    colors = ("red", "green", "blue", "white", "black", "yellow")
+    datas = [png_bytes(color=c) for c in colors]
+    jobs = asyncio.gather(
+        *(
+            asyncio.to_thread(validate_image, d, f"{c}.png", limits)
+            for c, d in zip(colors, datas, strict=True)
+        )
+    )
+    try:
+        await two_in.wait()
+        slots = decode_slots(limits.max_decodes)
+        third_got_in = slots.acquire(blocking=False)
+        if third_got_in:
+            slots.release()
+        assert not third_got_in  # both slots are held: the four others wait for one
+    finally:
+        gate.set()
+        got = await jobs
+    assert [i.data for i in got] == datas
+    assert count["peak"] == 2
