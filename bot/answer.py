@@ -147,16 +147,16 @@ class Request:
 
     async def chunks(self) -> AsyncIterator[str]:
         """The answer's text chunks (see the class docstring for the retries)."""
-        bot, question = self.bot, self.question
+        bot = self.bot
         bot_name = bot.user.display_name if bot.user else "Gemcord"
         retried: set[str] = set()
         while True:
             self.stream = bot.llm.stream(
                 model=self.model,
                 contents=build_contents(
-                    self.history, question, max_inline_bytes=bot.settings.max_inline_bytes
+                    self.history, self.question, max_inline_bytes=bot.settings.max_inline_bytes
                 ),
-                system_instruction=system_instruction(self.persona, bot_name, question.in_dm),
+                system_instruction=system_instruction(self.persona, bot_name, self.question.in_dm),
                 max_output_tokens=bot.settings.max_output_tokens,
             )
             answered = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
 import logging
@@ -238,5 +239,5 @@ async def collect_images(attachments: Sequence[AttachmentLike], limits: Limits) 
             out.problems.append(str(exc))
             continue
         total += len(image.data)
-        out.images.append(image)
+        out.images.append(dataclasses.replace(image, name=att.filename))
     return out

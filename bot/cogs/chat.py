@@ -140,7 +140,9 @@ class Chat(commands.Cog):
     def __init__(self, bot: Gemcord) -> None:
         self.bot = bot
         s = bot.settings
-        self.limits = Limits(s.max_image_bytes, s.max_request_image_bytes, s.max_images)
+        self.limits = Limits(
+            s.max_image_bytes, s.max_request_image_bytes, s.max_images, s.max_image_pixels
+        )
         self.order = ArrivalOrder()
         self.seen: OrderedDict[int, None] = OrderedDict()
         """Recent message ids, so a duplicate delivery is dropped before anything is done."""

@@ -140,6 +140,9 @@ class Reply:
     block_reason: str | None = None
     error_after: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    hold: asyncio.Event | None = field(default=None, repr=False, compare=False)
+    """Test control: the last event (the finish) waits until this is set, so the reply stays
+    streaming for as long as a test needs it to."""
 
     @classmethod
     def error(
@@ -577,6 +580,15 @@ class FakeGemini:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         return not self._stopping.is_set()
 
+    async def _held(self, hold: asyncio.Event) -> bool:
+        """Wait until `hold` is set, unless the fake is stopping; returns False when it is."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(hold.wait())
+        await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        released.cancel()
+        return not self._stopping.is_set()
+
     def _abort(
         self, request: web.Request, rec: RecordedRequest, outcome: Outcome
     ) -> web.StreamResponse:
@@ -723,6 +735,8 @@ class FakeGemini:
             if reply.stall_after is not None and i >= reply.stall_after:
                 return await self._stall(request, rec)
             if not await self._pause(reply.wait_before(i)):
+                return self._abort(request, rec, "stopped")
+            if reply.hold is not None and i == len(events) - 1 and not await self._held(reply.hold):
                 return self._abort(request, rec, "stopped")
             if not resp.prepared:
                 await resp.prepare(request)
