@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from bot.conversation import SEPARATE
+from tests.fakes.discord import Perm
 from tests.fakes.gemini import RecordedRequest, Reply
 from tests.harness import World, reply_turn, world
 
@@ -140,10 +141,10 @@ async def test_a_duplicate_delivery_is_answered_once_even_after_a_restart(tmp_pa
         question = await w.mention(w.general, w.alice, "only once please")
         await w.reply_done(question.id)
         # the gateway delivers the same MESSAGE_CREATE again, in this process and the next
-        await w.discord._dispatch_message("MESSAGE_CREATE", question, require_connection=True)
+        assert await w.discord.redeliver(question)
         await w.stop_bot()
         await w.start_bot()
-        await w.discord._dispatch_message("MESSAGE_CREATE", question, require_connection=True)
+        assert await w.discord.redeliver(question)
         later = await w.mention(w.general, w.bob, "something else")
         await w.reply_done(later.id)
         assert len(w.gemini.requests) == 2
@@ -382,3 +383,46 @@ async def test_a_decompression_bomb_is_refused_and_large_images_stored_downscale
         [image] = w.gemini.requests[-1].image_parts()
         assert Image.open(io.BytesIO(image.data)).size == (3072, 176)
         assert stored(w, "SELECT max(size) FROM images") == [(len(image.data),)]
+
+
+async def test_threads_and_forum_posts_use_their_parent_settings(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, w.bob, roles=[mods])
+
+        async def command(channel, name: str, options: dict[str, str] | None = None) -> str:
+            done = await w.discord.slash_command(channel, w.bob, name, options)
+            await done.wait_for_callback()
+            return (done.original or object()).content  # type: ignore[attr-defined]
+
+        await command(w.general, "persona", {"instruction": "You are a pirate."})
+        await command(w.general, "model", {"name": "gemini-2.5-pro"})
+        thread = w.discord.add_thread(w.general, "side chat", owner=w.alice)
+        await w.reply_done((await w.mention(thread, w.alice, "ahoy?")).id)
+        request = w.gemini.requests[-1]
+        assert (request.system_instruction() or "").startswith("You are a pirate.")
+        assert request.model == "gemini-2.5-pro"
+        assert "You are a pirate." in await command(thread, "persona")
+        assert "gemini-2.5-pro" in await command(thread, "model")
+
+        # what the thread sets itself wins; the rest is still inherited
+        await command(thread, "model", {"name": "gemini-2.5-flash-lite"})
+        await w.reply_done((await w.mention(thread, w.alice, "and now?")).id)
+        request = w.gemini.requests[-1]
+        assert request.model == "gemini-2.5-flash-lite"
+        assert (request.system_instruction() or "").startswith("You are a pirate.")
+        assert request.roles() == ["user", "model", "user"]  # the thread's own history
+
+        forum = w.discord.add_forum_channel(w.guild, "help")
+        await w.bot.store.set_persona(forum.id, "You are a librarian.")  # type: ignore[union-attr]
+        _, starter = await w.discord.add_forum_post(
+            forum,
+            w.alice,
+            "Where are the books?",
+            f"{w.discord.bot_user.mention} where are the books?",
+            mentions=[w.discord.bot_user],
+        )
+        await w.reply_done(starter.id)
+        request = w.gemini.requests[-1]
+        assert (request.system_instruction() or "").startswith("You are a librarian.")
+        assert request.roles() == ["user"]
