@@ -151,7 +151,7 @@ class Request:
         bot_name = bot.user.display_name if bot.user else "Gemcord"
         retried: set[str] = set()
         while True:
-            self.stream = bot.llm.stream(
+            self.stream = stream = bot.llm.stream(
                 model=self.model,
                 contents=build_contents(
                     self.history, self.question, max_inline_bytes=bot.settings.max_inline_bytes
@@ -161,7 +161,7 @@ class Request:
             )
             answered = False
             try:
-                async for chunk in self.stream:
+                async for chunk in stream:
                     answered = True
                     yield chunk
                 return
@@ -177,6 +177,8 @@ class Request:
                     await self._drop_files(exc)
                 else:
                     self._halve_history()
+            finally:
+                await stream.aclose()  # at once, also when the reply is stopped mid-stream
 
     def _problem(self, exc: BadRequest) -> str | None:
         """What a 400 was about: "file" (a refused file), "long" (too many tokens), or None."""
