@@ -10,8 +10,10 @@ Semantics the bot relies on:
   (the user turn's id for both), the question before its answers, so two replies streaming at
   once in one channel stay next to their questions whatever order they finish in.
 - **Start / finish.** `start_model_turn` writes a "streaming" row; `finish_model_turn` writes the
-  final text, status, message ids and metrics in one transaction. A crash in between leaves the
-  "streaming" row, which `open_store` marks "failed" (with empty text). "streaming" turns never
+  final text, status, message ids and metrics in one transaction; `checkpoint` saves the text
+  so far while it streams. A crash in between leaves the "streaming" row, which `open_store`
+  marks "interrupted" (keeping the last checkpoint) and hands to the bot once through
+  `take_interrupted`, so it can finish those messages in Discord. "streaming" turns never
   appear in history.
 - **History.** `load_history(channel, before_turn=X)` returns live (not archived) turns of
   pairs whose key is < X, oldest first. It takes the newest `max_turns` turns, then keeps whole
@@ -171,6 +173,14 @@ class Store(Protocol):
         """Attach Discord message ids to a turn as its reply streams."""
         ...
 
+    async def checkpoint(self, turn_id: int, text: str) -> None:
+        """Save the text a streaming reply has so far."""
+        ...
+
+    async def take_interrupted(self) -> list[Turn]:
+        """Replies a crash left streaming (now "interrupted"), each returned once."""
+        ...
+
     async def withdraw_message(self, message_id: int) -> Turn | None:
         """The Discord message was deleted: take its turn out of history; the turn, if any."""
         ...
@@ -217,7 +227,7 @@ class Store(Protocol):
 async def open_store(path: str | os.PathLike[str], *, recover_streaming: bool = True) -> Store:
     """Open or create the SQLite file (and its folder) at `path` and migrate it to this version.
 
-    Replies left "streaming" by a crash are marked failed, unless `recover_streaming=False`
+    Replies left "streaming" by a crash are marked interrupted, unless `recover_streaming=False`
     (for a second process, such as a health check, opening the file of a running bot).
     """
     return await SQLiteStore.open(path, recover_streaming=recover_streaming)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
-Status = Literal["streaming", "complete", "stopped", "failed", "blocked"]
+Status = Literal["streaming", "complete", "stopped", "interrupted", "failed", "blocked"]
 """A turn's state; "streaming" means a model turn was started and not finished yet."""
 
 Role = Literal["user", "model"]

@@ -4,7 +4,9 @@
 its own `BEGIN IMMEDIATE` transaction together with the version bump, so a crash (or an error)
 leaves the file at the previous version with its data untouched; the next start tries again.
 A database whose version is newer than the newest file here is refused, never modified.
-Migrations only ever add or transform: none may drop data.
+Migrations only ever add or transform: none may drop data. They run with foreign keys off
+(as SQLite's recipe for rebuilding a table asks) and `PRAGMA foreign_key_check` must pass
+before each commits.
 """
 
 from __future__ import annotations
@@ -117,6 +119,17 @@ async def migrate(
 
 
 async def _apply(conn: aiosqlite.Connection, migration: Migration) -> None:
+    # Foreign keys off (outside the transaction, where SQLite honours it), so a migration can
+    # rebuild a table that others reference; they are checked before the commit instead.
+    (enforced,) = next(iter(await conn.execute_fetchall("PRAGMA foreign_keys")))
+    await conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        await _apply_in_transaction(conn, migration)
+    finally:
+        await conn.execute(f"PRAGMA foreign_keys = {1 if enforced else 0}")
+
+
+async def _apply_in_transaction(conn: aiosqlite.Connection, migration: Migration) -> None:
     await conn.execute("BEGIN IMMEDIATE")
     try:
         current = await user_version(conn)  # another process may have got here first

@@ -16,7 +16,7 @@ How it keeps data safe:
 - Text that cannot be encoded as UTF-8 (lone surrogates) is stored with U+FFFD in their
   place rather than refused; NUL characters and very long texts are stored as they are.
 
-One bot process owns a file: opening it marks "streaming" turns failed, which is only right
+One bot process owns a file: opening it marks "streaming" turns interrupted, which is only right
 when no other process is streaming into it, so the owner holds an exclusive lock on
 `<file>.lock` while the store is open (the OS drops it when the process dies, even by SIGKILL)
 and a second owner gets StoreLocked. A second process that only reads (a health check) opens
@@ -282,6 +282,7 @@ class SQLiteStore:
         self._conn = conn
         self.path = path
         self._lock_fd = lock_fd
+        self._interrupted: list[int] = []
         self._lock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
@@ -314,14 +315,14 @@ class SQLiteStore:
         try:
             await cls._configure(conn, name)
             await migrate(conn)
-            recovered = 0
+            recovered: list[int] = []
             if recover_streaming:
-                recovered = await _rowcount(
-                    conn,
-                    "UPDATE turns SET status = 'failed', finished_at = ?"
-                    " WHERE status = 'streaming'",
+                rows = await conn.execute_fetchall(
+                    "UPDATE turns SET status = 'interrupted', finished_at = ?"
+                    " WHERE status = 'streaming' RETURNING id",
                     (time.time(),),
                 )
+                recovered = sorted(int(r[0]) for r in rows)
         except sqlite3.DatabaseError as exc:
             await conn.close()
             _unlock(lock_fd)
@@ -331,10 +332,10 @@ class SQLiteStore:
             _unlock(lock_fd)
             raise
         if recovered:
-            log.warning(
-                "marked %d reply(ies) interrupted by the last shutdown as failed", recovered
-            )
-        return cls(conn, name, lock_fd)
+            log.warning("%d reply(ies) were cut off by the last shutdown", len(recovered))
+        store = cls(conn, name, lock_fd)
+        store._interrupted = recovered
+        return store
 
     @staticmethod
     async def _configure(conn: aiosqlite.Connection, name: str) -> None:
@@ -597,6 +598,32 @@ class SQLiteStore:
             await _insert_message_ids(conn, turn_id, ids)
 
         await self._write(op, transaction=len(ids) > 1)
+
+    async def checkpoint(self, turn_id: int, text: str) -> None:
+        """Save the text a reply has streamed so far (kept if the process dies before the end)."""
+        cleaned = _clean(text)
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE turns SET text = ? WHERE id = ? AND status = 'streaming'",
+                (cleaned, turn_id),
+            )
+
+        await self._write(op, transaction=False)
+
+    async def take_interrupted(self) -> list[Turn]:
+        """The replies a crash left streaming, marked "interrupted" when the store was opened
+        (with their checkpointed text and message ids); each is returned once."""
+        ids, self._interrupted = self._interrupted, []
+
+        async def op(conn: aiosqlite.Connection) -> list[Turn]:
+            rows = await conn.execute_fetchall(
+                _TURN_SELECT + " WHERE t.id IN (SELECT value FROM json_each(?)) ORDER BY t.id",
+                (json.dumps(ids),),
+            )
+            return [_Row(r).turn for r in rows]
+
+        return await self._read(op) if ids else []
 
     async def withdraw_message(self, message_id: int) -> Turn | None:
         """A Discord message was deleted: its turn leaves history (a question's text is erased

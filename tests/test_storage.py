@@ -115,21 +115,31 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_streaming_turns_left_by_a_crash_become_failed(tmp_path: Path) -> None:
+async def test_streaming_turns_left_by_a_crash_become_interrupted(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = await open_store(path)
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=1, reply_to=u, model="g")
     await store.add_message_ids(m, [77])
+    await store.checkpoint(m, "the text so far")
     assert [t.id for t in await store.load_history(1)] == [u]  # streaming: not in history
+    assert await store.take_interrupted() == []
     await store.close()  # finish never called: as after a crash
 
     store = await open_store(path)
     try:
-        turn = await store.find_turn_by_message(77)
-        assert turn is not None and turn.id == m and turn.status == "failed" and turn.text == ""
+        [turn] = await store.take_interrupted()
+        assert (turn.id, turn.status, turn.text, turn.message_ids) == (
+            m,
+            "interrupted",
+            "the text so far",
+            [77],
+        )
+        assert await store.take_interrupted() == []  # handed over once
         history = await store.load_history(1)
-        assert [(t.id, t.status) for t in history] == [(u, "complete"), (m, "failed")]
+        assert [(t.id, t.status) for t in history] == [(u, "complete"), (m, "interrupted")]
+        await store.checkpoint(m, "too late")  # only a streaming reply takes checkpoints
+        assert (await store.get_turn(m)).text == "the text so far"  # type: ignore[union-attr]
     finally:
         await store.close()
 

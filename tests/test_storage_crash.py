@@ -154,11 +154,11 @@ def check_file(path: Path, log: Log) -> None:
         assert turns[model_id][2:4] == (answer(turns[model_id][4]), "complete")
     for turn_id, (_, role, text, status, reply_to) in turns.items():
         if role == "model":
-            # Either finished whole, or never finished (streaming, or failed after a restart).
+            # Either finished whole, or never finished (streaming, or interrupted after a restart).
             assert (status, text) in {
                 ("complete", answer(reply_to)),
                 ("streaming", ""),
-                ("failed", ""),
+                ("interrupted", ""),
             }, turn_id
             if status == "complete":
                 assert messages.get(turn_id) == 1, turn_id

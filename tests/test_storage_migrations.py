@@ -121,12 +121,12 @@ async def test_from_the_previous_version_with_data(tmp_path: Path) -> None:
             (1, "first question", "complete"),
             (2, "first answer", "complete"),
             (3, "second question", "complete"),
-            (4, "", "failed"),  # it was interrupted: marked failed at start-up
+            (4, "", "interrupted"),  # it was cut off: marked at start-up
         ]
         assert history[0].images[0].data == img and history[1].message_ids == [9002, 9003]
         stats = await store.stats()  # the running totals were filled from the old rows
         assert (stats.turns, stats.user_turns, stats.channels) == (5, 3, 2)
-        assert stats.by_status == {"complete": 4, "failed": 1}
+        assert stats.by_status == {"complete": 4, "interrupted": 1}
         assert (await store.stats(200)).turns == 1
         settings = await store.get_channel_settings(100)
         assert (settings.persona, settings.model) == ("old persona", "old-model")
