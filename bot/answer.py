@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -103,12 +104,12 @@ def length_notice(stream: object) -> str | None:
     return CUT_SHORT if getattr(outcome, "finish_reason", None) == "MAX_TOKENS" else None
 
 
-def stored_status(result: RenderResult) -> str:
-    """The status a reply is stored with."""
+def stored_status(result: RenderResult, token: CancelToken | None = None) -> str:
+    """The status a reply is stored with (a stop for a restart is "interrupted")."""
     if result.state == "complete":
         return "complete"
     if result.state == "stopped":
-        return "stopped"
+        return "interrupted" if token is not None and token.reason == "restart" else "stopped"
     if isinstance(result.error, LLMError) and result.error.status == "blocked":
         return "blocked"
     return "failed"
@@ -139,6 +140,8 @@ class Request:
         self.persona = persona
         self.stream: GeminiStream | None = None
         self.notices: list[str] = []
+        self.turn_id: int | None = None
+        """The reply's stored turn, which takes a checkpoint of the text every few seconds."""
 
     def end_notice(self) -> str | None:
         """Lines to add to a complete answer: files left out, an answer cut short."""
@@ -150,6 +153,7 @@ class Request:
         bot = self.bot
         bot_name = bot.user.display_name if bot.user else "Gemcord"
         retried: set[str] = set()
+        text, saved_at = "", time.monotonic()
         while True:
             self.stream = stream = bot.llm.stream(
                 model=self.model,
@@ -164,6 +168,11 @@ class Request:
                 async for chunk in stream:
                     answered = True
                     yield chunk
+                    text += chunk
+                    due = time.monotonic() - saved_at >= bot.settings.checkpoint_seconds
+                    if self.turn_id is not None and due:
+                        saved_at = time.monotonic()
+                        await bot.store.checkpoint(self.turn_id, text)
                 return
             except BadRequest as exc:
                 problem = None if answered else self._problem(exc)
@@ -274,7 +283,7 @@ async def answer(
         model = settings.model or bot.settings.gemini_model
         history = await _history(bot, question.channel_id, before_turn=user_turn)
         request = Request(bot, question, history, model, settings.persona or bot.settings.persona)
-        model_turn = await store.start_model_turn(
+        model_turn = request.turn_id = await store.start_model_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
             thread_id=question.thread_id,
@@ -295,7 +304,7 @@ async def answer(
         bot.inflight.finish(reply)
         if model_turn is not None:
             stream = request.stream if request is not None else None
-            await asyncio.shield(_finish(bot, model_turn, result, stream))
+            await asyncio.shield(_finish(bot, model_turn, result, stream, reply.token))
 
 
 async def _history(bot: Gemcord, channel_id: int, before_turn: int | None = None) -> list[Turn]:
@@ -334,7 +343,9 @@ def _log_task_error(task: asyncio.Task[object]) -> None:
         log.error("background store write failed: %s", task.exception())
 
 
-async def _finish(bot: Gemcord, turn: int, result: RenderResult | None, stream: object) -> None:
+async def _finish(
+    bot: Gemcord, turn: int, result: RenderResult | None, stream: object, token: CancelToken
+) -> None:
     outcome = getattr(stream, "outcome", None)
     if result is None:  # the reply crashed or was cancelled from outside the renderer
         await bot.store.finish_model_turn(turn, text="", status="failed")
@@ -342,7 +353,7 @@ async def _finish(bot: Gemcord, turn: int, result: RenderResult | None, stream: 
     await bot.store.finish_model_turn(
         turn,
         text=result.text,
-        status=stored_status(result),  # type: ignore[arg-type]
+        status=stored_status(result, token),  # type: ignore[arg-type]
         message_ids=result.message_ids,
         prompt_tokens=getattr(outcome, "prompt_tokens", None),
         output_tokens=getattr(outcome, "output_tokens", None),

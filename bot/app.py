@@ -14,6 +14,7 @@ from bot.admission import Admission
 from bot.config import ConfigError, Settings
 from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
+from bot.recovery import repair_interrupted
 from bot.streaming import PacerRegistry
 from storage import open_store
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control")
+SHUTDOWN_GRACE = 7.0
+"""Seconds a shutdown waits for running replies to show that they were interrupted."""
 
 
 def make_intents() -> discord.Intents:
@@ -61,6 +64,9 @@ class Gemcord(commands.AutoShardedBot):
             settings.replies_per_process,
             settings.queue_per_channel,
         )
+        self.closing = False
+        """Set when a shutdown begins: new questions are turned away."""
+        self._background: set[asyncio.Task[object]] = set()
         self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping.from_cooldown(
             1, settings.cooldown_seconds, lambda user_id: user_id
         )
@@ -73,6 +79,10 @@ class Gemcord(commands.AutoShardedBot):
         )
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)
+        # REST works before the gateway is up: replies a crash cut off are finished at once.
+        task: asyncio.Task[object] = asyncio.create_task(repair_interrupted(self))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         guild_id = self.settings.dev_guild_id
         try:
             if guild_id:
@@ -104,9 +114,15 @@ class Gemcord(commands.AutoShardedBot):
         return bucket.update_rate_limit() or 0.0
 
     async def close(self) -> None:
-        """Stop every running reply, then close Discord, Gemini and the store in that order."""
-        self.inflight.cancel_all("shutting down")
-        await self.inflight.wait_idle(timeout=5.0)
+        """Turn new questions away, end every running reply as interrupted by a restart (for
+        at most SHUTDOWN_GRACE seconds), then close Discord, Gemini and the store in that order.
+
+        A reply that could not show its last line in time is left streaming in the store, and
+        the next start finishes it in Discord like one a crash cut off.
+        """
+        self.closing = True
+        self.inflight.cancel_all("restart")
+        await self.inflight.wait_idle(timeout=SHUTDOWN_GRACE)
         await super().close()
         if hasattr(self, "llm"):
             await self.llm.aclose()
@@ -124,14 +140,17 @@ async def run_bot(settings: Settings) -> int:
     apply_discord_base(settings)
     bot = Gemcord(settings)
     loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []  # the shutdown a signal started, awaited to the end
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+            loop.add_signal_handler(sig, lambda: closing.append(asyncio.create_task(bot.close())))
         except (NotImplementedError, RuntimeError):
             pass
     try:
         async with bot:
             await bot.start(settings.discord_token or "")
+        for task in closing:
+            await task
     except discord.LoginFailure:
         raise ConfigError(
             "DISCORD_TOKEN",

@@ -54,6 +54,7 @@ class Settings:
     replies_per_process: int = 64
     queue_per_channel: int = 10
     notice_seconds: float = 10.0
+    checkpoint_seconds: float = 5.0
     max_output_tokens: int | None = None
     stop_emoji: str = "🛑"
     persona: str | None = None
@@ -212,6 +213,7 @@ def load_settings(
         replies_per_process=_int(env, "GEMCORD_REPLIES_MAX", 64, minimum=1),
         queue_per_channel=_int(env, "GEMCORD_QUEUE_PER_CHANNEL", 10),
         notice_seconds=_float(env, "GEMCORD_NOTICE_SECONDS", 10.0),
+        checkpoint_seconds=_float(env, "GEMCORD_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
         max_output_tokens=max_out or None,
         stop_emoji=stop_emoji,
         persona=persona,

@@ -27,6 +27,7 @@ HOUSE_RULES = (
 INTERRUPTED = {
     "stopped": "[This reply was stopped by the user before it was finished.]",
     "failed": "[This reply was cut off by an error before it was finished.]",
+    "interrupted": "[This reply was cut off by a restart of the bot before it was finished.]",
 }
 
 SEPARATE = "[This message is answered separately, in a reply of its own.]"

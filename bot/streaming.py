@@ -383,6 +383,8 @@ class RenderStyle:
     """Between the reply's text and a notice appended to it."""
     stopped: str = "-# ⏹ stopped"
     stopped_before_text: str = "-# ⏹ stopped before any text"
+    interrupted: str = "-# ↻ interrupted by a restart"
+    """A reply stopped because the bot is shutting down (its token's reason is "restart")."""
     generic_failure: str = "⚠ Something went wrong while answering."
     empty: str = "⚠ The model returned no text."
     max_notice: int = 300
@@ -533,6 +535,7 @@ class _Renderer:
         for notice in (
             style.stopped,
             style.stopped_before_text,
+            style.interrupted,
             style.generic_failure,
             style.empty,
         ):
@@ -842,14 +845,17 @@ class _Renderer:
             )
         contents = [p.render(text) for p in pieces]
         notice: str | None = None
-        if self._stop_requested:
+        if self._stop_requested and self.cancel.reason == "restart":
+            notice = style.interrupted
+        elif self._stop_requested:
             notice = style.stopped if contents else style.stopped_before_text
         elif self._stream_error is not None:
             notice = style.failure(self._stream_error, self.limit)
         elif not contents:
             notice = style.empty
         elif self.end_notice is not None and (extra := self.end_notice()):
-            notice = " ".join(extra.split())[: min(style.max_notice, self.limit)]
+            lines = (" ".join(line.split()) for line in extra.splitlines())
+            notice = "\n".join(line for line in lines if line)[: min(style.max_notice, self.limit)]
         if notice is not None:
             if contents and len(contents[-1]) + len(style.separator) + len(notice) <= self.limit:
                 contents[-1] += style.separator + notice

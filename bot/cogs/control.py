@@ -189,10 +189,10 @@ class Control(commands.Cog):
                 f"first text {_fmt_ms(s.avg_first_chunk_latency)}, "
                 f"whole reply {_fmt_ms(s.avg_total_time)} on average"
             )
-            stopped = s.by_status.get("stopped", 0)
+            stopped = s.by_status.get("stopped", 0) + s.by_status.get("interrupted", 0)
             failed = s.by_status.get("failed", 0) + s.by_status.get("blocked", 0)
             if stopped or failed:
-                lines.append(f"  {stopped} stopped, {failed} failed or blocked")
+                lines.append(f"  {stopped} stopped or interrupted, {failed} failed or blocked")
         lines.append(f"Running now: {_count(len(self.bot.inflight), 'reply', 'replies')}.")
         await interaction.response.send_message(
             "\n".join(lines), ephemeral=True, allowed_mentions=NO_PINGS
