@@ -3,7 +3,12 @@
 Timings (how far the visible text trails the model) are printed by bench/bench_e2e_stream.py;
 these tests check what must hold exactly: no 429, the fewest messages, text equal to the
 model's, and in any 5-second window of the channel no more than 5 message creates nor more than
-5 message edits (Discord counts the two routes in separate buckets).
+5 message edits (Discord counts the two routes in separate windows).
+
+Each test runs under the fake's three bucket models (tests/fakes/discord_ratelimit.py):
+"discord" (separate windows, one shared ``X-RateLimit-Bucket`` hash, so discord.py merges the
+two routes in one client-side limiter), "separate" (separate windows and hashes) and "shared"
+(one window for creates and edits together, where the bound is 5 writes in all).
 """
 
 from __future__ import annotations
@@ -16,7 +21,23 @@ from bot.splitting import split_message
 from tests.harness import world
 from tests.scenarios import stream_replies
 
-pytestmark = pytest.mark.timeout(90)
+SHARED_WINDOW = pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "one window for creates and edits: the renderer paces each route to 5 per 5 s, so "
+        "discord.py queues the excess and releases it in a burst at every reset (6-7 writes in "
+        "5 s of wall clock); and as discord.py takes the first response after a reset at its "
+        "Remaining while other requests of the burst are in flight, a 6th write reaches the "
+        "window and gets a 429 in about half the runs with three replies"
+    ),
+)
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.parametrize(
+        "bucket_model", ["discord", "separate", pytest.param("shared", marks=SHARED_WINDOW)]
+    ),
+]
 
 
 def max_writes_in_window(times: list[float], window: float = 5.0) -> int:
@@ -38,15 +59,20 @@ def channel_write_times(w, channel_id: int, route: str) -> list[float]:
 
 
 def check_buckets(w, channel_id: int) -> None:
-    """At most 5 creates, and at most 5 edits, in any 5 s of the channel; both routes used."""
+    """At most 5 creates, and at most 5 edits, in any 5 s of the channel; both routes used.
+    Under the "shared" bucket model, at most 5 writes of either kind in any 5 s."""
+    both: list[float] = []
     for route in ("message_create", "message_edit"):
         times = channel_write_times(w, channel_id, route)
         assert times, f"no {route} in the channel"
         assert max_writes_in_window(times) <= 5, route
+        both += times
+    if w.discord.bucket_model == "shared":
+        assert max_writes_in_window(both) <= 5, "creates and edits together"
 
 
-async def test_long_reply_is_paced_split_and_exact(tmp_path: Path) -> None:
-    async with world(tmp_path) as w:
+async def test_long_reply_is_paced_split_and_exact(tmp_path: Path, bucket_model: str) -> None:
+    async with world(tmp_path, bucket_model=bucket_model) as w:
         [reply] = await stream_replies(w, w.general, [w.alice])
         assert reply.contents == split_message(reply.text)
         assert len(reply.contents) <= 4
@@ -57,8 +83,8 @@ async def test_long_reply_is_paced_split_and_exact(tmp_path: Path) -> None:
             assert w.discord.message(mid).mentions_disabled
 
 
-async def test_three_replies_share_one_channel_bucket(tmp_path: Path) -> None:
-    async with world(tmp_path) as w:
+async def test_three_replies_share_one_channel_bucket(tmp_path: Path, bucket_model: str) -> None:
+    async with world(tmp_path, bucket_model=bucket_model) as w:
         carol = w.discord.add_user("carol")
         w.discord.add_member(w.guild, carol)
         replies = await stream_replies(w, w.general, [w.alice, w.bob, carol])

@@ -510,6 +510,94 @@ async def test_http_shape_auth_and_429_format() -> None:
         assert [m.content for m in fake.messages(chan)] == ["m0", "m1"]
 
 
+@pytest.mark.parametrize(
+    ("bucket_model", "one_hash", "edit_remaining", "creates_allowed", "late_edit"),
+    [
+        # Discord: creates and edits counted apart, both answered with one bucket hash
+        ("discord", True, 4, 5, 200),
+        ("separate", False, 4, 5, 200),
+        ("shared", True, 3, 4, 429),
+    ],
+)
+async def test_bucket_models_headers(
+    bucket_model: str, one_hash: bool, edit_remaining: int, creates_allowed: int, late_edit: int
+) -> None:
+    async with FakeDiscord(rate_limit=(5, 5.0), bucket_model=bucket_model) as fake:  # type: ignore[arg-type]
+        _, chan, _ = world(fake)
+        auth = {"Authorization": f"Bot {fake.token}"}
+        url = f"{fake.api_base}/channels/{chan.id}/messages"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={"content": "m0"}, headers=auth) as resp:
+                assert resp.status == 200 and resp.headers["X-RateLimit-Remaining"] == "4"
+                create_bucket = resp.headers["X-RateLimit-Bucket"]
+                mid = (await resp.json())["id"]
+            await asyncio.sleep(0.2)
+            async with http.patch(f"{url}/{mid}", json={"content": "e0"}, headers=auth) as resp:
+                assert resp.status == 200
+                edit_headers = dict(resp.headers)
+            assert edit_headers["X-RateLimit-Limit"] == "5"
+            assert edit_headers["X-RateLimit-Remaining"] == str(edit_remaining)
+            assert (edit_headers["X-RateLimit-Bucket"] == create_bucket) is one_hash
+            # Reset-After is that of the window the request was counted in: the edit's own
+            # window opened at the edit, 0.2 s after the create's
+            reset_after = float(edit_headers["X-RateLimit-Reset-After"])
+            assert reset_after > 4.9 if bucket_model != "shared" else reset_after < 4.9
+            statuses = []
+            for i in range(1, 7):
+                async with http.post(url, json={"content": f"m{i}"}, headers=auth) as resp:
+                    statuses.append(resp.status)
+                    assert resp.headers["X-RateLimit-Bucket"] == create_bucket
+            assert statuses == [200] * (creates_allowed - 1) + [429] * (7 - creates_allowed)
+            async with http.patch(f"{url}/{mid}", json={"content": "e1"}, headers=auth) as resp:
+                assert resp.status == late_edit
+                if late_edit == 200:  # the 6th create got a 429, an edit still goes through
+                    assert resp.headers["X-RateLimit-Remaining"] == "3"
+                    assert (resp.headers["X-RateLimit-Bucket"] == create_bucket) is one_hash
+        assert {h.route for h in fake.rate_limit_hits} == (
+            {"message_create"} if late_edit == 200 else {"message_create", "message_edit"}
+        )
+        assert {h.bucket for h in fake.rate_limit_hits} == {create_bucket}
+
+
+def test_bucket_model_is_checked() -> None:
+    with pytest.raises(ValueError, match="bucket_model"):
+        FakeDiscord(bucket_model="per-route")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one limit"):
+        FakeDiscord(bucket_model="shared", rate_limits={"message_edit": (5, 1.0)})
+    assert FakeDiscord().bucket_model == "discord"
+
+
+@pytest.mark.parametrize(("bucket_model", "held"), [("discord", True), ("separate", False)])
+async def test_discord_py_holds_an_edit_behind_an_exhausted_create_window(
+    bucket_model: str, held: bool
+) -> None:
+    """discord.py keys its limiter by bucket hash + channel: with Discord's one hash for creates
+    and edits, a create that empties its window makes discord.py hold the next edit until that
+    window resets, though Discord would have accepted the edit."""
+    async with FakeDiscord(rate_limit=(5, 2.0), bucket_model=bucket_model) as fake:  # type: ignore[arg-type]
+        _, chan, _ = world(fake)
+        bot = MiniBot()
+        async with running(fake, bot):
+            channel = bot.get_channel(chan.id)
+            assert isinstance(channel, discord.TextChannel)
+            first = await channel.send("m0")
+            first = await first.edit(content="m0, edited")  # discord.py learns the edit's hash
+            for i in range(1, 4):
+                await channel.send(f"m{i}")
+            fifth = asyncio.create_task(channel.send("m4"))  # the create window's last request
+            await fake.wait_for(lambda: len(fake.calls_for("message_create", status=200)) == 5)
+            edit = asyncio.create_task(first.edit(content="m0, again"))
+            await asyncio.gather(fifth, edit)
+        assert fake.rate_limit_hits == []
+        creates = fake.calls_for("message_create", channel=chan)
+        late_edit = fake.calls_for("message_edit", channel=chan)[-1]
+        create_window_end = creates[0].t_start + 2.0
+        if held:
+            assert late_edit.t_start >= create_window_end - 0.05
+        else:
+            assert late_edit.t_start < create_window_end - 1.0
+
+
 async def test_permissions_and_global_limit() -> None:
     async with FakeDiscord(global_rate_limit=(3, 5.0), rate_limits={"typing": (10, 1.0)}) as fake:
         guild, chan, _ = world(fake)

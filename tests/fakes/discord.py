@@ -61,7 +61,13 @@ from tests.fakes.discord_models import (
     iso_now,
     snowflake,
 )
-from tests.fakes.discord_ratelimit import Decision, RateLimiter, bucket_hash
+from tests.fakes.discord_ratelimit import (
+    BUCKET_MODELS,
+    BucketModel,
+    Decision,
+    RateLimiter,
+    bucket_for,
+)
 from tests.fakes.discord_rules import (
     CANNOT_EDIT_OTHERS,
     DEFAULT_ROUTE_LIMIT,
@@ -143,7 +149,11 @@ class FakeDiscord:
     Discord's ``reset_after``) plus a global 50 requests/s, answered with Discord's 429 (JSON
     ``retry_after``, ``Retry-After``, ``X-RateLimit-Scope``, ``Via``). With
     ``send_ratelimit_headers`` every response carries ``X-RateLimit-Limit/Remaining/Reset/
-    Reset-After/Bucket`` so discord.py waits before it would hit a 429.
+    Reset-After/Bucket`` so discord.py waits before it would hit a 429. ``bucket_model``
+    (see :mod:`tests.fakes.discord_ratelimit`) says how creates and edits share buckets:
+    ``"discord"`` (default, like Discord) counts them in separate windows but answers both
+    with one ``X-RateLimit-Bucket`` hash; ``"separate"`` gives each its own hash too;
+    ``"shared"`` counts both in one window.
     """
 
     def __init__(
@@ -154,6 +164,7 @@ class FakeDiscord:
         rate_limits: Mapping[str, tuple[int, float]] | None = None,
         global_rate_limit: tuple[int, float] | None = (50, 1.0),
         send_ratelimit_headers: bool = True,
+        bucket_model: BucketModel = "discord",
         shard_count: int = 1,
         heartbeat_interval_ms: int = 41250,
         interaction_deadline: float = 3.0,
@@ -183,6 +194,13 @@ class FakeDiscord:
         }
         self.route_limits.update(rate_limits or {})
         self.global_rate_limit = global_rate_limit
+        if bucket_model not in BUCKET_MODELS:
+            raise ValueError(f"bucket_model must be one of {BUCKET_MODELS}, not {bucket_model!r}")
+        if bucket_model == "shared" and (
+            self.route_limits["message_create"] != self.route_limits["message_edit"]
+        ):
+            raise ValueError('bucket_model="shared" needs one limit for creates and edits')
+        self.bucket_model: BucketModel = bucket_model
 
         self.users: dict[int, FakeUser] = {}
         self.guilds: dict[int, FakeGuild] = {}
@@ -1506,8 +1524,8 @@ class FakeDiscord:
         # the window that counts this request and the hash its response carries (for message
         # creates and edits these differ under the "discord" model: two windows, one hash)
         limit, per = self.route_limits.get(kind, DEFAULT_ROUTE_LIMIT)
-        bucket = bucket_hash(kind)
-        key = f"{bucket}:{major}"
+        window, bucket = bucket_for(kind, self.bucket_model)
+        key = f"{window}:{major}"
         decision = self._limiter.take(key, limit, per)
         if self.send_ratelimit_headers:
             headers.update(self._ratelimit_headers(decision, bucket))

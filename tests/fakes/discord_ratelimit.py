@@ -1,4 +1,21 @@
-"""Discord-style rate-limit buckets for the fake: fixed windows that open at the first request."""
+"""Discord-style rate-limit buckets for the fake: fixed windows that open at the first request.
+
+Which window counts a request and which ``X-RateLimit-Bucket`` hash its response carries are
+two different things at Discord: a channel's message creates and message edits are counted in
+separate windows (about 5 per 5 s each) but both routes answer with the same hash, each response
+carrying the ``Remaining``/``Reset``/``Reset-After`` of the window it was counted in
+(discord-api-docs #1442, #8073). :func:`bucket_for` maps a route to its window and its hash
+under one of three :data:`BUCKET_MODELS`:
+
+``"discord"``
+    Discord's behaviour: separate windows for creates and edits, one shared hash. discord.py
+    keys its limiter by hash + channel, so it merges the two on the client side.
+``"separate"``
+    Separate windows and separate hashes (what the fake did before; discord.py then keeps two
+    independent limiters, which hides the client-side merge).
+``"shared"``
+    One window counting creates and edits together, one hash.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +23,45 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-__all__ = ["BucketState", "Decision", "RateLimiter", "bucket_hash", "ceil_ms"]
+__all__ = [
+    "BUCKET_MODELS",
+    "MESSAGE_ROUTES",
+    "BucketModel",
+    "BucketState",
+    "Decision",
+    "RateLimiter",
+    "bucket_for",
+    "bucket_hash",
+    "ceil_ms",
+]
+
+BucketModel = Literal["discord", "separate", "shared"]
+BUCKET_MODELS: tuple[BucketModel, ...] = get_args(BucketModel)
+
+MESSAGE_ROUTES: frozenset[str] = frozenset({"message_create", "message_edit"})
+"""A channel's message routes, which Discord answers with one bucket hash."""
+
+_MESSAGES = "channel_messages"
 
 
 def bucket_hash(route: str) -> str:
     """A stable, opaque bucket id per route kind, like Discord's ``X-RateLimit-Bucket``."""
     return hashlib.sha1(route.encode()).hexdigest()[:32]
+
+
+def bucket_for(route: str, model: BucketModel) -> tuple[str, str]:
+    """``(window, hash)`` for ``route`` under ``model``: the counter that counts the request
+    (per channel) and the ``X-RateLimit-Bucket`` its response carries. Only
+    :data:`MESSAGE_ROUTES` depend on the model; every other route has its own window and hash."""
+    if model not in BUCKET_MODELS:
+        raise ValueError(f"unknown bucket model {model!r}; expected one of {BUCKET_MODELS}")
+    if route not in MESSAGE_ROUTES or model == "separate":
+        return route, bucket_hash(route)
+    if model == "discord":
+        return route, bucket_hash(_MESSAGES)
+    return _MESSAGES, bucket_hash(_MESSAGES)
 
 
 def ceil_ms(seconds: float) -> float:
