@@ -298,13 +298,11 @@ async def answer(
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
             end_notice=request.end_notice,
         )
-        _log_result(question, result)
         return result
     finally:
         bot.inflight.finish(reply)
-        if model_turn is not None:
-            stream = request.stream if request is not None else None
-            await asyncio.shield(_finish(bot, model_turn, result, stream, reply.token))
+        if model_turn is not None and request is not None:
+            await asyncio.shield(_finish(bot, question, model_turn, result, request, reply.token))
 
 
 async def _history(bot: Gemcord, channel_id: int, before_turn: int | None = None) -> list[Turn]:
@@ -344,19 +342,27 @@ def _log_task_error(task: asyncio.Task[object]) -> None:
 
 
 async def _finish(
-    bot: Gemcord, turn: int, result: RenderResult | None, stream: object, token: CancelToken
+    bot: Gemcord,
+    question: Question,
+    turn: int,
+    result: RenderResult | None,
+    request: Request,
+    token: CancelToken,
 ) -> None:
-    outcome = getattr(stream, "outcome", None)
+    """Store the reply, count it and log one line about it."""
+    stream = request.stream
+    outcome = stream.outcome if stream is not None else None
     if result is None:  # the reply crashed or was cancelled from outside the renderer
         await bot.store.finish_model_turn(turn, text="", status="failed")
         return
+    status = stored_status(result, token)
     await bot.store.finish_model_turn(
         turn,
         text=result.text,
-        status=stored_status(result, token),  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
         message_ids=result.message_ids,
-        prompt_tokens=getattr(outcome, "prompt_tokens", None),
-        output_tokens=getattr(outcome, "output_tokens", None),
+        prompt_tokens=outcome.prompt_tokens if outcome else None,
+        output_tokens=outcome.output_tokens if outcome else None,
         metrics=ReplyMetrics(
             first_chunk_latency=result.first_chunk_latency,
             first_visible_latency=result.first_visible_latency,
@@ -368,19 +374,28 @@ async def _finish(
             outcome=result.state,
         ),
     )
-
-
-def _log_result(question: Question, result: RenderResult) -> None:
-    level = logging.INFO if result.state in ("complete", "stopped") else logging.WARNING
+    bot.metrics.reply(result, status, outcome)
+    level = logging.INFO if status in ("complete", "stopped", "interrupted") else logging.WARNING
     log.log(
         level,
-        "reply in channel %s: %s, %d chars, %d chunks, %d sends, %d edits, first text %.0f ms%s",
+        "reply in channel %s to %s with %s: %s, %d chars, %d chunks, %d sends, %d edits, "
+        "first chunk %s, first text %s, total %.0f ms, tokens in/out %s/%s%s",
         question.channel_id,
-        result.state,
+        question.author_id,
+        request.model,
+        status,
         len(result.text),
         result.chunks,
         result.sends,
         result.edits,
-        (result.first_visible_latency or 0) * 1000,
+        _ms(result.first_chunk_latency),
+        _ms(result.first_visible_latency),
+        result.total_time * 1000,
+        outcome.prompt_tokens if outcome else "–",
+        outcome.output_tokens if outcome else "–",
         f" ({result.error})" if result.error else "",
     )
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:.0f} ms"

@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
+import yarl
+from aiohttp import web
 from discord.ext import commands
 
 from bot.admission import Admission
-from bot.config import ConfigError, Settings
+from bot.config import DEFAULT_DISCORD_API, ConfigError, Settings
 from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
+from bot.metrics import Metrics, RateLimitCounter
 from bot.recovery import repair_interrupted
+from bot.server import start_server
 from bot.streaming import PacerRegistry
 from storage import open_store
 
@@ -64,6 +69,11 @@ class Gemcord(commands.AutoShardedBot):
             settings.replies_per_process,
             settings.queue_per_channel,
         )
+        self.metrics = Metrics(
+            streaming=lambda: self.admission.streaming, queued=lambda: self.admission.queued
+        )
+        self._rate_limits = RateLimitCounter(self.metrics)
+        self._server: web.AppRunner | None = None
         self.closing = False
         """Set when a shutdown begins: new questions are turned away."""
         self._background: set[asyncio.Task[object]] = set()
@@ -73,6 +83,11 @@ class Gemcord(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         """Open the store and the Gemini client, load every cog, sync slash commands once."""
+        if self.settings.discord_api_base_url != DEFAULT_DISCORD_API:
+            # discord.py reconnects to its built-in gateway after an outage (and shards there
+            # when their count is given): point it at this API's own gateway instead.
+            _, url, _ = await self.http.get_bot_gateway()
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.store = await open_store(self.settings.db_path)
         self.llm = GeminiClient(
             self.settings.gemini_api_key or "", base_url=self.settings.gemini_base_url
@@ -80,9 +95,13 @@ class Gemcord(commands.AutoShardedBot):
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)
         # REST works before the gateway is up: replies a crash cut off are finished at once.
-        task: asyncio.Task[object] = asyncio.create_task(repair_interrupted(self))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(repair_interrupted(self))
+        self._in_background(self.metrics.watch_loop_lag())
+        logging.getLogger("discord.http").addHandler(self._rate_limits)
+        if self.settings.http_port is not None:
+            self._server = await start_server(
+                self, self.settings.http_host, self.settings.http_port
+            )
         guild_id = self.settings.dev_guild_id
         try:
             if guild_id:
@@ -94,6 +113,11 @@ class Gemcord(commands.AutoShardedBot):
             log.info("synced %d slash commands (%s)", len(synced), guild_id or "global")
         except discord.HTTPException as exc:
             log.warning("could not sync slash commands: %s", exc)
+
+    def _in_background(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def on_message(self, message: discord.Message) -> None:
         """Messages are handled by the chat cog's listener; no prefix commands exist."""
@@ -123,6 +147,11 @@ class Gemcord(commands.AutoShardedBot):
         self.closing = True
         self.inflight.cancel_all("restart")
         await self.inflight.wait_idle(timeout=SHUTDOWN_GRACE)
+        for task in list(self._background):
+            task.cancel()
+        logging.getLogger("discord.http").removeHandler(self._rate_limits)
+        if self._server is not None:
+            await self._server.cleanup()
         await super().close()
         if hasattr(self, "llm"):
             await self.llm.aclose()

@@ -55,6 +55,8 @@ class Settings:
     queue_per_channel: int = 10
     notice_seconds: float = 10.0
     checkpoint_seconds: float = 5.0
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
     max_output_tokens: int | None = None
     stop_emoji: str = "🛑"
     persona: str | None = None
@@ -151,6 +153,16 @@ def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
         ) from None
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port, or None when the setting is empty (the server is off)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(name, f"is {raw!r}", "set it to a port number from 1 to 65535")
+    return int(raw)
+
+
 def _megabytes(env: Mapping[str, str], name: str, default_mb: float) -> int:
     return int(_float(env, name, default_mb, minimum=0.001) * 1024 * 1024)
 
@@ -214,6 +226,8 @@ def load_settings(
         queue_per_channel=_int(env, "GEMCORD_QUEUE_PER_CHANNEL", 10),
         notice_seconds=_float(env, "GEMCORD_NOTICE_SECONDS", 10.0),
         checkpoint_seconds=_float(env, "GEMCORD_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
+        http_port=_port(env, "GEMCORD_HTTP_PORT"),
+        http_host=env.get("GEMCORD_HTTP_HOST", "").strip() or "127.0.0.1",
         max_output_tokens=max_out or None,
         stop_emoji=stop_emoji,
         persona=persona,

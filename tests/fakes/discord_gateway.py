@@ -161,11 +161,15 @@ class Gateway:
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.received: list[tuple[float, dict[str, Any]]] = []
+        self.down = False
+        """While set, the gateway refuses connections (503), as during a Discord outage."""
 
     # -- websocket endpoint ----------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """The ``/gateway`` websocket endpoint."""
+        if self.down:
+            raise web.HTTPServiceUnavailable(text="gateway unavailable")
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         conn = GatewayConnection(ws, request.query.get("compress"))
@@ -377,6 +381,14 @@ class Gateway:
             conn = session.conn
             session.conn = None
             await conn.ws.close(code=code, message=b"Closed by the fake.")
+
+    async def go_down(self) -> None:
+        """An outage: every connection drops and no new one is accepted until `down` is
+        cleared."""
+        self.down = True
+        for conn in list(self.connections):
+            if conn.open:
+                await conn.ws.close(code=1001, message=b"Gateway unavailable.")
 
     async def close_all(self) -> None:
         """Close every websocket (server shutdown)."""

@@ -1,0 +1,89 @@
+"""End to end: what an operator watches — /healthz, /metrics and the log line per reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.gemini import Reply
+from tests.harness import World, world
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def get(w: World, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{w.env['GEMCORD_HTTP_PORT']}{path}") as resp:
+            return resp.status, await resp.text()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page by (name, labels)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def ops_world(tmp_path: Path):
+    env = {"GEMCORD_EDIT_WINDOW_SECONDS": "1", "GEMCORD_HTTP_PORT": str(free_port())}
+    return world(tmp_path, env, rate_limit=(5, 1.0))
+
+
+async def test_healthz_follows_the_gateway(tmp_path: Path) -> None:
+    async with ops_world(tmp_path) as w:
+        status, body = await get(w, "/healthz")
+        assert (status, json.loads(body)) == (200, {"ok": True, "reason": "ok"})
+        await w.discord.gateway.go_down()
+        await w.discord.wait_for(lambda: w.bot is not None and w.bot.shards[0].is_closed())
+        status, body = await get(w, "/healthz")
+        assert status == 503 and "gateway" in json.loads(body)["reason"]
+        w.discord.gateway.down = False  # Discord is back: the bot reconnects
+        await w.discord.wait_for(
+            lambda: w.bot is not None and not w.bot.shards[0].is_closed(), timeout=30
+        )
+        assert (await get(w, "/healthz"))[0] == 200
+
+
+async def test_metrics_count_a_scripted_run(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="bot.answer")
+    async with ops_world(tmp_path) as w:
+        w.gemini.script(
+            Reply(chunks=["one ", "two"]),
+            Reply(chunks=["three"]),
+            Reply.blocked_prompt("SAFETY"),
+        )
+        for text in ("first", "second", "third"):
+            await w.reply_done((await w.mention(w.general, w.alice, text)).id)
+        status, page = await get(w, "/metrics")
+        assert status == 200
+        got = samples(page)
+        assert got[("gemcord_replies_total", (("outcome", "complete"),))] == 2
+        assert got[("gemcord_replies_total", (("outcome", "blocked"),))] == 1
+        assert got[("gemcord_gemini_errors_total", (("kind", "Blocked"),))] == 1
+        assert got[("gemcord_gemini_tokens_total", (("kind", "prompt"),))] > 0
+        sends = len(w.discord.bot_messages(w.general))
+        assert got[("gemcord_discord_writes_total", (("route", "send"),))] == sends
+        assert got[("gemcord_first_visible_seconds_count", ())] == 2  # the blocked one had none
+        assert got[("gemcord_replies_streaming", ())] == 0
+        assert got[("gemcord_replies_queued", ())] == 0
+        assert ("gemcord_event_loop_lag_seconds", ()) in got
+        # one log line per reply, with the asker, the model, the outcome and the tokens
+        lines = [r.getMessage() for r in caplog.records if r.name == "bot.answer"]
+        replies = [line for line in lines if line.startswith("reply in channel")]
+        assert len(replies) == 3
+        assert all(str(w.alice.id) in line and "gemini-2.5-flash" in line for line in replies)
+        assert "blocked" in replies[-1] and "tokens in/out" in replies[0]
