@@ -19,6 +19,7 @@ from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
 from bot.metrics import Metrics, RateLimitCounter
 from bot.recovery import repair_interrupted
+from bot.retention import tidy_forever
 from bot.server import start_server
 from bot.streaming import PacerRegistry
 from storage import open_store
@@ -97,6 +98,7 @@ class Gemcord(commands.AutoShardedBot):
         # REST works before the gateway is up: replies a crash cut off are finished at once.
         self._in_background(repair_interrupted(self))
         self._in_background(self.metrics.watch_loop_lag())
+        self._in_background(tidy_forever(self))
         logging.getLogger("discord.http").addHandler(self._rate_limits)
         if self.settings.http_port is not None:
             self._server = await start_server(

@@ -55,6 +55,9 @@ class Settings:
     queue_per_channel: int = 10
     notice_seconds: float = 10.0
     checkpoint_seconds: float = 5.0
+    retention_days: float = 0.0
+    reset_grace_days: float = 30.0
+    db_warn_bytes: int = 2048 * 1024 * 1024
     http_port: int | None = None
     http_host: str = "127.0.0.1"
     max_output_tokens: int | None = None
@@ -226,6 +229,9 @@ def load_settings(
         queue_per_channel=_int(env, "GEMCORD_QUEUE_PER_CHANNEL", 10),
         notice_seconds=_float(env, "GEMCORD_NOTICE_SECONDS", 10.0),
         checkpoint_seconds=_float(env, "GEMCORD_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
+        retention_days=_float(env, "GEMCORD_RETENTION_DAYS", 0.0),
+        reset_grace_days=_float(env, "GEMCORD_RESET_GRACE_DAYS", 30.0),
+        db_warn_bytes=_megabytes(env, "GEMCORD_DB_WARN_MB", 2048),
         http_port=_port(env, "GEMCORD_HTTP_PORT"),
         http_host=env.get("GEMCORD_HTTP_HOST", "").strip() or "127.0.0.1",
         max_output_tokens=max_out or None,

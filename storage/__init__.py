@@ -189,6 +189,18 @@ class Store(Protocol):
         """Never send these images to Gemini again."""
         ...
 
+    async def prune(self, *, older_than: float | None, archived_before: float) -> int:
+        """Retention: delete old exchanges and long-archived ones; returns turns deleted."""
+        ...
+
+    async def size_bytes(self) -> int:
+        """How large the database is."""
+        ...
+
+    async def purge_channel(self, channel_id: int) -> int:
+        """Hard delete of a channel's turns and settings (the channel itself was deleted)."""
+        ...
+
     async def reset_channel(self, channel_id: int) -> int:
         """Archive the channel's live turns (soft reset); returns how many."""
         ...

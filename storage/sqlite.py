@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -341,6 +342,14 @@ class SQLiteStore:
     async def _configure(conn: aiosqlite.Connection, name: str) -> None:
         # PRAGMAs take no bound parameters; every value here is a constant of this module.
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Freed pages can be given back (retention): set before the first table exists; an
+        # older file is converted once by a VACUUM.
+        (auto_vacuum,) = await _one(conn, "PRAGMA auto_vacuum")
+        if auto_vacuum != 2:
+            await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            (tables,) = await _one(conn, "SELECT count(*) FROM sqlite_master")
+            if tables:
+                await conn.execute("VACUUM")
         mode = await _enable_wal(conn)
         if str(mode).lower() != "wal" and name != ":memory:":
             log.warning("SQLite refused WAL for %s (journal_mode=%s)", name, mode)
@@ -773,6 +782,28 @@ class SQLiteStore:
         """
         return await self._delete_turns("t.role = 'user' AND t.author_id = ?", (author_id,))
 
+    async def prune(self, *, older_than: float | None, archived_before: float) -> int:
+        """Retention: delete the exchanges asked before `older_than` (None: keep them all) and
+        those a reset archived before `archived_before` (Unix times), with their images, and
+        give the freed pages back to the file system; returns how many turns went."""
+        deleted = await self._delete_turns(
+            "t.role = 'user' AND (t.created_at < ? OR (t.archived = 1 AND t.archived_at < ?))",
+            (-math.inf if older_than is None else older_than, archived_before),
+        )
+        if deleted:
+            await self._write(_incremental_vacuum, transaction=False)
+        return deleted
+
+    async def size_bytes(self) -> int:
+        """The database file's size in use (pages × page size)."""
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            (pages,) = await _one(conn, "PRAGMA page_count")
+            (size,) = await _one(conn, "PRAGMA page_size")
+            return int(pages) * int(size)
+
+        return await self._read(op)
+
     async def purge_channel(self, channel_id: int) -> int:
         """Hard delete: every turn of the channel (archived too), replies to them, its settings."""
         return await self._delete_turns(
@@ -935,6 +966,10 @@ class SQLiteStore:
 def _log_abandoned_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("a store write whose caller was cancelled failed", exc_info=task.exception())
+
+
+async def _incremental_vacuum(conn: aiosqlite.Connection) -> None:
+    await conn.execute("PRAGMA incremental_vacuum")
 
 
 async def _checkpoint(conn: aiosqlite.Connection) -> None:

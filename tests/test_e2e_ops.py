@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.retention import tidy
 from tests.fakes.gemini import Reply
 from tests.harness import World, world
 
@@ -87,3 +89,46 @@ async def test_metrics_count_a_scripted_run(tmp_path: Path, caplog) -> None:
         assert len(replies) == 3
         assert all(str(w.alice.id) in line and "gemini-2.5-flash" in line for line in replies)
         assert "blocked" in replies[-1] and "tokens in/out" in replies[0]
+
+
+async def test_deleted_channels_and_threads_lose_their_rows(tmp_path: Path) -> None:
+    async with ops_world(tmp_path) as w:
+        assert w.bot is not None
+        thread = w.discord.add_thread(w.general, "side", owner=w.alice)
+        for channel in (w.general, w.random, thread):
+            await w.reply_done((await w.mention(channel, w.alice, "remember me")).id)
+        await w.bot.store.set_persona(w.random.id, "a persona")
+        await w.discord.delete_thread(thread)
+        await w.discord.delete_channel(w.random)
+        store = w.bot.store
+        for channel in (w.random, thread):
+            await w.discord.wait_for(
+                lambda c=channel: (
+                    not (sqlite_count(w, "SELECT count(*) FROM turns WHERE channel_id = ?", c.id))
+                ),
+            )
+        assert (await store.get_channel_settings(w.random.id)).persona is None
+        assert len(await store.load_history(w.general.id)) == 2  # the rest is untouched
+
+
+def sqlite_count(w: World, sql: str, *params: object) -> int:
+    with sqlite3.connect(f"file:{w.db_path}?mode=ro", uri=True) as db:
+        return int(db.execute(sql, params).fetchone()[0])
+
+
+async def test_retention_round_deletes_old_exchanges(tmp_path: Path) -> None:
+    env = {"GEMCORD_RETENTION_DAYS": "30", "GEMCORD_DB_WARN_MB": "0.001"}
+    async with world(tmp_path, env) as w:
+        assert w.bot is not None
+        old = await w.mention(w.general, w.alice, "an old question")
+        await w.reply_done(old.id)
+        await w.reply_done((await w.mention(w.general, w.bob, "a new one")).id)
+        with sqlite3.connect(w.db_path) as db:
+            db.execute(
+                "UPDATE turns SET created_at = created_at - 31 * 86400"
+                " WHERE id = (SELECT turn_id FROM answered WHERE message_id = ?)",
+                (old.id,),
+            )
+        assert await tidy(w.bot) == 2
+        [question, _] = await w.bot.store.load_history(w.general.id)
+        assert question.text == "a new one"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -582,6 +583,40 @@ async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
     await store.mark_images_unusable([hashlib.sha256(b"bad bytes").hexdigest(), "0" * 64], "400")
     [turn] = await store.load_history(1)
     assert turn.id == u and [i.data for i in turn.images] == [b"good bytes", None]
+
+
+async def test_retention_deletes_exactly_the_expired_rows_and_files(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    old_image, kept_image = ImageIn(b"old" * 5000, "image/png"), ImageIn(b"new", "image/png")
+    old = await pair(store, 1, "old question", "old answer", images=(old_image,))
+    archived = await pair(store, 2, "archived question", "archived answer")
+    await store.reset_channel(2)
+    recent = await pair(store, 1, "recent question", "recent answer", images=(kept_image,))
+    with sqlite3.connect(store.path) as db:  # make the first exchange 40 days old
+        db.execute("UPDATE turns SET created_at = created_at - 40 * 86400 WHERE id IN (?, ?)", old)
+    now = time.time()
+    size_before = await store.size_bytes()
+    deleted = await store.prune(older_than=now - 30 * 86400, archived_before=now + 1)
+    assert deleted == 4  # the old exchange and the archived one
+    assert [t.id for t in await store.load_history(1)] == list(recent)
+    assert await store.get_turn(archived[0]) is None and await store.get_turn(old[1]) is None
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT count(*) FROM images").fetchone() == (1,)
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    assert await store.size_bytes() <= size_before
+    # nothing expired: nothing deleted; retention off keeps old exchanges
+    assert await store.prune(older_than=None, archived_before=now - 86400) == 0
+
+
+async def test_a_deleted_channel_loses_its_rows(store: SQLiteStore) -> None:
+    await pair(store, 1, "q", "a")
+    kept = await pair(store, 2, "q2", "a2")
+    await store.set_persona(1, "gone with the channel")
+    assert await store.purge_channel(1) == 2
+    assert await store.load_history(1) == []
+    assert (await store.get_channel_settings(1)).persona is None
+    assert [t.id for t in await store.load_history(2)] == list(kept)
 
 
 async def test_reply_in_another_channel_is_not_an_orphan_in_history(store: SQLiteStore) -> None:

@@ -113,6 +113,21 @@ class Control(commands.Cog):
         """Like a delete, for each message a moderator purged."""
         await self._deleted(sorted(payload.message_ids))
 
+    @commands.Cog.listener()
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        """A deleted channel's conversation and settings are deleted with it."""
+        await self._channel_gone(channel.id)
+
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        """So is a deleted thread's."""
+        await self._channel_gone(payload.thread_id)
+
+    async def _channel_gone(self, channel_id: int) -> None:
+        self.bot.inflight.stop(channel_id, None, 0)
+        count = await self.bot.store.purge_channel(channel_id)
+        log.info("channel %s was deleted: %d turn(s) deleted with it", channel_id, count)
+
     async def _deleted(self, message_ids: list[int]) -> None:
         for message_id in message_ids:
             reply = self.bot.inflight.by_message(message_id)

@@ -606,6 +606,18 @@ class FakeDiscord:
             }
             await self._dispatch("THREAD_DELETE", data, chan.guild_id, require_connection=False)
 
+    async def delete_channel(self, channel: FakeChannel | int) -> None:
+        """An admin deletes a guild channel: CHANNEL_DELETE with the channel object."""
+        chan = self._channel(channel)
+        if chan.is_dm or chan.is_thread:
+            raise ValueError(f"channel {chan.id} is not a guild channel")
+        guild = self._guild(chan.guild_id)  # type: ignore[arg-type]
+        payload = chan.payload()
+        chan.deleted = True
+        if chan.id in guild.channel_ids:
+            guild.channel_ids.remove(chan.id)
+        await self._dispatch("CHANNEL_DELETE", payload, chan.guild_id, require_connection=False)
+
     def _bot_sees(self, chan: FakeChannel) -> bool:
         """Whether the bot may view a channel (a private thread: member or Manage Threads)."""
         if chan.is_dm:
