@@ -14,20 +14,29 @@ whose ``finally`` releases the half-read response, which closes the socket at on
 generators are left unclosed and the connection stays open, so Gemini goes on generating and
 billing.) The pump
 is only ever cancelled, never ``aclose()``-d from another task (python-genai #2425).
+
+Models: :meth:`GeminiClient.list_models` and :meth:`GeminiClient.get_model` ask Google
+(``models.list``, every page; ``models.get``); :meth:`GeminiClient.cached_models` keeps the
+list for ``model_list_ttl`` seconds (concurrent callers share one fetch) and
+:meth:`GeminiClient.check_model` judges a model name against it, which is how ``/model`` and
+:func:`warn_if_model_unknown` (the start-up check) validate names without costing a request
+each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import math
+import os
 import random
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import aiohttp
 from google import genai
@@ -41,15 +50,21 @@ __all__ = [
     "GeminiClient",
     "GeminiStream",
     "ImagePart",
+    "KeyRejected",
     "LLMError",
+    "ModelCheck",
+    "ModelInfo",
     "RateLimited",
     "ServerError",
     "StreamDropped",
     "StreamOutcome",
     "Timeout",
+    "judge_model",
+    "warn_if_model_unknown",
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _BLOCK_FINISH_NAMES = (
     "SAFETY",
@@ -84,6 +99,9 @@ _REASON_WORDS = {
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, ConnectionError)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s)\b")
+#: What a model-list call may raise besides APIError: a refused or dropped connection.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, OSError)
+_MODELS_PREFIX = "models/"
 
 
 # --- what goes in -----------------------------------------------------------------------
@@ -171,6 +189,12 @@ class BadRequest(LLMError):
     default_message = "⚠ Gemini refused the request."
 
 
+class KeyRejected(BadRequest):
+    """Gemini refused the API key (400 API_KEY_INVALID, 401 or 403)."""
+
+    default_message = "⚠ Gemini rejected the API key — check the GEMINI_API_KEY setting."
+
+
 class Blocked(LLMError):
     """The prompt or the answer was blocked (safety, recitation, blocklist, …)."""
 
@@ -202,6 +226,51 @@ class StreamDropped(LLMError):
     default_message = "⚠ The connection to Gemini dropped; the answer is incomplete."
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model Gemini offers, as ``models.list``/``models.get`` describe it."""
+
+    name: str
+    """Without the ``models/`` prefix, e.g. ``gemini-2.5-flash``."""
+    display_name: str | None
+    input_token_limit: int | None
+    output_token_limit: int | None
+    supports_generate: bool
+    """Whether it answers ``generateContent`` (chat); embedding models do not."""
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """How a model name fares against Gemini's model list (see :meth:`GeminiClient.check_model`).
+
+    ``status``: ``"ok"`` (listed and able to chat), ``"unknown"`` (not listed),
+    ``"unsupported"`` (listed but cannot chat), ``"unchecked"`` (the list could not be fetched;
+    ``problem`` says why). ``suggestions``: a few chat models to offer instead, closest first.
+    """
+
+    name: str
+    status: Literal["ok", "unknown", "unsupported", "unchecked"]
+    suggestions: tuple[str, ...] = ()
+    problem: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """Whether the name is known to be unusable."""
+        return self.status in ("unknown", "unsupported")
+
+    def explain(self, *, limit: int = 3) -> str:
+        """One sentence for a person: what is wrong with the name (no Markdown)."""
+        offer = ", ".join(self.suggestions[:limit])
+        tail = f" (try {offer})" if offer else ""
+        if self.status == "unknown":
+            return f"{self.name} does not exist{tail}"
+        if self.status == "unsupported":
+            return f"{self.name} cannot chat (it does not support generateContent){tail}"
+        if self.status == "unchecked":
+            return f"{self.name} could not be checked ({self.problem or 'no model list'})"
+        return f"{self.name} is available"
+
+
 def _humanize(seconds: float) -> str:
     """'45 seconds', '1 second', 'about 3 minutes'."""
     if seconds < 90:
@@ -226,6 +295,9 @@ class GeminiClient:
         retry_attempts: int = 3,
         max_retry_wait: float = 5.0,
         retry_base_delay: float = 0.5,
+        request_timeout: float = 10.0,
+        model_list_ttl: float = 600.0,
+        model_page_size: int = 100,
     ) -> None:
         """Create the SDK client (no I/O).
 
@@ -233,6 +305,9 @@ class GeminiClient:
         (None: no limit). ``retry_attempts``: how many times a request that failed before any
         text (429, 5xx, connection) is retried; each wait is the server's RetryInfo delay, else
         ``retry_base_delay * 2**n``, and never more than ``max_retry_wait``.
+        ``request_timeout``: longest wait for a model call (the whole list, all pages);
+        ``model_list_ttl``: how long :meth:`cached_models` keeps a fetched list;
+        ``model_page_size``: models asked per page (Google: at most 1000).
         """
         if not api_key or not api_key.strip():
             raise ValueError("api_key is empty")
@@ -250,6 +325,12 @@ class GeminiClient:
         self._client = genai.Client(
             api_key=self._api_key, vertexai=False, http_options=http_options
         )
+        self.request_timeout = request_timeout
+        self.model_list_ttl = model_list_ttl
+        self.model_page_size = max(1, model_page_size)
+        self._models: list[ModelInfo] | None = None
+        self._models_at = -math.inf
+        self._models_fetch: asyncio.Task[list[ModelInfo]] | None = None
 
     def __repr__(self) -> str:
         return f"GeminiClient(chunk_timeout={self.chunk_timeout}, retries={self.retry_attempts})"
@@ -272,12 +353,200 @@ class GeminiClient:
         return GeminiStream(self, model, sdk_contents, config)
 
     async def aclose(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session (and stop a model-list fetch in progress)."""
+        fetch = self._models_fetch
+        if fetch is not None and not fetch.done():
+            fetch.cancel()
+            await asyncio.wait({fetch}, timeout=2.0)
         await self._client.aio.aclose()
+
+    # --- models -------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model the key can use, all pages followed, in Google's order (no cache).
+
+        Raises an :class:`LLMError`: :class:`BadRequest` for a refused key, :class:`Timeout`
+        after ``request_timeout``, :class:`StreamDropped` when Gemini cannot be reached.
+        """
+
+        async def fetch() -> list[ModelInfo]:
+            pager = await self._client.aio.models.list(
+                config=types.ListModelsConfig(page_size=self.model_page_size, query_base=True)
+            )
+            return [_model_info(model) async for model in pager]
+
+        return await self._model_call("list the models", fetch)
+
+    async def get_model(self, name: str) -> ModelInfo | None:
+        """One model, asked by name (``gemini-2.5-flash`` or ``models/…``); None if Gemini
+        does not know it. Errors as :meth:`list_models`."""
+        name = name.strip()
+        if not name or any(c in name for c in "?&#") or ".." in name:
+            return None  # could never name a model (and the SDK refuses some of these)
+
+        async def fetch() -> ModelInfo | None:
+            try:
+                model = await self._client.aio.models.get(model=name)
+            except genai_errors.ClientError as exc:
+                if exc.code == 404:
+                    return None
+                raise
+            return _model_info(model)
+
+        return await self._model_call(f"look up {name}", fetch)
+
+    async def cached_models(self) -> list[ModelInfo]:
+        """The model list, fetched at most every ``model_list_ttl`` seconds.
+
+        Concurrent callers share one fetch, and a caller that gives up (cancelled, or its own
+        timeout) does not stop it for the others. When a refresh fails, the previous list is
+        returned if there is one; otherwise the fetch's :class:`LLMError` is raised.
+        """
+        loop = asyncio.get_running_loop()
+        if self._models is not None and loop.time() - self._models_at < self.model_list_ttl:
+            return self._models
+        fetch = self._models_fetch
+        if fetch is None or fetch.done():
+            fetch = loop.create_task(self._refresh_models(), name="gemini-model-list")
+            fetch.add_done_callback(_retrieve_exception)
+            self._models_fetch = fetch
+        return await asyncio.shield(fetch)
+
+    def forget_models(self) -> None:
+        """Drop the cached model list: the next :meth:`cached_models` fetches it again."""
+        self._models = None
+        self._models_at = -math.inf
+        self._models_fetch = None
+
+    async def check_model(self, name: str, *, wait: float | None = None) -> ModelCheck:
+        """Judge a model name against the cached list; never raises an :class:`LLMError`.
+
+        ``wait``: give up on a list that is not cached after this many seconds (the fetch
+        goes on in the background, so a later call finds it); None: ``request_timeout``.
+        """
+        name = name.strip().removeprefix(_MODELS_PREFIX)
+        try:
+            async with asyncio.timeout(wait):
+                models = await self.cached_models()
+        except TimeoutError:
+            return ModelCheck(name, "unchecked", problem="Gemini's model list did not come in time")
+        except LLMError as exc:
+            return ModelCheck(name, "unchecked", problem=exc.detail or exc.user_message)
+        return judge_model(name, models)
+
+    async def _refresh_models(self) -> list[ModelInfo]:
+        try:
+            models = await self.list_models()
+        except LLMError as exc:
+            if self._models is not None:
+                log.warning(
+                    "Could not refresh Gemini's model list (%s); keeping the previous one",
+                    exc.detail or exc.user_message,
+                )
+                return self._models
+            raise
+        if asyncio.current_task() is self._models_fetch:  # not forgotten meanwhile
+            self._models = models
+            self._models_at = asyncio.get_running_loop().time()
+        log.debug("Gemini offers %d models", len(models))
+        return models
+
+    async def _model_call(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a models.* call within ``request_timeout``, errors mapped to LLMError."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await call()
+        except TimeoutError:
+            raise Timeout(
+                "⚠ Gemini did not answer in time — try again shortly.",
+                detail=f"no answer to {what} within {self.request_timeout:g}s",
+            ) from None
+        except genai_errors.APIError as exc:
+            raise _map_api_error(self, exc)[0] from None
+        except _NETWORK_ERRORS as exc:
+            raise StreamDropped(
+                "⚠ Couldn't reach Gemini (connection problem) — try again shortly.",
+                detail=self._scrub(f"cannot {what}: {_network_reason(exc)}"),
+            ) from None
 
     def _scrub(self, text: str) -> str:
         """Remove the API key from text that may reach a log or a user."""
         return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
+
+
+def _model_info(model: types.Model) -> ModelInfo:
+    """SDK Model → ModelInfo."""
+    name = (model.name or "").removeprefix(_MODELS_PREFIX)
+    return ModelInfo(
+        name=name,
+        display_name=model.display_name,
+        input_token_limit=model.input_token_limit,
+        output_token_limit=model.output_token_limit,
+        supports_generate="generateContent" in (model.supported_actions or ()),
+    )
+
+
+def judge_model(name: str, models: Sequence[ModelInfo]) -> ModelCheck:
+    """Whether ``name`` is in ``models`` and can chat, with a few chat models to suggest."""
+    name = name.strip().removeprefix(_MODELS_PREFIX)
+    chat = [m.name for m in models if m.supports_generate]
+    close = [n for n in difflib.get_close_matches(name, chat, n=3, cutoff=0.8) if n != name]
+    rest = [n for n in _preferred(chat) if n not in close and n != name]
+    suggestions = tuple(close + rest)[:5]
+    listed = {m.name: m for m in models}
+    if name not in listed:
+        return ModelCheck(name, "unknown", suggestions)
+    if not listed[name].supports_generate:
+        return ModelCheck(name, "unsupported", suggestions)
+    return ModelCheck(name, "ok", suggestions)
+
+
+def _preferred(names: Sequence[str]) -> list[str]:
+    """Chat model names to suggest: stable Gemini models first, previews and others after."""
+
+    def rank(name: str) -> int:
+        if not name.startswith("gemini-"):
+            return 3
+        if "preview" in name or "exp" in name or re.search(r"-\d{3}$", name):
+            return 2  # previews, experiments, pinned versions (gemini-2.0-flash-001)
+        return 1 if "latest" in name else 0
+
+    return sorted(names, key=rank)
+
+
+def _network_reason(exc: BaseException) -> str:
+    """A few words on why a connection failed ("cannot connect to host:port: Connection
+    refused"), without aiohttp's SSL-context noise."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        why = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        return f"cannot connect to {exc.host}:{exc.port}: {why}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's failure as seen (its waiters may all have given up)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def warn_if_model_unknown(client: GeminiClient, model: str) -> ModelCheck:
+    """Start-up check of ``GEMINI_MODEL``: log a warning if Gemini's model list can be fetched
+    and does not offer ``model`` for chat. Never raises (a list that cannot be fetched is only
+    logged at INFO); it also fills the model cache that ``/model`` uses. Run it as a background
+    task: it costs one list request, nothing on the hot path."""
+    try:
+        check = await client.check_model(model)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # never let a start-up nicety stop the bot
+        log.info("Could not check GEMINI_MODEL against Gemini's model list: %s", exc)
+        return ModelCheck(model, "unchecked", problem=str(exc))
+    if check.refused:
+        log.warning("GEMINI_MODEL: %s; answers will fail until it is fixed.", check.explain())
+    elif check.status == "unchecked":
+        log.info("Could not check GEMINI_MODEL against Gemini's model list: %s", check.problem)
+    return check
 
 
 def _to_contents(turns: Sequence[ChatTurn]) -> list[types.Content]:
@@ -604,29 +873,7 @@ class GeminiStream:
 
     def _map_api_error(self, exc: genai_errors.APIError) -> tuple[LLMError, float | None]:
         """An SDK APIError → our error, plus the server's requested retry delay if any."""
-        client = self._client
-        code = exc.code or 0
-        message = _short(client._scrub(exc.message or exc.status or f"HTTP {code}"))
-        detail = f"HTTP {code} {exc.status or ''}: {message}".strip()
-        server_delay = _retry_delay(exc)
-        if code == 429:
-            return RateLimited(retry_after=server_delay, detail=detail, code=code), server_delay
-        if code >= 500:
-            return ServerError(
-                f"⚠ Gemini is having trouble right now (HTTP {code}) — try again shortly.",
-                detail=detail,
-                code=code,
-            ), server_delay
-        if code in (401, 403) or "API_KEY_INVALID" in _error_reasons(exc):
-            return BadRequest(
-                "⚠ Gemini rejected the API key — check the GEMINI_API_KEY setting.",
-                detail=detail,
-                code=code,
-            ), None
-        if code == 408:
-            return Timeout(detail=detail, code=code), server_delay
-        refused = f"⚠ Gemini refused the request: {message}"
-        return BadRequest(refused, detail=detail, code=code), None
+        return _map_api_error(self._client, exc)
 
     def _timeout_error(self, *, total: bool) -> Timeout:
         client = self._client
@@ -644,6 +891,30 @@ class _ChunkTimeout(Exception):
 
 class _EndedEarly(Exception):
     """Internal: the HTTP stream ended cleanly but without a finish reason."""
+
+
+def _map_api_error(
+    client: GeminiClient, exc: genai_errors.APIError
+) -> tuple[LLMError, float | None]:
+    """An SDK APIError → our error, plus the server's requested retry delay if any."""
+    code = exc.code or 0
+    message = _short(client._scrub(exc.message or exc.status or f"HTTP {code}"))
+    detail = f"HTTP {code} {exc.status or ''}: {message}".strip()
+    server_delay = _retry_delay(exc)
+    if code == 429:
+        return RateLimited(retry_after=server_delay, detail=detail, code=code), server_delay
+    if code >= 500:
+        return ServerError(
+            f"⚠ Gemini is having trouble right now (HTTP {code}) — try again shortly.",
+            detail=detail,
+            code=code,
+        ), server_delay
+    if code in (401, 403) or "API_KEY_INVALID" in _error_reasons(exc):
+        return KeyRejected(detail=detail, code=code), None
+    if code == 408:
+        return Timeout(detail=detail, code=code), server_delay
+    refused = f"⚠ Gemini refused the request: {message}"
+    return BadRequest(refused, detail=detail, code=code), None
 
 
 def _enum_name(value: Any) -> str:

@@ -417,3 +417,109 @@ async def test_mid_stream_error_event_raises_after_the_chunks(fake, sdk):
     assert caught.value.code == 503 and caught.value.status == "UNAVAILABLE"
     (req,) = fake.requests
     assert req.chunks_sent == 3 and req.outcome == "error"
+
+
+# --- the model endpoints (models.list, models.get) ----------------------------------------
+
+
+async def test_models_list_pages_like_google(fake, sdk):
+    fake.max_page_size = 2  # whatever pageSize asks, like Google's cap of 1000
+    pager = await sdk.aio.models.list(config={"page_size": 50})
+    assert len(pager.page) == 2  # the SDK holds one page at a time
+    names = [m.name async for m in pager]
+    assert names == [f"models/{m.name}" for m in fake.models]
+    assert "models/gemini-2.5-flash" in names and "models/gemini-3-pro-preview" in names
+    pages = fake.model_requests
+    assert [r.path for r in pages] == ["/v1/models"] * 3
+    assert [r.query.get("pageSize") for r in pages] == ["50"] * 3
+    tokens = [r.query.get("pageToken") for r in pages]
+    assert tokens[0] is None and tokens[1] and tokens[2] and tokens[1] != tokens[2]
+    assert fake.requests == []  # generation requests are recorded apart
+
+
+async def test_models_list_honours_page_size(fake, sdk):
+    names = [m.name async for m in await sdk.aio.models.list(config={"page_size": 4})]
+    assert len(names) == len(fake.models) == 6
+    assert len(fake.model_requests) == 2
+
+
+async def test_models_list_rest_shape(fake):
+    """The raw JSON, as the REST docs show it for GET /v1beta/models."""
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.base_url}/v1beta/models?pageSize=3"
+        async with session.get(url, headers={"x-goog-api-key": KEY}) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        first = body["models"][0]
+        assert first["name"] == "models/gemini-2.5-flash"
+        assert first["displayName"] == "Gemini 2.5 Flash"
+        assert first["inputTokenLimit"] == 1_048_576 and first["outputTokenLimit"] == 65_536
+        assert "generateContent" in first["supportedGenerationMethods"]
+        assert len(body["models"]) == 3 and body["nextPageToken"]
+        url = f"{fake.base_url}/v1beta/models?pageSize=3&pageToken={body['nextPageToken']}"
+        async with session.get(url) as resp:
+            last = await resp.json()
+        assert len(last["models"]) == 3 and "nextPageToken" not in last
+        async with session.get(f"{fake.base_url}/v1beta/models?pageToken=bogus") as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_models_get(fake, sdk):
+    model = await sdk.aio.models.get(model="gemini-2.5-pro")
+    assert model.name == "models/gemini-2.5-pro"
+    assert model.display_name == "Gemini 2.5 Pro"
+    assert model.input_token_limit == 1_048_576 and model.output_token_limit == 65_536
+    assert "generateContent" in (model.supported_actions or [])
+    embed = await sdk.aio.models.get(model="models/gemini-embedding-001")
+    assert "generateContent" not in (embed.supported_actions or [])
+    assert [r.path for r in fake.model_requests] == [
+        "/v1/models/gemini-2.5-pro",
+        "/v1/models/gemini-embedding-001",
+    ]
+    assert fake.model_requests[0].model == "gemini-2.5-pro"
+
+
+async def test_models_get_unknown_is_a_google_404(fake, sdk):
+    with pytest.raises(errors.ClientError) as caught:
+        await sdk.aio.models.get(model="gemini-x")
+    assert caught.value.code == 404 and caught.value.status == "NOT_FOUND"
+    assert "models/gemini-x is not found" in (caught.value.message or "")
+
+
+async def test_models_list_is_configurable(fake, sdk):
+    fake.set_models("gemini-9-ultra", "gemini-9-flash")
+    names = [m.name async for m in await sdk.aio.models.list()]
+    assert names == ["models/gemini-9-ultra", "models/gemini-9-flash"]
+    assert (await sdk.aio.models.get(model="gemini-9-flash")).display_name == "Gemini 9 Flash"
+
+
+async def test_model_endpoints_refuse_a_bad_key():
+    async with FakeGemini(api_key=KEY) as fake:
+        wrong = genai.Client(
+            api_key="AIza-wrong", http_options=types.HttpOptions(base_url=fake.base_url)
+        )
+        try:
+            with pytest.raises(errors.ClientError) as listed:
+                await wrong.aio.models.list()
+            with pytest.raises(errors.ClientError) as got:
+                await wrong.aio.models.get(model=MODEL)
+        finally:
+            await wrong.aio.aclose()
+        for caught in (listed, got):
+            assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"
+            assert "API_KEY_INVALID" in str(caught.value.details)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{fake.base_url}/v1/models") as resp:  # no key at all
+                assert resp.status == 403
+                assert (await resp.json())["error"]["status"] == "PERMISSION_DENIED"
+        assert len(fake.model_requests) == 3 and fake.requests == []
+
+
+async def test_model_endpoints_can_be_scripted(fake, sdk):
+    fake.script_models(Reply.error(503), Reply(first_delay=0.05))
+    with pytest.raises(errors.ServerError):
+        await sdk.aio.models.list()
+    model = await sdk.aio.models.get(model=MODEL)  # after the scripted delay
+    assert model.name == f"models/{MODEL}"
+    assert [r.outcome for r in fake.model_requests] == ["error", "completed"]

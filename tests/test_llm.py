@@ -16,11 +16,14 @@ from bot.llm import (
     GeminiClient,
     GeminiStream,
     ImagePart,
+    KeyRejected,
     LLMError,
+    ModelInfo,
     RateLimited,
     ServerError,
     StreamDropped,
     Timeout,
+    warn_if_model_unknown,
 )
 from tests.fakes.gemini import FakeGemini, Reply, Usage
 
@@ -573,3 +576,193 @@ async def test_error_event_before_text_is_retried(fake, client):
     chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
     assert error is None and chunks == ["second try"]
     assert len(fake.requests) == 2
+
+
+# --- models: list, get, the cached list, name checks -------------------------------------
+
+
+def list_fetches(fake: FakeGemini) -> int:
+    """How many model lists were fetched (first pages)."""
+    return sum(
+        1 for r in fake.model_requests if r.path.endswith("/models") and "pageToken" not in r.query
+    )
+
+
+async def test_list_models_follows_every_page(fake):
+    fake.max_page_size = 2
+    client = make_client(fake.base_url, model_page_size=100)
+    try:
+        models = await client.list_models()
+    finally:
+        await client.aclose()
+    assert [m.name for m in models] == [m.name for m in fake.models]
+    assert len(fake.model_requests) == 3  # three pages of two
+    flash = models[0]
+    assert flash == ModelInfo(
+        name="gemini-2.5-flash",
+        display_name="Gemini 2.5 Flash",
+        input_token_limit=1_048_576,
+        output_token_limit=65_536,
+        supports_generate=True,
+    )
+    assert [m.name for m in models if not m.supports_generate] == ["gemini-embedding-001"]
+
+
+async def test_list_models_asks_its_page_size(fake):
+    client = make_client(fake.base_url, model_page_size=4)
+    try:
+        assert len(await client.list_models()) == 6
+    finally:
+        await client.aclose()
+    assert [r.query.get("pageSize") for r in fake.model_requests] == ["4", "4"]
+
+
+async def test_get_model(fake, client):
+    info = await client.get_model("gemini-2.5-pro")
+    assert info is not None and info.name == "gemini-2.5-pro" and info.supports_generate
+    assert (await client.get_model("models/gemini-2.5-flash-lite")) is not None
+    assert await client.get_model("gemini-x") is None  # 404
+    assert await client.get_model("a?b") is None and await client.get_model(" ") is None
+    assert [r.path for r in fake.model_requests] == [
+        "/v1/models/gemini-2.5-pro",
+        "/v1/models/gemini-2.5-flash-lite",
+        "/v1/models/gemini-x",
+    ]
+
+
+async def test_model_calls_with_a_bad_key_are_key_rejected():
+    async with FakeGemini(api_key="AIza-the-right-key-123456") as fake:
+        client = make_client(fake.base_url)
+        try:
+            with pytest.raises(KeyRejected) as listed:
+                await client.list_models()
+            with pytest.raises(BadRequest) as got:
+                await client.get_model(MODEL)
+        finally:
+            await client.aclose()
+    for caught in (listed, got):
+        error = caught.value
+        assert isinstance(error, KeyRejected) and error.code == 400
+        assert error.user_message == (
+            "⚠ Gemini rejected the API key — check the GEMINI_API_KEY setting."
+        )
+        assert "API key not valid" in (error.detail or "")
+        no_secret(error, error.detail, error.user_message, repr(error))
+
+
+async def test_stream_with_a_bad_key_keeps_its_message():
+    async with FakeGemini(api_key="AIza-the-right-key-123456") as fake:
+        client = make_client(fake.base_url)
+        try:
+            chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+        finally:
+            await client.aclose()
+    assert chunks == [] and isinstance(error, KeyRejected) and isinstance(error, BadRequest)
+    assert "GEMINI_API_KEY" in error.user_message
+
+
+async def test_model_call_errors_are_mapped(fake):
+    client = make_client(fake.base_url, request_timeout=0.3)
+    try:
+        fake.script_models(Reply.error(503))
+        with pytest.raises(ServerError):
+            await client.list_models()
+        fake.script_models(Reply.error(429, retry_delay="7s"))
+        with pytest.raises(RateLimited) as limited:
+            await client.get_model(MODEL)
+        assert limited.value.retry_after == 7
+        fake.script_models(Reply(first_delay=5.0))  # answers after our timeout
+        with pytest.raises(Timeout):
+            await client.list_models()
+    finally:
+        await client.aclose()
+    dead = make_client("http://127.0.0.1:9")
+    try:
+        with pytest.raises(StreamDropped) as dropped:
+            await dead.list_models()
+    finally:
+        await dead.aclose()
+    assert "Connection refused" in (dropped.value.detail or "")
+    no_secret(dropped.value, dropped.value.detail)
+
+
+async def test_cached_models_share_one_fetch_and_expire(fake):
+    fake.script_models(Reply(first_delay=0.1))  # slow enough for the callers to overlap
+    client = make_client(fake.base_url, model_list_ttl=600)
+    try:
+        lists = await asyncio.gather(*(client.cached_models() for _ in range(5)))
+        assert all(x is lists[0] for x in lists) and len(lists[0]) == 6
+        assert list_fetches(fake) == 1
+        assert await client.cached_models() is lists[0]  # fresh: no request
+        assert list_fetches(fake) == 1
+        client.model_list_ttl = 0  # stale: fetched again
+        await client.cached_models()
+        assert list_fetches(fake) == 2
+        # a refresh that fails keeps the previous list
+        fake.script_models(Reply.error(500))
+        assert [m.name for m in await client.cached_models()] == [m.name for m in fake.models]
+        assert list_fetches(fake) == 3
+        client.forget_models()
+        fake.script_models(Reply.error(500))
+        with pytest.raises(ServerError):
+            await client.cached_models()
+    finally:
+        await client.aclose()
+
+
+async def test_a_caller_giving_up_does_not_stop_the_shared_fetch(fake):
+    fake.script_models(Reply(first_delay=0.3))
+    client = make_client(fake.base_url)
+    try:
+        check = await client.check_model("gemini-2.5-pro", wait=0.05)
+        assert check.status == "unchecked" and not check.refused
+        # the fetch went on: the next caller gets its result, with no second request
+        assert len(await client.cached_models()) == 6
+        assert list_fetches(fake) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_check_model(fake, client):
+    ok = await client.check_model("gemini-2.5-pro")
+    assert ok.status == "ok" and not ok.refused
+    assert (await client.check_model("models/gemini-2.5-flash")).status == "ok"
+    unknown = await client.check_model("gemini-2.5-flahs")
+    assert unknown.refused and unknown.status == "unknown"
+    assert unknown.suggestions[0] == "gemini-2.5-flash"  # the closest first
+    assert "gemini-embedding-001" not in unknown.suggestions
+    assert unknown.explain().startswith("gemini-2.5-flahs does not exist (try gemini-2.5-flash")
+    embed = await client.check_model("gemini-embedding-001")
+    assert embed.refused and embed.status == "unsupported" and "cannot chat" in embed.explain()
+    far = await client.check_model("gpt-4o")
+    assert far.status == "unknown" and far.suggestions[:2] == ("gemini-2.5-flash", "gemini-2.5-pro")
+    assert list_fetches(fake) == 1  # all from one cached list
+
+
+async def test_check_model_when_the_list_cannot_be_fetched(fake, client):
+    fake.script_models(Reply.error(503))
+    check = await client.check_model("gemini-9-ultra")
+    assert check.status == "unchecked" and not check.refused and "503" in (check.problem or "")
+
+
+async def test_startup_check_warns_only_for_an_unknown_model(fake, client, caplog):
+    caplog.set_level(logging.INFO, logger="bot.llm")
+    assert (await warn_if_model_unknown(client, "gemini-2.5-flash")).status == "ok"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    check = await warn_if_model_unknown(client, "gemini-x")
+    assert check.status == "unknown"
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "GEMINI_MODEL" in warning.getMessage() and "gemini-x" in warning.getMessage()
+    assert KEY not in caplog.text
+
+
+async def test_startup_check_never_fails(caplog):
+    caplog.set_level(logging.INFO, logger="bot.llm")
+    dead = make_client("http://127.0.0.1:9")
+    try:
+        check = await warn_if_model_unknown(dead, "gemini-2.5-flash")
+    finally:
+        await dead.aclose()
+    assert check.status == "unchecked"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "Could not check GEMINI_MODEL" in caplog.text and KEY not in caplog.text

@@ -13,8 +13,16 @@ how many SSE chunks were sent and when the client went away::
 
 Endpoints: ``POST /{version}/models/{model}:streamGenerateContent?alt=sse`` (server-sent
 events, one ``GenerateContentResponse`` JSON per ``data:`` line) and
-``POST /{version}/models/{model}:generateContent`` (one JSON body). Anything else gets
-Google's 404 error JSON.
+``POST /{version}/models/{model}:generateContent`` (one JSON body); the model endpoints
+``GET /{version}/models?pageSize=&pageToken=`` (``models[]`` and ``nextPageToken``, paged like
+Google: 50 a page unless ``pageSize`` says otherwise, never more than ``max_page_size``) and
+``GET /{version}/models/{model}`` (one ``Model``, 404 NOT_FOUND for a name not in
+:attr:`FakeGemini.models`). The SDK asks ``/v1/...`` (google-genai 3.x) and the REST docs
+``/v1beta/...``: both are served. Anything else gets Google's 404 error JSON.
+
+Model requests are recorded apart, in :attr:`FakeGemini.model_requests`, so that
+:attr:`FakeGemini.requests` keeps holding the generation requests only; scripted
+:meth:`FakeGemini.script_models` replies (an error, or a delay) apply to them.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from typing import Any, Literal, Self
 from aiohttp import web
 
 __all__ = [
+    "DEFAULT_MODELS",
     "FakeGemini",
+    "FakeModel",
     "InlineImage",
     "RecordedRequest",
     "Reply",
@@ -48,6 +58,7 @@ __all__ = [
 API_KEY_HEADER = "x-goog-api-key"
 _SECRET_HEADERS = frozenset({API_KEY_HEADER, "authorization", "x-goog-user-project"})
 _PATH_RE = re.compile(r"/(?P<version>v1[a-z0-9]*)/models/(?P<model>[^/:]+):(?P<action>[A-Za-z]+)")
+_MODELS_PATH_RE = re.compile(r"/(?P<version>v1[a-z0-9]*)/models(?:/(?P<model>[^/:]+))?")
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -232,6 +243,61 @@ class Reply:
         return self.delay
 
 
+@dataclass(frozen=True)
+class FakeModel:
+    """One entry of the model list, served as Google's ``Model`` resource."""
+
+    name: str
+    """Without the ``models/`` prefix, e.g. ``gemini-2.5-flash``."""
+    display_name: str
+    input_token_limit: int = 1_048_576
+    output_token_limit: int = 65_536
+    methods: tuple[str, ...] = (
+        "generateContent",
+        "countTokens",
+        "createCachedContent",
+        "batchGenerateContent",
+    )
+    description: str = ""
+    version: str = "001"
+    thinking: bool = True
+
+    def resource(self) -> dict[str, Any]:
+        """The REST ``Model`` object, camelCase like Google's."""
+        out: dict[str, Any] = {
+            "name": f"models/{self.name}",
+            "version": self.version,
+            "displayName": self.display_name,
+            "description": self.description or f"{self.display_name} (fake).",
+            "inputTokenLimit": self.input_token_limit,
+            "outputTokenLimit": self.output_token_limit,
+            "supportedGenerationMethods": list(self.methods),
+        }
+        if "generateContent" in self.methods:
+            out.update(temperature=1, topP=0.95, topK=64, maxTemperature=2)
+            if self.thinking:
+                out["thinking"] = True
+        return out
+
+
+#: What the fake lists by default: a few current Gemini models and one that cannot chat.
+DEFAULT_MODELS: tuple[FakeModel, ...] = (
+    FakeModel("gemini-2.5-flash", "Gemini 2.5 Flash"),
+    FakeModel("gemini-2.5-pro", "Gemini 2.5 Pro"),
+    FakeModel("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite"),
+    FakeModel("gemini-3-pro-preview", "Gemini 3 Pro Preview"),
+    FakeModel("gemini-flash-latest", "Gemini Flash Latest"),
+    FakeModel(
+        "gemini-embedding-001",
+        "Gemini Embedding 001",
+        input_token_limit=2048,
+        output_token_limit=1,
+        methods=("embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"),
+        thinking=False,
+    ),
+)
+
+
 def echo_reply(request: RecordedRequest) -> Reply:
     """The default reply: a deterministic echo of the last user turn, in a few chunks."""
     text = request.last_user_text() or "(no text)"
@@ -375,14 +441,27 @@ class FakeGemini:
         default_reply: Reply | Callable[[RecordedRequest], Reply] | None = echo_reply,
         host: str = "127.0.0.1",
         port: int = 0,
+        models: Sequence[FakeModel] = DEFAULT_MODELS,
+        max_page_size: int = 1000,
     ) -> None:
-        """``api_key``: when set, requests without exactly this key are refused like Google."""
+        """``api_key``: when set, requests without exactly this key are refused like Google.
+
+        ``models``: what ``GET /models`` lists and ``GET /models/{name}`` finds (change
+        :attr:`models` at any time); ``max_page_size``: the most a page holds whatever
+        ``pageSize`` asks (Google: 1000), lower it to make a client follow ``nextPageToken``.
+        """
         self._required_key_digest = (
             hashlib.sha256(api_key.encode()).hexdigest() if api_key is not None else None
         )
         self.default_reply = default_reply
         self.requests: list[RecordedRequest] = []
+        """Generation requests (and unknown paths), in arrival order."""
+        self.model_requests: list[RecordedRequest] = []
+        """``GET /models`` and ``GET /models/{name}`` requests, in arrival order."""
+        self.models: list[FakeModel] = list(models)
+        self.max_page_size = max_page_size
         self._queue: deque[Reply] = deque()
+        self._model_queue: deque[Reply] = deque()
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -439,6 +518,15 @@ class FakeGemini:
         """Queue replies; each request takes the next one (the default reply when empty)."""
         self._queue.extend(replies)
 
+    def script_models(self, *replies: Reply) -> None:
+        """Queue replies for the model endpoints: each model request takes the next one. An
+        error reply is answered as is; any reply's ``first_delay``/``delay`` is waited first."""
+        self._model_queue.extend(replies)
+
+    def set_models(self, *names: str) -> None:
+        """Make the list hold exactly these chat models (display names made up)."""
+        self.models = [FakeModel(n, n.replace("-", " ").title()) for n in names]
+
     @property
     def pending_replies(self) -> int:
         """How many scripted replies are still queued."""
@@ -454,6 +542,8 @@ class FakeGemini:
     # --- serving ---------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> RecordedRequest:
+        models_match = _MODELS_PATH_RE.fullmatch(request.path) if request.method == "GET" else None
+        into = self.model_requests if models_match else self.requests
         raw = await request.read()
         try:
             body: Any = json.loads(raw) if raw else None
@@ -465,11 +555,11 @@ class FakeGemini:
         key = request.headers.get(API_KEY_HEADER)
         match = _PATH_RE.fullmatch(request.path)
         rec = RecordedRequest(
-            index=len(self.requests),
+            index=len(into),
             method=request.method,
             path=request.path,
             query=dict(request.query),
-            model=match["model"] if match else None,
+            model=(match or models_match)["model"] if (match or models_match) else None,
             action=match["action"] if match else None,
             received_at=time.monotonic(),
             headers=headers,
@@ -477,7 +567,7 @@ class FakeGemini:
             api_key_digest=hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
         )
         async with self._changed:
-            self.requests.append(rec)
+            into.append(rec)
             self._changed.notify_all()
         return rec
 
@@ -503,35 +593,34 @@ class FakeGemini:
                 rec.finished_at = time.monotonic()
             rec.closed.set()
 
+    def _key_refusal(self, rec: RecordedRequest) -> Reply | None:
+        """Google's answer to a missing (403) or wrong (400 API_KEY_INVALID) key, if any."""
+        if self._required_key_digest is None:
+            return None
+        if rec.api_key_digest is None:
+            return Reply.error(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to "
+                "call this API.",
+            )
+        if rec.api_key_digest != self._required_key_digest:
+            return Reply.error(
+                400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+            )
+        return None
+
     async def _serve(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        if request.method == "GET" and (match := _MODELS_PATH_RE.fullmatch(request.path)):
+            return await self._serve_models(request, rec, match["version"], match["model"])
         if rec.action is None or rec.method != "POST":
             return self._error_response(rec, Reply.error(404, f"Unknown path {request.path}."))
         if rec.action not in ("streamGenerateContent", "generateContent"):
             return self._error_response(
                 rec, Reply.error(404, f"Method {rec.action} is not supported by the fake.")
             )
-        if self._required_key_digest is not None and rec.api_key_digest is None:
-            return self._error_response(
-                rec,
-                Reply.error(
-                    403,
-                    "Method doesn't allow unregistered callers (callers without established "
-                    "identity). Please use API Key or other form of API consumer identity to "
-                    "call this API.",
-                ),
-            )
-        if (
-            self._required_key_digest is not None
-            and rec.api_key_digest != self._required_key_digest
-        ):
-            return self._error_response(
-                rec,
-                Reply.error(
-                    400,
-                    "API key not valid. Please pass a valid API key.",
-                    reason="API_KEY_INVALID",
-                ),
-            )
+        if (refusal := self._key_refusal(rec)) is not None:
+            return self._error_response(rec, refusal)
         if not isinstance(rec.body, dict):
             return self._error_response(rec, Reply.error(400, "Invalid JSON payload received."))
 
@@ -544,6 +633,57 @@ class FakeGemini:
         if rec.streaming:
             return await self._stream(request, rec, reply)
         return await self._unary(request, rec, reply)
+
+    async def _serve_models(
+        self, request: web.Request, rec: RecordedRequest, version: str, name: str | None
+    ) -> web.StreamResponse:
+        """``GET /models`` (one page) or ``GET /models/{name}``, like Google."""
+        if (refusal := self._key_refusal(rec)) is not None:
+            return self._error_response(rec, refusal)
+        if self._model_queue:
+            scripted = rec.reply = self._model_queue.popleft()
+            if not await self._pause(scripted.wait_before(0)):
+                return self._abort(request, rec, "stopped")
+            if scripted.status != 200:
+                return self._error_response(rec, scripted)
+        if name is not None:
+            found = next((m for m in self.models if m.name == name), None)
+            if found is None:
+                return self._error_response(
+                    rec,
+                    Reply.error(
+                        404,
+                        f"models/{name} is not found for API version {version}, or is not "
+                        "supported for GetModel. Call ListModels to see the list of available "
+                        "models and their supported methods.",
+                    ),
+                )
+            return self._ok_json(rec, found.resource())
+        try:
+            size = int(rec.query.get("pageSize") or 50)
+        except ValueError:
+            return self._error_response(rec, Reply.error(400, "Invalid value for pageSize."))
+        token = rec.query.get("pageToken") or ""
+        start = _page_offset(token) if token else 0
+        if start is None:
+            return self._error_response(rec, Reply.error(400, "Invalid page token."))
+        if size <= 0:
+            size = 50
+        size = min(size, self.max_page_size)
+        page = self.models[start : start + size]
+        body: dict[str, Any] = {"models": [m.resource() for m in page]}
+        if start + size < len(self.models):
+            body["nextPageToken"] = _page_token(start + size)
+        return self._ok_json(rec, body)
+
+    def _ok_json(self, rec: RecordedRequest, body: Any) -> web.Response:
+        rec.outcome = "completed"
+        rec.finished_at = time.monotonic()
+        return web.Response(
+            status=200,
+            body=json.dumps(body, indent=2).encode(),
+            headers={"Content-Type": "application/json; charset=UTF-8"},
+        )
 
     def _next_reply(self, rec: RecordedRequest) -> Reply:
         if self._queue:
@@ -781,6 +921,23 @@ class FakeGemini:
             body=json.dumps(body, indent=2).encode(),
             headers={"Content-Type": "application/json; charset=UTF-8", **reply.headers},
         )
+
+
+def _page_token(offset: int) -> str:
+    """An opaque page token (it encodes the next page's offset)."""
+    return base64.urlsafe_b64encode(f"fake-models:{offset}".encode()).decode().rstrip("=")
+
+
+def _page_offset(token: str) -> int | None:
+    """The offset a page token stands for; None for a token this fake never gave out."""
+    try:
+        text = decode_base64(token).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    prefix, _, offset = text.partition(":")
+    if prefix != "fake-models" or not offset.isdigit():
+        return None
+    return int(offset)
 
 
 def _safety_ratings(reason: str) -> list[dict[str, Any]]:
