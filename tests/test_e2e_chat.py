@@ -20,7 +20,7 @@ from bot.splitting import split_message
 from storage import StorageError, Turn
 from tests.fakes.discord import Perm
 from tests.fakes.gemini import RecordedRequest, Reply
-from tests.harness import World, reply_turn, world
+from tests.harness import API_KEY, World, reply_turn, world
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -503,6 +503,50 @@ async def test_model_and_persona_per_channel(tmp_path: Path) -> None:
 
 
 # --- concurrency ----------------------------------------------------------------------------
+
+
+async def test_model_names_are_checked_against_gemini_list(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, w.bob, roles=[mods])
+
+        async def set_model(name: str) -> tuple[bool, str]:
+            inter = await w.discord.slash_command(w.general, w.bob, "model", {"name": name})
+            await inter.wait_for_callback()
+            return inter.ephemeral, (inter.original or object()).content  # type: ignore[attr-defined]
+
+        # a name Gemini does not list: refused, only to the caller, with names that work
+        ephemeral, text = await set_model("gemini-2.5-flahs")
+        assert ephemeral and "`gemini-2.5-flahs`" in text
+        assert "`gemini-2.5-flash`" in text and "`gemini-2.5-pro`" in text
+        assert "embedding" not in text
+        await ask(w, w.general, w.alice, "which model?")
+        assert w.gemini.requests[-1].model == "gemini-2.5-flash"  # unchanged
+        ephemeral, text = await set_model("gemini-embedding-001")  # listed, cannot chat
+        assert ephemeral and "can't chat" in text
+
+        # a listed one: set for everyone to see; the list came from Gemini (and is cached)
+        ephemeral, text = await set_model("models/gemini-3-pro-preview")
+        assert not ephemeral and text == "This channel now uses `gemini-3-pro-preview`."
+        await ask(w, w.general, w.alice, "and now?")
+        assert w.gemini.requests[-1].model == "gemini-3-pro-preview"
+        lists = [r for r in w.gemini.model_requests if r.path.endswith("/models")]
+        assert lists and all(r.has_api_key(API_KEY) for r in lists)
+        fetched = len(w.gemini.model_requests)
+
+        ephemeral, text = await set_model("default")
+        assert not ephemeral and "default model, `gemini-2.5-flash`" in text
+        assert len(w.gemini.model_requests) == fetched  # `default` and cached names: no request
+
+        # the list cannot be fetched: a well-formed name is accepted, saying it wasn't checked
+        assert w.bot is not None
+        w.bot.llm.forget_models()
+        w.gemini.script_models(Reply.error(503))
+        ephemeral, text = await set_model("gemini-9-ultra")
+        assert not ephemeral and text.startswith("This channel now uses `gemini-9-ultra`.")
+        assert "couldn't check" in text
+        ephemeral, text = await set_model("not a model!")
+        assert ephemeral and "not a model name" in text
 
 
 async def test_concurrent_questions(tmp_path: Path) -> None:

@@ -23,12 +23,15 @@ from bot.attachments import Limits, collect_images, precheck
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
+from bot.llm import ModelCheck
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
 from storage import ChannelSettings
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,63}$")
+MODEL_CHECK_WAIT = 2.0
+"""Seconds /model waits for Gemini's model list when it is not cached yet."""
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 BARE_MENTION_HINT = (
     "Hi! Ask me anything: mention me with your question (you can attach an image), "
@@ -40,6 +43,16 @@ COOLDOWN_NOTICE_TTL = 8.0
 SEEN_LIMIT = 4096
 WAITING = "⏳"
 QUEUE_FULL = "⏳ I'm answering a lot of questions here right now: please ask again in a minute."
+
+
+def model_refusal(check: ModelCheck) -> str:
+    """Why /model refused a name, with a few models that would work."""
+    if check.status == "unsupported":
+        first = f"`{check.name}` can't chat (it doesn't support text generation)."
+    else:
+        first = f"Gemini has no model called `{check.name}`."
+    offer = ", ".join(f"`{n}`" for n in check.suggestions[:4])
+    return f"{first} Try {offer}." if offer else first
 
 
 def cooldown_notice(wait: float) -> str:
@@ -464,7 +477,7 @@ class Chat(commands.Cog):
         if not can_moderate(interaction.channel, interaction.user):
             await self._refuse(interaction, "You need the Manage Messages permission to do that.")
             return
-        name = name.strip().lower()
+        name = name.strip().lower().removeprefix("models/")
         if name == "default":
             await self.bot.store.set_model(channel_id, None)
             text = f"This channel is back to the default model, `{self.bot.settings.gemini_model}`."
@@ -472,8 +485,15 @@ class Chat(commands.Cog):
             await self._refuse(interaction, "That is not a model name (e.g. `gemini-2.5-flash`).")
             return
         else:
+            # The list is cached; a cold fetch gets 2 s, well inside the 3 s to answer.
+            check = await self.bot.llm.check_model(name, wait=MODEL_CHECK_WAIT)
+            if check.refused:
+                await self._refuse(interaction, model_refusal(check))
+                return
             await self.bot.store.set_model(channel_id, name)
             text = f"This channel now uses `{name}`."
+            if check.status == "unchecked":
+                text += " (I couldn't check it against Gemini's model list just now.)"
         await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="persona", description="Show, set or clear this channel's persona.")
