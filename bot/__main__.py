@@ -1,20 +1,29 @@
-"""Command line: `gemcord run` (default) starts the bot, `gemcord check` validates the set-up,
-`gemcord console [PROMPT]` talks to Gemini in the terminal."""
+"""Command line: `gemcord run` (default) starts the bot, `gemcord check` validates the set-up
+(`--online`: also asks Discord and Gemini), `gemcord console [PROMPT]` talks to Gemini in the
+terminal."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import platform
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import aiohttp
 
 from bot.config import ConfigError, Settings, load_settings, prepare_db_path
 
 log = logging.getLogger("gemcord")
+
+ONLINE_TIMEOUT = 10.0
+"""Seconds each `check --online` network call may take."""
+GATEWAY_MESSAGE_CONTENT = 1 << 18
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 
 
 def setup_logging(level: str) -> None:
@@ -57,6 +66,262 @@ async def _check(settings: Settings) -> int:
     return 0
 
 
+@dataclass
+class CheckResult:
+    """One line of `check --online`: ``ok``, ``FAIL`` or ``skip``, and for a failure the one
+    sentence (what is wrong and what to do) that goes to stderr."""
+
+    name: str
+    status: Literal["ok", "FAIL", "skip"]
+    text: str
+    problem: str | None = None
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.text}"
+
+
+def _ok(name: str, text: str) -> CheckResult:
+    return CheckResult(name, "ok", text)
+
+
+def _fail(name: str, text: str, problem: str) -> CheckResult:
+    return CheckResult(name, "FAIL", text, problem)
+
+
+def _skip(name: str, text: str) -> CheckResult:
+    return CheckResult(name, "skip", text)
+
+
+async def _check_online(settings: Settings) -> int:
+    """`gemcord check --online`: one line per check on stdout, one sentence per problem on
+    stderr; 0 when every check passed. Secrets are never printed."""
+    results = [await _check_database(settings)]
+    results += await _check_discord(settings)
+    results += await _check_gemini(settings)
+    for result in results:
+        print(result.line(), flush=True)
+    problems = [r.problem for r in results if r.problem]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def _check_database(settings: Settings) -> CheckResult:
+    from storage import StorageError, open_store
+
+    try:
+        prepare_db_path(settings)
+        store = await open_store(settings.db_path, recover_streaming=False)
+        try:
+            stats = await store.stats()
+        finally:
+            await store.close()
+    except ConfigError as exc:
+        return _fail("database", str(settings.db_path), str(exc))
+    except (StorageError, OSError) as exc:
+        return _fail(
+            "database",
+            f"{settings.db_path} cannot be opened",
+            f"The database {settings.db_path} cannot be opened ({exc}): check GEMCORD_DB.",
+        )
+    return _ok("database", f"{settings.db_path} ({stats.turns} turns in {stats.channels} channels)")
+
+
+class _Unreachable(Exception):
+    """A Discord request got no HTTP answer; the message says why, in a few words."""
+
+
+async def _discord_get(http: aiohttp.ClientSession, base: str, path: str) -> tuple[int, Any]:
+    """GET a Discord route: (status, JSON body or None); _Unreachable when no answer came."""
+    try:
+        async with asyncio.timeout(ONLINE_TIMEOUT):
+            async with http.get(base + path) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+                return response.status, body
+    except TimeoutError:
+        raise _Unreachable(f"no answer within {ONLINE_TIMEOUT:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        err = exc.os_error
+        why = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        raise _Unreachable(f"cannot connect to {exc.host}:{exc.port}: {why}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise _Unreachable(str(exc) or type(exc).__name__) from None
+
+
+async def _check_discord(settings: Settings) -> list[CheckResult]:
+    """The token (`GET /users/@me`) and the Message Content intent (`GET /applications/@me`)."""
+    token_check, intent_check = "discord token", "message content intent"
+    token = settings.discord_token
+    if not token:
+        return [
+            _fail(
+                token_check,
+                "DISCORD_TOKEN is not set",
+                "DISCORD_TOKEN is not set: put your bot token from the Discord developer "
+                "portal in .env or the environment.",
+            ),
+            _skip(intent_check, "not checked without a token"),
+        ]
+    base = settings.discord_api_base_url.rstrip("/")
+    headers = {
+        "Authorization": f"Bot {token}",
+        "User-Agent": f"DiscordBot (https://github.com/gemcord, 0.1) Python/"
+        f"{platform.python_version()} gemcord-check",
+    }
+    # Like discord.py, which the bot uses: no proxy from the environment.
+    async with aiohttp.ClientSession(headers=headers, trust_env=False) as http:
+        try:
+            status, me = await _discord_get(http, base, "/users/@me")
+        except _Unreachable as exc:
+            return [
+                _fail(
+                    token_check,
+                    f"cannot reach Discord at {base} ({exc})",
+                    f"Discord could not be reached at {base} ({exc}): check the network, "
+                    "or DISCORD_API_BASE_URL if you set it.",
+                ),
+                _skip(intent_check, "not checked: Discord cannot be reached"),
+            ]
+        if status == 401:
+            return [
+                _fail(
+                    token_check,
+                    "Discord refused the token (401 Unauthorized)",
+                    "Discord refused DISCORD_TOKEN: copy the bot token again from the Discord "
+                    "developer portal (your application → Bot → Reset Token).",
+                ),
+                _skip(intent_check, "not checked without a valid token"),
+            ]
+        if status != 200 or not isinstance(me, dict):
+            return [
+                _fail(
+                    token_check,
+                    f"Discord answered HTTP {status}",
+                    f"Discord answered HTTP {status} to GET /users/@me: try again in a minute.",
+                ),
+                _skip(intent_check, "not checked"),
+            ]
+        who = "bot" if me.get("bot") else "user"
+        results = [_ok(token_check, f"{who} {me.get('username')} (id {me.get('id')})")]
+        results.append(await _check_intent(http, base))
+    return results
+
+
+async def _check_intent(http: aiohttp.ClientSession, base: str) -> CheckResult:
+    name = "message content intent"
+    try:
+        status, app = await _discord_get(http, base, "/applications/@me")
+    except _Unreachable as exc:
+        return _fail(
+            name,
+            f"cannot reach Discord ({exc})",
+            f"Discord stopped answering ({exc}), so the Message Content intent was not checked.",
+        )
+    if status != 200 or not isinstance(app, dict):
+        return _fail(
+            name,
+            f"Discord answered HTTP {status}",
+            f"Discord answered HTTP {status} to GET /applications/@me: try again in a minute.",
+        )
+    flags = int(app.get("flags") or 0)
+    if flags & GATEWAY_MESSAGE_CONTENT:
+        return _ok(name, "enabled")
+    if flags & GATEWAY_MESSAGE_CONTENT_LIMITED:
+        return _ok(name, "enabled (limited: enough below 100 servers)")
+    return _fail(
+        name,
+        "off for this application",
+        "The Message Content intent is off, so the bot cannot read questions: turn it on in "
+        "the Discord developer portal (your application → Bot → Privileged Gateway Intents).",
+    )
+
+
+async def _check_gemini(settings: Settings) -> list[CheckResult]:
+    """The key (`models.list`, every page) and the configured model (`models.get`)."""
+    from bot.llm import GeminiClient, KeyRejected, LLMError, ModelCheck, judge_model
+
+    key_check, model_check = "gemini key", "gemini model"
+    model = settings.gemini_model
+    if not settings.gemini_api_key:
+        return [
+            _fail(
+                key_check,
+                "GEMINI_API_KEY is not set",
+                "GEMINI_API_KEY is not set: put your Gemini API key from Google AI Studio in "
+                ".env or the environment.",
+            ),
+            _skip(model_check, f"{model} not checked without a key"),
+        ]
+    where = settings.gemini_base_url or "Google"
+    client = GeminiClient(
+        settings.gemini_api_key, base_url=settings.gemini_base_url, request_timeout=ONLINE_TIMEOUT
+    )
+    try:
+        try:
+            models = await client.list_models()
+        except KeyRejected as exc:
+            return [
+                _fail(
+                    key_check,
+                    f"rejected by Gemini ({exc.detail})",
+                    "Gemini rejected GEMINI_API_KEY: create a key in Google AI Studio "
+                    "(https://aistudio.google.com/apikey) and set it.",
+                ),
+                _skip(model_check, f"{model} not checked without a valid key"),
+            ]
+        except LLMError as exc:
+            reason = exc.detail or exc.user_message
+            return [
+                _fail(
+                    key_check,
+                    f"could not be checked at {where} ({reason})",
+                    f"Gemini could not be asked at {where} ({reason}): check the network, "
+                    "or GEMINI_BASE_URL if you set it.",
+                ),
+                _skip(model_check, f"{model} not checked"),
+            ]
+        chat = sum(1 for m in models if m.supports_generate)
+        results = [_ok(key_check, f"accepted ({len(models)} models, {chat} can chat)")]
+        try:
+            info = await client.get_model(model)
+        except LLMError as exc:
+            reason = exc.detail or exc.user_message
+            results.append(
+                _fail(
+                    model_check,
+                    f"{model} could not be checked ({reason})",
+                    f"Gemini did not say whether {model} exists ({reason}): try again.",
+                )
+            )
+            return results
+        if info is None or not info.supports_generate:
+            # models.get decides; the list only supplies the names to suggest
+            offer = judge_model(model, models).suggestions
+            verdict = ModelCheck(model, "unknown" if info is None else "unsupported", offer)
+            results.append(
+                _fail(
+                    model_check,
+                    verdict.explain(),
+                    f"GEMINI_MODEL is {model}, which "
+                    + ("Gemini does not have" if info is None else "cannot chat")
+                    + ": set it to a model from Gemini's list"
+                    + (f" such as {verdict.suggestions[0]}." if verdict.suggestions else "."),
+                )
+            )
+            return results
+        limits = ""
+        if info.input_token_limit and info.output_token_limit:
+            limits = f"; {info.input_token_limit:,} tokens in, {info.output_token_limit:,} out"
+        label = f" ({info.display_name}{limits})" if info.display_name else ""
+        results.append(_ok(model_check, f"{info.name}{label}"))
+        return results
+    finally:
+        await client.aclose()
+
+
 def _run_owner(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command that owns the database; exit 1 with one sentence if another process does."""
     from storage import StoreLocked
@@ -80,12 +345,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("prompt", nargs="?", help="console: answer this one prompt and exit")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="check: also ask Discord (token, Message Content intent) and Gemini (key, model)",
+    )
     args = parser.parse_args(argv)
+    if args.online and args.command != "check":
+        parser.error("--online goes with the check command")
     try:
         settings = load_settings(env_file=args.env_file)
         setup_logging(settings.log_level)
         if args.command == "check":
-            return asyncio.run(_check(settings))
+            return asyncio.run(_check_online(settings) if args.online else _check(settings))
         if args.command == "console":
             settings.require_gemini()
             prepare_db_path(settings)
