@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot.admission import Admission
 from bot.config import DEFAULT_DISCORD_API, ConfigError, Settings
 from bot.inflight import InFlightRegistry
-from bot.llm import GeminiClient
+from bot.llm import GeminiClient, warn_if_model_unknown
 from bot.metrics import Metrics, RateLimitCounter
 from bot.recovery import repair_interrupted
 from bot.retention import tidy_forever
@@ -99,6 +99,7 @@ class Gemcord(commands.AutoShardedBot):
         self._in_background(repair_interrupted(self))
         self._in_background(self.metrics.watch_loop_lag())
         self._in_background(tidy_forever(self))
+        self._in_background(warn_if_model_unknown(self.llm, self.settings.gemini_model))
         logging.getLogger("discord.http").addHandler(self._rate_limits)
         if self.settings.http_port is not None:
             self._server = await start_server(

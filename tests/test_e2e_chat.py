@@ -443,12 +443,26 @@ async def test_history_export_is_an_ephemeral_file(tmp_path: Path) -> None:
         inter = await w.discord.slash_command(w.general, w.bob, "history")
         await inter.wait_for_callback()
         assert inter.ephemeral
-        [call] = w.discord.calls_for("interaction_callback", channel=w.general)
+        [call] = await w.discord.wait_for(lambda: w.discord.calls_for("webhook_create"))
         [upload] = call.uploads
-        assert upload.filename.endswith(".md")
+        assert upload.filename == "history.md"
         exported = upload.data.decode()
         assert "what is 2+2?" in exported and "".join(contents) in exported
         assert "alice" in exported
+        # a second export right away waits for its cooldown
+        again = await w.discord.slash_command(w.general, w.bob, "history")
+        await again.wait_for_callback()
+        assert again.ephemeral and "export again in" in (again.original or object()).content
+
+
+def test_a_long_history_is_split_at_line_ends() -> None:
+    from bot.cogs.chat import split_bytes
+
+    data = b"".join(f"line {i}\n".encode() for i in range(1000))
+    parts = split_bytes(data, 100)
+    assert b"".join(parts) == data and all(len(p) <= 100 for p in parts)
+    assert all(p.endswith(b"\n") for p in parts)
+    assert split_bytes(b"x" * 250, 100) == [b"x" * 100, b"x" * 100, b"x" * 50]
 
 
 async def test_model_and_persona_per_channel(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from discord.ext import commands
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
-from bot.attachments import Limits, collect_images, precheck
+from bot.attachments import Limits, collect_images, human_size, precheck
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
@@ -42,6 +42,7 @@ BARE_MENTION_HINT = (
 COOLDOWN_NOTICE_TTL = 8.0
 SEEN_LIMIT = 4096
 WAITING = "⏳"
+RESTARTING = "↻ I'm restarting — ask again in a moment."
 QUEUE_FULL = "⏳ I'm answering a lot of questions here right now: please ask again in a minute."
 
 
@@ -59,6 +60,22 @@ def cooldown_notice(wait: float) -> str:
     """The short notice for someone asking again too soon."""
     seconds = max(1, math.ceil(wait))
     return f"⏳ Easy there — you can ask again in {seconds} s."
+
+
+UPLOAD_LIMIT = 10 * 1024 * 1024
+"""Bytes one upload may have where Discord says no more (outside a server: its default)."""
+HISTORY_COOLDOWN = 60.0
+"""Seconds between two /history exports of one person."""
+
+
+def split_bytes(data: bytes, limit: int) -> list[bytes]:
+    """`data` in parts of at most `limit` bytes, cut after a newline where there is one."""
+    parts: list[bytes] = []
+    while len(data) > limit:
+        cut = data.rfind(b"\n", 0, limit) + 1 or limit
+        parts.append(data[:cut])
+        data = data[cut:]
+    return [*parts, data]
 
 
 def refusal(problems: list[str]) -> str:
@@ -162,6 +179,9 @@ class Chat(commands.Cog):
         self.noticed: dict[tuple[int, int], float] = {}
         """When each (channel, user) last got a notice."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self.history_cooldown: commands.CooldownMapping[int] = (
+            commands.CooldownMapping.from_cooldown(1, HISTORY_COOLDOWN, lambda user_id: user_id)
+        )
 
     # --- messages -------------------------------------------------------------------------
 
@@ -215,6 +235,10 @@ class Chat(commands.Cog):
             return
         if self._seen_before(message.id):
             log.info("ignored a duplicate delivery of message %s", message.id)
+            return
+        if self.bot.closing:
+            if in_dm or mentioned:
+                await self._notice(message, RESTARTING)
             return
         if not allowed_here(self.bot.settings, message.channel, message.author):
             if in_dm or mentioned:
@@ -322,7 +346,7 @@ class Chat(commands.Cog):
             question.message_id, question.images = message.id, collected.images
             question.in_dm, question.quote = in_dm, quote
             replied = message if can_reference(my_permissions(message.channel)) else None
-            await answer(
+            result = await answer(
                 self.bot,
                 question,
                 ChannelSink(message.channel, replied),
@@ -330,6 +354,8 @@ class Chat(commands.Cog):
                 slot,
                 on_admitted=admitted.set,
             )
+            if result is None and self.bot.closing:
+                await self._notice(message, RESTARTING)  # it was still waiting for its turn
         finally:
             admitted.set()
             slot.release()
@@ -449,18 +475,36 @@ class Chat(commands.Cog):
     async def history(
         self, interaction: discord.Interaction, fmt: Literal["markdown", "json"] = "markdown"
     ) -> None:
-        """Send the channel's history (including archived turns) as a file, only to the caller."""
+        """Send the channel's history (including archived turns) as files, only to the caller:
+        one file when it fits Discord's upload limit, else parts to join in order."""
+        bucket = self.history_cooldown.get_bucket(interaction.user.id)
+        if bucket is not None and (wait := bucket.update_rate_limit()):
+            await self._refuse(interaction, f"⏳ You can export again in {math.ceil(wait)} s.")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
         channel_id = interaction.channel_id or 0
-        export = await self.bot.store.export_channel(channel_id, fmt)
+        export = (await self.bot.store.export_channel(channel_id, fmt)).encode()
         stats = await self.bot.store.stats(channel_id)
-        name = "history.json" if fmt == "json" else "history.md"
-        await interaction.response.send_message(
+        limit = interaction.guild.filesize_limit if interaction.guild else UPLOAD_LIMIT
+        parts = split_bytes(export, limit)
+        suffix = "json" if fmt == "json" else "md"
+        text = (
             f"This channel's conversation: {stats.user_turns} questions, "
-            f"{stats.model_turns} replies.",
-            file=discord.File(io.BytesIO(export.encode()), filename=name),
-            ephemeral=True,
-            allowed_mentions=NO_PINGS,
+            f"{stats.model_turns} replies."
         )
+        if len(parts) > 1:
+            text += (
+                f" It is {human_size(len(export))}, over Discord's upload limit, so it comes in "
+                f"{len(parts)} files: join them in order."
+            )
+        for n, part in enumerate(parts, 1):
+            name = f"history.part{n}.{suffix}" if len(parts) > 1 else f"history.{suffix}"
+            await interaction.followup.send(
+                text if n == 1 else "",
+                file=discord.File(io.BytesIO(part), filename=name),
+                ephemeral=True,
+                allowed_mentions=NO_PINGS,
+            )
 
     @app_commands.command(
         name="model", description="Show or set the Gemini model for this channel."
