@@ -90,8 +90,13 @@ class Gemcord(commands.AutoShardedBot):
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.store = await open_store(self.settings.db_path)
+        s = self.settings
         self.llm = GeminiClient(
-            self.settings.gemini_api_key or "", base_url=self.settings.gemini_base_url
+            s.gemini_api_key or "",
+            base_url=s.gemini_base_url,
+            first_chunk_timeout=s.first_chunk_timeout,
+            chunk_timeout=s.idle_timeout,
+            total_timeout=s.total_timeout,
         )
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)

@@ -55,6 +55,9 @@ class Settings:
     queue_per_channel: int = 10
     notice_seconds: float = 10.0
     checkpoint_seconds: float = 5.0
+    first_chunk_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    total_timeout: float = 600.0
     retention_days: float = 0.0
     reset_grace_days: float = 30.0
     db_warn_bytes: int = 2048 * 1024 * 1024
@@ -229,6 +232,9 @@ def load_settings(
         queue_per_channel=_int(env, "GEMCORD_QUEUE_PER_CHANNEL", 10),
         notice_seconds=_float(env, "GEMCORD_NOTICE_SECONDS", 10.0),
         checkpoint_seconds=_float(env, "GEMCORD_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
+        first_chunk_timeout=_float(env, "GEMCORD_FIRST_CHUNK_TIMEOUT", 120.0, minimum=1),
+        idle_timeout=_float(env, "GEMCORD_IDLE_TIMEOUT", 60.0, minimum=1),
+        total_timeout=_float(env, "GEMCORD_TOTAL_TIMEOUT", 600.0, minimum=1),
         retention_days=_float(env, "GEMCORD_RETENTION_DAYS", 0.0),
         reset_grace_days=_float(env, "GEMCORD_RESET_GRACE_DAYS", 30.0),
         db_warn_bytes=_megabytes(env, "GEMCORD_DB_WARN_MB", 2048),

@@ -292,6 +292,7 @@ class GeminiClient:
         base_url: str | None = None,
         chunk_timeout: float = 60.0,
         total_timeout: float | None = None,
+        first_chunk_timeout: float | None = None,
         retry_attempts: int = 3,
         max_retry_wait: float = 5.0,
         retry_base_delay: float = 0.5,
@@ -301,10 +302,12 @@ class GeminiClient:
     ) -> None:
         """Create the SDK client (no I/O).
 
-        ``chunk_timeout``: longest wait for the next chunk; ``total_timeout``: longest answer
-        (None: no limit). ``retry_attempts``: how many times a request that failed before any
-        text (429, 5xx, connection) is retried; each wait is the server's RetryInfo delay, else
-        ``retry_base_delay * 2**n``, and never more than ``max_retry_wait``.
+        ``chunk_timeout``: longest wait for the next chunk; ``first_chunk_timeout``: for the
+        first one (a thinking model may think a while first; None: ``chunk_timeout``);
+        ``total_timeout``: longest answer (None: no limit). ``retry_attempts``: how many times
+        a request that failed before any text (429, 5xx, connection) is retried; each wait is
+        the server's RetryInfo delay, else ``retry_base_delay * 2**n``, and never more than
+        ``max_retry_wait``.
         ``request_timeout``: longest wait for a model call (the whole list, all pages);
         ``model_list_ttl``: how long :meth:`cached_models` keeps a fetched list;
         ``model_page_size``: models asked per page (Google: at most 1000).
@@ -313,6 +316,7 @@ class GeminiClient:
             raise ValueError("api_key is empty")
         self._api_key = api_key.strip()
         self.chunk_timeout = chunk_timeout
+        self.first_chunk_timeout = first_chunk_timeout or chunk_timeout
         self.total_timeout = total_timeout
         self.retry_attempts = max(0, retry_attempts)
         self.max_retry_wait = max_retry_wait
@@ -687,7 +691,7 @@ class GeminiStream:
                 return await self._queue.get()
         except TimeoutError:
             self._stop_pump()
-            return ("error", self._timeout_error(total=True))
+            return ("error", self._timeout_error())
 
     def _end(self) -> None:
         """The consumer is done with this stream: record the outcome, drop the safety net."""
@@ -740,8 +744,8 @@ class GeminiStream:
                 await self._read_once()
             except asyncio.CancelledError:
                 raise
-            except _ChunkTimeout:
-                self._queue.put_nowait(("error", self._timeout_error(total=False)))
+            except _ChunkTimeout as exc:
+                self._queue.put_nowait(("error", self._timeout_error(exc.args[0])))
                 return
             except LLMError as exc:
                 self._queue.put_nowait(("error", exc))
@@ -775,8 +779,9 @@ class GeminiStream:
         )
         try:
             iterator = aiter(sdk_stream)
+            wait = client.first_chunk_timeout
             while True:
-                timeout = asyncio.timeout(client.chunk_timeout)
+                timeout = asyncio.timeout(wait)
                 try:
                     async with timeout:
                         chunk = await anext(iterator)
@@ -784,8 +789,9 @@ class GeminiStream:
                     break
                 except TimeoutError:
                     if timeout.expired():
-                        raise _ChunkTimeout from None
+                        raise _ChunkTimeout(wait) from None
                     raise
+                wait = client.chunk_timeout
                 self._take(chunk)
         finally:
             # Same task that iterated it, and not running: closing here is safe.
@@ -875,9 +881,10 @@ class GeminiStream:
         """An SDK APIError → our error, plus the server's requested retry delay if any."""
         return _map_api_error(self._client, exc)
 
-    def _timeout_error(self, *, total: bool) -> Timeout:
-        client = self._client
-        seconds = client.total_timeout if total else client.chunk_timeout
+    def _timeout_error(self, chunk_wait: float | None = None) -> Timeout:
+        """No chunk for `chunk_wait` seconds, or (None) the whole answer took too long."""
+        total = chunk_wait is None
+        seconds = self._client.total_timeout if total else chunk_wait
         what = "the answer took longer than" if total else "no data from Gemini for"
         detail = f"{what} {seconds:g}s"
         if self._yielded_text:
@@ -886,7 +893,7 @@ class GeminiStream:
 
 
 class _ChunkTimeout(Exception):
-    """Internal: no chunk within chunk_timeout."""
+    """Internal: no chunk within the wait given as its argument."""
 
 
 class _EndedEarly(Exception):

@@ -436,6 +436,22 @@ async def test_no_first_chunk_times_out(fake):
     assert fake.requests[0].outcome == "disconnected"
 
 
+async def test_the_first_chunk_may_take_longer_than_the_gaps_after_it(fake):
+    gemini = make_client(fake.base_url, first_chunk_timeout=5.0, chunk_timeout=0.3)
+    fake.script(
+        Reply(chunks=["thought ", "through"], delays=[1.0, 0.0]),  # a thinking model's pause
+        Reply(chunks=["a", "b"], delays=[1.0, 2.0]),  # then a gap it may not have
+    )
+    try:
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+        assert (chunks, error) == (["thought ", "through"], None)
+        chunks, error = await drain(gemini.stream(model=MODEL, contents=HELLO))
+    finally:
+        await gemini.aclose()
+    assert chunks == ["a"] and isinstance(error, Timeout)
+    assert error.detail == "no data from Gemini for 0.3s"
+
+
 async def test_total_timeout(fake):
     gemini = make_client(fake.base_url, total_timeout=0.35)
     fake.script(Reply(chunks=[f"{i} " for i in range(30)], delay=0.1))
