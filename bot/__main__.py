@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.config import ConfigError, Settings, load_settings, prepare_db_path
+from bot.logs import setup_logging
 
 log = logging.getLogger("gemcord")
 
@@ -24,18 +25,6 @@ ONLINE_TIMEOUT = 10.0
 """Seconds each `check --online` network call may take."""
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr in one plain format; discord.py's own logs join at WARNING and above."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.getLogger("discord").setLevel(max(logging.getLevelName(level), logging.INFO))
-    logging.getLogger("discord.gateway").setLevel(logging.WARNING)
 
 
 async def _check(settings: Settings) -> int:
@@ -355,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--online goes with the check command")
     try:
         settings = load_settings(env_file=args.env_file)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         if args.command == "check":
             return asyncio.run(_check_online(settings) if args.online else _check(settings))
         if args.command == "console":

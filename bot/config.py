@@ -35,6 +35,7 @@ class Settings:
     gemini_base_url: str | None = None
     discord_api_base_url: str = DEFAULT_DISCORD_API
     log_level: str = "INFO"
+    log_format: str = "text"
     allowed_channels: frozenset[int] = frozenset()
     allowed_roles: frozenset[int] = frozenset()
     dev_guild_id: int | None = None
@@ -159,6 +160,14 @@ def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
         ) from None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when the setting is empty)."""
+    raw = env.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ConfigError(name, f"is {raw!r}", "use " + " or ".join(choices))
+    return raw
+
+
 def _port(env: Mapping[str, str], name: str) -> int | None:
     """A TCP port, or None when the setting is empty (the server is off)."""
     raw = env.get(name, "").strip()
@@ -212,6 +221,7 @@ def load_settings(
         gemini_base_url=_url(env, "GEMINI_BASE_URL"),
         discord_api_base_url=_url(env, "DISCORD_API_BASE_URL") or DEFAULT_DISCORD_API,
         log_level=level,
+        log_format=_choice(env, "GEMCORD_LOG_FORMAT", ("text", "json")),
         allowed_channels=_ids(env, "GEMCORD_ALLOWED_CHANNELS"),
         allowed_roles=_ids(env, "GEMCORD_ALLOWED_ROLES"),
         dev_guild_id=dev_guild or None,

@@ -4,6 +4,7 @@ own line and status, and after SIGKILL the next start finishes the cut-off messa
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -46,14 +47,14 @@ def statuses(w: World) -> list[tuple[str, str]]:
         ).fetchall()
 
 
-async def start_process(w: World) -> asyncio.subprocess.Process:
+async def start_process(w: World, **env: str) -> asyncio.subprocess.Process:
     """The bot as an operator runs it (`gemcord run`), in a process of its own (its log goes
     to bot.log beside the database)."""
     ready = len(w.discord.identifies)
     log = (w.db_path.parent / "bot.log").open("a")
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bot", "run", "--env-file", os.devnull),
-        env={**os.environ, **w.env, "NO_PROXY": "127.0.0.1,localhost", "LOG_LEVEL": "INFO"},
+        env={**os.environ, **w.env, "NO_PROXY": "127.0.0.1,localhost", "LOG_LEVEL": "INFO", **env},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log,
     )
@@ -77,7 +78,7 @@ async def streaming_replies(w: World, n: int) -> list:
 
 async def test_sigterm_ends_every_reply_as_interrupted_and_exits_0(tmp_path: Path) -> None:
     async with world(tmp_path, ENV, start=False, rate_limit=(5, 1.0)) as w:
-        proc = await start_process(w)
+        proc = await start_process(w, GEMCORD_LOG_FORMAT="json", LOG_LEVEL="DEBUG")
         try:
             questions = await streaming_replies(w, 3)
             proc.send_signal(signal.SIGTERM)
@@ -94,6 +95,11 @@ async def test_sigterm_ends_every_reply_as_interrupted_and_exits_0(tmp_path: Pat
         for q in questions:  # and is stored as interrupted, with exactly the text people saw
             turn = await stored_reply(w, q.id)
             assert (turn[0], turn[1]) == ("interrupted", shown[q.id])
+        # the log: one JSON object per line, a line per reply, no secret anywhere
+        log = (w.db_path.parent / "bot.log").read_text()
+        entries = [json.loads(line) for line in log.splitlines()]
+        assert len([e for e in entries if e["message"].startswith("reply in channel")]) == 3
+        assert w.env["DISCORD_TOKEN"] not in log and w.env["GEMINI_API_KEY"] not in log
         for request in w.gemini.requests:
             assert request.outcome != "completed"  # Gemini was told to stop
 
