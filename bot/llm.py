@@ -137,6 +137,7 @@ class StreamOutcome:
     prompt_tokens: int | None
     output_tokens: int | None
     thoughts_tokens: int | None
+    cached_tokens: int | None
     total_tokens: int | None
     model_version: str | None
 
@@ -719,6 +720,7 @@ class GeminiStream:
             prompt_tokens=usage.prompt_token_count if usage else None,
             output_tokens=usage.candidates_token_count if usage else None,
             thoughts_tokens=usage.thoughts_token_count if usage else None,
+            cached_tokens=usage.cached_content_token_count if usage else None,
             total_tokens=usage.total_token_count if usage else None,
             model_version=self._model_version,
         )

@@ -86,6 +86,7 @@ class Metrics:
                 ("prompt", outcome.prompt_tokens),
                 ("output", outcome.output_tokens),
                 ("thoughts", outcome.thoughts_tokens),
+                ("cached", outcome.cached_tokens),
             ):
                 if count:
                     self.tokens.labels(kind).inc(count)

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.retention import tidy
-from tests.fakes.gemini import Reply
+from tests.fakes.gemini import Reply, Usage
 from tests.harness import World, world
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,7 +64,7 @@ async def test_metrics_count_a_scripted_run(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="bot.answer")
     async with ops_world(tmp_path) as w:
         w.gemini.script(
-            Reply(chunks=["one ", "two"]),
+            Reply(chunks=["one ", "two"], usage=Usage(cached_tokens=40)),
             Reply(chunks=["three"]),
             Reply.blocked_prompt("SAFETY"),
         )
@@ -77,6 +77,7 @@ async def test_metrics_count_a_scripted_run(tmp_path: Path, caplog) -> None:
         assert got[("gemcord_replies_total", (("outcome", "blocked"),))] == 1
         assert got[("gemcord_gemini_errors_total", (("kind", "Blocked"),))] == 1
         assert got[("gemcord_gemini_tokens_total", (("kind", "prompt"),))] > 0
+        assert got[("gemcord_gemini_tokens_total", (("kind", "cached"),))] == 40
         sends = len(w.discord.bot_messages(w.general))
         assert got[("gemcord_discord_writes_total", (("route", "send"),))] == sends
         assert got[("gemcord_first_visible_seconds_count", ())] == 2  # the blocked one had none

@@ -119,6 +119,8 @@ class Usage:
     output_tokens: int | None = None
     thoughts_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Of the prompt tokens, how many came from the implicit cache."""
 
 
 @dataclass
@@ -853,6 +855,8 @@ class FakeGemini:
             usage["candidatesTokenCount"] = output
         if thoughts:
             usage["thoughtsTokenCount"] = thoughts
+        if override.cached_tokens:
+            usage["cachedContentTokenCount"] = override.cached_tokens
         return usage
 
     async def _stream(
