@@ -7,7 +7,11 @@ set -eu
 target="${1:?usage: sh deploy/install.sh VENV_DIR}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "${PYTHON:-python3}" -m venv "$target"
-"$target/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "$root"
+# Built from a copy of what the package needs, so the checkout gets no build/ folder.
+src="$(mktemp -d)"
+cp -R "$root/pyproject.toml" "$root/README.md" "$root/bot" "$root/storage" "$src/"
+"$target/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "$src"
+rm -rf "$src"
 probe="$(mktemp -d)"
 GEMCORD_DB="$probe/probe.db" "$target/bin/gemcord" check --env-file /dev/null >/dev/null 2>&1 || {
   status=$?
