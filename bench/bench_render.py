@@ -43,10 +43,10 @@ from aiohttp import ClientSession, web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.cancel import CancelToken
+from bot.pacing import PacerRegistry
 from bot.splitting import CLOSE
 from bot.streaming import (
     DEFAULT_STYLE,
-    PacerRegistry,
     RenderResult,
     SinkMessageGone,
     SinkRateLimited,

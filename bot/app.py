@@ -18,10 +18,10 @@ from bot.config import DEFAULT_DISCORD_API, ConfigError, Settings
 from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient, warn_if_model_unknown
 from bot.metrics import Metrics, RateLimitCounter
+from bot.pacing import PacerRegistry
 from bot.recovery import repair_interrupted
 from bot.retention import tidy_forever
 from bot.server import start_server
-from bot.streaming import PacerRegistry
 from storage import open_store
 
 if TYPE_CHECKING:

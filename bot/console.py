@@ -13,7 +13,8 @@ from bot.cancel import CancelToken
 from bot.config import Settings
 from bot.conversation import Question, build_contents, system_instruction
 from bot.llm import GeminiClient
-from bot.streaming import DEFAULT_STYLE, PacerRegistry, render_stream
+from bot.pacing import PacerRegistry
+from bot.streaming import DEFAULT_STYLE, render_stream
 
 CHANNEL_ID = 0  # the console's own "channel" in the store
 

@@ -19,15 +19,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bot.cancel import CancelToken
+from bot.pacing import ChannelPacer, PacerRegistry, WriteBudget
 from bot.splitting import CLOSE, ZWSP, split_message, split_pieces
 from bot.streaming import (
-    ChannelPacer,
-    PacerRegistry,
     RenderResult,
     RenderStyle,
     SinkMessageGone,
     SinkRateLimited,
-    WriteBudget,
     render_stream,
 )
 
