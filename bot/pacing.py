@@ -94,10 +94,16 @@ class WriteBudget:
         self.interval()  # ends a slow-down that has run its course
         return self.burst if self._slowdown == 1 else 1
 
-    def delay(self) -> float:
-        """Seconds until the next slot is free (0 if one is free now), ignoring waiters."""
+    def delay(self, final: bool = False) -> float:
+        """Seconds until the next slot is free (0 if one is free now), ignoring waiters.
+
+        A ``final`` write (a reply's last text) may use the window's remaining slots in a burst
+        like sends, instead of waiting for the steady spacing of progress edits.
+        """
         now = self._clock()
         burst = self.current_burst()
+        if final and burst == self.burst:
+            burst = max(burst, default_send_burst(self.max_writes))
         at = self._blocked_until
         if burst == 1:
             at = max(at, self._next_at)
@@ -113,10 +119,11 @@ class WriteBudget:
         """Whether a reply is waiting for (or taking) a slot right now."""
         return self._lock.locked()
 
-    async def acquire(self) -> None:
-        """Wait for the next slot and take it; the write must start right after."""
+    async def acquire(self, final: bool = False) -> None:
+        """Wait for the next slot and take it; the write must start right after (``final``:
+        see :meth:`delay`)."""
         async with self._lock:
-            while (wait := self.delay()) > 0:
+            while (wait := self.delay(final)) > 0:
                 await self._sleep(wait)
             now = self._clock()
             self._starts.append(now)
