@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -62,7 +63,11 @@ class Gemcord(commands.AutoShardedBot):
             max_messages=2000,
         )
         self.settings = settings
-        self.pacers = PacerRegistry(settings.edits_per_window, settings.edit_window_seconds)
+        self.pacers = PacerRegistry(
+            settings.edits_per_window,
+            settings.edit_window_seconds,
+            requests_per_second=settings.requests_per_second,
+        )
         self.inflight = InFlightRegistry()
         self.admission = Admission(
             settings.replies_per_user,
@@ -81,6 +86,8 @@ class Gemcord(commands.AutoShardedBot):
         self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping.from_cooldown(
             1, settings.cooldown_seconds, lambda user_id: user_id
         )
+        self.clock: Callable[[], float] = time.time
+        """Wall-clock time for the ledger and the daily budgets (tests set their own)."""
 
     async def setup_hook(self) -> None:
         """Open the store and the Gemini client, load every cog, sync slash commands once."""

@@ -42,6 +42,7 @@ class Settings:
     cooldown_seconds: float = 3.0
     edits_per_window: int = 5
     edit_window_seconds: float = 5.0
+    requests_per_second: int = 45
     max_image_bytes: int = 10 * 1024 * 1024
     max_request_image_bytes: int = 20 * 1024 * 1024
     max_images: int = 4
@@ -228,6 +229,7 @@ def load_settings(
         cooldown_seconds=_float(env, "GEMCORD_COOLDOWN_SECONDS", 3.0),
         edits_per_window=_int(env, "GEMCORD_EDITS_PER_WINDOW", 5, minimum=1),
         edit_window_seconds=_float(env, "GEMCORD_EDIT_WINDOW_SECONDS", 5.0, minimum=0.1),
+        requests_per_second=_int(env, "GEMCORD_REQUESTS_PER_SECOND", 45, minimum=1),
         max_image_bytes=_megabytes(env, "GEMCORD_MAX_IMAGE_MB", 10),
         max_request_image_bytes=_megabytes(env, "GEMCORD_MAX_REQUEST_MB", 20),
         max_images=_int(env, "GEMCORD_MAX_IMAGES", 4),

@@ -55,6 +55,7 @@ class WriteBudget:
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         max_slowdown: float = 8.0,
+        then: WriteBudget | None = None,
     ) -> None:
         if max_writes < 1 or not window > 0:
             raise ValueError("a budget needs max_writes >= 1 and window > 0")
@@ -73,6 +74,9 @@ class WriteBudget:
         self._blocked_until = -math.inf
         self._slowdown = 1.0
         self._calm_at = -math.inf
+        self.then = then
+        """A wider budget every write of this one also takes a slot of (the bot's global
+        budget), taken inside this one's turn so that the recorded start is the real one."""
         self.writes = 0
         """Slots handed out so far."""
         self.rate_limited = 0
@@ -125,10 +129,22 @@ class WriteBudget:
         async with self._lock:
             while (wait := self.delay(final)) > 0:
                 await self._sleep(wait)
+            if self.then is not None:
+                await self.then.acquire(final=True)
             now = self._clock()
             self._starts.append(now)
             self._next_at = now + self.interval()
             self.writes += 1
+
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free now and nobody waits (for optional requests)."""
+        if self.busy or self.delay() > 0:
+            return False
+        now = self._clock()
+        self._starts.append(now)
+        self._next_at = now + self.interval()
+        self.writes += 1
+        return True
 
     def penalize(self, retry_after: float) -> None:
         """The platform answered 429 anyway: pause for ``retry_after``, then go slower."""
@@ -168,6 +184,9 @@ class ChannelPacer:
     Edits are spread evenly (a live reply progresses steadily). Sends are rare events: up to
     ``send_burst`` of them go out at once (by default :func:`default_send_burst`), so replies
     asked together all show their first text at once.
+
+    ``requests``, when given, is the bot's global budget (Discord allows about 50 requests a
+    second across all channels): every write also takes one of its slots.
     """
 
     def __init__(
@@ -182,6 +201,7 @@ class ChannelPacer:
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         max_slowdown: float = 8.0,
+        requests: WriteBudget | None = None,
     ) -> None:
         def budget(limit: int, per: float, burst: int) -> WriteBudget:
             return WriteBudget(
@@ -192,8 +212,10 @@ class ChannelPacer:
                 sleep=sleep,
                 margin=margin,
                 max_slowdown=max_slowdown,
+                then=requests,
             )
 
+        self.requests = requests
         self.edits = budget(max_writes, window, 1)
         """Message edits (PATCH /channels/{id}/messages/{mid})."""
         sends = max_writes if max_sends is None else max_sends
@@ -207,6 +229,11 @@ class ChannelPacer:
     def budget(self, kind: WriteKind) -> WriteBudget:
         """The budget a write of ``kind`` uses."""
         return self.sends if kind == "send" else self.edits
+
+    def spare_request(self) -> bool:
+        """Take a global slot for an optional request (the typing indicator) if one is free
+        now; False means skip it."""
+        return self.requests is None or self.requests.try_acquire()
 
     @property
     def writes(self) -> int:
@@ -232,7 +259,8 @@ class PacerRegistry:
     """One :class:`ChannelPacer` per channel, created on first use, forgotten when long idle.
 
     ``max_writes`` per ``window`` is each channel's budget for edits and, unless ``max_sends`` /
-    ``send_window`` say otherwise, for sends (``send_burst``: see :class:`ChannelPacer`). A pacer
+    ``send_window`` say otherwise, for sends (``send_burst``: see :class:`ChannelPacer`);
+    ``requests_per_second`` is the bot's global budget, shared by every channel. A pacer
     still held by a reply in progress is never replaced: forgetting only drops the registry's own
     reference, and :meth:`get` finds a pacer that is still in use.
     """
@@ -249,7 +277,14 @@ class PacerRegistry:
         sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         idle_ttl: float = 600.0,
+        requests_per_second: int | None = None,
     ) -> None:
+        self.requests = None
+        """The bot's global budget, shared by every channel (None: no global limit)."""
+        if requests_per_second is not None:
+            self.requests = WriteBudget(
+                requests_per_second, 1.0, clock=clock, sleep=sleep, margin=margin
+            )
         self._new = functools.partial(
             ChannelPacer,
             max_writes,
@@ -260,6 +295,7 @@ class PacerRegistry:
             clock=clock,
             sleep=sleep,
             margin=margin,
+            requests=self.requests,
         )
         self._new()  # validates the settings once, here
         self.idle_ttl = max(idle_ttl, 2 * window, 2 * (send_window or window))

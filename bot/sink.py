@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import discord
 
 from bot.streaming import SinkMessageGone, SinkRateLimited
+
+log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -57,11 +62,19 @@ class ChannelSink:
             raise _translate(exc) from exc
 
     async def typing(self) -> None:
-        """Show 'Gemcord is typing…' (Discord keeps it for about 10 seconds)."""
+        """Show 'Gemcord is typing…' (Discord keeps it for about 10 seconds).
+
+        The request is shielded: the renderer stops typing by cancelling, and discord.py 2.7.1
+        never reopens its global rate-limit gate if a request is cancelled while it waits out
+        a global 429, which would freeze every later request of the bot.
+        """
+        await asyncio.shield(self._typing_once())
+
+    async def _typing_once(self) -> None:
         try:
             await self.channel.typing()
-        except discord.HTTPException:
-            pass
+        except Exception as exc:  # it finishes on its own: nobody is left to tell
+            log.debug("typing indicator failed: %r", exc)
 
 
 class InteractionSink:

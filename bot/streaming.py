@@ -408,7 +408,8 @@ class _Renderer:
     async def _keep_typing(self) -> None:
         while not self._messages and not self._done:
             try:
-                await self.sink.typing()
+                if self.pacer.spare_request():  # optional: never at the expense of a write
+                    await self.sink.typing()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

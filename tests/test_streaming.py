@@ -551,6 +551,30 @@ def test_replies_in_different_channels_do_not_wait_for_each_other() -> None:
     vrun(main)
 
 
+def test_all_channels_together_stay_within_the_bots_global_budget() -> None:
+    async def main() -> None:
+        registry = PacerRegistry(clock=now, requests_per_second=12)
+        channels = [FakeChannel() for _ in range(8)]
+        results = await asyncio.gather(
+            *(
+                render(
+                    even_script(prose(1500, k), 60, 6.0), channels[k], channel_pacer=registry.get(k)
+                )
+                for k in range(8)
+            )
+        )
+        every = [w.t for ch in channels for w in ch.writes] + [
+            t for ch in channels for t in ch.typing
+        ]
+        assert max_in_window(every, 1.0) <= 12  # what Discord allows the bot, all routes
+        for channel, result in zip(channels, results, strict=True):
+            check_final(channel, result)
+            assert channel.max_per_window()["send"] <= 5 and channel.max_per_window()["edit"] <= 5
+            assert channel.refused_429 == 0
+
+    vrun(main)
+
+
 def test_a_long_reply_takes_the_minimum_sensible_number_of_messages() -> None:
     async def main() -> None:
         channel = FakeChannel(bucket=None)
