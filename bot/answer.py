@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from bot import ledger
 from bot.admission import Slot
 from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
@@ -352,6 +353,7 @@ async def _finish(
     """Store the reply, count it and log one line about it."""
     stream = request.stream
     outcome = stream.outcome if stream is not None else None
+    await ledger.record(bot, question, turn, request.model, outcome)
     if result is None:  # the reply crashed or was cancelled from outside the renderer
         await bot.store.finish_model_turn(turn, text="", status="failed")
         return

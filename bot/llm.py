@@ -140,6 +140,7 @@ class StreamOutcome:
     cached_tokens: int | None
     total_tokens: int | None
     model_version: str | None
+    tool_use_prompt_tokens: int | None = None
 
 
 class LLMError(Exception):
@@ -723,6 +724,7 @@ class GeminiStream:
             cached_tokens=usage.cached_content_token_count if usage else None,
             total_tokens=usage.total_token_count if usage else None,
             model_version=self._model_version,
+            tool_use_prompt_tokens=usage.tool_use_prompt_token_count if usage else None,
         )
 
     # --- the pump -----------------------------------------------------------------------

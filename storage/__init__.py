@@ -40,6 +40,12 @@ Semantics the bot relies on:
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
   overwritten in the file. It returns how many turns were deleted, replies included.
+- **Ledger.** `record_usage` adds one reply's token counts (Gemini's usage metadata) with who
+  asked, where, the model and the time; triggers keep per-day totals by (UTC day, channel,
+  user, model), which `usage_by_model` and `tokens_used` read, so they cost the same at any
+  size. The ledger holds no text and outlives the turns it counts (retention, `/forget`,
+  deleted channels only clear its turn id), so spending cannot be undone by deleting
+  messages. `get_guild_budget`/`set_guild_budget` keep a server's own daily budgets.
 - **Stats** count every stored turn, archived ones included (usage, not context). They read
   running totals that triggers keep per channel, so they cost the same at any size.
 - **Ids.** `channel_id` is the history key (for a thread, the thread's id); `guild_id` and
@@ -62,6 +68,7 @@ from storage.models import (
     IMAGE_TOKENS,
     AlreadyAnswered,
     ChannelSettings,
+    GuildBudget,
     ImageIn,
     ReplyMetrics,
     SchemaError,
@@ -71,10 +78,13 @@ from storage.models import (
     StoreClosed,
     StoredImage,
     StoreLocked,
+    TokenUsage,
     Turn,
     TurnNotFound,
+    UsageTotals,
     Withdrawn,
     approx_tokens,
+    utc_day,
 )
 from storage.sqlite import SQLiteStore
 
@@ -83,6 +93,7 @@ __all__ = [
     "IMAGE_TOKENS",
     "AlreadyAnswered",
     "ChannelSettings",
+    "GuildBudget",
     "ImageIn",
     "ReplyMetrics",
     "SQLiteStore",
@@ -94,11 +105,14 @@ __all__ = [
     "StoreClosed",
     "StoreLocked",
     "StoredImage",
+    "TokenUsage",
     "Turn",
     "TurnNotFound",
+    "UsageTotals",
     "Withdrawn",
     "approx_tokens",
     "open_store",
+    "utc_day",
 ]
 
 
@@ -233,6 +247,46 @@ class Store(Protocol):
 
     async def forget_user(self, author_id: int) -> int:
         """Delete everything the user wrote (and the replies to it); returns turns deleted."""
+        ...
+
+    async def record_usage(
+        self,
+        *,
+        user_id: int,
+        channel_id: int,
+        model: str,
+        at: float,
+        usage: TokenUsage,
+        guild_id: int | None = None,
+        turn_id: int | None = None,
+    ) -> None:
+        """Add one reply's token counts to the ledger."""
+        ...
+
+    async def usage_by_model(
+        self,
+        first_day: int,
+        last_day: int,
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> list[UsageTotals]:
+        """Ledger totals per model over UTC days first_day..last_day, for one scope or all."""
+        ...
+
+    async def tokens_used(
+        self, day: int, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> int:
+        """Total tokens of one UTC day, for one user or one server."""
+        ...
+
+    async def get_guild_budget(self, guild_id: int) -> GuildBudget:
+        """The server's own daily budgets."""
+        ...
+
+    async def set_guild_budget(self, budget: GuildBudget) -> None:
+        """Store a server's own daily budgets."""
         ...
 
 

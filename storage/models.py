@@ -100,6 +100,62 @@ class ReplyMetrics:
     outcome: str
 
 
+SECONDS_PER_DAY: Final = 86_400
+
+
+def utc_day(at: float) -> int:
+    """The UTC day number of a Unix time (days since 1970-01-01): the ledger's day key."""
+    return int(at // SECONDS_PER_DAY)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Gemini's token counts for one reply, or summed over many (cached tokens are part of
+    the prompt tokens; total = prompt + output + thoughts + tool-use prompt)."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    tool_use_prompt_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            *(a + b for a, b in zip(astuple_usage(self), astuple_usage(other), strict=True))
+        )
+
+
+def astuple_usage(usage: TokenUsage) -> tuple[int, int, int, int, int, int]:
+    """The six counts in field order."""
+    return (
+        usage.prompt_tokens,
+        usage.output_tokens,
+        usage.thoughts_tokens,
+        usage.cached_tokens,
+        usage.tool_use_prompt_tokens,
+        usage.total_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """What the ledger holds for one model over some days: replies and tokens."""
+
+    model: str
+    replies: int
+    usage: TokenUsage
+
+
+@dataclass(frozen=True)
+class GuildBudget:
+    """A server's own daily token budgets (None: the bot's setting applies; 0: unlimited)."""
+
+    guild_id: int
+    server_tokens: int | None = None
+    user_tokens: int | None = None
+
+
 @dataclass
 class Stats:
     """Counts over every stored turn (archived ones included) of one channel or of all."""

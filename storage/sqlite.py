@@ -46,6 +46,7 @@ from storage.models import (
     FINAL_STATUSES,
     AlreadyAnswered,
     ChannelSettings,
+    GuildBudget,
     ImageIn,
     ReplyMetrics,
     Stats,
@@ -54,9 +55,13 @@ from storage.models import (
     StoreClosed,
     StoredImage,
     StoreLocked,
+    TokenUsage,
     Turn,
     TurnNotFound,
+    UsageTotals,
     approx_tokens,
+    astuple_usage,
+    utc_day,
 )
 from storage.schema import migrate
 
@@ -130,6 +135,39 @@ SELECT id, channel_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM turns WHERE id = ?
        outcome = excluded.outcome,
        recorded_at = excluded.recorded_at
 """
+
+
+_LEDGER_INSERT_SQL = """
+INSERT INTO usage (turn_id, user_id, channel_id, guild_id, model, at, day, prompt_tokens,
+                   output_tokens, thoughts_tokens, cached_tokens, tool_use_prompt_tokens,
+                   total_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (turn_id) DO NOTHING
+"""
+
+_LEDGER_FILTERS = {
+    "user": "user_id = ?",
+    "channel": "channel_id = ?",
+    "guild": "guild_id = ?",
+    "all": "1",
+}
+
+
+def _ledger_filter(
+    user_id: int | None, channel_id: int | None, guild_id: int | None
+) -> tuple[str, tuple[int, ...]]:
+    """The constant WHERE condition (and its value) for a ledger query's scope."""
+    given = {
+        k: v
+        for k, v in (("user", user_id), ("channel", channel_id), ("guild", guild_id))
+        if v is not None
+    }
+    if len(given) > 1:
+        raise ValueError("give at most one of user_id, channel_id, guild_id")
+    if not given:
+        return _LEDGER_FILTERS["all"], ()
+    ((kind, value),) = given.items()
+    return _LEDGER_FILTERS[kind], (int(value),)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -897,6 +935,123 @@ class SQLiteStore:
             await conn.execute(sql, (channel_id, value, time.time()))
 
         await self._write(op, transaction=False)
+
+    # ----------------------------------------------------------------- ledger
+
+    async def record_usage(
+        self,
+        *,
+        user_id: int,
+        channel_id: int,
+        model: str,
+        at: float,
+        usage: TokenUsage,
+        guild_id: int | None = None,
+        turn_id: int | None = None,
+    ) -> None:
+        """Add one reply's token counts to the ledger (a turn is counted once: a second
+        record for the same `turn_id` is ignored)."""
+        values = (
+            turn_id,
+            user_id,
+            channel_id,
+            guild_id,
+            _clean(model),
+            at,
+            utc_day(at),
+            *astuple_usage(usage),
+        )
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(_LEDGER_INSERT_SQL, values)
+
+        await self._write(op, transaction=False)
+
+    async def usage_by_model(
+        self,
+        first_day: int,
+        last_day: int,
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> list[UsageTotals]:
+        """Ledger totals per model over UTC days `first_day`..`last_day` (see `utc_day`), for
+        one user, channel or server (at most one of them), or for everything."""
+        where, params = _ledger_filter(user_id, channel_id, guild_id)
+
+        async def op(conn: aiosqlite.Connection) -> list[UsageTotals]:
+            # `where` is one of _LEDGER_FILTERS' constant conditions; values are bound.
+            rows = await conn.execute_fetchall(
+                "SELECT model, sum(replies), sum(prompt_tokens), sum(output_tokens),"
+                " sum(thoughts_tokens), sum(cached_tokens), sum(tool_use_prompt_tokens),"
+                f" sum(total_tokens) FROM usage_daily WHERE {where} AND day BETWEEN ? AND ?"
+                " GROUP BY model HAVING sum(replies) > 0 ORDER BY model",
+                (*params, first_day, last_day),
+            )
+            return [UsageTotals(r[0], int(r[1]), TokenUsage(*map(int, r[2:]))) for r in rows]
+
+        return await self._read(op)
+
+    async def tokens_used(
+        self, day: int, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> int:
+        """Total tokens the ledger holds for one UTC day, for one user or one server."""
+        where, params = _ledger_filter(user_id, None, guild_id)
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            (total,) = await _one(
+                conn,
+                f"SELECT coalesce(sum(total_tokens), 0) FROM usage_daily WHERE {where} AND day = ?",
+                (*params, day),
+            )
+            return int(total)
+
+        return await self._read(op)
+
+    async def get_guild_budget(self, guild_id: int) -> GuildBudget:
+        """The server's own daily budgets (None where it follows the bot's settings)."""
+
+        async def op(conn: aiosqlite.Connection) -> GuildBudget:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT server_tokens, user_tokens FROM guild_budgets WHERE guild_id = ?",
+                    (guild_id,),
+                )
+            )
+            if not rows:
+                return GuildBudget(guild_id)
+            return GuildBudget(guild_id, rows[0][0], rows[0][1])
+
+        return await self._read(op)
+
+    async def set_guild_budget(self, budget: GuildBudget) -> None:
+        """Store a server's own daily budgets (both None: back to the bot's settings)."""
+        values = (budget.guild_id, budget.server_tokens, budget.user_tokens, time.time())
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO guild_budgets (guild_id, server_tokens, user_tokens, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE"
+                " SET server_tokens = excluded.server_tokens,"
+                " user_tokens = excluded.user_tokens, updated_at = excluded.updated_at",
+                values,
+            )
+
+        await self._write(op, transaction=False)
+
+    async def usage_plan(self) -> list[str]:
+        """How SQLite runs the per-user budget query (EXPLAIN QUERY PLAN), to check its index."""
+
+        async def op(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall(
+                "EXPLAIN QUERY PLAN SELECT sum(total_tokens) FROM usage_daily"
+                " WHERE user_id = ? AND day = ?",
+                (0, 0),
+            )
+            return [str(r[3]) for r in rows]
+
+        return await self._read(op)
 
     # ----------------------------------------------------------------- stats
 

@@ -26,6 +26,7 @@ from storage import (
     approx_tokens,
     open_store,
 )
+from storage.schema import latest_version
 
 BIG = 1_234_567_890_123_456_789  # a snowflake-sized id, beyond JavaScript's 2**53
 
@@ -95,7 +96,7 @@ async def test_open_creates_folder_and_sets_pragmas(tmp_path: Path) -> None:
             "synchronous": 1,  # NORMAL
             "foreign_keys": 1,
             "busy_timeout": 5000,
-            "user_version": 3,
+            "user_version": latest_version(),
         }
     finally:
         await store.close()

@@ -121,6 +121,8 @@ class Usage:
     total_tokens: int | None = None
     cached_tokens: int | None = None
     """Of the prompt tokens, how many came from the implicit cache."""
+    tool_use_prompt_tokens: int | None = None
+    """Prompt tokens of tool results (search, URL context, code execution)."""
 
 
 @dataclass
@@ -345,6 +347,8 @@ class RecordedRequest:
     chunk_times: list[float] = field(default_factory=list, repr=False)
     disconnected_at: float | None = None
     finished_at: float | None = None
+    usage: dict[str, int] | None = None
+    """The ``usageMetadata`` of the last event sent (what the client was told it used)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -849,7 +853,7 @@ class FakeGemini:
         thoughts = override.thoughts_tokens if override.thoughts_tokens is not None else thoughts
         total = override.total_tokens
         if total is None:
-            total = prompt + output + thoughts
+            total = prompt + output + thoughts + (override.tool_use_prompt_tokens or 0)
         usage = {"promptTokenCount": prompt, "totalTokenCount": total}
         if output:
             usage["candidatesTokenCount"] = output
@@ -857,6 +861,8 @@ class FakeGemini:
             usage["thoughtsTokenCount"] = thoughts
         if override.cached_tokens:
             usage["cachedContentTokenCount"] = override.cached_tokens
+        if override.tool_use_prompt_tokens:
+            usage["toolUsePromptTokenCount"] = override.tool_use_prompt_tokens
         return usage
 
     async def _stream(
@@ -886,6 +892,7 @@ class FakeGemini:
                 await resp.prepare(request)
             await resp.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
             rec.chunks_sent += 1
+            rec.usage = event.get("usageMetadata", rec.usage)
             rec.chunk_times.append(time.monotonic())
         if reply.drop_after is not None and reply.drop_after <= len(events):
             return self._abort(request, rec, "dropped")
