@@ -166,14 +166,15 @@ class Request:
             )
             answered = False
             try:
-                async for chunk in stream:
-                    answered = True
-                    yield chunk
-                    text += chunk
-                    due = time.monotonic() - saved_at >= bot.settings.checkpoint_seconds
-                    if self.turn_id is not None and due:
-                        saved_at = time.monotonic()
-                        await bot.store.checkpoint(self.turn_id, text)
+                with bot.breaker.call():  # refused at once while Gemini keeps failing
+                    async for chunk in stream:
+                        answered = True
+                        yield chunk
+                        text += chunk
+                        due = time.monotonic() - saved_at >= bot.settings.checkpoint_seconds
+                        if self.turn_id is not None and due:
+                            saved_at = time.monotonic()
+                            await bot.store.checkpoint(self.turn_id, text)
                 return
             except BadRequest as exc:
                 problem = None if answered else self._problem(exc)

@@ -15,6 +15,7 @@ from aiohttp import web
 from discord.ext import commands
 
 from bot.admission import Admission
+from bot.breaker import Breaker
 from bot.config import DEFAULT_DISCORD_API, ConfigError, Settings
 from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient, warn_if_model_unknown
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control")
+INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control", "bot.cogs.usage")
 SHUTDOWN_GRACE = 7.0
 """Seconds a shutdown waits for running replies to show that they were interrupted."""
 
@@ -88,6 +89,8 @@ class Gemcord(commands.AutoShardedBot):
         )
         self.clock: Callable[[], float] = time.time
         """Wall-clock time for the ledger and the daily budgets (tests set their own)."""
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_seconds)
+        """Stops calling Gemini for a while after repeated quota, key or server failures."""
 
     async def setup_hook(self) -> None:
         """Open the store and the Gemini client, load every cog, sync slash commands once."""

@@ -47,3 +47,17 @@ def can_moderate(channel: object, member: object) -> bool:
         return channel.permissions_for(member).manage_messages  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         return False
+
+
+def can_manage_server(member: object) -> bool:
+    """Manage Server in the member's server (never in a DM, which has no server).
+
+    Like :func:`can_moderate`, an interaction's member carries Discord's own resolution of its
+    permissions, used as is; otherwise they come from the member's roles.
+    """
+    if not isinstance(member, discord.Member):
+        return False
+    resolved = member.resolved_permissions
+    if resolved is not None:
+        return resolved.manage_guild
+    return member.guild_permissions.manage_guild

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from bot.prices import DEFAULT_PRICES, Price, parse_prices
+
 DEFAULT_MODEL = "gemini-2.5-flash"
 DEFAULT_DB = "./data/gemcord.db"
 DEFAULT_DISCORD_API = "https://discord.com/api/v10"
@@ -68,6 +70,12 @@ class Settings:
     max_output_tokens: int | None = None
     stop_emoji: str = "🛑"
     persona: str | None = None
+    daily_tokens_per_user: int = 0
+    daily_tokens_per_server: int = 0
+    budget_exempt_moderators: bool = False
+    breaker_failures: int = 3
+    breaker_seconds: float = 30.0
+    prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     def require_runtime(self) -> None:
         """Check the settings that only `run` needs."""
@@ -99,6 +107,10 @@ class Settings:
                 out[f.name] = ",".join(str(v) for v in sorted(value)) or "(any)"
             elif f.name == "persona" and value:
                 out[f.name] = value[:40] + ("…" if len(value) > 40 else "")
+            elif f.name == "prices":
+                out[f.name] = ", ".join(
+                    f"{m}={p.input:g}/{p.output:g}/{p.cached:g}" for m, p in sorted(value.items())
+                )
             else:
                 out[f.name] = "(unset)" if value is None else str(value)
         return out
@@ -179,6 +191,30 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting (1/0, true/false, yes/no, on/off)."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"is {raw!r}", "use true or false")
+
+
+def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:
+    """The price table: the defaults, corrected by `model=input/output[/cached],...`."""
+    try:
+        return parse_prices(env.get(name, ""))
+    except ValueError as exc:
+        raise ConfigError(
+            name,
+            f"has a malformed entry {str(exc)!r}",
+            "write model=input/output[/cached] in USD per million tokens, separated by commas",
+        ) from None
+
+
 def _megabytes(env: Mapping[str, str], name: str, default_mb: float) -> int:
     return int(_float(env, name, default_mb, minimum=0.001) * 1024 * 1024)
 
@@ -255,6 +291,12 @@ def load_settings(
         max_output_tokens=max_out or None,
         stop_emoji=stop_emoji,
         persona=persona,
+        daily_tokens_per_user=_int(env, "GEMCORD_DAILY_TOKENS_PER_USER", 0),
+        daily_tokens_per_server=_int(env, "GEMCORD_DAILY_TOKENS_PER_SERVER", 0),
+        budget_exempt_moderators=_flag(env, "GEMCORD_BUDGET_EXEMPT_MODERATORS", False),
+        breaker_failures=_int(env, "GEMCORD_BREAKER_FAILURES", 3),
+        breaker_seconds=_float(env, "GEMCORD_BREAKER_SECONDS", 30.0),
+        prices=_prices(env, "GEMCORD_PRICES"),
     )
 
 

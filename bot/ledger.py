@@ -73,3 +73,8 @@ def next_reset(now: float) -> dt.datetime:
 def cache_ratio(usage: TokenUsage) -> float | None:
     """Cached ÷ prompt tokens (None before any prompt was counted)."""
     return usage.cached_tokens / usage.prompt_tokens if usage.prompt_tokens else None
+
+
+def percent(ratio: float | None) -> str:
+    """A ratio as a whole percentage ('–' when unknown)."""
+    return "–" if ratio is None else f"{ratio * 100:.0f} %"

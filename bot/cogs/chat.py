@@ -20,6 +20,7 @@ from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, human_size, precheck
+from bot.budget import over_budget
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
@@ -298,6 +299,13 @@ class Chat(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
 
+    async def _not_now(self, channel: object, author: object) -> str | None:
+        """Why a question cannot go to Gemini now: the circuit breaker is open, or a daily
+        token budget is spent (None: it can)."""
+        if (refusal := self.bot.breaker.blocked()) is not None:
+            return refusal.user_message
+        return await over_budget(self.bot, channel, author)
+
     async def _show_waiting(self, message: discord.Message, admitted: asyncio.Event) -> None:
         """A ⏳ on a queued question from the moment it waits until it is admitted."""
         try:
@@ -321,6 +329,9 @@ class Chat(commands.Cog):
         author_id = message.author.id
         if wait := self.bot.cooldown_retry_after(author_id, consume=False):
             await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
+            return
+        if refused := await self._not_now(message.channel, message.author):
+            await self._notice(message, refused)
             return
         collected = await collect_images(message.attachments, self.limits)
         if message.attachments and not collected.images:
@@ -425,6 +436,9 @@ class Chat(commands.Cog):
             return
         if image is not None and (problem := precheck(image, self.limits)) is not None:
             await self._refuse(interaction, refusal([problem]))
+            return
+        if refused := await self._not_now(interaction.channel, interaction.user):
+            await self._refuse(interaction, refused)
             return
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:

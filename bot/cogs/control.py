@@ -12,7 +12,9 @@ from discord.ext import commands
 from bot.app import Gemcord
 from bot.checks import can_moderate
 from bot.inflight import stop_summary
+from bot.ledger import cache_ratio, percent
 from bot.sink import NO_PINGS
+from storage import TokenUsage, utc_day
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ HELP = """\
 `/model` — show or set the Gemini model for this channel (moderators)
 `/persona` — show or set how I behave in this channel (moderators)
 `/stats` — usage figures
+`/usage` — tokens used and their estimated cost (yours; moderators: channel or server)
+`/budget` — this server's daily token budgets (Manage Server to change them)
 `/forget` — delete everything you said to me, everywhere
 """
 
@@ -208,9 +212,23 @@ class Control(commands.Cog):
             failed = s.by_status.get("failed", 0) + s.by_status.get("blocked", 0)
             if stopped or failed:
                 lines.append(f"  {stopped} stopped or interrupted, {failed} failed or blocked")
+        lines.append(await self._cache_line(interaction.channel_id or 0))
         lines.append(f"Running now: {_count(len(self.bot.inflight), 'reply', 'replies')}.")
         await interaction.response.send_message(
             "\n".join(lines), ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    async def _cache_line(self, channel_id: int) -> str:
+        """Gemini's implicit cache hit ratio (cached ÷ prompt tokens), here and everywhere."""
+        today = utc_day(self.bot.clock())
+        ratios = []
+        for where in ({"channel_id": channel_id}, {}):
+            total = TokenUsage()
+            for row in await self.bot.store.usage_by_model(0, today, **where):
+                total += row.usage
+            ratios.append(percent(cache_ratio(total)))
+        return (
+            f"Prompt cache hits (cached ÷ prompt tokens): {ratios[0]} here, {ratios[1]} everywhere."
         )
 
     @app_commands.command(name="help", description="How to use this bot.")
