@@ -20,6 +20,12 @@ Google: 50 a page unless ``pageSize`` says otherwise, never more than ``max_page
 :attr:`FakeGemini.models`). The SDK asks ``/v1/...`` (google-genai 3.x) and the REST docs
 ``/v1beta/...``: both are served. Anything else gets Google's 404 error JSON.
 
+Usage: every event carries ``usageMetadata`` (about four characters a token, unless the reply's
+:class:`Usage` says otherwise); :attr:`RecordedRequest.usage` keeps the last one sent. An
+implicit cache model reports ``cachedContentTokenCount`` for the longest prompt prefix
+(system instruction, then contents part by part) byte-identical to one an earlier request
+had, from :attr:`FakeGemini.cache_min_tokens` tokens on.
+
 Model requests are recorded apart, in :attr:`FakeGemini.model_requests`, so that
 :attr:`FakeGemini.requests` keeps holding the generation requests only; scripted
 :meth:`FakeGemini.script_models` replies (an error, or a delay) apply to them.
@@ -303,8 +309,10 @@ DEFAULT_MODELS: tuple[FakeModel, ...] = (
 
 
 def echo_reply(request: RecordedRequest) -> Reply:
-    """The default reply: a deterministic echo of the last user turn, in a few chunks."""
-    text = request.last_user_text() or "(no text)"
+    """The default reply: a deterministic echo of the last user turn's first text part (the
+    question itself; context a client adds after it, such as today's date, is not echoed), in
+    a few chunks."""
+    text = request.question_text() or "(no text)"
     answer = f"Echo: {text}"
     images = request.image_parts(role="user", last_turn_only=True)
     if images:
@@ -349,6 +357,8 @@ class RecordedRequest:
     finished_at: float | None = None
     usage: dict[str, int] | None = None
     """The ``usageMetadata`` of the last event sent (what the client was told it used)."""
+    implicit_cached: int = 0
+    """Prompt tokens the fake's implicit cache model found in an earlier request's prefix."""
     closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -393,6 +403,16 @@ class RecordedRequest:
             return None
         texts = [p["text"] for p in users[-1].get("parts") or [] if isinstance(p.get("text"), str)]
         return "\n".join(texts) if texts else None
+
+    def question_text(self) -> str | None:
+        """The first text part of the last user content (None if it has no text)."""
+        users = [c for c in self.contents() if c.get("role", "user") == "user"]
+        texts = (
+            [p["text"] for p in (users[-1].get("parts") or []) if isinstance(p.get("text"), str)]
+            if users
+            else []
+        )
+        return texts[0] if texts else None
 
     def system_instruction(self) -> str | None:
         """The system instruction's text (parts joined with newlines), or None."""
@@ -466,6 +486,11 @@ class FakeGemini:
         """``GET /models`` and ``GET /models/{name}`` requests, in arrival order."""
         self.models: list[FakeModel] = list(models)
         self.max_page_size = max_page_size
+        self.cache_min_tokens = 1024
+        """Implicit caching: a prompt prefix (system instruction, then contents part by part)
+        byte-identical to one seen before is reported as ``cachedContentTokenCount`` when it
+        is at least this many tokens (Gemini: 1,024 to 4,096 depending on the model)."""
+        self._prefixes: set[str] = set()
         self._queue: deque[Reply] = deque()
         self._model_queue: deque[Reply] = deque()
         self._host = host
@@ -632,6 +657,7 @@ class FakeGemini:
 
         reply = self._next_reply(rec)
         rec.reply = reply
+        rec.implicit_cached = self._cache_lookup(rec)
         if reply.status != 200:
             if not await self._pause(reply.wait_before(0)):
                 return self._abort(request, rec, "stopped")
@@ -755,7 +781,9 @@ class FakeGemini:
         output_so_far = 0
 
         def usage(final: bool) -> dict[str, int]:
-            return self._usage(reply, prompt_tokens, output_so_far, thoughts_so_far, final)
+            return self._usage(
+                reply, prompt_tokens, output_so_far, thoughts_so_far, final, rec.implicit_cached
+            )
 
         if reply.block_reason is not None:
             events.append(
@@ -833,6 +861,31 @@ class FakeGemini:
             )
         return events
 
+    def _cache_lookup(self, rec: RecordedRequest) -> int:
+        """Tokens of the longest prefix of this prompt seen in an earlier request (0 below
+        :attr:`cache_min_tokens`); the prompt's prefixes are remembered for later requests."""
+        units: list[tuple[str, int]] = []
+        if (system := rec.system_instruction()) is not None:
+            units.append((json.dumps({"systemInstruction": system}), _tokens(system)))
+        for content in rec.contents():
+            for part in content.get("parts") or []:
+                key = json.dumps({"role": content.get("role"), "part": part}, sort_keys=True)
+                if isinstance(part.get("text"), str):
+                    units.append((key, _tokens(part["text"])))
+                elif _get(part, "inlineData", "inline_data") is not None:
+                    units.append((key, 258))
+                else:
+                    units.append((key, _tokens(key)))
+        digest, tokens, hit = hashlib.sha256(), 0, 0
+        for key, cost in units:
+            digest.update(hashlib.sha256(key.encode()).digest())
+            tokens += cost
+            prefix = digest.hexdigest()
+            if prefix in self._prefixes:
+                hit = tokens
+            self._prefixes.add(prefix)
+        return hit if hit >= self.cache_min_tokens else 0
+
     def _prompt_tokens(self, rec: RecordedRequest) -> int:
         texts = rec.texts()
         system = rec.system_instruction()
@@ -843,7 +896,7 @@ class FakeGemini:
 
     @staticmethod
     def _usage(
-        reply: Reply, prompt: int, output: int, thoughts: int, final: bool
+        reply: Reply, prompt: int, output: int, thoughts: int, final: bool, cached: int = 0
     ) -> dict[str, int]:
         if final and isinstance(reply.usage, Mapping):
             return dict(reply.usage)
@@ -859,8 +912,9 @@ class FakeGemini:
             usage["candidatesTokenCount"] = output
         if thoughts:
             usage["thoughtsTokenCount"] = thoughts
-        if override.cached_tokens:
-            usage["cachedContentTokenCount"] = override.cached_tokens
+        cached = override.cached_tokens if override.cached_tokens is not None else cached
+        if cached:
+            usage["cachedContentTokenCount"] = min(cached, prompt)
         if override.tool_use_prompt_tokens:
             usage["toolUsePromptTokenCount"] = override.tool_use_prompt_tokens
         return usage
