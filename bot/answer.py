@@ -302,9 +302,14 @@ async def answer(
         )
         return result
     finally:
-        bot.inflight.finish(reply)
-        if model_turn is not None and request is not None:
-            await asyncio.shield(_finish(bot, question, model_turn, result, request, reply.token))
+        try:
+            if model_turn is not None and request is not None:
+                await asyncio.shield(
+                    _finish(bot, question, model_turn, result, request, reply.token)
+                )
+        finally:
+            # Only now: a shutdown waits for running replies, and so for this store write too.
+            bot.inflight.finish(reply)
 
 
 async def _history(bot: Gemcord, channel_id: int, before_turn: int | None = None) -> list[Turn]:

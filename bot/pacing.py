@@ -52,7 +52,6 @@ class WriteBudget:
         *,
         burst: int = 1,
         clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         max_slowdown: float = 8.0,
         then: WriteBudget | None = None,
@@ -67,8 +66,9 @@ class WriteBudget:
         self.margin = margin
         self.max_slowdown = max_slowdown
         self._clock = clock
-        self._sleep = sleep
-        self._lock = asyncio.Lock()  # FIFO: the reply that waited longest goes first
+        self._waiting: list[Callable[[], bool]] = []  # each waiter's "am I final now?"
+        self._taking = False  # a waiter was granted and is taking its slot
+        self._wakers: set[asyncio.Future[None]] = set()  # resolved when the line moves
         self._starts: deque[float] = deque(maxlen=max_writes)
         self._next_at = -math.inf
         self._blocked_until = -math.inf
@@ -121,20 +121,63 @@ class WriteBudget:
     @property
     def busy(self) -> bool:
         """Whether a reply is waiting for (or taking) a slot right now."""
-        return self._lock.locked()
+        return bool(self._waiting) or self._taking
 
-    async def acquire(self, final: bool = False) -> None:
-        """Wait for the next slot and take it; the write must start right after (``final``:
-        see :meth:`delay`)."""
-        async with self._lock:
-            while (wait := self.delay(final)) > 0:
-                await self._sleep(wait)
+    async def acquire(self, final: bool | Callable[[], bool] = False) -> None:
+        """Wait for the next slot and take it; the write must start right after.
+
+        Waiters are served first come, first served, except that a ``final`` write (see
+        :meth:`delay`) goes before every progress write: when several replies end together,
+        their last texts show first. A callable ``final`` is asked again while it waits (a
+        reply can end meanwhile; :meth:`nudge` says so at once).
+        """
+        is_final = final if callable(final) else lambda: final
+        self._waiting.append(is_final)
+        self.nudge()
+        try:
+            while True:
+                wait = self.base_interval  # not first in line: look again now and then
+                if not self._taking and self._head() is is_final:
+                    wait = self.delay(is_final())
+                    if wait <= 0:
+                        break
+                await self._pause(wait)
+            self._taking = True
+        finally:
+            self._waiting.remove(is_final)
+        try:
             if self.then is not None:
                 await self.then.acquire(final=True)
             now = self._clock()
             self._starts.append(now)
             self._next_at = now + self.interval()
             self.writes += 1
+        finally:
+            self._taking = False
+            self.nudge()
+
+    def nudge(self) -> None:
+        """Wake the waiters to look at the line again (someone came, went, or became final)."""
+        for waker in self._wakers:
+            if not waker.done():
+                waker.set_result(None)
+        self._wakers.clear()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, or until :meth:`nudge`."""
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[None] = loop.create_future()
+        self._wakers.add(waker)
+        timer = loop.call_later(seconds, _wake, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._wakers.discard(waker)
+
+    def _head(self) -> Callable[[], bool] | None:
+        """The waiter that goes next: the first final one, else the first one."""
+        return next((w for w in self._waiting if w()), self._waiting[0] if self._waiting else None)
 
     def try_acquire(self) -> bool:
         """Take a slot only if one is free now and nobody waits (for optional requests)."""
@@ -162,6 +205,11 @@ class WriteBudget:
         if not self._starts:
             return math.inf
         return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
 
 
 def default_send_burst(max_sends: int) -> int:
@@ -198,7 +246,6 @@ class ChannelPacer:
         send_window: float | None = None,
         send_burst: int | None = None,
         clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         max_slowdown: float = 8.0,
         requests: WriteBudget | None = None,
@@ -209,7 +256,6 @@ class ChannelPacer:
                 per,
                 burst=burst,
                 clock=clock,
-                sleep=sleep,
                 margin=margin,
                 max_slowdown=max_slowdown,
                 then=requests,
@@ -274,7 +320,6 @@ class PacerRegistry:
         send_window: float | None = None,
         send_burst: int | None = None,
         clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
         margin: float = 0.05,
         idle_ttl: float = 600.0,
         requests_per_second: int | None = None,
@@ -282,9 +327,7 @@ class PacerRegistry:
         self.requests = None
         """The bot's global budget, shared by every channel (None: no global limit)."""
         if requests_per_second is not None:
-            self.requests = WriteBudget(
-                requests_per_second, 1.0, clock=clock, sleep=sleep, margin=margin
-            )
+            self.requests = WriteBudget(requests_per_second, 1.0, clock=clock, margin=margin)
         self._new = functools.partial(
             ChannelPacer,
             max_writes,
@@ -293,7 +336,6 @@ class PacerRegistry:
             send_window=send_window,
             send_burst=send_burst,
             clock=clock,
-            sleep=sleep,
             margin=margin,
             requests=self.requests,
         )

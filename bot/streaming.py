@@ -483,7 +483,7 @@ class _Renderer:
                     return
                 await self._wait_for_change()
                 continue
-            await budget.acquire(final=self._done)
+            await budget.acquire(final=lambda: self._done)
             # The slot is ours: write the latest text. The send goes even if, rarely, an earlier
             # message's final edit failed meanwhile (the edit lane retries it; the end is exact).
             write = self._pick(kind, self._layout(), ready_only=False)

@@ -487,7 +487,9 @@ def test_replies_asked_together_show_their_first_text_at_once() -> None:
     # four replies show their first text on their first chunk; the fifth create would fill the
     # window, so it comes late in it: when even spreading would have sent it anyway
     assert vrun(lambda: main(None)) == pytest.approx([0.0, 0.0, 0.0, 0.0, 4.2])
-    assert vrun(lambda: main(1)) == pytest.approx([0.0, 1.05, 2.1, 3.15, 4.2])
+    # spread evenly, the first goes at once; by the next slot the other replies have ended, and
+    # a send that carries a whole reply is a final write: those go together
+    assert vrun(lambda: main(1)) == pytest.approx([0.0, 1.05, 1.05, 1.05, 4.2])
 
 
 def test_three_concurrent_replies_share_the_channel_budgets() -> None:
@@ -528,6 +530,29 @@ def test_three_concurrent_replies_share_the_channel_budgets() -> None:
     # so the last reply is done sooner than the 11 send intervals of even spreading
     assert max(w.landed for w in channel.writes) == pytest.approx(sends[-1] + channel.latency)
     assert sends[-1] <= 10.5 + 0.3 + 1e-9
+
+
+def test_replies_that_end_go_before_progress_of_those_still_streaming() -> None:
+    async def main() -> FakeChannel:
+        channel = FakeChannel()
+        shared = pacer()
+        long_text, short = prose(1500, 1), [prose(300, seed) for seed in (2, 3, 4)]
+        await asyncio.gather(
+            render(even_script(long_text, 100, 10.0), channel, channel_pacer=shared, reply=0),
+            *(
+                render(even_script(text, 30, 3.0), channel, channel_pacer=shared, reply=k)
+                for k, text in enumerate(short, 1)
+            ),
+        )
+        return channel
+
+    channel = vrun(main)
+    assert channel.refused_429 == 0 and channel.max_per_window()["edit"] <= 5
+    finals = {k: max(w.t for w in channel.writes if w.reply == k) for k in (1, 2, 3)}
+    progress = [w.t for w in channel.writes if w.reply == 0 and w.kind == "edit"]
+    # the three replies that ended at 3 s show their last text before the long one's next edit
+    next_progress = min(t for t in progress if t >= 3.0)
+    assert all(t <= next_progress for t in finals.values())
 
 
 def test_replies_in_different_channels_do_not_wait_for_each_other() -> None:
@@ -1035,11 +1060,13 @@ def test_a_reply_that_stops_writing_gives_up_its_place_in_the_queue() -> None:
 
         tasks = [asyncio.create_task(hog()), asyncio.create_task(delete_first())]
         text = prose(3000, 4)
-        result = await render(even_script(text, 40, 2.0), channel, channel_pacer=shared)
-        # the old message's final edit (at about 2.15) found it deleted while the next
+        # (still streaming at 2.2 s: a reply whose text has ended would go first, see
+        # test_replies_that_end_go_before_progress_of_those_still_streaming)
+        result = await render(even_script(text, 40, 2.5), channel, channel_pacer=shared)
+        # the old message's final edit (at about 2.16) found it deleted while the next
         # message's send waited for a slot behind the other reply's: the reply ended at once
         assert result.state == "gone"
-        assert result.total_time == pytest.approx(2.15 + channel.latency, abs=0.01)
+        assert result.total_time == pytest.approx(2.16 + channel.latency, abs=0.01)
         await asyncio.gather(*tasks)
         assert [w.kind for w in channel.writes] == ["send", "edit", "edit"]
         # the slot the reply was waiting for went to the other reply, not to waste
