@@ -21,8 +21,13 @@ HOUSE_RULES = (
     "reply. Use names when it helps, but never start your own reply with a name tag. Discord "
     "renders Markdown: **bold**, *italics*, "
     "lists, headings, > quotes and fenced code blocks with a language tag; it does not "
-    "render tables or LaTeX, so avoid them. Today is {date}."
+    "render tables or LaTeX, so avoid them. The newest message ends with today's date."
 )
+
+TODAY = "(Today is {date}, UTC.)"
+"""The last part of the newest user turn. The date lives there, not in the system instruction,
+so the prompt's prefix (instruction, persona, older turns) stays byte-identical from one
+question to the next, which Gemini's implicit cache rewards."""
 
 INTERRUPTED = {
     "stopped": "[This reply was stopped by the user before it was finished.]",
@@ -93,12 +98,13 @@ def system_instruction(persona: str | None, bot_name: str, in_dm: bool) -> str:
     """The channel's persona (or the default one) followed by the house rules."""
     place = "direct message" if in_dm else "server channel"
     head = persona.strip() if persona and persona.strip() else DEFAULT_PERSONA
-    today = dt.datetime.now(dt.UTC).strftime("%A %d %B %Y")
-    return (
-        head.replace("{name}", bot_name).replace("{place}", place)
-        + "\n\n"
-        + (HOUSE_RULES.format(date=today))
-    )
+    return head.replace("{name}", bot_name).replace("{place}", place) + "\n\n" + HOUSE_RULES
+
+
+def today_note(today: dt.date | None = None) -> str:
+    """The date line that ends the newest user turn (today in UTC by default)."""
+    day = today or dt.datetime.now(dt.UTC).date()
+    return TODAY.format(date=f"{day:%A} {day.day} {day:%B %Y}")
 
 
 def _user_text(name: str, text: str) -> str:
@@ -113,10 +119,14 @@ def _model_text(turn: Turn) -> str:
 
 
 def build_contents(
-    history: Sequence[Turn], question: Question, *, max_inline_bytes: int = MAX_INLINE_BYTES
+    history: Sequence[Turn],
+    question: Question,
+    *,
+    max_inline_bytes: int = MAX_INLINE_BYTES,
+    today: dt.date | None = None,
 ) -> list[ChatTurn]:
     """Gemini contents: history in order (speaker names on user turns), then the new question
-    alone as the last user turn.
+    alone as the last user turn, ending with today's date (:func:`today_note`).
 
     An earlier question without a finished reply (still streaming, or lost) is followed by a
     :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
@@ -134,7 +144,8 @@ def build_contents(
     if contents and contents[-1].role == "user":
         contents.append(ChatTurn("model", [SEPARATE]))
     images = [ImagePart(i.data, i.mime_type) for i in question.images]
-    contents.append(ChatTurn("user", [_user_text(question.author_name, question.text), *images]))
+    question_text = _user_text(question.author_name, question.text)
+    contents.append(ChatTurn("user", [question_text, *images, today_note(today)]))
     _cap_inline_bytes(contents, max_inline_bytes)
     return contents
 

@@ -111,7 +111,7 @@ async def stream_replies_in_channels(
         req_index = next(
             i
             for i, r in enumerate(w.gemini.requests[start_index:], start_index)
-            if (r.last_user_text() or "").endswith(asked)
+            if (r.question_text() or "").endswith(asked)
         )
         text = "".join(w.gemini.requests[req_index].reply.chunks)  # type: ignore[union-attr]
         out.append(_measure_ids(w, text, req_index, reply.message_ids))

@@ -44,7 +44,7 @@ async def test_console_answers_one_prompt(tmp_path: Path) -> None:
         assert code == 0, out
         assert "Hello from the console." in out
         assert "console-test-key" not in out
-        assert fake.requests[0].last_user_text().endswith("hi there")
+        assert fake.requests[0].question_text().endswith("hi there")
     rows = sqlite3.connect(tmp_path / "c.db").execute("SELECT role, text FROM turns").fetchall()
     assert ("model", "Hello from the console.") in rows
 

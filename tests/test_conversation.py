@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.conversation import SEPARATE, Question, build_contents, system_instruction
+from bot.conversation import SEPARATE, Question, build_contents, system_instruction, today_note
 from bot.llm import ImagePart
 from storage import ImageIn, StoredImage, Turn
 
@@ -35,7 +35,7 @@ def test_history_then_new_turn_with_names() -> None:
     assert [c.role for c in contents] == ["user", "model", "user"]
     assert contents[0].parts == ["[alice] hi"]
     assert contents[1].parts == ["hello!"]
-    assert contents[2].parts == ["[bob] what's up?"]
+    assert contents[2].parts == ["[bob] what's up?", today_note()]
 
 
 def test_interrupted_replies_are_marked() -> None:
@@ -63,7 +63,7 @@ def test_questions_still_being_answered_are_context_not_merged() -> None:
     assert contents[2].parts == ["[alice] look", ImagePart(b"\x89PNG...", "image/png")]
     assert contents[3].parts == [SEPARATE] and contents[5].parts == [SEPARATE]
     assert contents[4].parts == ["[bob] and me"]
-    assert contents[-1].parts == ["[carol] my own question"]  # that question alone
+    assert contents[-1].parts == ["[carol] my own question", today_note()]  # that one alone
 
 
 def test_inline_bytes_cap_drops_the_oldest_images_first() -> None:
@@ -79,7 +79,7 @@ def test_inline_bytes_cap_drops_the_oldest_images_first() -> None:
 
 def test_without_history_only_the_question() -> None:
     contents = build_contents([], Question(1, 10, "a", "q"))
-    assert [(c.role, c.parts) for c in contents] == [("user", ["[a] q"])]
+    assert [(c.role, c.parts) for c in contents] == [("user", ["[a] q", today_note()])]
 
 
 def test_leading_model_turn_dropped() -> None:
@@ -92,3 +92,20 @@ def test_system_instruction_default_and_custom() -> None:
     assert "Gemcord" in default and "Discord" in default and "Markdown" in default
     custom = system_instruction("You are a pirate.", "Gemcord", in_dm=True)
     assert custom.startswith("You are a pirate.") and "[alice]" in custom
+
+
+def test_the_date_ends_the_newest_turn_and_never_enters_the_system_instruction() -> None:
+    import datetime as dt
+
+    monday, tuesday = dt.date(2026, 3, 9), dt.date(2026, 3, 10)
+    assert system_instruction(None, "Gemcord", in_dm=False) == system_instruction(
+        None, "Gemcord", in_dm=False
+    )
+    assert "Monday" not in system_instruction(None, "Gemcord", in_dm=False)
+    history = [turn(1, "user", "hi"), turn(2, "model", "hello")]
+    q = Question(1, 10, "alice", "what day is it?")
+    one = build_contents(history, q, today=monday)
+    two = build_contents(history, q, today=tuesday)
+    assert one[:-1] == two[:-1]  # only the tail differs
+    assert one[-1].parts == ["[alice] what day is it?", "(Today is Monday 9 March 2026, UTC.)"]
+    assert two[-1].parts[-1] == today_note(tuesday)

@@ -43,16 +43,16 @@ def held_echo(hold: asyncio.Event):
     """Echo the last user turn, but keep each reply streaming until `hold` is set."""
 
     def reply(request: RecordedRequest) -> Reply:
-        text = f"Echo: {request.last_user_text()}"
+        text = f"Echo: {request.question_text()}"
         return Reply(chunks=[text[:10], text[10:]], hold=hold)
 
     return reply
 
 
 def user_turns(request: RecordedRequest) -> list[str]:
-    """The text of each user turn of a request."""
+    """The text of each user turn of a request (the newest without its date line)."""
     return [
-        "\n".join(p["text"] for p in c.get("parts", []) if "text" in p)
+        next(p["text"] for p in c.get("parts", []) if "text" in p)
         for c in request.contents()
         if c.get("role") == "user"
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.conversation import today_note
 from storage import TokenUsage, utc_day
 from tests.fakes.gemini import RecordedRequest
 from tests.harness import world
@@ -34,12 +35,15 @@ async def test_questions_share_a_byte_stable_prefix_and_hit_the_cache(tmp_path: 
         first, second, third = w.gemini.requests
 
         # the system instruction is the same each time, and each request is the one before it
-        # plus the new tail (its own question, then the reply, then the next question)
+        # (but for the date line that only the newest question carries) plus the new tail: the
+        # reply, then the next question
+
         assert first.system_instruction() == second.system_instruction()
         for request, text in zip(w.gemini.requests, asked, strict=True):
             assert request.question_text() == f"[alice] {text}"
         for before, after in ((first, second), (second, third)):
-            stable = serialized(before)
+            stable = serialized(before)[:-1]
+            assert serialized(before)[-1] == json.dumps(["user", {"text": today_note()}])
             assert serialized(after)[: len(stable)] == stable
 
         # the fake's implicit cache saw those prefixes again

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bot.answer import CUT_SHORT
+from bot.conversation import today_note
 from bot.splitting import split_message
 from storage import StorageError, Turn
 from tests.fakes.discord import Perm
@@ -80,7 +81,7 @@ async def test_mention_streams_and_history_follows_the_channel_across_restart(
         assert reply.mentions_disabled
         system = first.system_instruction() or ""
         assert "Discord server channel" in system and "square brackets" in system
-        user_text = first.last_user_text() or ""
+        user_text = first.question_text() or ""
         assert "what is a" in user_text and "cat?" in user_text
         assert w.discord.bot_user.mention not in user_text and "<@" not in user_text
         assert first.roles() == ["user"]
@@ -92,7 +93,7 @@ async def test_mention_streams_and_history_follows_the_channel_across_restart(
         assert second.roles() == ["user", "model", "user"]
         assert "what is a" in second.texts("user")[0]
         assert second.texts("model") == [model_text(first)]
-        assert (second.last_user_text() or "").startswith("[bob]")
+        assert (second.question_text() or "").startswith("[bob]")
 
         # #random does not see #general's conversation
         await ask(w, w.random, w.alice, "hello there")
@@ -133,7 +134,7 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         assert "".join(follow_contents) == model_text(request)
         assert "42" in request.texts("user")[0]
         assert request.texts("model") == ["".join(contents)]
-        assert "what number was it?" in (request.last_user_text() or "")
+        assert "what number was it?" in (request.question_text() or "")
         assert w.discord.bot_messages(w.general)[-1].reply_to == follow.id
         assert not [m for m in w.discord.bot_messages(w.general) if m.reply_to == from_bot.id]
 
@@ -162,7 +163,7 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         by_role_contents = await w.reply_done(by_role.id)
         role_request = w.gemini.requests[3]
         assert "".join(by_role_contents) == model_text(role_request)
-        assert role_request.last_user_text() == "[bob] are you there?"
+        assert role_request.question_text() == "[bob] are you there?"
 
         # with GEMCORD_ALLOWED_CHANNELS, other channels are ignored
         await w.stop_bot()
@@ -171,7 +172,7 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         outside = await w.mention(w.random, w.alice, "are you here?")
         inside, _ = await ask(w, w.general, w.alice, "and here?")
         assert len(w.gemini.requests) == 5
-        assert "and here?" in (w.gemini.requests[4].last_user_text() or "")
+        assert "and here?" in (w.gemini.requests[4].question_text() or "")
         assert not w.discord.calls_for("typing", channel=w.random)
         refused = await w.discord.slash_command(w.random, w.alice, "ask", {"prompt": "here?"})
         await refused.wait_for_callback()
@@ -368,7 +369,7 @@ async def test_cooldown_gives_a_short_notice_without_a_model_call(tmp_path: Path
         assert notice.mentions_disabled
         # someone else is not slowed down by alice's cooldown
         await ask(w, w.general, w.bob, "three")
-        assert [r.last_user_text() for r in w.gemini.requests] == ["[alice] one", "[bob] three"]
+        assert [r.question_text() for r in w.gemini.requests] == ["[alice] one", "[bob] three"]
 
 
 async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None:
@@ -387,7 +388,7 @@ async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None
         assert len(shown) >= 3, "the answer was not streamed into the response"
         assert original.mentions_disabled
         request = w.gemini.requests[0]
-        assert request.last_user_text() == "[alice] tell me"
+        assert request.question_text() == "[alice] tell me"
 
         # with an image option, the image goes to Gemini
         image = png((10, 200, 10))
@@ -434,7 +435,7 @@ async def test_reset_needs_manage_messages_and_forgets(tmp_path: Path) -> None:
         await ask(w, w.general, w.alice, "who am I?")
         fresh = w.gemini.requests[2]
         assert fresh.roles() == ["user"]
-        assert fresh.texts() == ["[alice] who am I?"]
+        assert fresh.texts() == ["[alice] who am I?", today_note()]
 
 
 async def test_history_export_is_an_ephemeral_file(tmp_path: Path) -> None:
@@ -627,7 +628,7 @@ async def test_replies_carry_the_message_they_answer(tmp_path: Path) -> None:
         claim = await w.discord.user_message(w.general, w.bob, "The Eiffel Tower is in Rome.")
         await ask(w, w.general, w.alice, "is this right?", reply_to=claim)
         request = w.gemini.requests[0]
-        assert request.last_user_text() == (
+        assert request.question_text() == (
             '[alice] (replying to bob: "The Eiffel Tower is in Rome.")\nis this right?'
         )
         # ... and so does the history afterwards
@@ -645,7 +646,7 @@ async def test_replies_carry_the_message_they_answer(tmp_path: Path) -> None:
             ping_reply=False,
         )
         await w.reply_done(bare.id)
-        assert w.gemini.requests[2].last_user_text() == (
+        assert w.gemini.requests[2].question_text() == (
             '[alice] (replying to bob: "Octopuses have three hearts.")'
         )
 
@@ -661,7 +662,7 @@ async def test_replies_carry_the_message_they_answer(tmp_path: Path) -> None:
         await w.reply_done(follow.id)
         request = w.gemini.requests[3]
         assert request.roles() == ["user"]
-        assert request.last_user_text() == (
+        assert request.question_text() == (
             f'[alice] (replying to your earlier message: "{old_answer.content}")\nwhy three?'
         )
 
@@ -689,7 +690,7 @@ async def test_channels_where_the_bot_may_not_write_or_reply(tmp_path: Path) -> 
         # can write but not read history (so no Discord reply): answered as a plain message
         question, contents = await ask(w, no_history, w.alice, "hello?")
         assert len(w.gemini.requests) == 1
-        assert "hello?" in (w.gemini.requests[0].last_user_text() or "")
+        assert "hello?" in (w.gemini.requests[0].question_text() or "")
         assert "".join(contents) == model_text(w.gemini.requests[0])
         [reply] = w.discord.bot_messages(no_history)
         assert reply.reply_to is None and reply.mentions_disabled

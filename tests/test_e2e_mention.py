@@ -25,8 +25,8 @@ async def test_mention_gets_streamed_reply(tmp_path: Path) -> None:
         assert len(reply.revisions) >= 3  # created, then edited as the stream went on
         assert reply.mentions_disabled
         request = w.gemini.requests[0]
-        assert "Tell me something" in request.last_user_text()
-        assert "<@" not in request.last_user_text().replace("<@&1>", "")
+        assert "Tell me something" in request.question_text()
+        assert "<@" not in request.question_text().replace("<@&1>", "")
         assert "Discord" in (request.system_instruction() or "")
         assert not w.discord.rate_limit_hits
 

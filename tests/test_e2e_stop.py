@@ -359,7 +359,7 @@ async def test_next_question_sees_the_interrupted_answer(tmp_path: Path) -> None
         assert model_text.startswith(stopped.text)
         note = model_text.removeprefix(stopped.text)
         assert re.fullmatch(r"\s+\[[^\]]*stopped[^\]]*\]", note), note
-        assert "[bob] And the short version?" in (sent.last_user_text() or "")
+        assert "[bob] And the short version?" in (sent.question_text() or "")
         turn = await reply_turn(w, follow_up.id)
         assert turn is not None and turn.status == "complete"
 
@@ -453,9 +453,9 @@ async def test_stopping_one_of_ten_concurrent_replies(tmp_path: Path) -> None:
         await w.start_bot()
 
         def by_question(request: RecordedRequest) -> Reply:
-            number = re.search(r"Q(\d+)", request.texts("user")[-1])
+            number = re.search(r"Q(\d+)", (request.question_text() or ""))
             assert number is not None
-            if "slow" in request.texts("user")[-1]:
+            if "slow" in (request.question_text() or ""):
                 return slow_reply()
             return Reply(chunks=short_answer(int(number[1])), delay=0.08)
 
@@ -472,7 +472,7 @@ async def test_stopping_one_of_ten_concurrent_replies(tmp_path: Path) -> None:
         )
         started = asyncio.get_running_loop().time()
         requests = await w.gemini.wait_for_requests(10, timeout=10)
-        target = next(r for r in requests if f"Q{victim} " in r.texts("user")[-1])
+        target = next(r for r in requests if f"Q{victim} " in (r.question_text() or ""))
         victim_reply = await w.discord.wait_for_message(
             w.random, lambda m: m.reply_to == questions[victim].id, timeout=10
         )
