@@ -17,7 +17,7 @@ from bot.conversation import Question, build_contents, system_instruction, with_
 from bot.inflight import InFlight
 from bot.llm import BadRequest, GeminiStream, LLMError
 from bot.streaming import MessageSink, RenderResult, render_stream
-from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn
+from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
 
 if TYPE_CHECKING:
     from bot.app import Gemcord
@@ -285,13 +285,17 @@ async def answer(
         model = settings.model or bot.settings.gemini_model
         history = await _history(bot, question.channel_id, before_turn=user_turn)
         request = Request(bot, question, history, model, settings.persona or bot.settings.persona)
-        model_turn = request.turn_id = await store.start_model_turn(
-            channel_id=question.channel_id,
-            guild_id=question.guild_id,
-            thread_id=question.thread_id,
-            reply_to=user_turn,
-            model=model,
-        )
+        try:
+            model_turn = request.turn_id = await store.start_model_turn(
+                channel_id=question.channel_id,
+                guild_id=question.guild_id,
+                thread_id=question.thread_id,
+                reply_to=user_turn,
+                model=model,
+            )
+        except TurnNotFound:  # the asker ran /forget while the question waited
+            log.info("question %s was forgotten before its reply began", question.message_id)
+            return None
         result = await render_stream(
             request.chunks(),
             sink,

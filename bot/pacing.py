@@ -207,6 +207,10 @@ class WriteBudget:
         return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
 
 
+REACTION_INTERVAL = 0.25
+"""Seconds between two reaction requests in a channel."""
+
+
 def _wake(waker: asyncio.Future[None]) -> None:
     if not waker.done():
         waker.set_result(None)
@@ -262,6 +266,15 @@ class ChannelPacer:
             )
 
         self.requests = requests
+        self.reactions = WriteBudget(
+            1,
+            REACTION_INTERVAL,
+            clock=clock,
+            margin=margin,
+            max_slowdown=max_slowdown,
+            then=requests,
+        )
+        """Reactions the bot adds or removes (Discord allows about one per 0.25 s a channel)."""
         self.edits = budget(max_writes, window, 1)
         """Message edits (PATCH /channels/{id}/messages/{mid})."""
         sends = max_writes if max_sends is None else max_sends

@@ -137,11 +137,12 @@ SELECT id, channel_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM turns WHERE id = ?
 """
 
 
+# A turn deleted while its reply streamed (forget-me) is recorded without it: spending stays.
 _LEDGER_INSERT_SQL = """
 INSERT INTO usage (turn_id, user_id, channel_id, guild_id, model, at, day, prompt_tokens,
                    output_tokens, thoughts_tokens, cached_tokens, tool_use_prompt_tokens,
                    total_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES ((SELECT id FROM turns WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (turn_id) DO NOTHING
 """
 

@@ -307,10 +307,17 @@ class Chat(commands.Cog):
         return await over_budget(self.bot, channel, author)
 
     async def _show_waiting(self, message: discord.Message, admitted: asyncio.Event) -> None:
-        """A ⏳ on a queued question from the moment it waits until it is admitted."""
+        """A ⏳ on a queued question from the moment it waits until it is admitted (where the
+        bot may react: that needs Add Reactions and Read Message History)."""
+        perms = my_permissions(message.channel)
+        if perms is not None and not (perms.add_reactions and perms.read_message_history):
+            return
+        reactions = self.bot.pacers.get(message.channel.id).reactions
         try:
+            await reactions.acquire()
             await message.add_reaction(WAITING)
             await admitted.wait()
+            await reactions.acquire()
             await message.remove_reaction(WAITING, discord.Object(self.bot.user.id))  # type: ignore[union-attr]
         except discord.HTTPException as exc:
             log.info("could not show the waiting sign on %s: %s", message.id, exc)

@@ -160,6 +160,7 @@ class Control(commands.Cog):
         if me is None or not channel.permissions_for(me).manage_messages:  # type: ignore[attr-defined]
             return
         try:
+            await self.bot.pacers.get(payload.channel_id).reactions.acquire()
             await channel.get_partial_message(payload.message_id).remove_reaction(  # type: ignore[attr-defined]
                 payload.emoji, discord.Object(payload.user_id)
             )
