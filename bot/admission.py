@@ -138,13 +138,17 @@ class Admission:
         _decrement(self._queued_by_channel, slot.channel_id)
 
     def _admit_waiters(self) -> None:
-        """Admit, in arrival order, every waiter that fits once those before it are counted."""
-        for slot in list(self._waiters):
-            if self._streaming >= self.per_process:
-                break
-            if self._fits(slot):
-                self._unqueue(slot)
-                self._grant(slot)
+        """Admit every waiter that fits, one at a time: the first in arrival order among those
+        of the channel with the fewest replies streaming, so a quiet channel is not kept
+        waiting behind a busy one when the bot's cap is reached (within a channel: arrival
+        order)."""
+        while self._streaming < self.per_process:
+            fitting = (slot for slot in self._waiters if self._fits(slot))
+            slot = min(fitting, key=lambda s: self._by_channel[s.channel_id], default=None)
+            if slot is None:
+                return
+            self._unqueue(slot)
+            self._grant(slot)
 
 
 def _decrement(counter: Counter[int], key: int) -> None:

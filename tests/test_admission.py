@@ -77,6 +77,20 @@ async def test_process_cap_admits_waiters_in_arrival_order_across_channels() -> 
     assert_idle(adm, 1, 2, 3, 4, 5)
 
 
+async def test_at_the_process_cap_a_quiet_channel_goes_before_a_busy_one() -> None:
+    adm = Admission(per_process=3, per_channel=5)
+    busy = [adm.try_enter(1, 10 + k) for k in range(3)]  # the busy channel holds every slot
+    queued_busy = [adm.try_enter(1, 20 + k) for k in range(3)]
+    quiet = adm.try_enter(2, 30)  # asked last, in a channel with nothing streaming
+    assert quiet.waiting and all(q.waiting for q in queued_busy)
+    busy[0].release()
+    assert quiet.state == "admitted" and all(q.waiting for q in queued_busy)
+    busy[1].release()  # then the busy channel's queue, in its own order
+    assert [q.state for q in queued_busy] == ["admitted", "waiting", "waiting"]
+    release_all(busy[2], quiet, *queued_busy)
+    assert_idle(adm, 1, 2)
+
+
 async def test_waiters_in_a_channel_are_admitted_first_come_first_served() -> None:
     adm = Admission(per_channel=1)
     holder = adm.try_enter(1, 10)
