@@ -237,6 +237,16 @@ async def render_stream(
     return await renderer.run()
 
 
+@dataclass(frozen=True)
+class _End:
+    """Why a reply ended before its text could simply be shown whole."""
+
+    state: State
+    error: BaseException | None
+    halted: bool
+    """Writing stopped too (a message was deleted, or the sink kept failing)."""
+
+
 class _Renderer:
     def __init__(
         self,
@@ -296,8 +306,7 @@ class _Renderer:
 
         # how reading goes: init → reading → closing → done
         self._phase: Literal["init", "reading", "closing", "done"] = "init"
-        self._stop_requested = False
-        self._stream_error: BaseException | None = None
+        self._end: _End | None = None  # why the reply ended early, if it did (see _conclude)
         self._wake = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -322,8 +331,6 @@ class _Renderer:
         self._t_first_visible: float | None = None
         self._t_last_write: float | None = None
         self._max_lag: float | None = None
-        self._gone = False
-        self._sink_error: BaseException | None = None
         self._warned_extra = False
 
     # -- text ----------------------------------------------------------------------------------
@@ -353,8 +360,8 @@ class _Renderer:
         not_ours: asyncio.CancelledError | None = None
         try:
             if self.cancel.cancelled:
-                self._stop_requested = True
-            if not self._stop_requested:
+                self._conclude("stopped")
+            if self._end is None:
                 self._phase = "reading"
                 async for chunk in it:
                     if isinstance(chunk, str):
@@ -362,17 +369,17 @@ class _Renderer:
                     elif chunk is not None:
                         raise TypeError(f"stream yielded {type(chunk).__name__}, not str")
                     if self.cancel.cancelled:
-                        self._stop_requested = True
+                        self._conclude("stopped")
                         break
         except asyncio.CancelledError as exc:
-            if self._stop_requested or self._gone or self._sink_error:
+            if self._end is not None:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()  # we stopped reading on purpose; this task carries on
             else:
                 not_ours = exc
         except Exception as exc:
-            self._stream_error = exc
+            self._conclude("failed", exc)
         # The outcome is known: the final write need not wait for the stream to close.
         self._phase = "closing"
         self._t_end = self.clock()
@@ -397,7 +404,7 @@ class _Renderer:
     def _on_cancel(self) -> None:
         if self._phase not in ("init", "reading"):
             return  # too late: the stream has ended, the final write is on its way
-        self._stop_requested = True
+        self._conclude("stopped")
         self._stop_reading()
         self._changed()
 
@@ -423,7 +430,7 @@ class _Renderer:
         it = aiter(self.chunks)
         helpers: list[asyncio.Task[None]] = []
         if self.cancel.cancelled:  # never start the request
-            self._stop_requested = True
+            self._conclude("stopped")
             self._phase = "done"
             self._t_end = self._t0
             await _aclose(it)
@@ -444,7 +451,7 @@ class _Renderer:
             for task in helpers:
                 task.cancel()
             if self._reader is not None and not self._reader.done():
-                self._stop_requested = self._stop_requested or not (self._gone or self._sink_error)
+                self._conclude("stopped")
                 self._stop_reading()
                 await asyncio.wait([self._reader])
         for task in lanes:  # a lane only ends with an exception if there is a bug
@@ -456,7 +463,16 @@ class _Renderer:
     @property
     def _halted(self) -> bool:
         """Whether writing has stopped for good (a message was deleted, or the sink broke)."""
-        return self._gone or self._sink_error is not None
+        return self._end is not None and self._end.halted
+
+    def _conclude(
+        self, state: State, error: BaseException | None = None, *, halted: bool = False
+    ) -> None:
+        """Record why the reply ends early: "stopped" or "failed" (the stream's error) while
+        writing goes on to show it, or, with ``halted``, "gone" or "failed" (the sink's error)
+        when writing cannot go on. A halt is the end; otherwise the first cause found is."""
+        if self._end is None or (halted and not self._end.halted):
+            self._end = _End(state, error, halted)
 
     def _changed(self) -> None:
         """Wake the lanes: text arrived, reading ended, or a write started or ended."""
@@ -573,12 +589,13 @@ class _Renderer:
             )
         contents = [p.render(text) for p in pieces]
         notice: str | None = None
-        if self._stop_requested and self.cancel.reason == "restart":
+        end = self._end
+        if end is not None and end.state == "stopped" and self.cancel.reason == "restart":
             notice = style.interrupted
-        elif self._stop_requested:
+        elif end is not None and end.state == "stopped":
             notice = style.stopped if contents else style.stopped_before_text
-        elif self._stream_error is not None:
-            notice = style.failure(self._stream_error, self.limit)
+        elif end is not None and end.state == "failed":
+            notice = style.failure(end.error, self.limit)
         elif not contents:
             notice = style.empty
         elif self.end_notice is not None and (extra := self.end_notice()):
@@ -639,8 +656,7 @@ class _Renderer:
             return
         except SinkMessageGone as exc:
             log.info("a message of the reply was deleted; stopping the reply: %s", exc)
-            self._gone = True
-            self._sink_error = exc
+            self._conclude("gone", exc, halted=True)
             self._halt()
             return
         except Exception as exc:  # network trouble and the like: retry a few times, then give up
@@ -664,7 +680,7 @@ class _Renderer:
             exc,
             self._len,
         )
-        self._sink_error = exc
+        self._conclude("failed", exc, halted=True)
         self._halt()
 
     def _halt(self) -> None:
@@ -693,27 +709,25 @@ class _Renderer:
 
     def _result(self) -> RenderResult:
         text = self._text()
-        end = self.clock()
+        now = self.clock()
         state: State
         error: BaseException | None = None
         pieces: list[Piece] = []
         notice: str | None = None
-        if self._gone:
-            state, error = "gone", self._sink_error
-        elif self._sink_error is not None:
-            state, error = "failed", self._sink_error
+        end = self._end
+        if end is not None and end.halted:
+            state, error = end.state, end.error
         else:
             pieces, _, notice = self._final_layout(text)
-            if self._stop_requested:
-                state = "stopped"
-            elif self._stream_error is not None:
-                state, error = "failed", self._stream_error
+            if end is not None:
+                state, error = end.state, end.error
             elif not self._has_text:
                 state = "empty"
             else:
                 state = "complete"
         final_lag = None
-        if state not in ("gone",) and self._sink_error is None and self._t_end is not None:
+        halted = end is not None and end.halted
+        if not halted and self._t_end is not None:
             if self._t_last_write is not None and self._t_last_write >= self._t_end:
                 final_lag = self._t_last_write - self._t_end
         return RenderResult(
@@ -723,7 +737,7 @@ class _Renderer:
             error=error,
             first_chunk_latency=_since(self._t0, self._t_first_chunk),
             first_visible_latency=_since(self._t0, self._t_first_visible),
-            total_time=end - self._t0,
+            total_time=now - self._t0,
             chunks=self._chunks,
             edits=self._edits,
             sends=self._sends,
