@@ -66,9 +66,8 @@ class WriteBudget:
         self.margin = margin
         self.max_slowdown = max_slowdown
         self._clock = clock
-        self._waiting: list[Callable[[], bool]] = []  # each waiter's "am I final now?"
+        self._waiting: list[_Waiter] = []  # in arrival order
         self._taking = False  # a waiter was granted and is taking its slot
-        self._wakers: set[asyncio.Future[None]] = set()  # resolved when the line moves
         self._starts: deque[float] = deque(maxlen=max_writes)
         self._next_at = -math.inf
         self._blocked_until = -math.inf
@@ -129,22 +128,24 @@ class WriteBudget:
         Waiters are served first come, first served, except that a ``final`` write (see
         :meth:`delay`) goes before every progress write: when several replies end together,
         their last texts show first. A callable ``final`` is asked again while it waits (a
-        reply can end meanwhile; :meth:`nudge` says so at once).
+        reply can end meanwhile).
         """
-        is_final = final if callable(final) else lambda: final
-        self._waiting.append(is_final)
-        self.nudge()
+        me = _Waiter(final if callable(final) else lambda: final)
+        self._waiting.append(me)
+        granted = False
         try:
             while True:
                 wait = self.base_interval  # not first in line: look again now and then
-                if not self._taking and self._head() is is_final:
-                    wait = self.delay(is_final())
+                if not self._taking and self._head() is me:
+                    wait = self.delay(me.is_final())
                     if wait <= 0:
                         break
-                await self._pause(wait)
-            self._taking = True
+                await me.pause(wait)
+            self._taking = granted = True
         finally:
-            self._waiting.remove(is_final)
+            self._waiting.remove(me)
+            if not granted:
+                self._wake_head()
         try:
             if self.then is not None:
                 await self.then.acquire(final=True)
@@ -154,30 +155,17 @@ class WriteBudget:
             self.writes += 1
         finally:
             self._taking = False
-            self.nudge()
+            self._wake_head()
 
-    def nudge(self) -> None:
-        """Wake the waiters to look at the line again (someone came, went, or became final)."""
-        for waker in self._wakers:
-            if not waker.done():
-                waker.set_result(None)
-        self._wakers.clear()
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, or until :meth:`nudge`."""
-        loop = asyncio.get_running_loop()
-        waker: asyncio.Future[None] = loop.create_future()
-        self._wakers.add(waker)
-        timer = loop.call_later(seconds, _wake, waker)
-        try:
-            await waker
-        finally:
-            timer.cancel()
-            self._wakers.discard(waker)
-
-    def _head(self) -> Callable[[], bool] | None:
+    def _head(self) -> _Waiter | None:
         """The waiter that goes next: the first final one, else the first one."""
-        return next((w for w in self._waiting if w()), self._waiting[0] if self._waiting else None)
+        waiting = self._waiting
+        return next((w for w in waiting if w.is_final()), waiting[0] if waiting else None)
+
+    def _wake_head(self) -> None:
+        """Let the waiter now first in line look at its slot at once."""
+        if (head := self._head()) is not None:
+            head.wake()
 
     def try_acquire(self) -> bool:
         """Take a slot only if one is free now and nobody waits (for optional requests)."""
@@ -211,9 +199,30 @@ REACTION_INTERVAL = 0.25
 """Seconds between two reaction requests in a channel."""
 
 
-def _wake(waker: asyncio.Future[None]) -> None:
-    if not waker.done():
-        waker.set_result(None)
+class _Waiter:
+    """A write waiting for a slot: whether it is final now, and how to wake it early."""
+
+    __slots__ = ("_waker", "is_final")
+
+    def __init__(self, is_final: Callable[[], bool]) -> None:
+        self.is_final = is_final
+        self._waker: asyncio.Future[None] | None = None
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, or until :meth:`wake`."""
+        loop = asyncio.get_running_loop()
+        self._waker = waker = loop.create_future()
+        timer = loop.call_later(seconds, self.wake)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._waker = None
+
+    def wake(self) -> None:
+        """End the current pause now."""
+        if self._waker is not None and not self._waker.done():
+            self._waker.set_result(None)
 
 
 def default_send_burst(max_sends: int) -> int:

@@ -128,19 +128,6 @@ def png(color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-def fake_gemini_race(record: logging.LogRecord) -> bool:
-    """The fake Gemini's own race, not the bot's: the bot closed a stream (🛑) while the fake
-    wrote to it, and the fake lets the ConnectionResetError reach aiohttp, which logs it.
-    TODO(fakes): drop this once tests/fakes/gemini.py answers a write to a closed stream as a
-    disconnect (its ``_handle`` re-raises ConnectionError)."""
-    exc = record.exc_info[1] if record.exc_info else None
-    if record.name != "aiohttp.server" or not isinstance(exc, ConnectionResetError):
-        return False
-    return any(
-        "tests/fakes/gemini.py" in f.filename for f in traceback.extract_tb(exc.__traceback__)
-    )
-
-
 class ErrorRecords(logging.Handler):
     """Every WARNING and ERROR record of the watched loggers."""
 
@@ -163,7 +150,7 @@ class ErrorRecords(logging.Handler):
     def describe(self) -> list[str]:
         out = []
         for r in self.records:
-            if r.levelno < logging.ERROR or fake_gemini_race(r):
+            if r.levelno < logging.ERROR:
                 continue
             text = f"{r.name} ({r.pathname}:{r.lineno}): {r.getMessage()}"
             if r.exc_info:

@@ -615,10 +615,12 @@ class FakeGemini:
                     rec.outcome = "disconnected"
                     rec.disconnected_at = now
             raise
-        except ConnectionError:
-            rec.outcome = "disconnected"
+        except ConnectionError:  # the client went away while we wrote: a disconnect, as Google
+            rec.outcome = "disconnected"  # sees it (aiohttp would log it as a server error)
             rec.disconnected_at = time.monotonic()
-            raise
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)
         finally:
             if rec.finished_at is None:
                 rec.finished_at = time.monotonic()
