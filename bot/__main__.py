@@ -12,12 +12,15 @@ import platform
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
 from bot.config import ConfigError, Settings, load_settings, prepare_db_path
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from storage import Stats
 
 log = logging.getLogger("gemcord")
 
@@ -27,15 +30,20 @@ GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 
 
-async def _check(settings: Settings) -> int:
+async def _database_stats(settings: Settings) -> Stats:
+    """Open the database as a reader (never touching a running bot's replies); its counts."""
     from storage import open_store
 
     prepare_db_path(settings)
     store = await open_store(settings.db_path, recover_streaming=False)
     try:
-        stats = await store.stats()
+        return await store.stats()
     finally:
         await store.close()
+
+
+async def _check(settings: Settings) -> int:
+    stats = await _database_stats(settings)
     width = max(len(k) for k in settings.redacted())
     for key, value in settings.redacted().items():
         print(f"{key:<{width}}  {value}")
@@ -96,15 +104,10 @@ async def _check_online(settings: Settings) -> int:
 
 
 async def _check_database(settings: Settings) -> CheckResult:
-    from storage import StorageError, open_store
+    from storage import StorageError
 
     try:
-        prepare_db_path(settings)
-        store = await open_store(settings.db_path, recover_streaming=False)
-        try:
-            stats = await store.stats()
-        finally:
-            await store.close()
+        stats = await _database_stats(settings)
     except ConfigError as exc:
         return _fail("database", str(settings.db_path), str(exc))
     except (StorageError, OSError) as exc:

@@ -154,7 +154,8 @@ class Request:
         bot = self.bot
         bot_name = bot.user.display_name if bot.user else "Gemcord"
         retried: set[str] = set()
-        text, saved_at = "", time.monotonic()
+        text: list[str] = []  # what has streamed, for the checkpoints
+        saved_at = time.monotonic()
         while True:
             self.stream = stream = bot.llm.stream(
                 model=self.model,
@@ -170,11 +171,11 @@ class Request:
                     async for chunk in stream:
                         answered = True
                         yield chunk
-                        text += chunk
+                        text.append(chunk)
                         due = time.monotonic() - saved_at >= bot.settings.checkpoint_seconds
                         if self.turn_id is not None and due:
                             saved_at = time.monotonic()
-                            await bot.store.checkpoint(self.turn_id, text)
+                            await bot.store.checkpoint(self.turn_id, "".join(text))
                 return
             except BadRequest as exc:
                 problem = None if answered else self._problem(exc)
