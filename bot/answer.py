@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bot import ledger
 from bot.admission import Slot
@@ -20,7 +20,32 @@ from bot.streaming import MessageSink, RenderResult, render_stream
 from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
 
 if TYPE_CHECKING:
-    from bot.app import Gemcord
+    from bot.breaker import Breaker
+    from bot.config import Settings
+    from bot.inflight import InFlightRegistry
+    from bot.llm import GeminiClient
+    from bot.metrics import Metrics
+    from bot.pacing import PacerRegistry
+
+
+class Engine(Protocol):
+    """What answering needs. The Discord bot is one; the console builds its own (see
+    bot/console.py): every front-end answers through :func:`answer`."""
+
+    settings: Settings
+    store: Store
+    llm: GeminiClient
+    pacers: PacerRegistry
+    inflight: InFlightRegistry
+    metrics: Metrics
+    breaker: Breaker
+    clock: Callable[[], float]
+
+    @property
+    def display_name(self) -> str:
+        """The bot's name, as the persona says it."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +157,7 @@ class Request:
     once with half the history when the conversation is too long for the model."""
 
     def __init__(
-        self, bot: Gemcord, question: Question, history: list[Turn], model: str, persona: str | None
+        self, bot: Engine, question: Question, history: list[Turn], model: str, persona: str | None
     ) -> None:
         self.bot = bot
         self.question = question
@@ -152,7 +177,7 @@ class Request:
     async def chunks(self) -> AsyncIterator[str]:
         """The answer's text chunks (see the class docstring for the retries)."""
         bot = self.bot
-        bot_name = bot.user.display_name if bot.user else "Gemcord"
+        bot_name = bot.display_name
         retried: set[str] = set()
         text: list[str] = []  # what has streamed, for the checkpoints
         saved_at = time.monotonic()
@@ -232,7 +257,7 @@ class TooLong(BadRequest):
 
 
 async def answer(
-    bot: Gemcord,
+    bot: Engine,
     question: Question,
     sink: MessageSink,
     ticket: Ticket | None = None,
@@ -317,7 +342,7 @@ async def answer(
             bot.inflight.finish(reply)
 
 
-async def _history(bot: Gemcord, channel_id: int, before_turn: int | None = None) -> list[Turn]:
+async def _history(bot: Engine, channel_id: int, before_turn: int | None = None) -> list[Turn]:
     s = bot.settings
     return await bot.store.load_history(
         channel_id,
@@ -341,7 +366,7 @@ async def _until_admitted(slot: Slot, token: CancelToken) -> None:
             slot.release()
 
 
-def _on_message(bot: Gemcord, reply: InFlight, model_turn: int | None, message_id: int) -> None:
+def _on_message(bot: Engine, reply: InFlight, model_turn: int | None, message_id: int) -> None:
     bot.inflight.add_message(reply, message_id)
     if model_turn is not None:
         task = asyncio.create_task(bot.store.add_message_ids(model_turn, [message_id]))
@@ -354,7 +379,7 @@ def _log_task_error(task: asyncio.Task[object]) -> None:
 
 
 async def _finish(
-    bot: Gemcord,
+    bot: Engine,
     question: Question,
     turn: int,
     result: RenderResult | None,

@@ -137,6 +137,11 @@ class Gemcord(commands.AutoShardedBot):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    @property
+    def display_name(self) -> str:
+        """The bot's name in Discord (before login: "Gemcord")."""
+        return self.user.display_name if self.user else "Gemcord"
+
     async def on_message(self, message: discord.Message) -> None:
         """Messages are handled by the chat cog's listener; no prefix commands exist."""
 

@@ -1,4 +1,5 @@
-"""`gemcord console`: talk to Gemini in a terminal through the same renderer (checks a key fast)."""
+"""`gemcord console`: talk to Gemini in a terminal through the same reply engine as Discord (a
+fast check of the key and the model)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TextIO
 
-from bot.answer import length_notice, stored_status
-from bot.cancel import CancelToken
+from bot.answer import answer, stored_status
+from bot.breaker import Breaker
 from bot.config import Settings
-from bot.conversation import Question, build_contents, system_instruction
+from bot.conversation import Question
+from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
+from bot.metrics import Metrics
 from bot.pacing import PacerRegistry
-from bot.streaming import DEFAULT_STYLE, render_stream
+from bot.streaming import DEFAULT_STYLE
+from storage import Store
 
 CHANNEL_ID = 0  # the console's own "channel" in the store
 
@@ -49,13 +56,38 @@ class ConsoleSink:
         """Nothing to show in a terminal."""
 
 
+@dataclass
+class ConsoleEngine:
+    """The services :func:`bot.answer.answer` needs, without Discord."""
+
+    settings: Settings
+    store: Store
+    llm: GeminiClient
+    pacers: PacerRegistry = field(default_factory=lambda: PacerRegistry(50, 1.0))
+    """A terminal has no rate limit to respect."""
+    inflight: InFlightRegistry = field(default_factory=InFlightRegistry)
+    metrics: Metrics = field(default_factory=lambda: Metrics(lambda: 0, lambda: 0))
+    breaker: Breaker = field(default_factory=lambda: Breaker(0, 0.0))
+    """Never open: one person at a terminal sees each failure anyway."""
+    clock: Callable[[], float] = time.time
+    display_name: str = "gemcord"
+
+
 async def run_console(settings: Settings, prompt: str | None = None) -> int:
     """Answer `prompt` (or each line typed) with streaming output; Ctrl-C stops a reply."""
     from storage import open_store
 
-    store = await open_store(settings.db_path)
-    llm = GeminiClient(settings.gemini_api_key or "", base_url=settings.gemini_base_url)
-    pacer = PacerRegistry(50, 1.0).get(CHANNEL_ID)  # a terminal has no rate limit to respect
+    engine = ConsoleEngine(
+        settings,
+        await open_store(settings.db_path),
+        GeminiClient(
+            settings.gemini_api_key or "",
+            base_url=settings.gemini_base_url,
+            first_chunk_timeout=settings.first_chunk_timeout,
+            chunk_timeout=settings.idle_timeout,
+            total_timeout=settings.total_timeout,
+        ),
+    )
     loop = asyncio.get_running_loop()
     failed = False
     try:
@@ -66,44 +98,20 @@ async def run_console(settings: Settings, prompt: str | None = None) -> int:
             if not text.strip():
                 continue
             question = Question(CHANNEL_ID, 0, "console", text.strip(), in_dm=True)
-            channel = await store.get_channel_settings(CHANNEL_ID)
-            model = channel.model or settings.gemini_model
-            user_turn = await store.add_user_turn(
-                channel_id=CHANNEL_ID, author_id=0, author_name="console", text=question.text
-            )
-            history = await store.load_history(
-                CHANNEL_ID, max_turns=settings.history_turns, before_turn=user_turn
-            )
-            model_turn = await store.start_model_turn(
-                channel_id=CHANNEL_ID, reply_to=user_turn, model=model
-            )
-            token = CancelToken()
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGINT, token.cancel)
-            stream = llm.stream(
-                model=model,
-                contents=build_contents(history, question),
-                system_instruction=system_instruction(settings.persona, "gemcord", True),
-                max_output_tokens=settings.max_output_tokens,
-            )
-            result = await render_stream(
-                stream,
-                ConsoleSink(),
-                pacer,
-                token,
-                end_notice=lambda s=stream: length_notice(s),
-            )
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Ctrl-C: stop the reply
+                loop.add_signal_handler(signal.SIGINT, engine.inflight.cancel_all, "stopped")
+            try:
+                result = await answer(engine, question, ConsoleSink())
+            finally:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
             print()
-            status = stored_status(result)
-            failed = failed or status in ("failed", "blocked")
-            await store.finish_model_turn(model_turn, text=result.text, status=status)  # type: ignore[arg-type]
+            failed = failed or result is None or stored_status(result) in ("failed", "blocked")
             if prompt is not None:
                 return 1 if failed else 0
     finally:
-        await llm.aclose()
-        await store.close()
+        await engine.llm.aclose()
+        await engine.store.close()
 
 
 async def _read_line(loop: asyncio.AbstractEventLoop) -> str | None:

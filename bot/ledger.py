@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from storage import TokenUsage, utc_day
 
 if TYPE_CHECKING:
-    from bot.app import Gemcord
+    from bot.answer import Engine
     from bot.conversation import Question
     from bot.llm import StreamOutcome
 
@@ -42,7 +42,7 @@ def usage_of(outcome: StreamOutcome | None) -> TokenUsage | None:
 
 
 async def record(
-    bot: Gemcord, question: Question, turn_id: int, model: str, outcome: StreamOutcome | None
+    bot: Engine, question: Question, turn_id: int, model: str, outcome: StreamOutcome | None
 ) -> None:
     """Add a reply's usage to the ledger, at the bot's clock (nothing when Gemini sent none)."""
     usage = usage_of(outcome)
