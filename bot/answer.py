@@ -64,9 +64,6 @@ class ArrivalOrder:
         self.max_wait = max_wait
         self._last: dict[int, asyncio.Future[None]] = {}
 
-    def __len__(self) -> int:
-        return len(self._last)
-
     def ticket(self, channel_id: int) -> Ticket:
         """A place in the channel's queue, behind every ticket taken before it."""
         previous = self._last.get(channel_id)

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 from bot.cancel import CancelToken
 from bot.pacing import ChannelPacer, Clock, Sleep, WriteKind
@@ -81,7 +81,6 @@ class SinkMessageGone(Exception):
     """The message being edited no longer exists (someone deleted it)."""
 
 
-@runtime_checkable
 class MessageSink(Protocol):
     """Where a reply is written: a Discord channel, an interaction, a console, a test."""
 

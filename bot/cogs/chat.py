@@ -40,6 +40,7 @@ BARE_MENTION_HINT = (
 )
 
 
+NEEDS_MANAGE_MESSAGES = "You need the Manage Messages permission to do that."
 COOLDOWN_NOTICE_TTL = 8.0
 SEEN_LIMIT = 4096
 WAITING = "⏳"
@@ -404,11 +405,11 @@ class Chat(commands.Cog):
                 # After a deferral the first follow-up fills the "thinking…" message.
                 await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
             else:
-                await self._refuse(interaction, text)
+                await self._reply_privately(interaction, text)
         except discord.HTTPException as exc:
             log.warning("could not report a failed /%s: %s", interaction.command, exc)
 
-    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
+    async def _reply_privately(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     async def _settings(self, interaction: discord.Interaction) -> ChannelSettings:
@@ -431,21 +432,21 @@ class Chat(commands.Cog):
     ) -> None:
         """Stream an answer as the response to the command."""
         if not allowed_here(self.bot.settings, interaction.channel, interaction.user):
-            await self._refuse(interaction, "I'm not enabled in this channel.")
+            await self._reply_privately(interaction, "I'm not enabled in this channel.")
             return
         text = prompt.strip()
         if not text:
-            await self._refuse(interaction, "Ask me something: the prompt is empty.")
+            await self._reply_privately(interaction, "Ask me something: the prompt is empty.")
             return
         user_id = interaction.user.id
         if wait := self.bot.cooldown_retry_after(user_id, consume=False):
-            await self._refuse(interaction, cooldown_notice(wait))
+            await self._reply_privately(interaction, cooldown_notice(wait))
             return
         if image is not None and (problem := precheck(image, self.limits)) is not None:
-            await self._refuse(interaction, refusal([problem]))
+            await self._reply_privately(interaction, refusal([problem]))
             return
         if refused := await self._not_now(interaction.channel, interaction.user):
-            await self._refuse(interaction, refused)
+            await self._reply_privately(interaction, refused)
             return
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:
@@ -481,7 +482,7 @@ class Chat(commands.Cog):
     async def reset(self, interaction: discord.Interaction) -> None:
         """Archive the channel's history (needs Manage Messages in a server)."""
         if not can_moderate(interaction.channel, interaction.user):
-            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
             return
         count = await self.bot.store.reset_channel(interaction.channel_id or 0)
         await interaction.response.send_message(
@@ -500,7 +501,9 @@ class Chat(commands.Cog):
         one file when it fits Discord's upload limit, else parts to join in order."""
         bucket = self.history_cooldown.get_bucket(interaction.user.id)
         if bucket is not None and (wait := bucket.update_rate_limit()):
-            await self._refuse(interaction, f"⏳ You can export again in {math.ceil(wait)} s.")
+            await self._reply_privately(
+                interaction, f"⏳ You can export again in {math.ceil(wait)} s."
+            )
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         channel_id = interaction.channel_id or 0
@@ -537,23 +540,25 @@ class Chat(commands.Cog):
         current = await self._settings(interaction)
         if name is None:
             used = current.model or self.bot.settings.gemini_model
-            await self._refuse(interaction, f"This channel uses `{used}`.")
+            await self._reply_privately(interaction, f"This channel uses `{used}`.")
             return
         if not can_moderate(interaction.channel, interaction.user):
-            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
             return
         name = name.strip().lower().removeprefix("models/")
         if name == "default":
             await self.bot.store.set_model(channel_id, None)
             text = f"This channel is back to the default model, `{self.bot.settings.gemini_model}`."
         elif not MODEL_NAME.match(name):
-            await self._refuse(interaction, "That is not a model name (e.g. `gemini-2.5-flash`).")
+            await self._reply_privately(
+                interaction, "That is not a model name (e.g. `gemini-2.5-flash`)."
+            )
             return
         else:
             # The list is cached; a cold fetch gets 2 s, well inside the 3 s to answer.
             check = await self.bot.llm.check_model(name, wait=MODEL_CHECK_WAIT)
             if check.refused:
-                await self._refuse(interaction, model_refusal(check))
+                await self._reply_privately(interaction, model_refusal(check))
                 return
             await self.bot.store.set_model(channel_id, name)
             text = f"This channel now uses `{name}`."
@@ -581,10 +586,10 @@ class Chat(commands.Cog):
                 if current
                 else ("This channel uses the default persona.")
             )
-            await self._refuse(interaction, text[:2000])
+            await self._reply_privately(interaction, text[:2000])
             return
         if not can_moderate(interaction.channel, interaction.user):
-            await self._refuse(interaction, "You need the Manage Messages permission to do that.")
+            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
             return
         if clear:
             await self.bot.store.set_persona(channel_id, None)
@@ -601,11 +606,13 @@ class Chat(commands.Cog):
     async def forget(self, interaction: discord.Interaction, confirm: bool) -> None:
         """Erase the caller's questions (and the replies to them) from the bot's memory."""
         if not confirm:
-            await self._refuse(interaction, "Nothing deleted: run `/forget confirm:True` to do it.")
+            await self._reply_privately(
+                interaction, "Nothing deleted: run `/forget confirm:True` to do it."
+            )
             return
         count = await self.bot.store.forget_user(interaction.user.id)
         log.info("forgot %d turns of user %s at their request", count, interaction.user.id)
-        await self._refuse(
+        await self._reply_privately(
             interaction,
             f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
             "(your questions and my replies to them) from my memory, in every channel.",
