@@ -26,6 +26,7 @@ the file with `recover_streaming=False`, which takes no lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -323,6 +324,11 @@ class SQLiteStore:
         self.path = path
         self._lock_fd = lock_fd
         self._interrupted: list[int] = []
+        # Settings and budgets change only through this store (one owner per file), and every
+        # question reads them: kept in memory after the first read, dropped on each write.
+        self._settings: dict[int, ChannelSettings] = {}
+        self._budgets: dict[int, GuildBudget] = {}
+        self._generation = 0  # bumped by each of those writes: a read it overtook is not kept
         self._lock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
@@ -845,11 +851,14 @@ class SQLiteStore:
 
     async def purge_channel(self, channel_id: int) -> int:
         """Hard delete: every turn of the channel (archived too), replies to them, its settings."""
-        return await self._delete_turns(
+        deleted = await self._delete_turns(
             "t.channel_id = ?",
             (channel_id,),
             also=("DELETE FROM channel_settings WHERE channel_id = ?", (channel_id,)),
         )
+        self._generation += 1
+        self._settings.pop(channel_id, None)
+        return deleted
 
     async def _delete_turns(
         self,
@@ -906,11 +915,16 @@ class SQLiteStore:
 
     async def get_channel_settings(self, channel_id: int) -> ChannelSettings:
         """The channel's persona and model (None where unset)."""
+        if (cached := self._settings.get(channel_id)) is None:
 
-        async def op(conn: aiosqlite.Connection) -> ChannelSettings:
-            return await _settings(conn, channel_id)
+            async def op(conn: aiosqlite.Connection) -> ChannelSettings:
+                return await _settings(conn, channel_id)
 
-        return await self._read(op)
+            generation = self._generation
+            cached = await self._read(op)
+            if generation == self._generation:
+                _remember(self._settings, channel_id, cached)
+        return dataclasses.replace(cached)
 
     async def set_persona(self, channel_id: int, persona: str | None) -> None:
         """Set the channel's system instruction (None: back to the default)."""
@@ -934,6 +948,8 @@ class SQLiteStore:
 
         async def op(conn: aiosqlite.Connection) -> None:
             await conn.execute(sql, (channel_id, value, time.time()))
+
+        self._settings.pop(channel_id, None)
 
         await self._write(op, transaction=False)
 
@@ -1012,6 +1028,8 @@ class SQLiteStore:
 
     async def get_guild_budget(self, guild_id: int) -> GuildBudget:
         """The server's own daily budgets (None where it follows the bot's settings)."""
+        if (cached := self._budgets.get(guild_id)) is not None:
+            return dataclasses.replace(cached)
 
         async def op(conn: aiosqlite.Connection) -> GuildBudget:
             rows = list(
@@ -1024,7 +1042,11 @@ class SQLiteStore:
                 return GuildBudget(guild_id)
             return GuildBudget(guild_id, rows[0][0], rows[0][1])
 
-        return await self._read(op)
+        generation = self._generation
+        budget = await self._read(op)
+        if generation == self._generation:
+            _remember(self._budgets, guild_id, budget)
+        return dataclasses.replace(budget)
 
     async def set_guild_budget(self, budget: GuildBudget) -> None:
         """Store a server's own daily budgets (both None: back to the bot's settings)."""
@@ -1040,6 +1062,8 @@ class SQLiteStore:
             )
 
         await self._write(op, transaction=False)
+        self._generation += 1
+        self._budgets.pop(budget.guild_id, None)
 
     async def usage_plan(self) -> list[str]:
         """How SQLite runs the per-user budget query (EXPLAIN QUERY PLAN), to check its index."""
@@ -1117,6 +1141,13 @@ class SQLiteStore:
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _remember(cache: dict[int, T], key: int, value: T) -> None:
+    """Keep `value` in a bounded in-memory cache (emptied when it grows past 50,000 keys)."""
+    if len(cache) >= 50_000:
+        cache.clear()
+    cache[key] = value
 
 
 def _log_abandoned_failure(task: asyncio.Task[Any]) -> None:

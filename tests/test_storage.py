@@ -610,6 +610,20 @@ async def test_retention_deletes_exactly_the_expired_rows_and_files(
     assert await store.prune(older_than=None, archived_before=now - 86400) == 0
 
 
+async def test_settings_are_read_once_and_follow_every_write(store: SQLiteStore) -> None:
+    await store.set_persona(1, "first")
+    first = await store.get_channel_settings(1)
+    first.persona = "changed by a caller"  # a copy: the cache is not touched
+    assert (await store.get_channel_settings(1)).persona == "first"
+    with sqlite3.connect(store.path) as db:  # read from memory now: the file is not asked
+        db.execute("UPDATE channel_settings SET persona = 'behind its back' WHERE channel_id = 1")
+    assert (await store.get_channel_settings(1)).persona == "first"
+    await store.set_model(1, "gemini-x")  # every write through the store is seen
+    assert (await store.get_channel_settings(1)).model == "gemini-x"
+    await store.purge_channel(1)
+    assert (await store.get_channel_settings(1)).persona is None
+
+
 async def test_a_deleted_channel_loses_its_rows(store: SQLiteStore) -> None:
     await pair(store, 1, "q", "a")
     kept = await pair(store, 2, "q2", "a2")
