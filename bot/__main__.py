@@ -1,6 +1,6 @@
 """Command line: `gemcord run` (default) starts the bot, `gemcord check` validates the set-up
 (`--online`: also asks Discord and Gemini), `gemcord console [PROMPT]` talks to Gemini in the
-terminal."""
+terminal, `gemcord web [--demo]` serves a chat page in the browser."""
 
 from __future__ import annotations
 
@@ -325,6 +325,31 @@ def _run_owner(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return 1
 
 
+def _web(settings: Settings, demo: bool, host: str, port: int | None) -> int:
+    """`gemcord web`: the chat page, with Gemini or (``--demo`` or no key) the demo model."""
+    from bot.web.app import check_host, run_web
+
+    check_host(host, settings.web_token)
+    prepare_db_path(settings)
+    if not demo and not settings.gemini_api_key:
+        print("gemcord web: GEMINI_API_KEY is not set, so the demo model answers.", file=sys.stderr)
+    try:
+        return _run_owner(
+            lambda: run_web(
+                settings,
+                demo=demo,
+                host=host,
+                port=8080 if port is None else port,
+                token=settings.web_token,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"gemcord web: cannot serve on {host}:{port} ({exc}).", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gemcord` console script; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="gemcord", description=__doc__)
@@ -332,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=("run", "check", "console"),
+        choices=("run", "check", "console", "web"),
         help="default: run",
     )
     parser.add_argument("prompt", nargs="?", help="console: answer this one prompt and exit")
@@ -342,9 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="check: also ask Discord (token, Message Content intent) and Gemini (key, model)",
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="web: answer with the built-in scripted demo model instead of Gemini",
+    )
+    parser.add_argument("--host", help="web: address to serve on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="web: port to serve on (default: 8080; 0: any)")
     args = parser.parse_args(argv)
     if args.online and args.command != "check":
         parser.error("--online goes with the check command")
+    if args.command != "web" and (args.demo or args.host or args.port is not None):
+        parser.error("--demo, --host and --port go with the web command")
     try:
         settings = load_settings(env_file=args.env_file)
         setup_logging(settings.log_level, settings.log_format)
@@ -356,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.console import run_console
 
             return _run_owner(lambda: run_console(settings, args.prompt))
+        if args.command == "web":
+            return _web(settings, args.demo, args.host or "127.0.0.1", args.port)
         settings.require_runtime()
         prepare_db_path(settings)
     except ConfigError as exc:

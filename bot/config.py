@@ -32,6 +32,8 @@ class Settings:
 
     discord_token: str | None = field(default=None, repr=False)
     gemini_api_key: str | None = field(default=None, repr=False)
+    web_token: str | None = field(default=None, repr=False)
+    """GEMCORD_WEB_TOKEN: what the web chat asks for (needed to serve beyond 127.0.0.1)."""
     gemini_model: str = DEFAULT_MODEL
     db_path: Path = Path(DEFAULT_DB)
     gemini_base_url: str | None = None
@@ -101,7 +103,7 @@ class Settings:
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("discord_token", "gemini_api_key"):
+            if f.name in ("discord_token", "gemini_api_key", "web_token"):
                 out[f.name] = redact(value)
             elif isinstance(value, frozenset):
                 out[f.name] = ",".join(str(v) for v in sorted(value)) or "(any)"
@@ -253,6 +255,7 @@ def load_settings(
     return Settings(
         discord_token=token,
         gemini_api_key=key,
+        web_token=env.get("GEMCORD_WEB_TOKEN", "").strip() or None,
         gemini_model=model,
         db_path=Path(env.get("GEMCORD_DB", "").strip() or DEFAULT_DB),
         gemini_base_url=_url(env, "GEMINI_BASE_URL"),

@@ -1,10 +1,12 @@
-"""The optional HTTP server for operators: /healthz and /metrics (later front-ends add routes)."""
+"""The optional HTTP server for operators: /healthz and /metrics (the web chat adds its routes
+to the same application, see :func:`operator_app`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -12,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from bot.app import Gemcord
+    from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +35,29 @@ async def health(bot: Gemcord) -> str | None:
     return None
 
 
-def make_app(bot: Gemcord) -> web.Application:
-    """The aiohttp application with the operators' routes."""
+def operator_app(metrics: Metrics, check: Callable[[], Awaitable[str | None]]) -> web.Application:
+    """An aiohttp application with /healthz (``check()``: why unhealthy, or None) and /metrics,
+    for any front-end (the Discord bot, the web chat)."""
 
     async def healthz(_request: web.Request) -> web.Response:
-        problem = await health(bot)
+        problem = await check()
         body = json.dumps({"ok": problem is None, "reason": problem or "ok"})
         return web.Response(
             status=503 if problem else 200, text=body, content_type="application/json"
         )
 
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(
-            body=bot.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_page(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     return app
+
+
+def make_app(bot: Gemcord) -> web.Application:
+    """The aiohttp application with the operators' routes for the Discord bot."""
+    return operator_app(bot.metrics, lambda: health(bot))
 
 
 async def start_server(bot: Gemcord, host: str, port: int) -> web.AppRunner:

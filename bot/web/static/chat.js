@@ -1,0 +1,235 @@
+// gemcord web chat: one WebSocket, a channel list, messages rendered as safe Markdown.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token");
+const $ = (id) => document.getElementById(id);
+const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1 };
+
+// --- Markdown, safely: escape everything first, then add only our own tags --------------------
+
+function escapeHtml(text) {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+function inline(text) {
+  const codes = [];
+  text = text.replace(/`([^`\n]+)`/g, (_, c) => { codes.push(c); return "\u0000" + (codes.length - 1) + "\u0000"; });
+  text = text
+    .replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+    .replace(/(^|[^*])\*([^*\n]+)\*/g, "$1<em>$2</em>")
+    .replace(/~~([^~\n]+)~~/g, "<del>$1</del>")
+    .replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" target="_blank" rel="noopener noreferrer">$1</a>');
+  return text.replace(/\u0000(\d+)\u0000/g, (_, i) => "<code>" + codes[Number(i)] + "</code>");
+}
+
+function renderMarkdown(source) {
+  const out = [];
+  const parts = escapeHtml(source).split(/^```/m);
+  parts.forEach((part, i) => {
+    if (i % 2 === 1) {  // inside a code fence: first line is the language
+      const nl = part.indexOf("\n");
+      const body = nl < 0 ? "" : part.slice(nl + 1);
+      out.push("<pre><code>" + body.replace(/\n$/, "") + "</code></pre>");
+      return;
+    }
+    let list = null;
+    const closeList = () => { if (list) { out.push("</" + list + ">"); list = null; } };
+    for (const line of part.split("\n")) {
+      let m;
+      if ((m = line.match(/^\s*[-*] (.*)$/)) && !line.startsWith("-# ")) {
+        if (list !== "ul") { closeList(); out.push("<ul>"); list = "ul"; }
+        out.push("<li>" + inline(m[1]) + "</li>");
+      } else if ((m = line.match(/^\s*\d+[.)] (.*)$/))) {
+        if (list !== "ol") { closeList(); out.push("<ol>"); list = "ol"; }
+        out.push("<li>" + inline(m[1]) + "</li>");
+      } else {
+        closeList();
+        if ((m = line.match(/^-# (.*)$/))) out.push("<small>" + inline(m[1]) + "</small>");
+        else if ((m = line.match(/^(#{1,3}) (.*)$/))) out.push("<h" + (m[1].length + 2) + ">" + inline(m[2]) + "</h" + (m[1].length + 2) + ">");
+        else if ((m = line.match(/^&gt; ?(.*)$/))) out.push("<blockquote>" + inline(m[1]) + "</blockquote>");
+        else if (line.trim()) out.push("<p>" + inline(line) + "</p>");
+      }
+    }
+    closeList();
+  });
+  return out.join("");
+}
+
+// --- messages ------------------------------------------------------------------------------
+
+function addMessage(role, text) {
+  const el = document.createElement("div");
+  el.className = "msg " + role;
+  el.innerHTML = '<div class="who"></div><div class="body"></div><div class="state"></div>';
+  el.querySelector(".who").textContent = role === "user" ? "you" : "gemcord";
+  el.querySelector(".body").innerHTML = renderMarkdown(text || "");
+  $("messages").appendChild(el);
+  $("messages").scrollTop = $("messages").scrollHeight;
+  return el;
+}
+
+function setState(el, text, kind) {
+  const s = el.querySelector(".state");
+  s.textContent = text;
+  s.className = "state" + (kind ? " " + kind : "");
+}
+
+function fmt(seconds) { return seconds == null ? "–" : Math.round(seconds * 1000) + " ms"; }
+
+function replyElement(reply) {
+  const r = state.replies.get(reply);
+  return r && r.channel === state.channel ? r.el : null;
+}
+
+function showReply(event) {
+  const r = state.replies.get(event.reply);
+  if (!r) return;
+  if (event.text !== undefined) r.text = event.text;
+  const el = replyElement(event.reply);
+  if (!el) return;
+  el.querySelector(".body").innerHTML = renderMarkdown(r.text);
+  $("messages").scrollTop = $("messages").scrollHeight;
+}
+
+function finish(event, cls, label) {
+  const r = state.replies.get(event.reply);
+  if (!r) return;
+  showReply(event);
+  r.over = true;
+  r.el.classList.remove("live");
+  r.el.classList.add(cls);
+  r.el.querySelector(".stop")?.remove();
+  setState(r.el, label, cls === "failed" ? "error" : "");
+}
+
+function stopButton(el, reply) {
+  const b = document.createElement("button");
+  b.className = "stop";
+  b.type = "button";
+  b.textContent = "Stop";
+  b.addEventListener("click", () => send({ type: "stop", reply }));
+  el.querySelector(".state").after(b);
+}
+
+// --- the socket ------------------------------------------------------------------------------
+
+function send(event) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(event));
+}
+
+const handlers = {
+  hello(e) {
+    state.channels = e.channels;
+    $("model").textContent = "Model: " + e.model;
+    const list = $("channel-list");
+    list.innerHTML = "";
+    for (const c of e.channels) {
+      const li = document.createElement("li");
+      const b = document.createElement("button");
+      b.textContent = "# " + c.name;
+      b.dataset.channel = c.id;
+      b.addEventListener("click", () => selectChannel(c.id));
+      li.appendChild(b);
+      list.appendChild(li);
+    }
+    const wanted = Number(location.hash.slice(1));
+    selectChannel(e.channels.some((c) => c.id === wanted) ? wanted : e.channels[0].id);
+  },
+  history(e) {
+    if (e.channel !== state.channel) return;
+    $("messages").innerHTML = "";
+    for (const t of e.turns) {
+      if (t.status === "streaming") continue;  // shown live below, if it is ours
+      const el = addMessage(t.role, t.text);
+      if (t.role === "model" && t.status !== "complete") setState(el, "⏹ " + t.status, t.status === "failed" ? "error" : "");
+    }
+    for (const [reply, r] of state.replies) {
+      if (r.channel !== state.channel) continue;
+      r.el = addMessage("model", r.text);
+      if (!r.over) { r.el.classList.add("live"); stopButton(r.el, reply); }
+    }
+  },
+  status(e) {
+    if (e.state === "queued") {
+      const ask = state.asks.get(e.id);
+      state.asks.delete(e.id);
+      const el = ask ? ask.el : addMessage("model", "");
+      el.dataset.reply = e.reply;
+      el.classList.add("live");
+      state.replies.set(e.reply, { channel: e.channel, el, text: "", question: ask ? ask.text : "" });
+      stopButton(el, e.reply);
+      setState(el, "waiting…");
+    } else {
+      const el = replyElement(e.reply);
+      if (el) setState(el, e.state + "…");
+    }
+  },
+  chunk(e) {
+    const el = replyElement(e.reply);
+    if (el) setState(el, "");
+    showReply(e);
+  },
+  done(e) {
+    const m = e.metrics;
+    finish(e, "complete", "");
+    const el = state.replies.get(e.reply)?.el;
+    if (!el) return;
+    const p = document.createElement("div");
+    p.className = "metrics";
+    p.textContent = `first chunk ${fmt(m.first_chunk)} · first visible ${fmt(m.first_visible)} · total ${fmt(m.total)} · ${m.chunks} chunks`;
+    el.appendChild(p);
+  },
+  stopped(e) { finish(e, "stopped", "⏹ stopped"); },
+  error(e) {
+    if (e.reply) { finish(e, "failed", "⚠ " + e.message); return; }
+    const ask = state.asks.get(e.id);
+    if (ask) { state.asks.delete(e.id); setState(ask.el, "⚠ " + e.message, "error"); return; }
+    $("connection").textContent = "⚠ " + e.message;
+  },
+};
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = scheme + "://" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = () => { $("connection").textContent = ""; };
+  ws.onmessage = (m) => {
+    const e = JSON.parse(m.data);
+    handlers[e.type]?.(e);
+  };
+  ws.onclose = () => {
+    $("connection").textContent = "Disconnected; reconnecting…";
+    for (const r of state.replies.values()) if (!r.over) { r.over = true; r.el.classList.remove("live"); }
+    setTimeout(connect, 1000);
+  };
+}
+
+function selectChannel(id) {
+  state.channel = id;
+  history.replaceState(null, "", location.pathname + location.search + "#" + id);
+  const c = state.channels.find((x) => x.id === id);
+  $("channel-title").textContent = "# " + (c ? c.name : id);
+  for (const b of document.querySelectorAll("#channel-list button")) b.classList.toggle("active", Number(b.dataset.channel) === id);
+  send({ type: "history", channel: id });
+}
+
+$("ask").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("text").value.trim();
+  if (!text || state.channel === null) return;
+  const id = String(state.next++);
+  addMessage("user", text);
+  const el = addMessage("model", "");
+  setState(el, "sending…");
+  state.asks.set(id, { el, text });
+  send({ type: "ask", channel: state.channel, text, id });
+  $("text").value = "";
+});
+
+$("text").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").requestSubmit(); }
+});
+
+connect();

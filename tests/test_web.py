@@ -1,0 +1,200 @@
+"""`gemcord web`: the WebSocket protocol of the chat page, against the real command (demo model)
+in a subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.web_server import ROOT, web_env, web_server
+
+END = ("done", "stopped", "error")
+
+
+async def _events_until_end(ws: aiohttp.ClientWebSocketResponse, reply: str) -> list[dict]:
+    """Every event of one reply, up to its last one."""
+    events: list[dict[str, Any]] = []
+    while True:
+        event = await ws.receive_json()
+        if event.get("reply") == reply:
+            events.append(event)
+            if event["type"] in END:
+                return events
+
+
+async def _ask(ws: aiohttp.ClientWebSocketResponse, channel: int, text: str) -> str:
+    """Send a question; the reply id the server gave it."""
+    await ws.send_json({"type": "ask", "channel": channel, "text": text, "id": "q1"})
+    while True:
+        event = await ws.receive_json()
+        if event["type"] == "status" and event.get("id") == "q1":
+            assert event["state"] == "queued" and event["channel"] == channel
+            return event["reply"]
+
+
+async def _history(ws: aiohttp.ClientWebSocketResponse, channel: int) -> list[dict]:
+    await ws.send_json({"type": "history", "channel": channel})
+    while True:
+        event = await ws.receive_json()
+        if event["type"] == "history" and event["channel"] == channel:
+            return event["turns"]
+
+
+async def _connect(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(url + "/ws")
+    hello = await ws.receive_json()
+    assert hello["type"] == "hello"
+    return ws
+
+
+async def test_a_reply_streams_in_steps_then_done_with_metrics(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        ws = await _connect(http, url)
+        reply = await _ask(ws, -1, "What does **streaming** look like?")
+        events = await _events_until_end(ws, reply)
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "status" and events[0]["state"] == "thinking"
+        chunks = [e["text"] for e in events if e["type"] == "chunk"]
+        assert len(chunks) >= 3
+        assert all(a != b for a, b in itertools.pairwise(chunks))
+        assert chunks[-1].startswith(chunks[0])
+        done = events[-1]
+        assert done["type"] == "done" and "demo model" in done["text"]
+        assert "What does **streaming** look like?" in done["text"]
+        assert done["metrics"]["chunks"] >= 3 and done["metrics"]["total"] > 0
+        assert done["metrics"]["first_chunk"] is not None
+        turns = await _history(ws, -1)
+        assert [(t["role"], t["status"]) for t in turns] == [
+            ("user", "complete"),
+            ("model", "complete"),
+        ]
+        assert turns[1]["text"] == done["text"]
+        assert await _history(ws, -2) == []  # each channel its own history
+        async with http.get(url + "/healthz") as health:
+            assert health.status == 200
+        async with http.get(url + "/metrics") as metrics:
+            assert 'gemcord_replies_total{outcome="complete"} 1.0' in await metrics.text()
+        await ws.close()
+
+
+async def test_errors_are_one_clear_sentence(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        ws = await _connect(http, url)
+        reply = await _ask(ws, -1, "show me an error")
+        last = (await _events_until_end(ws, reply))[-1]
+        assert last["type"] == "error" and "failed on purpose" in last["message"]
+        assert (await _history(ws, -1))[-1]["status"] == "failed"
+        await ws.send_json({"type": "ask", "channel": 12345, "text": "hi"})
+        assert await ws.receive_json() == {
+            "type": "error",
+            "message": "There is no such channel.",
+            "id": None,
+        }
+        await ws.send_json({"type": "ask", "channel": -1, "text": "x" * 8001, "id": "big"})
+        event = await ws.receive_json()
+        assert event["type"] == "error" and "too long" in event["message"]
+        await ws.send_str("not json")
+        assert (await ws.receive_json())["message"] == "That message was not JSON."
+        await ws.send_str("x" * (65 * 1024))  # beyond the bound: the socket is closed
+        closing = await ws.receive()
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_two_clients_each_get_their_own_reply(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        one, two = await _connect(http, url), await _connect(http, url)
+        r1 = await _ask(one, -1, "first client here")
+        r2 = await _ask(two, -2, "second client here")
+        e1, e2 = await asyncio.gather(_events_until_end(one, r1), _events_until_end(two, r2))
+        assert e1[-1]["type"] == e2[-1]["type"] == "done"
+        assert "first client here" in e1[-1]["text"] and "second client" not in e1[-1]["text"]
+        assert "second client here" in e2[-1]["text"]
+        assert all(e["channel"] == -1 for e in e1) and all(e["channel"] == -2 for e in e2)
+
+
+async def test_stop_keeps_the_text_so_far(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        ws = await _connect(http, url)
+        reply = await _ask(ws, -1, "a long answer please")
+        while (await ws.receive_json())["type"] != "chunk":
+            pass
+        await ws.send_json({"type": "stop", "reply": reply})
+        last = (await _events_until_end(ws, reply))[-1]
+        assert last["type"] == "stopped" and last["text"].endswith("-# ⏹ stopped")
+        model = (await _history(ws, -1))[-1]
+        assert model["status"] == "stopped"
+        assert last["text"].startswith(model["text"].rstrip())
+        assert "paragraph 60 of 60" not in model["text"]
+
+
+async def test_a_closed_socket_stops_its_reply(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        leaving = await _connect(http, url)
+        await _ask(leaving, -3, "a long answer please")
+        while (await leaving.receive_json())["type"] != "chunk":
+            pass
+        await leaving.close()
+        watcher = await _connect(http, url)
+        while True:  # until the reply is stored in its final state
+            turns = await _history(watcher, -3)
+            if len(turns) == 2 and turns[1]["status"] != "streaming":
+                break
+            await asyncio.sleep(0.05)
+        assert turns[1]["status"] == "stopped"
+        assert "paragraph 60 of 60" not in turns[1]["text"]
+
+
+async def test_a_token_is_checked_on_the_page_and_the_socket(tmp_path: Path) -> None:
+    token = "web-token-0123456789"
+    db = tmp_path / "w.db"
+    async with web_server(db, GEMCORD_WEB_TOKEN=token) as url, aiohttp.ClientSession() as http:
+        async with http.get(url + "/") as page:
+            assert page.status == 401 and "token" in await page.text()
+        async with http.get(url + "/?token=wrong") as page:
+            assert page.status == 401
+        async with http.get(url + f"/?token={token}") as page:
+            assert page.status == 200 and "chat.js" in await page.text()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "/ws?token=wrong")
+        assert refused.value.status == 401
+        ws = await http.ws_connect(url + f"/ws?token={token}")
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.close()
+
+
+async def test_the_socket_checks_the_origin(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url + "/ws", headers={"Origin": "http://evil.example"})
+        assert refused.value.status == 403
+        ws = await http.ws_connect(url + "/ws", headers={"Origin": url})
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.close()
+
+
+async def test_serving_beyond_localhost_needs_a_token(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "web",
+        "--demo",
+        "--host",
+        "0.0.0.0",
+        "--env-file",
+        "/dev/null",
+        cwd=ROOT,
+        env=web_env(tmp_path / "w.db"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "GEMCORD_WEB_TOKEN" in err.decode() and "127.0.0.1" in err.decode()
