@@ -127,10 +127,9 @@ async def test_stop_keeps_the_text_so_far(tmp_path: Path) -> None:
             pass
         await ws.send_json({"type": "stop", "reply": reply})
         last = (await _events_until_end(ws, reply))[-1]
-        assert last["type"] == "stopped" and last["text"].endswith("-# ⏹ stopped")
+        assert last["type"] == "stopped" and last["text"].startswith("*This is")
         model = (await _history(ws, -1))[-1]
-        assert model["status"] == "stopped"
-        assert last["text"].startswith(model["text"].rstrip())
+        assert model["status"] == "stopped" and model["text"] == last["text"]
         assert "paragraph 60 of 60" not in model["text"]
 
 

@@ -268,7 +268,7 @@ def _turn(turn: Turn) -> dict[str, Any]:
 def _final_event(sink: WebSocketSink, result: RenderResult | None) -> dict[str, Any]:
     about = {"reply": sink.reply, "channel": sink.channel}
     if result is None:  # stopped before it began
-        return {"type": "stopped", "text": DEFAULT_STYLE.stopped_before_text, **about}
+        return {"type": "stopped", "text": "", **about}
     if result.state == "complete":
         metrics = {
             "first_chunk": result.first_chunk_latency,
@@ -279,8 +279,8 @@ def _final_event(sink: WebSocketSink, result: RenderResult | None) -> dict[str, 
             "sends": result.sends,
         }
         return {"type": "done", "text": sink.text(), "metrics": metrics, **about}
-    if result.state == "stopped":
-        return {"type": "stopped", "text": sink.text(), **about}
+    if result.state == "stopped":  # the model's text so far, as stored; the page marks it
+        return {"type": "stopped", "text": result.text, **about}
     if result.state == "empty":
         message = DEFAULT_STYLE.empty
     else:

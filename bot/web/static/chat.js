@@ -142,7 +142,7 @@ const handlers = {
     for (const t of e.turns) {
       if (t.status === "streaming") continue;  // shown live below, if it is ours
       const el = addMessage(t.role, t.text);
-      if (t.role === "model" && t.status !== "complete") setState(el, "⏹ " + t.status, t.status === "failed" ? "error" : "");
+      if (t.role === "model" && t.status !== "complete") setState(el, "■ " + t.status, t.status === "failed" ? "error" : "");
     }
     for (const [reply, r] of state.replies) {
       if (r.channel !== state.channel) continue;
@@ -180,7 +180,7 @@ const handlers = {
     p.textContent = `first chunk ${fmt(m.first_chunk)} · first visible ${fmt(m.first_visible)} · total ${fmt(m.total)} · ${m.chunks} chunks`;
     el.appendChild(p);
   },
-  stopped(e) { finish(e, "stopped", "⏹ stopped"); },
+  stopped(e) { finish(e, "stopped", "■ stopped"); },
   error(e) {
     if (e.reply) { finish(e, "failed", "⚠ " + e.message); return; }
     const ask = state.asks.get(e.id);

@@ -1,0 +1,66 @@
+"""The web chat in a real headless Chromium (Debian's `chromium`, driven by Playwright): a reply
+grows on the page, Stop keeps the text so far, and a reload shows the stored history.
+
+Set GEMCORD_SKIP_BROWSER=1 to skip it (scripts/test installs the browser otherwise)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.web_server import web_server
+
+if os.environ.get("GEMCORD_SKIP_BROWSER") == "1":
+    pytest.skip(
+        "BROWSER TEST SKIPPED: GEMCORD_SKIP_BROWSER=1 (the web chat is untested in a browser)",
+        allow_module_level=True,
+    )
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+QUESTION = "Show me a long answer please"
+
+
+async def test_the_chat_page_streams_stops_and_remembers(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with web_server(tmp_path / "w.db") as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 700})
+            await page.goto(url + "/")
+            await page.wait_for_selector("#channel-list button.active")
+            await page.fill("#text", QUESTION)
+            await page.press("#text", "Enter")
+            body = page.locator(".msg.model.live .body")
+            seen: list[str] = []
+            while len(seen) < 3:  # the text grows on the page in at least three steps
+                await page.wait_for_function(
+                    "(n) => { const b = document.querySelector('.msg.model.live .body');"
+                    " return b && b.innerText.length > n; }",
+                    arg=len(seen[-1]) if seen else 0,
+                )
+                seen.append(await body.inner_text())
+            assert seen[0] != seen[1] != seen[2]
+            await page.click(".msg.model .stop")
+            await page.wait_for_selector(".msg.model.stopped")
+            stopped = page.locator(".msg.model.stopped")
+            assert "stopped" in await stopped.locator(".state").inner_text()
+            kept = await stopped.locator(".body").inner_text()
+            assert kept.startswith("This is the demo model")  # the text so far stays
+            assert "paragraph 60 of 60" not in kept
+            await page.screenshot(path=str(tmp_path / "web-chat.png"))
+
+            await page.reload()
+            await page.wait_for_selector(".msg.user")
+            assert await page.locator(".msg.user .body").inner_text() == QUESTION
+            remembered = page.locator(".msg.model").last
+            assert "stopped" in await remembered.locator(".state").inner_text()
+            assert "demo model" in await remembered.locator(".body").inner_text()
+            assert (tmp_path / "web-chat.png").stat().st_size > 0
+        finally:
+            await browser.close()
