@@ -11,14 +11,14 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, LLMError, StreamOutcome
+from bot.llm import ChatTurn, ImagePart, LLMError, StreamOutcome
 
 LABEL = "demo model (scripted, no Gemini)"
 
 ANSWER = """*This is the **demo model**: a built-in script, not Gemini. Set `GEMINI_API_KEY` \
 and start without `--demo` to talk to Gemini.*
 
-You asked: “{question}” — question {number} in this channel.
+You asked: “{question}”{images} — question {number} in this channel.
 
 Here is what a streamed reply looks like:
 
@@ -62,7 +62,7 @@ class DemoModel:
         asked = sum(1 for turn in contents if turn.role == "user")
         if re.search(r"\berror\b", question, re.IGNORECASE):
             return DemoStream([], self.delay, fail=True)
-        text = ANSWER.format(question=_short(question), number=asked)
+        text = ANSWER.format(question=_short(question), images=_images_note(contents), number=asked)
         if re.search(r"\blong\b", question, re.IGNORECASE):
             total = 60
             text += "".join(LONG_EXTRA.format(n=n, total=total) for n in range(1, total + 1))
@@ -114,6 +114,15 @@ def _last_question(contents: Sequence[ChatTurn]) -> str:
         if turn.role == "user":
             texts = [p for p in turn.parts if isinstance(p, str)]
             return texts[0] if texts else ""  # the question; the date note comes after it
+    return ""
+
+
+def _images_note(contents: Sequence[ChatTurn]) -> str:
+    """`` (+N image(s))`` for the images of the newest user turn, or nothing."""
+    for turn in reversed(contents):
+        if turn.role == "user":
+            n = sum(1 for p in turn.parts if isinstance(p, ImagePart))
+            return f" (+{n} image{'s' if n != 1 else ''})" if n else ""
     return ""
 
 

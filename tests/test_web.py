@@ -4,6 +4,8 @@ in a subprocess on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import itertools
 import sys
 from pathlib import Path
@@ -11,10 +13,48 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 
+from bot.attachments import Limits
+from bot.web.chat import MAX_MESSAGE_BYTES
+from bot.web.uploads import message_cap
 from tests.web_server import ROOT, web_env, web_server
 
 END = ("done", "stopped", "error")
+MB = 1024 * 1024
+SMALL_CAPS = {"GEMCORD_MAX_IMAGE_MB": "0.01", "GEMCORD_MAX_REQUEST_MB": "0.02"}
+"""Upload caps small enough to test: 10 KiB per image, 20 KiB per question."""
+
+
+def _cap(image_mb: float, request_mb: float) -> int:
+    """The server's WebSocket message cap for these upload caps (as the settings read them)."""
+    return message_cap(Limits(int(image_mb * MB), int(request_mb * MB)), MAX_MESSAGE_BYTES)
+
+
+def _png(size: int = 8) -> bytes:
+    """A small real PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 40, 40)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _file(name: str, data: bytes, kind: str = "image/png") -> dict[str, str]:
+    """One ``files`` entry as the page sends it."""
+    return {"name": name, "type": kind, "data": base64.b64encode(data).decode()}
+
+
+async def _ask_with_files(
+    ws: aiohttp.ClientWebSocketResponse, text: str, files: list[dict[str, str]]
+) -> tuple[str, list[dict]]:
+    """Ask in #general with files; the reply id and the error events about the files."""
+    await ws.send_json({"type": "ask", "channel": -1, "text": text, "id": "f1", "files": files})
+    errors = []
+    while True:
+        event = await ws.receive_json()
+        if event["type"] == "error" and event.get("id") == "f1":
+            errors.append(event)
+        elif event["type"] == "status" and event.get("id") == "f1":
+            return event["reply"], errors
 
 
 async def _events_until_end(ws: aiohttp.ClientWebSocketResponse, reply: str) -> list[dict]:
@@ -101,10 +141,8 @@ async def test_errors_are_one_clear_sentence(tmp_path: Path) -> None:
         assert event["type"] == "error" and "too long" in event["message"]
         await ws.send_str("not json")
         assert (await ws.receive_json())["message"] == "That message was not JSON."
-        await ws.send_str("x" * (65 * 1024))  # beyond the bound: the socket is closed
-        closing = await ws.receive()
-        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await ws.send_str("x" * (70 * 1024))  # not JSON, yet within the bound (images fit)
+        assert (await ws.receive_json())["message"] == "That message was not JSON."
 
 
 async def test_two_clients_each_get_their_own_reply(tmp_path: Path) -> None:
@@ -197,3 +235,54 @@ async def test_serving_beyond_localhost_needs_a_token(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "GEMCORD_WEB_TOKEN" in err.decode() and "127.0.0.1" in err.decode()
+
+
+async def test_an_attached_image_reaches_the_model(tmp_path: Path) -> None:
+    async with web_server(tmp_path / "w.db") as url, aiohttp.ClientSession() as http:
+        ws = await _connect(http, url)
+        reply, errors = await _ask_with_files(
+            ws, "What is in this picture?", [_file("red.png", _png())]
+        )
+        assert errors == []
+        done = (await _events_until_end(ws, reply))[-1]
+        assert done["type"] == "done"
+        assert "What is in this picture?” (+1 image)" in done["text"]
+        user = (await _history(ws, -1))[0]
+        assert user["role"] == "user" and user["images"] == 1
+        await ws.close()
+
+
+async def test_refused_files_get_a_sentence_and_the_question_still_goes(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    async with web_server(db, **SMALL_CAPS) as url, aiohttp.ClientSession() as http:
+        ws = await _connect(http, url)
+        big = _png() + bytes(int(0.02 * MB) - len(_png()))  # the whole question's allowance
+        files = [
+            _file("notes.txt", b"just some text", "text/plain"),
+            _file("good.png", _png()),
+            _file("big.png", big),
+            {"name": "broken.png", "type": "image/png", "data": "not base64!"},
+        ]
+        reply, errors = await _ask_with_files(ws, "Look at these", files)
+        sentences = {e["file"]: e["message"] for e in errors}
+        assert list(sentences) == ["notes.txt", "big.png", "broken.png"]
+        assert all(e["channel"] == -1 and "reply" not in e for e in errors)
+        assert sentences["notes.txt"] == (
+            "`notes.txt` is not a supported image (PNG, JPEG, WebP, HEIC, HEIF or GIF)."
+        )
+        assert sentences["big.png"] == "`big.png` is 20 KB; the limit is 10 KB per image."
+        assert sentences["broken.png"] == (
+            "`broken.png` could not be read: its data is not valid base64."
+        )
+        done = (await _events_until_end(ws, reply))[-1]
+        assert done["type"] == "done" and "Look at these” (+1 image)" in done["text"]
+
+        reply, errors = await _ask_with_files(ws, "Only text left", [_file("a.txt", b"hi")])
+        assert [e["file"] for e in errors] == ["a.txt"]
+        done = (await _events_until_end(ws, reply))[-1]
+        assert done["type"] == "done" and "Only text left” —" in done["text"]
+
+        await ws.send_str("x" * (_cap(0.01, 0.02) + 1))  # beyond the bound: the socket is closed
+        closing = await ws.receive()
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

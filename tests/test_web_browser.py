@@ -1,15 +1,18 @@
 """The web chat in a real headless Chromium (Debian's `chromium`, driven by Playwright): a reply
-grows on the page, Stop keeps the text so far, and a reload shows the stored history.
+grows on the page, Stop keeps the text so far, a reload shows the stored history, and an
+attached image goes with the question.
 
 Set GEMCORD_SKIP_BROWSER=1 to skip it (scripts/test installs the browser otherwise)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.web_server import web_server
 
@@ -62,5 +65,48 @@ async def test_the_chat_page_streams_stops_and_remembers(tmp_path: Path) -> None
             assert "stopped" in await remembered.locator(".state").inner_text()
             assert "demo model" in await remembered.locator(".body").inner_text()
             assert (tmp_path / "web-chat.png").stat().st_size > 0
+        finally:
+            await browser.close()
+
+
+def _png() -> bytes:
+    """A small real PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (40, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_the_chat_page_sends_an_attached_image(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    async with web_server(tmp_path / "w.db") as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 700})
+            await page.goto(url + "/")
+            await page.wait_for_selector("#channel-list button.active")
+            png = _png()
+            await page.set_input_files(
+                "#files",
+                files=[
+                    {"name": "blue.png", "mimeType": "image/png", "buffer": png},
+                    {"name": "extra.png", "mimeType": "image/png", "buffer": png},
+                ],
+            )
+            await expect(page.locator(".preview")).to_have_count(2)
+            await page.click(".preview:has-text('extra.png') .remove")
+            await expect(page.locator(".preview span")).to_have_text(["blue.png"])
+            await page.fill("#text", "What colour is this?")
+            await page.press("#text", "Enter")
+            await expect(page.locator(".preview")).to_have_count(0)  # cleared once sent
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 blue.png")
+            await page.wait_for_selector(".msg.model.complete")
+            reply = await page.locator(".msg.model.complete .body").inner_text()
+            assert "What colour is this?” (+1 image)" in reply
+
+            await page.reload()
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 1 image")
         finally:
             await browser.close()

@@ -1,10 +1,12 @@
 """The web chat's routes: the page at ``/``, its static files, and the ``/ws`` WebSocket protocol.
 
-Client → server: ``{type: "ask", channel, text, id?}``, ``{type: "stop", reply}``,
+Client → server: ``{type: "ask", channel, text, id?, files?}`` (``files``: ``[{name, type,
+data}]``, ``data`` in base64: images, checked like Discord attachments), ``{type: "stop", reply}``,
 ``{type: "history", channel}``. Server → client: ``hello`` (channels, model), ``history``,
 ``status`` (``queued`` with the ``reply`` id and the ask's ``id``, then ``thinking``), ``chunk``
 (the reply's text so far), ``done`` (final text and metrics), ``stopped``, ``error`` (one
-sentence). Every reply event carries ``reply`` and ``channel``.
+sentence; for a refused file it names the file, carries ``file``, ``id`` and ``channel``, and the
+question still goes with its other images). Every reply event carries ``reply`` and ``channel``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bot.answer import Engine, answer
 from bot.conversation import Question
 from bot.streaming import DEFAULT_STYLE, RenderResult
 from bot.web.sink import WebSocketSink
+from bot.web.uploads import collect_uploads, limits_for, message_cap, parse_files
 
 if TYPE_CHECKING:
     from storage import Turn
@@ -35,7 +38,8 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 8000
 """Characters one question may have."""
 MAX_MESSAGE_BYTES = 64 * 1024
-"""Largest WebSocket message a client may send."""
+"""Largest WebSocket message a client may send without files (the images' allowance is added:
+see :func:`bot.web.uploads.message_cap`)."""
 STOP_WAIT = 5.0
 """Seconds a stop waits for a reply that is still being stored to start."""
 AUTHOR_ID = 1
@@ -63,6 +67,8 @@ class WebChat:
         self.token = token
         self.model_label = model_label
         self.channels = {c.id: c for c in CHANNELS}
+        self.limits = limits_for(engine.settings)
+        self.max_message = message_cap(self.limits, MAX_MESSAGE_BYTES)
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -108,7 +114,7 @@ class WebChat:
             return _refuse(403, "This chat only accepts connections from its own page.")
         if not self._authorized(request):
             return _refuse(401, "This chat needs its token.")
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=30)
+        ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30)
         await ws.prepare(request)
         session = _Session(self, ws)
         await session.emit(
@@ -170,8 +176,8 @@ class _Session:
 
     async def handle(self, data: str) -> None:
         """One client message."""
-        try:
-            event = json.loads(data)
+        try:  # a message with images is large: parse it off the event loop
+            event = json.loads(data) if len(data) <= MAX_MESSAGE_BYTES else await _in_thread(data)
         except ValueError:
             await self.error("That message was not JSON.")
             return
@@ -198,6 +204,10 @@ class _Session:
         if channel is None:
             await self.error("There is no such channel.", id=ask_id)
             return
+        uploads = parse_files(event.get("files"))
+        if isinstance(uploads, str):
+            await self.error(uploads, id=ask_id, channel=channel)
+            return
         if not isinstance(text, str) or not text.strip():
             await self.error("Type a question first.", id=ask_id, channel=channel)
             return
@@ -208,6 +218,9 @@ class _Session:
                 channel=channel,
             )
             return
+        checked = await collect_uploads(uploads, self.chat.limits)
+        for name, sentence in checked.refused:  # the question still goes without it
+            await self.error(sentence, id=ask_id, channel=channel, file=name)
         question_id = self.chat.next_id()
         reply = str(question_id)
         self.replies[reply] = question_id
@@ -215,7 +228,13 @@ class _Session:
             {"type": "status", "reply": reply, "channel": channel, "state": "queued", "id": ask_id}
         )
         question = Question(
-            channel, AUTHOR_ID, AUTHOR_NAME, text.strip(), message_id=question_id, in_dm=True
+            channel,
+            AUTHOR_ID,
+            AUTHOR_NAME,
+            text.strip(),
+            message_id=question_id,
+            in_dm=True,
+            images=checked.images,
         )
         sink = WebSocketSink(self.emit, reply, channel)
         self.chat.spawn(asyncio.create_task(self._answer(question, sink)))
@@ -261,8 +280,19 @@ class _Session:
                 running.token.cancel("stopped")
 
 
+async def _in_thread(data: str) -> Any:
+    """``json.loads`` in a worker thread."""
+    return await asyncio.to_thread(json.loads, data)
+
+
 def _turn(turn: Turn) -> dict[str, Any]:
-    return {"role": turn.role, "text": turn.text, "status": turn.status, "id": turn.id}
+    return {
+        "role": turn.role,
+        "text": turn.text,
+        "status": turn.status,
+        "id": turn.id,
+        "images": len(turn.images),
+    }
 
 
 def _final_event(sink: WebSocketSink, result: RenderResult | None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1 };
+const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1, files: [] };
 
 // --- Markdown, safely: escape everything first, then add only our own tags --------------------
 
@@ -58,12 +58,18 @@ function renderMarkdown(source) {
 
 // --- messages ------------------------------------------------------------------------------
 
-function addMessage(role, text) {
+function addMessage(role, text, files) {
   const el = document.createElement("div");
   el.className = "msg " + role;
   el.innerHTML = '<div class="who"></div><div class="body"></div><div class="state"></div>';
   el.querySelector(".who").textContent = role === "user" ? "you" : "gemcord";
   el.querySelector(".body").innerHTML = renderMarkdown(text || "");
+  if (files) {  // the attached file names, or how many images a stored question had
+    const f = document.createElement("div");
+    f.className = "files";
+    f.textContent = "📎 " + files;
+    el.querySelector(".body").after(f);
+  }
   $("messages").appendChild(el);
   $("messages").scrollTop = $("messages").scrollHeight;
   return el;
@@ -141,7 +147,8 @@ const handlers = {
     $("messages").innerHTML = "";
     for (const t of e.turns) {
       if (t.status === "streaming") continue;  // shown live below, if it is ours
-      const el = addMessage(t.role, t.text);
+      const n = t.images || 0;
+      const el = addMessage(t.role, t.text, n ? n + (n === 1 ? " image" : " images") : "");
       if (t.role === "model" && t.status !== "complete") setState(el, "■ " + t.status, t.status === "failed" ? "error" : "");
     }
     for (const [reply, r] of state.replies) {
@@ -184,6 +191,13 @@ const handlers = {
   error(e) {
     if (e.reply) { finish(e, "failed", "⚠ " + e.message); return; }
     const ask = state.asks.get(e.id);
+    if (ask && e.file) {  // a refused file: the question goes on without it
+      const note = document.createElement("div");
+      note.className = "note";
+      note.textContent = "⚠ " + e.message;
+      ask.user.appendChild(note);
+      return;
+    }
     if (ask) { state.asks.delete(e.id); setState(ask.el, "⚠ " + e.message, "error"); return; }
     $("connection").textContent = "⚠ " + e.message;
   },
@@ -215,17 +229,73 @@ function selectChannel(id) {
   send({ type: "history", channel: id });
 }
 
-$("ask").addEventListener("submit", (ev) => {
+// --- attached images: read as base64, previewed with a remove ×, sent with the next question ---
+
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function showPreviews() {
+  const box = $("previews");
+  box.innerHTML = "";
+  for (const f of state.files) {
+    const p = document.createElement("div");
+    p.className = "preview";
+    const img = document.createElement("img");
+    img.src = f.url;
+    img.alt = "";
+    const name = document.createElement("span");
+    name.textContent = f.name;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.title = "Remove " + f.name;
+    remove.textContent = "×";
+    remove.addEventListener("click", () => {
+      URL.revokeObjectURL(f.url);
+      state.files = state.files.filter((x) => x !== f);
+      showPreviews();
+    });
+    p.append(img, name, remove);
+    box.appendChild(p);
+  }
+}
+
+$("files").addEventListener("change", () => {
+  for (const file of $("files").files) {
+    const data = readBase64(file);
+    data.catch(() => {});  // reported when sending
+    state.files.push({ name: file.name, type: file.type, url: URL.createObjectURL(file), data });
+  }
+  $("files").value = "";
+  showPreviews();
+});
+
+$("ask").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const text = $("text").value.trim();
   if (!text || state.channel === null) return;
+  const chosen = state.files;
+  state.files = [];
+  showPreviews();
+  $("text").value = "";
   const id = String(state.next++);
-  addMessage("user", text);
+  const user = addMessage("user", text, chosen.map((f) => f.name).join(", "));
   const el = addMessage("model", "");
   setState(el, "sending…");
-  state.asks.set(id, { el, text });
-  send({ type: "ask", channel: state.channel, text, id });
-  $("text").value = "";
+  state.asks.set(id, { el, text, user });
+  const files = [];
+  for (const f of chosen) {
+    URL.revokeObjectURL(f.url);
+    try { files.push({ name: f.name, type: f.type, data: await f.data }); }
+    catch { files.push({ name: f.name, type: f.type, data: "" }); }  // the server names it
+  }
+  send({ type: "ask", channel: state.channel, text, id, files });
 });
 
 $("text").addEventListener("keydown", (ev) => {
