@@ -27,14 +27,14 @@ def web_env(db: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def web_server(db: Path, *args: str, **env: str) -> AsyncIterator[str]:
-    """Run `gemcord web --demo --port 0 ARGS`; yields its base URL (http://127.0.0.1:PORT)."""
+async def web_server(db: Path, *args: str, demo: bool = True, **env: str) -> AsyncIterator[str]:
+    """Run `gemcord web [--demo] --port 0 ARGS`; yields its base URL (http://127.0.0.1:PORT)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         "web",
-        "--demo",
+        *(("--demo",) if demo else ()),
         "--port",
         "0",
         *args,
