@@ -16,6 +16,7 @@ from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.inflight import InFlight
 from bot.llm import BadRequest, GeminiStream, LLMError
+from bot.options import inherit
 from bot.streaming import MessageSink, RenderResult, render_stream
 from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
 
@@ -139,14 +140,11 @@ def stored_status(result: RenderResult, token: CancelToken | None = None) -> str
 
 
 async def channel_settings(store: Store, channel_id: int, parent_id: int | None) -> ChannelSettings:
-    """The channel's persona and model; a thread inherits what it does not set from its parent."""
+    """The channel's settings; a thread inherits what it does not set from its parent."""
     own = await store.get_channel_settings(channel_id)
-    if parent_id is None or (own.persona and own.model):
+    if parent_id is None:
         return own
-    parent = await store.get_channel_settings(parent_id)
-    return dataclasses.replace(
-        own, persona=own.persona or parent.persona, model=own.model or parent.model
-    )
+    return inherit(own, await store.get_channel_settings(parent_id))
 
 
 class Request:

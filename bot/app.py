@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control", "bot.cogs.usage")
+INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control", "bot.cogs.usage", "bot.cogs.settings")
 SHUTDOWN_GRACE = 7.0
 """Seconds a shutdown waits for running replies to show that they were interrupted."""
 

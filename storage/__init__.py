@@ -66,6 +66,7 @@ from typing import Literal, Protocol, runtime_checkable
 from storage.models import (
     CHARS_PER_TOKEN,
     IMAGE_TOKENS,
+    SETTING_NAMES,
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
@@ -91,6 +92,7 @@ from storage.sqlite import SQLiteStore
 __all__ = [
     "CHARS_PER_TOKEN",
     "IMAGE_TOKENS",
+    "SETTING_NAMES",
     "AlreadyAnswered",
     "ChannelSettings",
     "GuildBudget",
@@ -230,7 +232,11 @@ class Store(Protocol):
         ...
 
     async def get_channel_settings(self, channel_id: int) -> ChannelSettings:
-        """The channel's persona and model."""
+        """The channel's own settings (None where unset)."""
+        ...
+
+    async def set_setting(self, channel_id: int, name: str, value: str | None) -> None:
+        """Set (or clear, with None) one of `SETTING_NAMES` for the channel."""
         ...
 
     async def set_persona(self, channel_id: int, persona: str | None) -> None:

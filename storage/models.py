@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final, Literal, get_args
 
 Status = Literal["streaming", "complete", "stopped", "interrupted", "failed", "blocked"]
@@ -79,11 +79,22 @@ class Turn:
 
 @dataclass
 class ChannelSettings:
-    """Per-channel settings; None means "use the bot's default"."""
+    """Per-channel settings; None means "use the bot's default" (see bot/options.py)."""
 
     channel_id: int
     persona: str | None = None
     model: str | None = None
+    thinking: str | None = None
+    search: str | None = None
+    links: str | None = None
+    code: str | None = None
+    scope: str | None = None
+    auto_thread: str | None = None
+    answer_mode: str | None = None
+
+
+SETTING_NAMES: Final = tuple(f.name for f in fields(ChannelSettings) if f.name != "channel_id")
+"""The settable columns of `channel_settings`, in `ChannelSettings` order."""
 
 
 @dataclass

@@ -45,6 +45,7 @@ import aiosqlite
 
 from storage.models import (
     FINAL_STATUSES,
+    SETTING_NAMES,
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
@@ -928,29 +929,31 @@ class SQLiteStore:
 
     async def set_persona(self, channel_id: int, persona: str | None) -> None:
         """Set the channel's system instruction (None: back to the default)."""
-        await self._set_setting(channel_id, "persona", _clean_optional(persona))
+        await self.set_setting(channel_id, "persona", persona)
 
     async def set_model(self, channel_id: int, model: str | None) -> None:
         """Set the channel's Gemini model (None: back to the default)."""
-        await self._set_setting(channel_id, "model", _clean_optional(model))
+        await self.set_setting(channel_id, "model", model)
 
-    async def _set_setting(
-        self, channel_id: int, column: Literal["persona", "model"], value: str | None
-    ) -> None:
-        sql = {
-            "persona": "INSERT INTO channel_settings (channel_id, persona, updated_at)"
-            " VALUES (?, ?, ?) ON CONFLICT (channel_id) DO UPDATE"
-            " SET persona = excluded.persona, updated_at = excluded.updated_at",
-            "model": "INSERT INTO channel_settings (channel_id, model, updated_at)"
-            " VALUES (?, ?, ?) ON CONFLICT (channel_id) DO UPDATE"
-            " SET model = excluded.model, updated_at = excluded.updated_at",
-        }[column]
+    async def set_setting(self, channel_id: int, name: str, value: str | None) -> None:
+        """Set one of `SETTING_NAMES` for the channel (None or blank: back to the default)."""
+        if name not in SETTING_NAMES:
+            raise ValueError(f"unknown channel setting {name!r}")
+        # `name` is one of the fixed column names checked above, never user text.
+        sql = (
+            f"INSERT INTO channel_settings (channel_id, {name}, updated_at) VALUES (?, ?, ?)"
+            f" ON CONFLICT (channel_id) DO UPDATE SET {name} = excluded.{name},"
+            " updated_at = excluded.updated_at"
+        )
+
+        value = _clean_optional(value)
+        stored = value if value and value.strip() else None
 
         async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(sql, (channel_id, value, time.time()))
+            await conn.execute(sql, (channel_id, stored, time.time()))
 
         self._settings.pop(channel_id, None)
-
+        self._generation += 1
         await self._write(op, transaction=False)
 
     # ----------------------------------------------------------------- ledger
@@ -1207,12 +1210,13 @@ async def _export_chunk(
 async def _settings(conn: aiosqlite.Connection, channel_id: int) -> ChannelSettings:
     rows = list(
         await conn.execute_fetchall(
-            "SELECT persona, model FROM channel_settings WHERE channel_id = ?", (channel_id,)
+            f"SELECT {', '.join(SETTING_NAMES)} FROM channel_settings WHERE channel_id = ?",
+            (channel_id,),
         )
     )
     if not rows:
         return ChannelSettings(channel_id)
-    return ChannelSettings(channel_id, persona=rows[0][0], model=rows[0][1])
+    return ChannelSettings(channel_id, *rows[0])
 
 
 def _pair_key(turn: Turn) -> int | None:

@@ -1140,3 +1140,18 @@ async def test_export_reads_long_channels_in_chunks(
     )
     assert "SEARCH t USING INDEX turns_history (channel_id=? AND archived=? AND pair_key>?)" in plan
     assert "TEMP B-TREE" not in plan
+
+
+async def test_set_setting_sets_clears_and_refuses_unknown_names(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "s.db")
+    try:
+        await store.set_setting(7, "scope", "user")
+        await store.set_setting(7, "search", "on")
+        got = await store.get_channel_settings(7)
+        assert (got.scope, got.search, got.persona) == ("user", "on", None)
+        await store.set_setting(7, "scope", "  ")  # blank: back to the default
+        assert (await store.get_channel_settings(7)).scope is None
+        with pytest.raises(ValueError):
+            await store.set_setting(7, "persona; DROP TABLE turns", "x")
+    finally:
+        await store.close()

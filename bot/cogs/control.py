@@ -34,6 +34,7 @@ HELP = """\
 `/history` — get this channel's conversation as a file
 `/model` — show or set the Gemini model for this channel (moderators)
 `/persona` — show or set how I behave in this channel (moderators)
+`/settings` — `show` this channel's settings; `set` one (moderators)
 `/stats` — usage figures
 `/usage` — tokens used and their estimated cost (yours; moderators: channel or server)
 `/budget` — this server's daily token budgets (Manage Server to change them)
