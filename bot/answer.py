@@ -16,7 +16,7 @@ from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.inflight import InFlight
 from bot.llm import BadRequest, GeminiStream, LLMError
-from bot.options import inherit
+from bot.options import effective, inherit
 from bot.streaming import MessageSink, RenderResult, render_stream
 from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
 
@@ -271,7 +271,8 @@ async def answer(
         if ticket is not None:
             await ticket.wait()
         if question.quote is not None:
-            before = await _history(bot, question.channel_id)
+            settings = await channel_settings(store, question.channel_id, question.parent_id)
+            before = await _history(bot, question, settings)
             question = dataclasses.replace(question, text=with_quote(question, before), quote=None)
         user_turn = await store.add_user_turn(
             channel_id=question.channel_id,
@@ -304,7 +305,7 @@ async def answer(
             return None  # stopped (or its question deleted) while it waited
         settings = await channel_settings(store, question.channel_id, question.parent_id)
         model = settings.model or bot.settings.gemini_model
-        history = await _history(bot, question.channel_id, before_turn=user_turn)
+        history = await _history(bot, question, settings, before_turn=user_turn)
         request = Request(bot, question, history, model, settings.persona or bot.settings.persona)
         try:
             model_turn = request.turn_id = await store.start_model_turn(
@@ -337,14 +338,20 @@ async def answer(
             bot.inflight.finish(reply)
 
 
-async def _history(bot: Engine, channel_id: int, before_turn: int | None = None) -> list[Turn]:
+async def _history(
+    bot: Engine, question: Question, settings: ChannelSettings, before_turn: int | None = None
+) -> list[Turn]:
+    """The conversation the question continues: the channel's, or with `scope` "user" only
+    the asker's own exchanges there."""
     s = bot.settings
+    private = effective(settings, "scope") == "user"
     return await bot.store.load_history(
-        channel_id,
+        question.channel_id,
         max_turns=s.history_turns,
         max_tokens=s.history_tokens,
         image_turns=s.history_image_turns,
         before_turn=before_turn,
+        author_id=question.author_id if private else None,
     )
 
 

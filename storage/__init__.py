@@ -40,6 +40,10 @@ Semantics the bot relies on:
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
   overwritten in the file. It returns how many turns were deleted, replies included.
+  `forget_last(author_id, channel_id)` does the same for that person's newest exchange still in
+  the channel's history.
+- **Scope.** `load_history(..., author_id=X)` keeps only X's questions and the replies to them
+  (a channel where each person has a conversation of their own).
 - **Ledger.** `record_usage` adds one reply's token counts (Gemini's usage metadata) with who
   asked, where, the model and the time; triggers keep per-day totals by (UTC day, channel,
   user, model), which `usage_by_model` and `tokens_used` read, so they cost the same at any
@@ -177,8 +181,10 @@ class Store(Protocol):
         max_tokens: int = 24_000,
         image_turns: int = 6,
         before_turn: int | None = None,
+        author_id: int | None = None,
     ) -> list[Turn]:
-        """The channel's recent live turns within the budget, oldest first."""
+        """The channel's recent live turns within the budget, oldest first (with `author_id`:
+        only that person's exchanges, for a channel whose conversations are per person)."""
         ...
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
@@ -253,6 +259,10 @@ class Store(Protocol):
 
     async def forget_user(self, author_id: int) -> int:
         """Delete everything the user wrote (and the replies to it); returns turns deleted."""
+        ...
+
+    async def forget_last(self, author_id: int, channel_id: int) -> int:
+        """Delete the user's last exchange in the channel's history; returns turns deleted."""
         ...
 
     async def record_usage(

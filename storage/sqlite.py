@@ -94,10 +94,11 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
 _HISTORY_SQL = (
     _TURN_SELECT
     + """
- WHERE t.channel_id = ? AND t.archived = 0 AND t.pair_key < ? AND t.status <> 'streaming'
-   AND t.withdrawn IS NULL
+ WHERE t.channel_id = :channel AND t.archived = 0 AND t.pair_key < :before
+   AND t.status <> 'streaming' AND t.withdrawn IS NULL
+   AND (:author IS NULL OR (SELECT q.author_id FROM turns AS q WHERE q.id = t.pair_key) = :author)
  ORDER BY t.pair_key DESC, t.id DESC
- LIMIT ?
+ LIMIT :limit
 """
 )
 
@@ -722,15 +723,20 @@ class SQLiteStore:
         max_tokens: int = 24_000,
         image_turns: int = 6,
         before_turn: int | None = None,
+        author_id: int | None = None,
     ) -> list[Turn]:
-        """The channel's recent live turns, oldest first, within budget (see the package doc)."""
+        """The channel's recent live turns, oldest first, within budget (see the package doc);
+        with `author_id`, only that person's questions and the replies to them."""
         if max_turns <= 0 or max_tokens <= 0:
             return []
         image_turns = max(0, image_turns)
         before = MAX_ID if before_turn is None else before_turn
 
         async def op(conn: aiosqlite.Connection) -> list[Turn]:
-            rows = await conn.execute_fetchall(_HISTORY_SQL, (channel_id, before, max_turns))
+            rows = await conn.execute_fetchall(
+                _HISTORY_SQL,
+                {"channel": channel_id, "before": before, "author": author_id, "limit": max_turns},
+            )
             chosen = _trim([_Row(r).turn for r in rows], max_tokens, image_turns)
             window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
             data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
@@ -769,7 +775,8 @@ class SQLiteStore:
 
         async def op(conn: aiosqlite.Connection) -> list[str]:
             rows = await conn.execute_fetchall(
-                "EXPLAIN QUERY PLAN " + _HISTORY_SQL, (0, MAX_ID, 40)
+                "EXPLAIN QUERY PLAN " + _HISTORY_SQL,
+                {"channel": 0, "before": MAX_ID, "author": None, "limit": 40},
             )
             return [str(r[3]) for r in rows]
 
@@ -827,6 +834,15 @@ class SQLiteStore:
         file (secure_delete) and the WAL is checkpointed, so it does not linger on disk.
         """
         return await self._delete_turns("t.role = 'user' AND t.author_id = ?", (author_id,))
+
+    async def forget_last(self, author_id: int, channel_id: int) -> int:
+        """Delete the user's newest question still in the channel's history, and the replies
+        to it (like :meth:`forget_user`, for one exchange); returns how many turns went."""
+        return await self._delete_turns(
+            "t.id = (SELECT max(id) FROM turns WHERE role = 'user' AND author_id = ?"
+            " AND channel_id = ? AND archived = 0 AND withdrawn IS NULL)",
+            (author_id, channel_id),
+        )
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:
         """Retention: delete the exchanges asked before `older_than` (None: keep them all) and

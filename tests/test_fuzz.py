@@ -541,7 +541,7 @@ class Fuzzer:
         fake = self.w.discord
         chan = self.rng.choice([*self.channels, self.muted])
         name = self.rng.choices(
-            ["ask", "stop", "reset", "history", "stats", "help", "model", "persona", "forget"],
+            ["ask", "stop", "reset", "history", "stats", "help", "model", "persona", "forget all"],
             [30, 12, 4, 5, 5, 5, 8, 8, 3],
         )[0]
         user = self.rng.choice([*self.people, self.mod, self.mod])
@@ -572,7 +572,7 @@ class Fuzzer:
                 options["instruction"] = self.text(chan, marker=False)[:2000] or "be brief"
             elif r < 0.6:
                 options["clear"] = True
-        elif name == "forget":
+        elif name == "forget all":
             options["confirm"] = self.rng.random() < 0.25
             if options["confirm"]:
                 self.forgot.add(user.id)
@@ -1012,7 +1012,7 @@ async def test_forget_while_the_reply_streams(tmp_path: Path, error_records: Err
         question = await w.mention(w.general, w.alice, "tell me slowly")
         await w.gemini.wait_for_requests(1)
         await w.discord.wait_for(lambda: w.discord.bot_messages(w.general), timeout=10)
-        forget = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": True})
+        forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
         await idle(w)
         replies = [m.content for m in w.discord.bot_messages(w.general)]
@@ -1029,7 +1029,7 @@ async def test_forget_while_the_question_waits(tmp_path: Path, error_records: Er
         await w.gemini.wait_for_requests(1)
         queued = await w.mention(w.general, w.alice, "second, queued behind the first")
         await w.discord.wait_for(lambda: w.discord.message(queued.id).reactions, timeout=10)
-        forget = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": True})
+        forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
         await idle(w)
         errors = error_records.describe()

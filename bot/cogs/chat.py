@@ -16,23 +16,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.addressing import addressed_elsewhere, mentions_me
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, human_size, precheck
 from bot.budget import over_budget
 from bot.checks import allowed_here, can_moderate
+from bot.cogs.settings import apply as apply_setting
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
-from bot.llm import ModelCheck
+from bot.options import effective, is_on
+from bot.setting_change import suggestions
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
 from storage import ChannelSettings
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,63}$")
-MODEL_CHECK_WAIT = 2.0
-"""Seconds /model waits for Gemini's model list when it is not cached yet."""
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 BARE_MENTION_HINT = (
     "Hi! Ask me anything: mention me with your question (you can attach an image), "
@@ -46,16 +46,6 @@ SEEN_LIMIT = 4096
 WAITING = "⏳"
 RESTARTING = "↻ I'm restarting — ask again in a moment."
 QUEUE_FULL = "⏳ I'm answering a lot of questions here right now: please ask again in a minute."
-
-
-def model_refusal(check: ModelCheck) -> str:
-    """Why /model refused a name, with a few models that would work."""
-    if check.status == "unsupported":
-        first = f"`{check.name}` can't chat (it doesn't support text generation)."
-    else:
-        first = f"Gemini has no model called `{check.name}`."
-    offer = ", ".join(f"`{n}`" for n in check.suggestions[:4])
-    return f"{first} Try {offer}." if offer else first
 
 
 def cooldown_notice(wait: float) -> str:
@@ -96,15 +86,6 @@ def own_role(message: discord.Message) -> discord.Role | None:
     return guild.self_role if guild is not None else None
 
 
-def mentions_me(message: discord.Message, bot_id: int) -> bool:
-    """Whether the message mentions the bot, by its user or by its own managed role."""
-    content = message.content
-    if f"<@{bot_id}>" in content or f"<@!{bot_id}>" in content:
-        return True
-    role = own_role(message)
-    return role is not None and f"<@&{role.id}>" in content
-
-
 def prompt_text(message: discord.Message, bot_id: int) -> str:
     """The message text with the bot's mention removed and other mentions made readable;
     empty when only invisible characters are left."""
@@ -120,6 +101,22 @@ def prompt_text(message: discord.Message, bot_id: int) -> str:
         text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
     text = re.sub(r"[ \t]{2,}", " ", text).strip()
     return text if visible(text) else ""
+
+
+THREAD_NAME_LIMIT = 100
+
+
+def thread_name(text: str, author_name: str) -> str:
+    """A thread's name from the question: its first words, on one line, at most 100
+    characters (cut at a word, with an ellipsis); for an image alone, whose question it is."""
+    line = " ".join(text.split())
+    if not line:
+        return shorten(f"{author_name}'s question", THREAD_NAME_LIMIT)
+    if len(line) <= THREAD_NAME_LIMIT:
+        return line
+    cut = line[: THREAD_NAME_LIMIT - 1]
+    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut
+    return cut.rstrip(" ,.;:") + "…"
 
 
 def visible(text: str) -> bool:
@@ -181,6 +178,8 @@ class Chat(commands.Cog):
         self.noticed: dict[tuple[int, int], float] = {}
         """When each (channel, user) last got a notice."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self.thread_fallback_told: set[int] = set()
+        """Channels told once why their auto-thread could not be opened."""
         self.history_cooldown: commands.CooldownMapping[int] = (
             commands.CooldownMapping.from_cooldown(1, HISTORY_COOLDOWN, lambda user_id: user_id)
         )
@@ -232,8 +231,11 @@ class Chat(commands.Cog):
         if message.type not in ANSWERED_TYPES:
             return
         in_dm = message.guild is None
+        if not in_dm and addressed_elsewhere(message, me.id):
+            return  # @everyone, @here, or someone else's mention: not a question for the bot
         mentioned = mentions_me(message, me.id)
-        if not (in_dm or mentioned or message.reference is not None):
+        free = not (in_dm or mentioned) and await self._answers_everything(message.channel)
+        if not (in_dm or mentioned or free or message.reference is not None):
             return
         if self._seen_before(message.id):
             log.info("ignored a duplicate delivery of message %s", message.id)
@@ -254,14 +256,26 @@ class Chat(commands.Cog):
         # Taken before the first await: questions are stored in the order they arrived.
         ticket = self.order.ticket(message.channel.id)
         try:
-            if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+            if not (in_dm or mentioned or free or await self._is_reply_to_bot(message)):
                 return
-            await self._handle(message, in_dm, ticket)
+            await self._handle(message, in_dm, ticket, hint=in_dm or mentioned)
         except Exception:
             log.exception("failed to answer message %s", message.id)
             await self._notice(message, "⚠ Something went wrong on my side; the error was logged.")
         finally:
             ticket.release()
+
+    async def _answers_everything(self, channel: object) -> bool:
+        """Whether every human message here is a question: a free-response channel
+        (`answer_mode` "all", which its threads inherit), or a thread the bot opened."""
+        me = self.bot.user
+        if isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id:
+            return True
+        if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+            return False
+        parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+        settings = await channel_settings(self.bot.store, channel.id, parent_id)
+        return effective(settings, "answer_mode") == "all"
 
     def _seen_before(self, message_id: int) -> bool:
         if message_id in self.seen:
@@ -323,7 +337,9 @@ class Chat(commands.Cog):
         except discord.HTTPException as exc:
             log.info("could not show the waiting sign on %s: %s", message.id, exc)
 
-    async def _handle(self, message: discord.Message, in_dm: bool, ticket: Ticket) -> None:
+    async def _handle(
+        self, message: discord.Message, in_dm: bool, ticket: Ticket, *, hint: bool = True
+    ) -> None:
         assert self.bot.user is not None
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
@@ -332,7 +348,8 @@ class Chat(commands.Cog):
             return
         quote = await self._quote(message)
         if not text and not message.attachments and (quote is None or quote.by_bot):
-            await self._notice(message, BARE_MENTION_HINT)
+            if hint:  # a sticker or an empty message in a free-response channel: let it be
+                await self._notice(message, BARE_MENTION_HINT)
             return
         author_id = message.author.id
         if wait := self.bot.cooldown_retry_after(author_id, consume=False):
@@ -361,14 +378,17 @@ class Chat(commands.Cog):
                 sign.add_done_callback(self.tasks.discard)
             if collected.problems:
                 await self._notice(message, "\n".join(collected.problems))
-            question = self._question(message.channel, message.author, text)
+            channel: discord.abc.Messageable = message.channel
+            replied = message if can_reference(my_permissions(channel)) else None
+            if (thread := await self._auto_thread(message, text)) is not None:
+                channel, replied = thread, None  # the thread is the answer's own conversation
+            question = self._question(channel, message.author, text)
             question.message_id, question.images = message.id, collected.images
             question.in_dm, question.quote = in_dm, quote
-            replied = message if can_reference(my_permissions(message.channel)) else None
             result = await answer(
                 self.bot,
                 question,
-                ChannelSink(message.channel, replied),
+                ChannelSink(channel, replied),
                 ticket,
                 slot,
                 on_admitted=admitted.set,
@@ -378,6 +398,37 @@ class Chat(commands.Cog):
         finally:
             admitted.set()
             slot.release()
+
+    async def _auto_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
+        """Where `auto_thread` is on in a text channel: a public thread opened on the question
+        and named after it. Without the permission (or when Discord refuses) None, and the
+        channel is told why once."""
+        channel = message.channel
+        if not isinstance(channel, discord.TextChannel):
+            return None
+        if not is_on(await channel_settings(self.bot.store, channel.id, None), "auto_thread"):
+            return None
+        perms = my_permissions(channel)
+        if perms is not None and not perms.create_public_threads:
+            why = "I need the Create Public Threads permission"
+        elif perms is not None and not perms.send_messages_in_threads:
+            why = "I need the Send Messages in Threads permission"
+        else:
+            try:
+                return await message.create_thread(
+                    name=thread_name(text, message.author.display_name),
+                    auto_archive_duration=1440,
+                )
+            except discord.HTTPException as exc:
+                log.warning("could not open a thread on message %s: %s", message.id, exc)
+                why = "Discord refused to open a thread"
+        if channel.id not in self.thread_fallback_told:
+            self.thread_fallback_told.add(channel.id)
+            await self._notice(
+                message,
+                f"-# Auto-threads are on here, but {why}, so I answer in the channel.",
+            )
+        return None
 
     @staticmethod
     def _question(channel: object, author: discord.abc.User, text: str) -> Question:
@@ -535,36 +586,19 @@ class Chat(commands.Cog):
     )
     @app_commands.describe(name="A model name such as gemini-2.5-flash, or 'default'")
     async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
-        """Without a name, show the model; with one, set it (needs Manage Messages)."""
-        channel_id = interaction.channel_id or 0
-        current = await self._settings(interaction)
+        """Without a name, show the model; with one, set it (`/settings set option:model`)."""
         if name is None:
-            used = current.model or self.bot.settings.gemini_model
+            used = (await self._settings(interaction)).model or self.bot.settings.gemini_model
             await self._reply_privately(interaction, f"This channel uses `{used}`.")
             return
-        if not can_moderate(interaction.channel, interaction.user):
-            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
-            return
-        name = name.strip().lower().removeprefix("models/")
-        if name == "default":
-            await self.bot.store.set_model(channel_id, None)
-            text = f"This channel is back to the default model, `{self.bot.settings.gemini_model}`."
-        elif not MODEL_NAME.match(name):
-            await self._reply_privately(
-                interaction, "That is not a model name (e.g. `gemini-2.5-flash`)."
-            )
-            return
-        else:
-            # The list is cached; a cold fetch gets 2 s, well inside the 3 s to answer.
-            check = await self.bot.llm.check_model(name, wait=MODEL_CHECK_WAIT)
-            if check.refused:
-                await self._reply_privately(interaction, model_refusal(check))
-                return
-            await self.bot.store.set_model(channel_id, name)
-            text = f"This channel now uses `{name}`."
-            if check.status == "unchecked":
-                text += " (I couldn't check it against Gemini's model list just now.)"
-        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+        await apply_setting(self.bot, interaction, "model", name)
+
+    @model.autocomplete("name")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = await suggestions(self.bot, "model", current)
+        return [app_commands.Choice(name=n, value=n) for n in names]
 
     @app_commands.command(name="persona", description="Show, set or clear this channel's persona.")
     @app_commands.describe(
@@ -577,8 +611,7 @@ class Chat(commands.Cog):
         instruction: app_commands.Range[str, 1, 2000] | None = None,
         clear: bool = False,
     ) -> None:
-        """Without arguments, show the persona; otherwise change it (needs Manage Messages)."""
-        channel_id = interaction.channel_id or 0
+        """Without arguments, show the persona; otherwise change it (as `/settings set`)."""
         if instruction is None and not clear:
             current = (await self._settings(interaction)).persona
             text = (
@@ -588,26 +621,29 @@ class Chat(commands.Cog):
             )
             await self._reply_privately(interaction, text[:2000])
             return
-        if not can_moderate(interaction.channel, interaction.user):
-            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
-            return
-        if clear:
-            await self.bot.store.set_persona(channel_id, None)
-            text = "This channel is back to the default persona."
-        else:
-            await self.bot.store.set_persona(channel_id, instruction)
-            text = "Persona updated for this channel."
-        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+        await apply_setting(self.bot, interaction, "persona", "default" if clear else instruction)
 
-    @app_commands.command(
-        name="forget", description="Delete everything you said to me, in every channel."
-    )
+    forget = app_commands.Group(name="forget", description="Delete what you said to me.")
+
+    @forget.command(name="last", description="Delete your last question here and my answer.")
+    async def forget_last(self, interaction: discord.Interaction) -> None:
+        """Erase the caller's newest exchange in this channel's conversation."""
+        count = await self.bot.store.forget_last(interaction.user.id, interaction.channel_id or 0)
+        log.info("forgot the last exchange (%d turns) of user %s", count, interaction.user.id)
+        text = (
+            "🧽 Done: I deleted your last question here and my answer to it from my memory."
+            if count
+            else "There is no question of yours in this conversation to forget."
+        )
+        await self._reply_privately(interaction, text)
+
+    @forget.command(name="all", description="Delete everything you said to me, in every channel.")
     @app_commands.describe(confirm="Yes, delete my questions and the replies to them")
-    async def forget(self, interaction: discord.Interaction, confirm: bool) -> None:
+    async def forget_all(self, interaction: discord.Interaction, confirm: bool) -> None:
         """Erase the caller's questions (and the replies to them) from the bot's memory."""
         if not confirm:
             await self._reply_privately(
-                interaction, "Nothing deleted: run `/forget confirm:True` to do it."
+                interaction, "Nothing deleted: run `/forget all confirm:True` to do it."
             )
             return
         count = await self.bot.store.forget_user(interaction.user.id)

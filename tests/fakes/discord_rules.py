@@ -108,6 +108,7 @@ MAX_REACTIONS_REACHED = (400, 30010, "Maximum number of reactions reached (20)")
 DM_ACTION = (403, 50003, "Cannot execute action on a DM channel")
 NON_TEXT_CHANNEL = (400, 50008, "Cannot send messages in a non-text channel")
 THREAD_ARCHIVED = (400, 50083, "Thread is archived")
+THREAD_ALREADY_CREATED = (400, 160004, "A thread has already been created for this message")
 UNAUTHORIZED = (401, 0, "401: Unauthorized")
 NOT_FOUND = (404, 0, "404: Not Found")
 

@@ -1,0 +1,255 @@
+"""End to end: how people talk to the bot (issue 15): conversation scope, when it answers,
+auto-threads and `/forget last`, through the real discord.py client and both fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.discord import FakeDiscord, Perm
+from tests.fakes.gemini import Reply
+from tests.harness import World, reply_turn, world
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = {"GEMCORD_EDIT_WINDOW_SECONDS": "1"}
+
+
+def fast(tmp_path: Path, env: dict[str, str] | None = None, **kw: object):
+    """Five writes a second per channel, the bot paced to match."""
+    return world(tmp_path, {**FAST, **(env or {})}, rate_limit=(5, 1.0), **kw)
+
+
+async def ask(w: World, channel, user, text: str) -> tuple[object, list[str]]:  # type: ignore[no-untyped-def]
+    """Mention the bot and wait for the finished reply."""
+    question = await w.mention(channel, user, text)
+    return question, await w.reply_done(question.id)
+
+
+async def command(w: World, channel, user, name: str, options: dict | None = None):  # type: ignore[no-untyped-def]
+    """Run a slash command; (ephemeral, text of the response)."""
+    inter = await w.discord.slash_command(channel, user, name, options or {})
+    await inter.wait_for_callback()
+    return inter.ephemeral, (inter.original or object()).content  # type: ignore[attr-defined]
+
+
+def no_pings(fake: FakeDiscord) -> None:
+    """Every message the bot wrote, in every revision, was sent with mentions disabled."""
+    for message in fake.bot_messages():
+        assert message.mentions_disabled, message.content
+        assert not message.pinged_users and not message.pinged_everyone
+
+
+async def quiet(w: World) -> None:
+    """Let the bot handle what the fake delivered (a message it ignores leaves no trace)."""
+    marker = await w.mention(w.random, w.alice, "marker")
+    await w.reply_done(marker.id)
+
+
+def moderator(w: World) -> None:
+    mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+    w.discord.add_member(w.guild, w.bob, roles=[mods])
+
+
+# --- conversation scope ----------------------------------------------------------------------
+
+
+async def test_user_scope_keeps_two_peoples_conversations_apart(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        moderator(w)
+        w.gemini.script(Reply(chunks=["Noted, alice."]), Reply(chunks=["Noted, bob."]))
+        await ask(w, w.general, w.alice, "my cat is Tom")
+        await ask(w, w.general, w.bob, "my dog is Rex")
+        # channel scope (the default): each sees both
+        w.gemini.script(Reply(chunks=["Tom and Rex."]))
+        await ask(w, w.general, w.alice, "whose pets do you know?")
+        texts = " ".join(w.gemini.requests[-1].texts())
+        assert "my cat is Tom" in texts and "my dog is Rex" in texts
+
+        private, text = await command(
+            w, w.general, w.bob, "settings set", {"option": "scope", "value": "user"}
+        )
+        assert not private and "`scope` is now `user`" in text
+        w.gemini.script(Reply(chunks=["Your dog is Rex."]))
+        await ask(w, w.general, w.bob, "what do you know about me?")
+        request = w.gemini.requests[-1]
+        texts = " ".join(request.texts())
+        assert "my dog is Rex" in texts and "Noted, bob." in texts
+        assert "Tom" not in texts and "alice" not in texts
+        assert [c["role"] for c in request.contents()] == ["user", "model", "user"]
+        w.gemini.script(Reply(chunks=["Your cat is Tom."]))
+        await ask(w, w.general, w.alice, "and about me?")
+        texts = " ".join(w.gemini.requests[-1].texts())
+        assert "my cat is Tom" in texts and "Tom and Rex." in texts
+        assert "Rex\n" not in texts and "my dog" not in texts and "bob" not in texts
+        # the store keeps one channel history: every exchange is there
+        assert len(await w.bot.store.load_history(w.general.id)) == 10
+        no_pings(w.discord)
+
+
+# --- when it answers ---------------------------------------------------------------------------
+
+
+async def test_free_response_channel_answers_every_human_message(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        moderator(w)
+        # a plain message in a mention-only channel is not a question
+        plain = await w.discord.user_message(w.general, w.alice, "hello there")
+        await quiet(w)
+        assert await reply_turn(w, plain.id) is None
+
+        mode = {"option": "answer_mode", "value": "all"}
+        await command(w, w.general, w.bob, "settings set", mode)
+        w.gemini.script(Reply(chunks=["Hi alice!"]))
+        question = await w.discord.user_message(w.general, w.alice, "hello again")
+        assert await w.reply_done(question.id) == ["Hi alice!"]
+        assert w.gemini.requests[-1].question_text().startswith("[alice] hello again")
+        reply = w.discord.bot_messages(w.general)[-1]
+        assert reply.reply_to == question.id
+
+        # never: @everyone / @here, or a message for someone else
+        before = len(w.gemini.requests)
+        others = [
+            await w.discord.user_message(w.general, w.alice, "@everyone meeting at 5"),
+            await w.discord.user_message(w.general, w.alice, "@here anyone around?"),
+            await w.discord.user_message(
+                w.general, w.alice, f"{w.bob.mention} did you see it?", mentions=[w.bob]
+            ),
+        ]
+        await quiet(w)
+        assert len(w.gemini.requests) == before + 1  # only the marker
+        for message in others:
+            assert await reply_turn(w, message.id) is None
+        # other bots are never answered, even here
+        robot = w.discord.add_user("robot", bot=True)
+        w.discord.add_member(w.guild, robot)
+        await w.discord.user_message(w.general, robot, "beep")
+        await quiet(w)
+        assert len(w.gemini.requests) == before + 2
+
+        # a thread inherits the channel's mode
+        thread = w.discord.add_thread(w.general, "side talk", owner=w.alice)
+        w.gemini.script(Reply(chunks=["In the thread."]))
+        question = await w.discord.user_message(thread, w.alice, "and here?")
+        assert await w.reply_done(question.id) == ["In the thread."]
+        no_pings(w.discord)
+
+
+async def test_a_mention_of_others_but_not_the_bot_is_never_a_question(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        w.gemini.script(Reply(chunks=["First answer."]))
+        first, _ = await ask(w, w.general, w.alice, "first question")
+        reply = w.discord.bot_messages(w.general)[-1]
+        # a reply to the bot that is addressed to bob is not for the bot
+        aside = await w.discord.user_message(
+            w.general, w.alice, f"{w.bob.mention} look at this", mentions=[w.bob], reply_to=reply
+        )
+        # @everyone with the bot's mention is not answered either
+        everyone = await w.discord.user_message(
+            w.general,
+            w.alice,
+            f"@everyone {w.discord.bot_user.mention} say hi",
+            mentions=[w.discord.bot_user],
+        )
+        await quiet(w)
+        assert await reply_turn(w, aside.id) is None
+        assert await reply_turn(w, everyone.id) is None
+        # a mention of the bot and of someone else is a question
+        w.gemini.script(Reply(chunks=["Both of you."]))
+        both = await w.mention(w.general, w.alice, f"tell {w.bob.mention} hi")
+        assert await w.reply_done(both.id) == ["Both of you."]
+        assert "tell @bob hi" in w.gemini.requests[-1].question_text()
+        assert first.id
+        no_pings(w.discord)
+
+
+# --- auto-threads ------------------------------------------------------------------------------
+
+
+async def test_auto_thread_opens_a_thread_that_inherits_the_persona(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        moderator(w)
+        bot = w.discord.bot_user
+        threads = w.discord.add_text_channel(
+            w.guild,
+            "help",
+            overwrites=[w.discord.overwrite(bot, allow=Perm.CREATE_PUBLIC_THREADS)],
+        )
+        await command(w, threads, w.bob, "settings set", {"option": "auto_thread", "value": "on"})
+        await command(w, threads, w.bob, "persona", {"instruction": "You are a pirate."})
+
+        w.gemini.script(Reply(chunks=["Arr, ", "a list is mutable."]))
+        question = await w.mention(threads, w.alice, "What is   a Python list?\nThanks")
+        contents = await w.reply_done(question.id)
+        assert contents == ["Arr, a list is mutable."]
+        thread = w.discord.channels[question.id]  # a thread from a message has its id
+        assert thread.is_thread and thread.parent_id == threads.id
+        assert thread.name == "What is a Python list? Thanks"
+        [answer] = w.discord.bot_messages(thread)
+        assert answer.content == "Arr, a list is mutable." and answer.reply_to is None
+        # nothing in the channel but the answers to the two commands
+        assert not [m for m in w.discord.bot_messages(threads) if m.interaction_id is None]
+        request = w.gemini.requests[-1]
+        assert request.system_instruction().startswith("You are a pirate.")
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.channel_id == thread.id and turn.thread_id == thread.id
+
+        # the thread is its own conversation; there a message needs no mention
+        w.gemini.script(Reply(chunks=["Arr, ", "tuples are not."]))
+        follow = await w.discord.user_message(thread, w.alice, "and a tuple?")
+        assert await w.reply_done(follow.id) == ["Arr, tuples are not."]
+        request = w.gemini.requests[-1]
+        assert request.system_instruction().startswith("You are a pirate.")
+        texts = " ".join(request.texts())
+        assert "What is a Python list?\nThanks" in texts and "a list is mutable." in texts
+        assert (await w.bot.store.load_history(threads.id)) == []
+        no_pings(w.discord)
+
+
+async def test_auto_thread_without_the_permission_answers_in_the_channel(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        moderator(w)
+        await command(w, w.general, w.bob, "settings set", {"option": "auto_thread", "value": "on"})
+        w.gemini.script(Reply(chunks=["Here."]), Reply(chunks=["Again here."]))
+        first = await w.mention(w.general, w.alice, "one")
+        assert await w.reply_done(first.id) == ["Here."]
+        second = await w.mention(w.general, w.alice, "two")
+        assert await w.reply_done(second.id) == ["Again here."]
+        said = [m.content for m in w.discord.bot_messages(w.general) if "Auto-threads" in m.content]
+        assert said == [
+            "-# Auto-threads are on here, but I need the Create Public Threads permission, "
+            "so I answer in the channel."
+        ]
+        assert not [c for c in w.discord.channels.values() if c.is_thread]
+        assert not w.discord.calls_for("thread_create")
+        no_pings(w.discord)
+
+
+# --- /forget last ------------------------------------------------------------------------------
+
+
+async def test_forget_last_removes_only_the_callers_last_exchange(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        w.gemini.script(*(Reply(chunks=[f"answer {i}"]) for i in range(3)))
+        await ask(w, w.general, w.alice, "alice one")
+        await ask(w, w.general, w.alice, "alice two")
+        await ask(w, w.general, w.bob, "bob one")
+        private, text = await command(w, w.general, w.alice, "forget last")
+        assert private and "deleted your last question" in text
+        history = await w.bot.store.load_history(w.general.id)
+        assert [t.text for t in history] == ["alice one", "answer 0", "bob one", "answer 2"]
+        private, text = await command(w, w.random, w.alice, "forget last")
+        assert private and text == "There is no question of yours in this conversation to forget."
+        w.gemini.script(Reply(chunks=["ok"]))
+        await ask(w, w.general, w.alice, "what did I say?")
+        texts = " ".join(w.gemini.requests[-1].texts())
+        assert "alice one" in texts and "bob one" in texts
+        assert "alice two" not in texts and "answer 1" not in texts
+        export = await w.bot.store.export_channel(w.general.id, "json")
+        assert "alice two" not in export
+        no_pings(w.discord)
