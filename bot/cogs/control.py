@@ -26,7 +26,7 @@ HELP = """\
 • Mention me with a question — I answer from this channel's conversation so far.
   Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
-• Press Stop under my reply, or react with 🛑 on it (or on your question), to stop it; the text so far stays.
+• Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
 
 **Commands**
 `/ask` — ask, optionally with an image
