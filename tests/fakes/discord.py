@@ -997,6 +997,41 @@ class FakeDiscord:
         """A user clicks a button the message shows: INTERACTION_CREATE (type 3)."""
         return await self._interaction_routes.click(self.message(message), user, custom_id)
 
+    async def autocomplete(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        name: str,
+        options: Mapping[str, Any],
+        focused: str,
+    ) -> FakeInteraction:
+        """A user types option `focused` of a slash command (``options`` holds what is filled
+        in, the focused one's text included): an autocomplete interaction (type 4); the bot's
+        answer is in :attr:`FakeInteraction.choices`."""
+        return await self._interaction_routes.slash_command(
+            channel, user, name, options, focused=focused
+        )
+
+    async def message_command(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        name: str,
+        target: FakeMessage | int,
+        *,
+        permissions: int | None = None,
+    ) -> FakeInteraction:
+        """A user picks a registered message command (Apps menu) on message `target`."""
+        return await self._interaction_routes.message_command(
+            channel, user, name, target, permissions=permissions
+        )
+
+    async def submit_modal(
+        self, opened_by: FakeInteraction, values: Mapping[str, str]
+    ) -> FakeInteraction:
+        """The user submits the modal the bot opened on `opened_by` (values by input id)."""
+        return await self._interaction_routes.submit_modal(opened_by, values)
+
     # ------------------------------------------------------------------------------------
     # helpers: lookups, permissions, payloads
 
