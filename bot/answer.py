@@ -268,6 +268,8 @@ async def answer(
     is stored (`on_admitted` is called when it no longer waits). `buttons(request, live)` gives
     the buttons under the reply (see `render_stream`). A question from a Discord
     message that was asked before (a duplicate delivery) is not answered again: None.
+    A question already stored (`asked_as`) is answered again: its earlier replies are marked
+    replaced once the new one starts.
     """
     store = bot.store
     try:
@@ -277,7 +279,7 @@ async def answer(
             settings = await channel_settings(store, question.channel_id, question.parent_id)
             before = await _history(bot, question, settings)
             question = dataclasses.replace(question, text=with_quote(question, before), quote=None)
-        user_turn = await store.add_user_turn(
+        user_turn = question.asked_as or await store.add_user_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
             thread_id=question.thread_id,
@@ -286,6 +288,7 @@ async def answer(
             text=question.text,
             message_ids=[question.message_id] if question.message_id else [],
             images=question.images,
+            hidden="private" if question.private else None,
         )
     except AlreadyAnswered:
         log.info("message %s was asked before: not answering it again", question.message_id)
@@ -321,6 +324,8 @@ async def answer(
         except TurnNotFound:  # the asker ran /forget while the question waited
             log.info("question %s was forgotten before its reply began", question.message_id)
             return None
+        if question.asked_as is not None:
+            await store.replace_replies(user_turn, model_turn)
         result = await render_stream(
             request.chunks(),
             sink,
@@ -348,6 +353,8 @@ async def _history(
     """The conversation the question continues: the channel's, or with `scope` "user" only
     the asker's own exchanges there."""
     s = bot.settings
+    if question.private:
+        return []  # a one-off only its asker sees (a summary): it carries what it needs
     private = effective(settings, "scope") == "user"
     return await bot.store.load_history(
         question.channel_id,

@@ -2,18 +2,20 @@
 
 The renderer puts `reply_buttons(request, live)` on the reply's last message (see
 `render_stream`); a click comes back as a component interaction whose custom id one of the
-DynamicItems below matches, so no per-message state lives in discord.py.
+DynamicItems below matches, so no per-message state lives in discord.py. Stop while the reply
+streams; Regenerate on the channel's newest finished reply (see bot/regenerate.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
 from bot.checks import may_stop
+from bot.regenerate import REGENERATE, regenerate
 from bot.sink import NO_PINGS
 from bot.streaming import Button, Buttons
 
@@ -29,8 +31,19 @@ FINISHED = "This reply has already finished."
 
 
 def reply_buttons(request: Request, live: bool) -> Buttons:
-    """Stop while the reply streams; its final message carries none of these."""
-    return (Button("Stop", action=STOP, emoji="🛑"),) if live else ()
+    """Stop while the reply streams; Regenerate once it is final, if it is the channel's
+    newest reply and not a private one (a newer reply's start takes it off again)."""
+    stop = (Button("Stop", action=STOP, emoji="🛑"),)
+    if request.question.private:  # only its asker sees it: it leaves the channel's alone
+        return stop if live else ()
+    offers = cast("Gemcord", request.bot).offers
+    channel_id, turn_id = request.question.channel_id, request.turn_id or 0
+    if live:
+        offers.started(channel_id, turn_id)
+        return stop
+    if not offers.finishing(channel_id, turn_id):
+        return ()
+    return (Button("Regenerate", action=REGENERATE, emoji="🔁"),)
 
 
 class StopButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.escape(STOP)):
@@ -67,3 +80,23 @@ class StopButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.esc
 
 async def _private(interaction: discord.Interaction, text: str) -> None:
     await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+class RegenerateButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.escape(REGENERATE)
+):
+    """🔁 Regenerate under the channel's newest finished reply."""
+
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Button(label="Regenerate", custom_id=REGENERATE, emoji="🔁"))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RegenerateButton:
+        """Every Regenerate button is the same: the message clicked says which reply."""
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction[Gemcord]) -> None:  # type: ignore[override]
+        """Answer the question again into the same messages, or say privately why not."""
+        await regenerate(interaction.client, interaction, reply_buttons)

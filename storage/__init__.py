@@ -42,6 +42,9 @@ Semantics the bot relies on:
   overwritten in the file. It returns how many turns were deleted, replies included.
   `forget_last(author_id, channel_id)` does the same for that person's newest exchange still in
   the channel's history.
+- **Hidden** turns stay in the file but leave history for good: a reply whose answer was
+  regenerated (`replace_replies`: "replaced", still in exports, marked) and a "private" exchange
+  (`add_user_turn(hidden="private")`, its replies too), which exports leave out as well.
 - **Scope.** `load_history(..., author_id=X)` keeps only X's questions and the replies to them
   (a channel where each person has a conversation of their own).
 - **Ledger.** `record_usage` adds one reply's token counts (Gemini's usage metadata) with who
@@ -74,6 +77,7 @@ from storage.models import (
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
+    Hidden,
     ImageIn,
     ReplyMetrics,
     SchemaError,
@@ -100,6 +104,7 @@ __all__ = [
     "AlreadyAnswered",
     "ChannelSettings",
     "GuildBudget",
+    "Hidden",
     "ImageIn",
     "ReplyMetrics",
     "SQLiteStore",
@@ -141,8 +146,9 @@ class Store(Protocol):
         guild_id: int | None = None,
         thread_id: int | None = None,
         images: Sequence[ImageIn] = (),
+        hidden: Hidden | None = None,
     ) -> int:
-        """Store a question; returns its turn id."""
+        """Store a question ("private": only its asker sees the exchange); returns its id."""
         ...
 
     async def start_model_turn(
@@ -189,6 +195,14 @@ class Store(Protocol):
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
         """The turn one of whose Discord message ids is `message_id`."""
+        ...
+
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        """One turn by id, with its image bytes."""
+        ...
+
+    async def replace_replies(self, question_id: int, new_reply: int) -> int:
+        """Mark the question's replies other than `new_reply` "replaced"; returns how many."""
         ...
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:

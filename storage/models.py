@@ -15,6 +15,9 @@ Withdrawn = Literal["deleted", "blocked"]
 """Why a turn left the history the model sees: its message was deleted, or the exchange was
 blocked by the safety filter."""
 
+Hidden = Literal["replaced", "private"]
+"""Why a turn kept in the store is never shown to the model again (see `Turn.hidden`)."""
+
 STATUSES: Final[frozenset[str]] = frozenset(get_args(Status))
 FINAL_STATUSES: Final[frozenset[str]] = STATUSES - {"streaming"}
 
@@ -75,6 +78,8 @@ class Turn:
     model: str | None
     withdrawn: Withdrawn | None = None
     """Why the turn is no longer sent to the model (None: it is)."""
+    hidden: Hidden | None = None
+    """A reply regenerated since ("replaced"), or an exchange only its asker saw ("private")."""
 
 
 @dataclass

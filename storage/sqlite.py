@@ -49,6 +49,7 @@ from storage.models import (
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
+    Hidden,
     ImageIn,
     ReplyMetrics,
     Stats,
@@ -87,7 +88,7 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size))
           FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
          WHERE ti.turn_id = t.id) AS images,
-       t.archived, t.archived_at, t.withdrawn
+       t.archived, t.archived_at, t.withdrawn, t.hidden
   FROM turns AS t
 """
 
@@ -95,7 +96,7 @@ _HISTORY_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = :channel AND t.archived = 0 AND t.pair_key < :before
-   AND t.status <> 'streaming' AND t.withdrawn IS NULL
+   AND t.status <> 'streaming' AND t.withdrawn IS NULL AND t.hidden IS NULL
    AND (:author IS NULL OR (SELECT q.author_id FROM turns AS q WHERE q.id = t.pair_key) = :author)
  ORDER BY t.pair_key DESC, t.id DESC
  LIMIT :limit
@@ -106,6 +107,7 @@ _EXPORT_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = ? AND t.archived = ? AND (t.pair_key, t.id) > (?, ?)
+   AND t.hidden IS NOT 'private'
  ORDER BY t.pair_key, t.id
  LIMIT ?
 """
@@ -219,6 +221,7 @@ class _Row:
             message_ids=[m[1] for m in messages],
             images=[StoredImage(sha, mime, None) for sha, mime, _ in self.image_refs],
             withdrawn=row[18],
+            hidden=row[19],
         )
 
 
@@ -483,11 +486,13 @@ class SQLiteStore:
         guild_id: int | None = None,
         thread_id: int | None = None,
         images: Sequence[ImageIn] = (),
+        hidden: Hidden | None = None,
     ) -> int:
         """Store a user's question (with its images); returns the new turn's id.
 
         The first of `message_ids` is the Discord message the question came from: a second
-        question from the same message raises AlreadyAnswered and stores nothing.
+        question from the same message raises AlreadyAnswered and stores nothing. A "private"
+        question (and so its replies) stays out of history and exports.
         """
         prepared = await _prepare_images(images)
         values = (
@@ -498,14 +503,15 @@ class SQLiteStore:
             _clean(author_name),
             _clean(text),
             time.time(),
+            hidden,
         )
         ids = [int(m) for m in message_ids]
 
         async def op(conn: aiosqlite.Connection) -> int:
             rows = await conn.execute_fetchall(
                 "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                " author_name, text, status, created_at)"
-                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?) RETURNING id",
+                " author_name, text, status, created_at, hidden)"
+                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?, ?) RETURNING id",
                 values,
             )
             turn_id = int(next(iter(rows))[0])
@@ -546,8 +552,8 @@ class SQLiteStore:
     ) -> int:
         """Open a model turn ("streaming") answering user turn `reply_to`; returns its id.
 
-        The reply joins its question's side of a reset: answering an archived question gives
-        an archived reply.
+        The reply joins its question's side of a reset (answering an archived question gives
+        an archived reply), and a private question's reply is private too.
         """
         values = (
             channel_id,
@@ -565,9 +571,9 @@ class SQLiteStore:
                 await conn.execute_fetchall(
                     "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
                     " author_name, text, status, reply_to, created_at, model, archived,"
-                    " archived_at)"
+                    " archived_at, hidden)"
                     " SELECT ?, ?, ?, 'model', ?, ?, '', 'streaming', id, ?, ?, archived,"
-                    " archived_at FROM turns WHERE id = ? AND role = 'user'"
+                    " archived_at, hidden FROM turns WHERE id = ? AND role = 'user'"
                     " RETURNING id",
                     values,
                 )
@@ -643,6 +649,20 @@ class SQLiteStore:
                 )
 
         await self._write(op, transaction=bool(ids or metrics is not None or status == "blocked"))
+
+    async def replace_replies(self, question_id: int, new_reply: int) -> int:
+        """A question's answer was regenerated as `new_reply`: its other replies are marked
+        "replaced" (out of history, kept for exports); returns how many."""
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            return await _rowcount(
+                conn,
+                "UPDATE turns SET hidden = 'replaced'"
+                " WHERE reply_to = ? AND id <> ? AND role = 'model' AND hidden IS NULL",
+                (question_id, new_reply),
+            )
+
+        return await self._write(op, transaction=False)
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
         """Attach Discord message ids to a turn (in order; ids it already has are skipped)."""
@@ -1296,6 +1316,7 @@ def _turn_json(row: _Row) -> dict[str, Any]:
         "archived": row.archived,
         "archived_at": _iso(row.archived_at),
         "withdrawn": t.withdrawn,
+        "replaced": t.hidden == "replaced",
     }
 
 
@@ -1336,6 +1357,8 @@ def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSetting
             head += f" · {t.status}"
         if t.withdrawn == "deleted":
             head += " · deleted on Discord"
+        if t.hidden == "replaced":
+            head += " · replaced by a regenerated answer"
         out += [head, ""]
         out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
         for sha, mime, size in row.image_refs:

@@ -3,11 +3,17 @@ auto-threads and `/forget last`, through the real discord.py client and both fak
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from storage import Turn
 from tests.fakes.discord import FakeDiscord, Perm
+from tests.fakes.discord_models import FakeMessage
 from tests.fakes.gemini import Reply
 from tests.harness import World, reply_turn, world
 
@@ -32,6 +38,13 @@ async def command(w: World, channel, user, name: str, options: dict | None = Non
     inter = await w.discord.slash_command(channel, user, name, options or {})
     await inter.wait_for_callback()
     return inter.ephemeral, (inter.original or object()).content  # type: ignore[attr-defined]
+
+
+def png() -> bytes:
+    """A small valid PNG."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def no_pings(fake: FakeDiscord) -> None:
@@ -252,4 +265,198 @@ async def test_forget_last_removes_only_the_callers_last_exchange(tmp_path: Path
         assert "alice two" not in texts and "answer 1" not in texts
         export = await w.bot.store.export_channel(w.general.id, "json")
         assert "alice two" not in export
+        no_pings(w.discord)
+
+
+# --- regenerate ----------------------------------------------------------------------------------
+
+
+def buttons_of(message: FakeMessage) -> list[str]:
+    """The custom ids of the buttons a message shows."""
+    return [c.get("custom_id", "") for row in message.components for c in row["components"]]
+
+
+async def regenerated(w: World, question: FakeMessage, old: Turn) -> Turn:
+    """Wait until a newer reply to `question` than `old` is stored as finished."""
+    assert w.bot is not None
+    store = w.bot.store
+
+    async def newer() -> Turn | None:
+        turn = await store.find_turn_by_message(old.message_ids[0])
+        if turn is None or turn.id == old.id or turn.status == "streaming":
+            return None
+        return turn if w.bot and w.bot.inflight.by_message(question.id) is None else None
+
+    for _ in range(500):
+        if (turn := await newer()) is not None:
+            return turn
+        await asyncio.sleep(0.02)
+    raise TimeoutError("no regenerated reply")
+
+
+async def test_regenerate_replaces_the_answer_in_place_and_in_history(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        carol = w.discord.add_user("carol")
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, carol, roles=[mods])
+        long_answer = ("Joke one is long. " * 120).strip()  # two messages
+        w.gemini.script(Reply(chunks=[long_answer[:900], long_answer[900:]]))
+        question, contents = await ask(w, w.general, w.alice, "tell me a joke")
+        assert len(contents) == 2
+        old = await reply_turn(w, question.id)
+        assert old is not None
+        first, last = (w.discord.message(i) for i in old.message_ids)
+        assert buttons_of(first) == [] and buttons_of(last) == ["gemcord:regenerate"]
+
+        refused = await w.discord.click(last, w.bob, "gemcord:regenerate")
+        await refused.wait_for_callback()
+        assert refused.ephemeral and "Only the person who asked" in refused.original.content  # type: ignore[union-attr]
+        assert len(w.gemini.requests) == 1
+
+        w.gemini.script(Reply(chunks=["Joke ", "two."]))
+        click = await w.discord.click(last, w.alice, "gemcord:regenerate")
+        new = await regenerated(w, question, old)
+        assert click.callback_type == 7 and click.callback["data"]["components"] == []  # type: ignore[index]
+        again, before = w.gemini.requests[-1], w.gemini.requests[0]
+        assert again.contents() == before.contents()  # the same question, the same context
+        assert new.text == "Joke two." and new.message_ids == [first.id]
+        assert w.discord.message(first.id).content == "Joke two."
+        assert w.discord.message(first.id).reply_to == question.id
+        assert buttons_of(w.discord.message(first.id)) == ["gemcord:regenerate"]
+        assert w.discord.message(last.id).deleted  # the old answer's extra message
+        history = await w.bot.store.load_history(w.general.id)
+        assert [t.text for t in history] == ["tell me a joke", "Joke two."]
+        export = json.loads(await w.bot.store.export_channel(w.general.id, "json"))
+        replaced = [t for t in export["turns"] if t["replaced"]]
+        assert [t["text"] for t in replaced] == [long_answer]
+        markdown = await w.bot.store.export_channel(w.general.id)
+        assert "replaced by a regenerated answer" in markdown
+
+        # a moderator may regenerate too; a newer exchange takes the button off
+        w.gemini.script(Reply(chunks=["Joke three."]))
+        await w.discord.click(w.discord.message(first.id), carol, "gemcord:regenerate")
+        new = await regenerated(w, question, new)
+        assert new.text == "Joke three."
+        w.gemini.script(Reply(chunks=["Tea is nice."]))
+        await ask(w, w.general, w.bob, "what about tea?")
+        assert "Joke three." in w.gemini.requests[-1].texts("model")
+        assert "Joke two." not in " ".join(w.gemini.requests[-1].texts())
+        await w.discord.wait_for(lambda: not buttons_of(w.discord.message(first.id)), timeout=5)
+        assert buttons_of(w.discord.bot_messages(w.general)[-1]) == ["gemcord:regenerate"]
+        no_pings(w.discord)
+
+
+# --- /settings autocomplete ----------------------------------------------------------------------
+
+
+async def test_settings_values_and_models_are_offered_and_checked(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        moderator(w)
+        typing = await w.discord.autocomplete(
+            w.general, w.alice, "settings set", {"option": "scope", "value": ""}, "value"
+        )
+        await typing.wait_for_callback()
+        assert [c["value"] for c in typing.choices or []] == ["channel", "user", "default"]
+        typing = await w.discord.autocomplete(w.general, w.alice, "model", {"name": "pro"}, "name")
+        await typing.wait_for_callback()
+        offered = [c["value"] for c in typing.choices or []]
+        assert "gemini-2.5-pro" in offered and all("pro" in n for n in offered)
+        assert not [n for n in offered if "embedding" in n]
+
+        # persona and model through /settings set: the same checks as /persona and /model
+        private, text = await command(
+            w, w.general, w.alice, "settings set", {"option": "model", "value": "gemini-2.5-pro"}
+        )
+        assert private and "Manage Messages" in text
+        private, text = await command(
+            w, w.general, w.bob, "settings set", {"option": "model", "value": "gemini-2.5-flahs"}
+        )
+        assert private and "no model called `gemini-2.5-flahs`" in text
+        private, text = await command(
+            w, w.general, w.bob, "settings set", {"option": "model", "value": "gemini-2.5-pro"}
+        )
+        assert not private and text == "This channel now uses `gemini-2.5-pro`."
+        private, text = await command(
+            w, w.general, w.bob, "settings set", {"option": "persona", "value": "Be terse."}
+        )
+        assert not private and text == "Persona updated for this channel."
+        _, text = await command(w, w.general, w.alice, "settings show")
+        assert "`model`: gemini-2.5-pro —" in text and "`persona`: Be terse. —" in text
+        w.gemini.script(Reply(chunks=["ok"]))
+        await ask(w, w.general, w.alice, "hi")
+        request = w.gemini.requests[-1]
+        assert request.model == "gemini-2.5-pro"
+        assert request.system_instruction().startswith("Be terse.")
+        no_pings(w.discord)
+
+
+# --- message actions ----------------------------------------------------------------------------
+
+
+async def test_ask_gemini_about_a_message_with_a_modal(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        menus = {(c["name"], c["type"]) for c in w.discord.commands(w.guild)}
+        assert {("Ask Gemini about this", 3), ("Summarize from here", 3)} <= menus
+        note = await w.discord.user_message(
+            w.general,
+            w.bob,
+            "The meeting moved to Friday at 3pm, see the map",
+            attachments=[w.discord.attachment("map.png", png())],
+        )
+        opened = await w.discord.message_command(w.general, w.alice, "Ask Gemini about this", note)
+        await opened.wait_for_callback()
+        modal = opened.modal
+        assert modal is not None and modal["title"] == "Ask Gemini about this message"
+        assert not w.gemini.requests and not w.discord.bot_messages(w.general)
+
+        w.gemini.script(Reply(chunks=["On Friday ", "at 3pm."]))
+        submitted = await w.discord.submit_modal(opened, {"question": "When is the meeting?"})
+        assert await w.interaction_done(submitted) == ["On Friday at 3pm."]
+        assert not submitted.ephemeral
+        request = w.gemini.requests[-1]
+        asked = request.question_text() or ""
+        assert asked.startswith('[alice] (replying to bob: "The meeting moved to Friday at 3pm')
+        assert asked.endswith("When is the meeting?")
+        [content] = [c for c in request.contents() if c.get("role") == "user"]
+        assert any("inlineData" in p or "inline_data" in p for p in content["parts"])
+        history = await w.bot.store.load_history(w.general.id)
+        assert [t.role for t in history] == ["user", "model"]
+        assert history[0].images and history[1].text == "On Friday at 3pm."
+        no_pings(w.discord)
+
+
+async def test_summarize_from_here_is_private_and_stays_out_of_history(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        assert w.bot is not None
+        await w.discord.user_message(w.general, w.bob, "an older message")
+        start = await w.discord.user_message(w.general, w.alice, "shall we ship on Monday?")
+        await w.discord.user_message(w.general, w.bob, "no, tests are red")
+        await w.discord.user_message(w.general, w.alice, "then Tuesday")
+        w.gemini.script(Reply(chunks=["Shipping moved ", "to Tuesday."]))
+        inter = await w.discord.message_command(w.general, w.bob, "Summarize from here", start)
+        assert await w.interaction_done(inter) == ["Shipping moved to Tuesday."]
+        assert inter.ephemeral and all(m.ephemeral for m in inter.messages)
+        request = w.gemini.requests[-1]
+        assert request.roles() == ["user"]  # the channel's conversation is not sent
+        asked = request.question_text() or ""
+        lines = [
+            "[alice] shall we ship on Monday?",
+            "[bob] no, tests are red",
+            "[alice] then Tuesday",
+        ]
+        assert "\n".join(lines) in asked and "older message" not in asked
+        assert await w.bot.store.load_history(w.general.id) == []
+        export = await w.bot.store.export_channel(w.general.id, "json")
+        assert "Tuesday" not in export
+        w.gemini.script(Reply(chunks=["ok"]))
+        await ask(w, w.general, w.alice, "anything new?")
+        assert "Summarize" not in " ".join(w.gemini.requests[-1].texts())
+        assert not [
+            m
+            for m in w.discord.bot_messages(w.general)
+            if "Tuesday" in m.content and not m.ephemeral
+        ]
         no_pings(w.discord)

@@ -491,21 +491,37 @@ class Chat(commands.Cog):
         if not text:
             await self._reply_privately(interaction, "Ask me something: the prompt is empty.")
             return
+        await self.answer_interaction(interaction, text, [image] if image else [], strict=True)
+
+    async def answer_interaction(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        files: list[discord.Attachment],
+        *,
+        strict: bool = False,
+        quote: Quote | None = None,
+        private: bool = False,
+    ) -> None:
+        """Answer `text` (with `files`, and the message it is about, `quote`) as the response
+        to an interaction, after the checks every question gets. `strict`: a file that cannot
+        be used refuses the question (else it goes without it, saying so); `private`: only
+        the asker sees the exchange, which stays out of the channel's conversation."""
         user_id = interaction.user.id
         if wait := self.bot.cooldown_retry_after(user_id, consume=False):
             await self._reply_privately(interaction, cooldown_notice(wait))
             return
-        if image is not None and (problem := precheck(image, self.limits)) is not None:
-            await self._reply_privately(interaction, refusal([problem]))
+        if strict and (problems := [p for f in files if (p := precheck(f, self.limits))]):
+            await self._reply_privately(interaction, refusal(problems))
             return
         if refused := await self._not_now(interaction.channel, interaction.user):
             await self._reply_privately(interaction, refused)
             return
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:
-            await interaction.response.defer(thinking=True)
-            collected = await collect_images([image] if image else [], self.limits)
-            if image is not None and not collected.images:
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            collected = await collect_images(files, self.limits)
+            if strict and files and not collected.images:
                 await interaction.edit_original_response(
                     content=refusal(collected.problems), allowed_mentions=NO_PINGS
                 )
@@ -517,6 +533,7 @@ class Chat(commands.Cog):
                 return
             question = self._question(interaction.channel, interaction.user, text)
             question.images, question.in_dm = collected.images, interaction.guild_id is None
+            question.quote, question.private = quote, private
             try:
                 slot = self.bot.admission.try_enter(question.channel_id, user_id)
             except QueueFull:
@@ -525,7 +542,7 @@ class Chat(commands.Cog):
                 )
                 return
             try:
-                sink = InteractionSink(interaction)
+                sink = InteractionSink(interaction, ephemeral=private)
                 await answer(self.bot, question, sink, ticket, slot, buttons=reply_buttons)
             finally:
                 slot.release()

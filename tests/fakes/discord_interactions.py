@@ -359,8 +359,10 @@ class InteractionRoutes:
             msg.revisions[0].placeholder = True
         elif cb_type in (6, 7) and inter.message_id is not None:
             if cb_type == 7:  # UPDATE_MESSAGE: the clicked message is edited in place
-                validate_message_body(data, uploads=uploads, prefix=("data",))
                 clicked = self.fake.message(inter.message_id)
+                validate_message_body(
+                    data, uploads=uploads, prefix=("data",), partial=True, existing=clicked
+                )
                 self.fake._apply_edit(clicked, data, uploads)
                 await self.fake._dispatch_message(
                     "MESSAGE_UPDATE", clicked, require_connection=False
