@@ -27,6 +27,13 @@ HELP = """\
   Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
 • Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
+• Press Regenerate under the newest answer for a new one in its place (asker or moderators).
+• Right-click a message → Apps: **Ask Gemini about this** (a question about it, with its files),
+  or **Summarize from here** (only you see the summary).
+• Moderators choose per channel with `/settings`: whose conversation I see (`scope`: everyone's
+  or each person's own), `auto_thread` (answer a mention in a new thread), `answer_mode`
+  (`all`: every message is a question). I never answer @everyone, @here, or a message for
+  someone else.
 
 **Commands**
 `/ask` — ask, optionally with an image
@@ -39,7 +46,7 @@ HELP = """\
 `/stats` — usage figures
 `/usage` — tokens used and their estimated cost (yours; moderators: channel or server)
 `/budget` — this server's daily token budgets (Manage Server to change them)
-`/forget` — delete everything you said to me, everywhere
+`/forget` — `last`: your last question here and my answer; `all`: everything you said, everywhere
 """
 
 
