@@ -8,7 +8,6 @@ import discord
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
-_EVERYONE = re.compile(r"@(?:everyone|here)\b")
 
 
 def own_role_id(message: discord.Message) -> int | None:
@@ -28,9 +27,10 @@ def mentions_me(message: discord.Message, bot_id: int) -> bool:
 
 
 def addressed_elsewhere(message: discord.Message, bot_id: int) -> bool:
-    """Whether the message is for others and never a question: it pings @everyone or @here,
-    or it mentions people or roles (a reply that pings its author included) but not the bot."""
-    if message.mention_everyone or _EVERYONE.search(message.content):
+    """Whether the message is for others and never a question: it pings @everyone or @here
+    (as Discord says: an author without that permission pings no one), or it mentions people or
+    roles (a reply that pings its author included) but not the bot."""
+    if message.mention_everyone:
         return True
     if mentions_me(message, bot_id):
         return False

@@ -32,7 +32,7 @@ FINISHED = "This reply has already finished."
 
 def reply_buttons(request: Request, live: bool) -> Buttons:
     """Stop while the reply streams; Regenerate once it is final, if it is the channel's
-    newest reply and not a private one (a newer reply's start takes it off again)."""
+    newest reply and answers a message (a newer reply's start takes it off again)."""
     stop = (Button("Stop", action=STOP, emoji="🛑"),)
     if request.question.private:  # only its asker sees it: it leaves the channel's alone
         return stop if live else ()
@@ -41,6 +41,11 @@ def reply_buttons(request: Request, live: bool) -> Buttons:
     if live:
         offers.started(channel_id, turn_id)
         return stop
+    if request.question.message_id is None:
+        # An interaction's answer (/ask, a message action): only that interaction may edit its
+        # messages, so it cannot be regenerated in place; it is newer than the others all the same.
+        offers.started(channel_id, turn_id)
+        return ()
     if not offers.finishing(channel_id, turn_id):
         return ()
     return (Button("Regenerate", action=REGENERATE, emoji="🔁"),)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from storage import Turn
+from bot.options import OPTIONS
+from bot.threads import thread_name
+from storage import ChannelSettings, Turn
 from tests.fakes.discord import FakeDiscord, Perm
 from tests.fakes.discord_models import FakeMessage
 from tests.fakes.gemini import Reply
@@ -343,7 +345,14 @@ async def test_regenerate_replaces_the_answer_in_place_and_in_history(tmp_path: 
         assert "Joke three." in w.gemini.requests[-1].texts("model")
         assert "Joke two." not in " ".join(w.gemini.requests[-1].texts())
         await w.discord.wait_for(lambda: not buttons_of(w.discord.message(first.id)), timeout=5)
-        assert buttons_of(w.discord.bot_messages(w.general)[-1]) == ["gemcord:regenerate"]
+        tea = w.discord.bot_messages(w.general)[-1]
+        assert buttons_of(tea) == ["gemcord:regenerate"]
+        # an /ask answer (the interaction's to edit) gets none, and takes the last one off
+        w.gemini.script(Reply(chunks=["Coffee too."]))
+        inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "coffee?"})
+        assert await w.interaction_done(inter) == ["Coffee too."]
+        assert inter.original is not None and buttons_of(inter.original) == []
+        await w.discord.wait_for(lambda: not buttons_of(w.discord.message(tea.id)), timeout=5)
         no_pings(w.discord)
 
 
@@ -364,6 +373,19 @@ async def test_settings_values_and_models_are_offered_and_checked(tmp_path: Path
         offered = [c["value"] for c in typing.choices or []]
         assert "gemini-2.5-pro" in offered and all("pro" in n for n in offered)
         assert not [n for n in offered if "embedding" in n]
+
+        # every setting needs Manage Messages to change; its value is checked
+        for name, option in OPTIONS.items():
+            value = option.choices[-1] if option.choices else "gemini-2.5-pro"
+            private, text = await command(
+                w, w.general, w.alice, "settings set", {"option": name, "value": value}
+            )
+            assert private and "Manage Messages" in text, name
+        assert await w.bot.store.get_channel_settings(w.general.id) == ChannelSettings(w.general.id)
+        private, text = await command(
+            w, w.general, w.bob, "settings set", {"option": "auto_thread", "value": "maybe"}
+        )
+        assert private and text == "`auto_thread` can be `off`, `on` or `default`."
 
         # persona and model through /settings set: the same checks as /persona and /model
         private, text = await command(
@@ -460,3 +482,10 @@ async def test_summarize_from_here_is_private_and_stays_out_of_history(tmp_path:
             if "Tuesday" in m.content and not m.ephemeral
         ]
         no_pings(w.discord)
+
+
+def test_thread_names_fit_discord() -> None:
+    assert thread_name("  what\nis  this? ", "alice") == "what is this?"
+    assert thread_name("", "alice") == "alice's question"
+    long = thread_name("word " * 40, "alice")
+    assert len(long) <= 100 and long.endswith("word…")

@@ -30,6 +30,7 @@ from bot.inflight import stop_summary
 from bot.options import effective, is_on
 from bot.setting_change import suggestions
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
+from bot.threads import open_thread
 from storage import ChannelSettings
 
 log = logging.getLogger(__name__)
@@ -102,22 +103,6 @@ def prompt_text(message: discord.Message, bot_id: int) -> str:
         text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
     text = re.sub(r"[ \t]{2,}", " ", text).strip()
     return text if visible(text) else ""
-
-
-THREAD_NAME_LIMIT = 100
-
-
-def thread_name(text: str, author_name: str) -> str:
-    """A thread's name from the question: its first words, on one line, at most 100
-    characters (cut at a word, with an ellipsis); for an image alone, whose question it is."""
-    line = " ".join(text.split())
-    if not line:
-        return shorten(f"{author_name}'s question", THREAD_NAME_LIMIT)
-    if len(line) <= THREAD_NAME_LIMIT:
-        return line
-    cut = line[: THREAD_NAME_LIMIT - 1]
-    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut
-    return cut.rstrip(" ,.;:") + "…"
 
 
 def visible(text: str) -> bool:
@@ -410,25 +395,13 @@ class Chat(commands.Cog):
             return None
         if not is_on(await channel_settings(self.bot.store, channel.id, None), "auto_thread"):
             return None
-        perms = my_permissions(channel)
-        if perms is not None and not perms.create_public_threads:
-            why = "I need the Create Public Threads permission"
-        elif perms is not None and not perms.send_messages_in_threads:
-            why = "I need the Send Messages in Threads permission"
-        else:
-            try:
-                return await message.create_thread(
-                    name=thread_name(text, message.author.display_name),
-                    auto_archive_duration=1440,
-                )
-            except discord.HTTPException as exc:
-                log.warning("could not open a thread on message %s: %s", message.id, exc)
-                why = "Discord refused to open a thread"
+        opened = await open_thread(message, text, my_permissions(channel))
+        if isinstance(opened, discord.Thread):
+            return opened
         if channel.id not in self.thread_fallback_told:
             self.thread_fallback_told.add(channel.id)
             await self._notice(
-                message,
-                f"-# Auto-threads are on here, but {why}, so I answer in the channel.",
+                message, f"-# Auto-threads are on here, but {opened}, so I answer in the channel."
             )
         return None
 
