@@ -196,6 +196,7 @@ async def test_auto_thread_opens_a_thread_that_inherits_the_persona(tmp_path: Pa
         )
         await command(w, threads, w.bob, "settings set", {"option": "auto_thread", "value": "on"})
         await command(w, threads, w.bob, "persona", {"instruction": "You are a pirate."})
+        await command(w, threads, w.bob, "model", {"name": "gemini-2.5-pro"})
 
         w.gemini.script(Reply(chunks=["Arr, ", "a list is mutable."]))
         question = await w.mention(threads, w.alice, "What is   a Python list?\nThanks")
@@ -210,6 +211,7 @@ async def test_auto_thread_opens_a_thread_that_inherits_the_persona(tmp_path: Pa
         assert not [m for m in w.discord.bot_messages(threads) if m.interaction_id is None]
         request = w.gemini.requests[-1]
         assert request.system_instruction().startswith("You are a pirate.")
+        assert request.model == "gemini-2.5-pro"
         turn = await reply_turn(w, question.id)
         assert turn is not None and turn.channel_id == thread.id and turn.thread_id == thread.id
 
