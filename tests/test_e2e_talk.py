@@ -491,3 +491,12 @@ def test_thread_names_fit_discord() -> None:
     assert thread_name("", "alice") == "alice's question"
     long = thread_name("word " * 40, "alice")
     assert len(long) <= 100 and long.endswith("word…")
+
+
+async def test_help_describes_the_ways_to_talk(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+        private, text = await command(w, w.general, w.alice, "help")
+        assert private and len(text) <= 2000
+        for words in ("Regenerate", "Ask Gemini about this", "Summarize from here", "`scope`"):
+            assert words in text, words
+        assert "`auto_thread`" in text and "`answer_mode`" in text and "`last`" in text
