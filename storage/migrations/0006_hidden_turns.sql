@@ -1,5 +1,4 @@
--- 0006 (issue 15; renumber to follow the other branches' migrations): turns kept in the file
--- but never again shown to the model. `hidden`:
+-- 0006: turns kept in the file but never again shown to the model. `hidden`:
 --   'replaced' - a reply regenerated with a new answer (kept for `/history`, marked so);
 --   'private'  - an exchange only its asker saw (a private summary): neither the channel's
 --                history nor its exports show it.
