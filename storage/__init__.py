@@ -70,7 +70,7 @@ from storage.models import (
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
-    ImageIn,
+    Media,
     ReplyMetrics,
     SchemaError,
     Stats,
@@ -82,6 +82,7 @@ from storage.models import (
     TokenUsage,
     Turn,
     TurnNotFound,
+    Upload,
     UsageTotals,
     Withdrawn,
     approx_tokens,
@@ -96,7 +97,7 @@ __all__ = [
     "AlreadyAnswered",
     "ChannelSettings",
     "GuildBudget",
-    "ImageIn",
+    "Media",
     "ReplyMetrics",
     "SQLiteStore",
     "SchemaError",
@@ -110,6 +111,7 @@ __all__ = [
     "TokenUsage",
     "Turn",
     "TurnNotFound",
+    "Upload",
     "UsageTotals",
     "Withdrawn",
     "approx_tokens",
@@ -136,7 +138,7 @@ class Store(Protocol):
         message_ids: Sequence[int] = (),
         guild_id: int | None = None,
         thread_id: int | None = None,
-        images: Sequence[ImageIn] = (),
+        images: Sequence[Media] = (),
     ) -> int:
         """Store a question; returns its turn id."""
         ...
@@ -203,6 +205,19 @@ class Store(Protocol):
 
     async def mark_images_unusable(self, sha256s: Iterable[str], reason: str) -> None:
         """Never send these images to Gemini again."""
+        ...
+
+    async def get_uploads(self, sha256s: Iterable[str]) -> dict[str, Upload]:
+        """The Files API uploads recorded for these files, by hash (expired ones too)."""
+        ...
+
+    async def save_upload(self, upload: Upload) -> None:
+        """Record (or replace) the upload of a stored file; a replaced one is queued to go."""
+        ...
+
+    async def take_gone_uploads(self) -> list[str]:
+        """Names of uploads whose file left the store (or that were replaced): each returned
+        once, for the bot to delete them from Gemini."""
         ...
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from bot.attachments import Limits, collect_images, decode_slots, sniff, validate_image
+from bot.attachments import Limits, collect_files, decode_slots, sniff, validate_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,24 +111,24 @@ def test_corrupt_and_fake_images_refused() -> None:
 async def test_collect_reports_each_problem_and_keeps_the_rest() -> None:
     good = FakeAttachment("ok.png", png_bytes(), "image/png")
     huge = FakeAttachment("huge.png", b"x", "image/png", declared=30 * 1024 * 1024)
-    text = FakeAttachment("notes.txt", b"plain text", "text/plain")
+    blob = FakeAttachment("data.bin", bytes(range(256)) * 4, "application/octet-stream")
     corrupt = FakeAttachment("bad.png", png_bytes()[:30], "image/png")
-    got = await collect_images([good, huge, text, corrupt], Limits())
-    assert [i.mime_type for i in got.images] == ["image/png"]
+    got = await collect_files([good, huge, blob, corrupt], Limits())
+    assert [i.mime_type for i in got.files] == ["image/png"]
     assert len(got.problems) == 3
     assert "huge.png" in got.problems[0] and "10 MB" in got.problems[0]
-    assert "notes.txt" in got.problems[1] and "not an image" in got.problems[1]
+    assert "data.bin" in got.problems[1] and "not a kind of file I can read" in got.problems[1]
     assert "bad.png" in got.problems[2]
-    assert huge.reads == 0 and text.reads == 0  # refused before download
+    assert huge.reads == 0  # refused before download
 
 
 async def test_count_and_request_limits() -> None:
     atts = [FakeAttachment(f"{i}.png", png_bytes(color="blue"), "image/png") for i in range(6)]
-    got = await collect_images(atts, Limits(max_images=4))
+    got = await collect_files(atts, Limits(max_images=4))
     assert len(got.images) == 4 and len(got.problems) == 2
     assert all("at most 4" in p for p in got.problems)
     one = len(png_bytes(color="blue"))
-    got = await collect_images(atts[:3], Limits(max_request_bytes=2 * one))
+    got = await collect_files(atts[:3], Limits(max_request_bytes=2 * one))
     assert len(got.images) == 2 and "add up to" in got.problems[0]
 
 
@@ -187,7 +187,7 @@ def test_pixel_bomb_refused_without_decoding_it(tmp_path: Path) -> None:
 async def test_collect_names_the_bomb_and_keeps_the_rest() -> None:
     bomb = FakeAttachment("bomb.png", bomb_png(8000, 8000), "image/png")
     good = FakeAttachment("ok.png", png_bytes(), "image/png")
-    got = await collect_images([bomb, good], Limits())
+    got = await collect_files([bomb, good], Limits())
     assert [i.data for i in got.images] == [good.data]
     assert got.problems == [
         "`bomb.png` is 8000×8000 pixels (64 megapixels); the limit is 40 megapixels per image."

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from bot.conversation import SEPARATE, Question, build_contents, system_instruction, today_note
-from bot.llm import ImagePart
-from storage import ImageIn, StoredImage, Turn
+from storage import Media, StoredImage, Turn
 
 
 def turn(tid: int, role: str, text: str, status: str = "complete", name: str = "alice", **kw):
@@ -60,7 +59,7 @@ def test_questions_still_being_answered_are_context_not_merged() -> None:
     ]
     contents = build_contents(history, Question(1, 12, "carol", "my own question"))
     assert [c.role for c in contents] == ["user", "model"] * 3 + ["user"]
-    assert contents[2].parts == ["[alice] look", ImagePart(b"\x89PNG...", "image/png")]
+    assert contents[2].parts == ["[alice] look", Media(b"\x89PNG...", "image/png")]
     assert contents[3].parts == [SEPARATE] and contents[5].parts == [SEPARATE]
     assert contents[4].parts == ["[bob] and me"]
     assert contents[-1].parts == ["[carol] my own question", today_note()]  # that one alone
@@ -71,9 +70,9 @@ def test_inline_bytes_cap_drops_the_oldest_images_first() -> None:
     new = StoredImage("new", "image/png", b"n" * 30)
     history = [turn(1, "user", "a", images=[old]), turn(2, "model", "x", reply_to=1)]
     history += [turn(3, "user", "b", images=[new]), turn(4, "model", "y", reply_to=3)]
-    q = Question(1, 10, "alice", "c", images=[ImageIn(b"q" * 40, "image/png")])
+    q = Question(1, 10, "alice", "c", images=[Media(b"q" * 40, "image/png")])
     contents = build_contents(history, q, max_inline_bytes=100)
-    images = [p for c in contents for p in c.parts if isinstance(p, ImagePart)]
+    images = [p for c in contents for p in c.parts if isinstance(p, Media)]
     assert [len(i.data) for i in images] == [30, 40]
 
 

@@ -19,11 +19,12 @@ from discord.ext import commands
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
-from bot.attachments import Limits, collect_images, human_size, precheck
+from bot.attachments import Collected, Limits, collect_files, human_size, precheck
 from bot.budget import over_budget
 from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
+from bot.files import delete_gone_uploads
 from bot.inflight import stop_summary
 from bot.llm import ModelCheck
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
@@ -36,7 +37,7 @@ MODEL_CHECK_WAIT = 2.0
 """Seconds /model waits for Gemini's model list when it is not cached yet."""
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 BARE_MENTION_HINT = (
-    "Hi! Ask me anything: mention me with your question (you can attach an image), "
+    "Hi! Ask me anything: mention me with your question (you can attach files), "
     "reply to one of my messages, or use `/ask`."
 )
 
@@ -86,7 +87,7 @@ def refusal(problems: list[str]) -> str:
     return "\n".join(
         [
             *problems,
-            "So I didn't ask Gemini: try again with a supported image, or without the file.",
+            "So I didn't ask Gemini: try again with a file I can read, or without the file.",
         ]
     )
 
@@ -174,7 +175,18 @@ class Chat(commands.Cog):
         self.bot = bot
         s = bot.settings
         self.limits = Limits(
-            s.max_image_bytes, s.max_request_image_bytes, s.max_images, s.max_image_pixels
+            s.max_image_bytes,
+            s.max_request_image_bytes,
+            s.max_images,
+            s.max_image_pixels,
+            max_files=s.max_files,
+            max_text_bytes=s.max_text_bytes,
+            max_text_chars=s.max_text_chars,
+            max_text_chars_total=s.max_text_chars_total,
+            max_pdf_bytes=s.max_pdf_bytes,
+            max_audio_bytes=s.max_audio_bytes,
+            max_audio_seconds=s.max_voice_seconds,
+            max_video_bytes=s.max_video_bytes,
         )
         self.order = ArrivalOrder()
         self.seen: OrderedDict[int, None] = OrderedDict()
@@ -200,29 +212,46 @@ class Chat(commands.Cog):
         turn = await self.bot.store.find_turn_by_message(ref.message_id)
         return turn is not None and turn.role == "model"
 
-    async def _quote(self, message: discord.Message) -> Quote | None:
-        """The message this one replies to (fetched if Discord did not include it), if any."""
+    async def _quote(
+        self, message: discord.Message
+    ) -> tuple[Quote | None, list[discord.Attachment]]:
+        """The message this one replies to (fetched if Discord did not include it), if any, and
+        its files when they should go along (someone else's message the bot has not stored)."""
         ref = message.reference
         if ref is None or ref.message_id is None or self.bot.user is None:
-            return None
+            return None, []
         if ref.type is not discord.MessageReferenceType.reply:
-            return None
+            return None, []
         resolved = ref.resolved or ref.cached_message
         if resolved is None:
             try:
                 resolved = await message.channel.fetch_message(ref.message_id)
             except discord.HTTPException as exc:
                 log.info("could not fetch the message %s replies to: %s", message.id, exc)
-                return None
+                return None, []
         if not isinstance(resolved, discord.Message):
-            return None  # deleted
+            return None, []  # deleted
         bot_id = self.bot.user.id
-        return Quote(
+        quote = Quote(
             message_id=resolved.id,
             author_name=resolved.author.display_name,
             text=prompt_text(resolved, bot_id),
             by_bot=resolved.author.id == bot_id,
         )
+        files = list(resolved.attachments) if not quote.by_bot else []
+        if files and await self.bot.store.find_turn_by_message(resolved.id) is not None:
+            files = []  # asked before: its files are in the history already
+        return quote, files
+
+    async def _voice_for_me(self, message: discord.Message) -> bool:
+        """Whether a voice message is meant for the bot without a mention (it cannot carry
+        one): in a thread where the bot has been answering."""
+        if not message.flags.voice or not isinstance(message.channel, discord.Thread):
+            return False
+        if self.bot.user is not None and message.channel.owner_id == self.bot.user.id:
+            return True
+        recent = await self.bot.store.load_history(message.channel.id, max_turns=4)
+        return any(turn.role == "model" for turn in recent)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -234,7 +263,7 @@ class Chat(commands.Cog):
             return
         in_dm = message.guild is None
         mentioned = mentions_me(message, me.id)
-        if not (in_dm or mentioned or message.reference is not None):
+        if not (in_dm or mentioned or message.reference is not None or message.flags.voice):
             return
         if self._seen_before(message.id):
             log.info("ignored a duplicate delivery of message %s", message.id)
@@ -255,7 +284,8 @@ class Chat(commands.Cog):
         # Taken before the first await: questions are stored in the order they arrived.
         ticket = self.order.ticket(message.channel.id)
         try:
-            if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+            for_me = in_dm or mentioned or await self._is_reply_to_bot(message)
+            if not (for_me or await self._voice_for_me(message)):
                 return
             await self._handle(message, in_dm, ticket)
         except Exception:
@@ -331,7 +361,7 @@ class Chat(commands.Cog):
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
             await self._notice(message, stop_summary(count))
             return
-        quote = await self._quote(message)
+        quote, quoted_files = await self._quote(message)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             await self._notice(message, BARE_MENTION_HINT)
             return
@@ -342,8 +372,8 @@ class Chat(commands.Cog):
         if refused := await self._not_now(message.channel, message.author):
             await self._notice(message, refused)
             return
-        collected = await collect_images(message.attachments, self.limits)
-        if message.attachments and not collected.images:
+        collected = await collect_files([*message.attachments, *quoted_files], self.limits)
+        if message.attachments and not collected.files:
             await self._notice(message, refusal(collected.problems))
             return
         if wait := self.bot.cooldown_retry_after(author_id):
@@ -363,7 +393,8 @@ class Chat(commands.Cog):
             if collected.problems:
                 await self._notice(message, "\n".join(collected.problems))
             question = self._question(message.channel, message.author, text)
-            question.message_id, question.images = message.id, collected.images
+            question.message_id, question.images = message.id, collected.files
+            question.notes = collected.notes
             question.in_dm, question.quote = in_dm, quote
             replied = message if can_reference(my_permissions(message.channel)) else None
             result = await answer(
@@ -422,10 +453,11 @@ class Chat(commands.Cog):
             parent_id = None
         return await channel_settings(self.bot.store, interaction.channel_id or 0, parent_id)
 
-    @app_commands.command(
-        name="ask", description="Ask Gemini something, optionally about an image."
+    @app_commands.command(name="ask", description="Ask Gemini something, optionally about a file.")
+    @app_commands.describe(
+        prompt="Your question", image="A file to ask about: image, text, PDF, audio or video"
     )
-    @app_commands.describe(prompt="Your question", image="An image to ask about")
+    @app_commands.rename(image="file")
     async def ask(
         self,
         interaction: discord.Interaction,
@@ -453,8 +485,8 @@ class Chat(commands.Cog):
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:
             await interaction.response.defer(thinking=True)
-            collected = await collect_images([image] if image else [], self.limits)
-            if image is not None and not collected.images:
+            collected: Collected = await collect_files([image] if image else [], self.limits)
+            if image is not None and not collected.files:
                 await interaction.edit_original_response(
                     content=refusal(collected.problems), allowed_mentions=NO_PINGS
                 )
@@ -465,7 +497,8 @@ class Chat(commands.Cog):
                 )
                 return
             question = self._question(interaction.channel, interaction.user, text)
-            question.images, question.in_dm = collected.images, interaction.guild_id is None
+            question.images, question.in_dm = collected.files, interaction.guild_id is None
+            question.notes = collected.notes
             try:
                 slot = self.bot.admission.try_enter(question.channel_id, user_id)
             except QueueFull:
@@ -615,6 +648,7 @@ class Chat(commands.Cog):
             return
         count = await self.bot.store.forget_user(interaction.user.id)
         log.info("forgot %d turns of user %s at their request", count, interaction.user.id)
+        await delete_gone_uploads(self.bot.llm, self.bot.store)
         await self._reply_privately(
             interaction,
             f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
