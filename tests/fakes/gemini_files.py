@@ -49,8 +49,8 @@ def rfc3339(at: float) -> str:
 
 def decodable(mime_type: str, data: bytes) -> bool:
     """Whether Gemini could decode these bytes as the PDF or audio they claim to be."""
-    if mime_type == "application/pdf":
-        return data.startswith(b"%PDF-")
+    if mime_type == "application/pdf":  # a header, and the end-of-file marker of a whole one
+        return data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]
     if mime_type.startswith("audio/"):
         return data.startswith(AUDIO_MAGIC) or data[4:8] == b"ftyp"
     return True
@@ -190,7 +190,8 @@ class FakeFiles:
         except (KeyError, ValueError):
             return _error(400, "Invalid upload start request.")
         meta = body.get("file") or {}
-        mime = headers.get("X-Goog-Upload-Header-Content-Type") or meta.get("mimeType") or ""
+        # google-genai writes the File's fields in snake_case here (display_name, mime_type)
+        mime = headers.get("X-Goog-Upload-Header-Content-Type") or _field(meta, "mimeType") or ""
         upload_id = f"up-{next(self._ids)}"
         self._sessions[upload_id] = _Session(meta, size, mime)
         self.calls.append(("start", upload_id))
@@ -225,7 +226,7 @@ class FakeFiles:
             return _error(400, "The uploaded size does not match the declared size.")
         file_id = hashlib.sha256(f"{upload_id}{time.time()}".encode()).hexdigest()[:12]
         now = time.time()
-        display = str(session.meta.get("displayName") or "")
+        display = str(_field(session.meta, "displayName") or "")
         video = session.mime_type.startswith("video/")
         file = FakeFile(
             id=file_id,
@@ -312,6 +313,12 @@ def file_parts(rec: RecordedRequest, role: str | None = None) -> list[FilePart]:
                     )
                 )
     return out
+
+
+def _field(meta: dict[str, Any], camel: str) -> Any:
+    """A File field in either spelling (the REST docs write camelCase, the SDK snake_case)."""
+    snake = re.sub(r"([A-Z])", lambda m: "_" + m[1].lower(), camel)
+    return meta.get(camel, meta.get(snake))
 
 
 def _json(body: Any) -> web.Response:
