@@ -7,6 +7,7 @@ API was asked (uploads, looks, deletes), what the store holds, and what people s
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from storage import Turn
 from tests.fakes.gemini import RecordedRequest
 from tests.fakes.gemini_files import file_parts
-from tests.harness import World
+from tests.harness import World, react, reply_turn
 from tests.test_e2e_chat import ask, fast, model_text
 
 pytestmark = pytest.mark.timeout(90)
@@ -334,3 +335,43 @@ async def test_a_pdf_gemini_cannot_read_is_left_out_and_never_sent_again(tmp_pat
         later = w.gemini.requests[2]
         assert not later.image_parts()
         assert "(earlier: broken.pdf, 1 KB)" in later.texts("user")
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (checked every few milliseconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+async def test_uploads_run_a_few_at_a_time_and_a_stop_cancels_them(tmp_path: Path) -> None:
+    async with fast(tmp_path, {"GEMCORD_UPLOADS_AT_ONCE": "2"}) as w:
+        files = w.gemini.files
+        files.processing_gets = 0
+        files.gate.clear()  # hold every upload at its first chunk
+        clips = [
+            w.discord.attachment(f"clip{i}.mp4", mp4(50_000 + i), "video/mp4") for i in range(3)
+        ]
+        question = await w.mention(w.general, w.alice, "compare them", attachments=clips)
+        await until(lambda: len([c for c in files.calls if c[0] == "start"]) == 2)
+        files.gate.set()
+        await w.reply_done(question.id)
+        assert files.most_open == 2  # concurrent, and never more than the setting
+        assert len(files.uploads()) == 3
+        assert len(file_parts(w.gemini.requests[0])) == 3
+
+        # a stop while a file uploads: the upload is dropped and Gemini is never asked
+        files.gate.clear()
+        clip = w.discord.attachment("long.mp4", mp4(60_000), "video/mp4")
+        question = await w.mention(w.general, w.alice, "and this?", attachments=[clip])
+        await until(lambda: len([c for c in files.calls if c[0] == "start"]) == 4)
+        await react(w, w.general, question.id, w.alice, "🛑")
+        await w.reply_done(question.id)
+        await until(lambda: files.calls[-1][0] == "abandoned")
+        assert len(w.gemini.requests) == 1 and len(files.uploads()) == 3
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.status == "stopped"
+        files.gate.set()

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -119,12 +120,18 @@ class FakeFiles:
         self.files: dict[str, FakeFile] = {}
         """Every file ever uploaded, by id (deleted and expired ones are marked, not removed)."""
         self.calls: list[tuple[str, str]] = []
-        """(what, file id or upload id) in order: start, chunk, finalize, get, delete."""
+        """(what, file id or upload id) in order: start, chunk, finalize, get, delete, and
+        abandoned (the client went away during an upload)."""
         self.processing_gets = 2
         """How many files.get a video stays PROCESSING before it is ACTIVE."""
         self.fail: set[str] = set()
         """Display names whose processing ends FAILED."""
         self.lifetime = LIFETIME
+        self.gate = asyncio.Event()
+        """Chunks wait until it is set (it is, unless a test clears it to hold uploads)."""
+        self.gate.set()
+        self.most_open = 0
+        """The most upload sessions open at once."""
         self._sessions: dict[str, _Session] = {}
         self._ids = itertools.count(1)
 
@@ -194,6 +201,7 @@ class FakeFiles:
         mime = headers.get("X-Goog-Upload-Header-Content-Type") or _field(meta, "mimeType") or ""
         upload_id = f"up-{next(self._ids)}"
         self._sessions[upload_id] = _Session(meta, size, mime)
+        self.most_open = max(self.most_open, len(self._sessions))
         self.calls.append(("start", upload_id))
         url = (
             f"{self._gemini.base_url}{request.path}?upload_id={upload_id}&upload_protocol=resumable"
@@ -215,6 +223,12 @@ class FakeFiles:
             return _error(404, "No such upload session.")
         command = [c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").split(",")]
         data = await request.read()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:  # the client went away: the session is abandoned
+            self._sessions.pop(upload_id, None)
+            self.calls.append(("abandoned", upload_id))
+            raise
         if int(request.headers.get("X-Goog-Upload-Offset", "-1")) != len(session.received):
             return _error(400, "The upload offset does not match the bytes received.")
         session.received += data
