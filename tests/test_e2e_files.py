@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.retention import tidy
 from storage import Turn
 from tests.fakes.gemini import RecordedRequest
 from tests.fakes.gemini_files import file_parts
@@ -288,9 +289,27 @@ async def test_forget_deletes_the_uploads_of_the_forgotten_files(tmp_path: Path)
 
         done = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": True})
         await done.wait_for_callback()
-        assert ("delete", alice_file.id) in w.gemini.files.calls
+        await until(lambda: ("delete", alice_file.id) in w.gemini.files.calls)
         assert [f.id for f in w.gemini.files.uploads(live=True)] == [bob_file.id]
         assert [name for _, name in upload_rows(w)] == [bob_file.name]
+
+
+async def test_retention_deletes_the_uploads_of_old_files(tmp_path: Path) -> None:
+    async with fast(tmp_path, {"GEMCORD_RETENTION_DAYS": "30"}) as w:
+        w.gemini.files.processing_gets = 0
+        old = w.discord.attachment("old.mp4", mp4(90_000), "video/mp4")
+        question, _ = await ask(w, w.general, w.alice, "old", attachments=[old])
+        (upload,) = w.gemini.files.uploads()
+        with sqlite3.connect(w.db_path) as db:
+            db.execute(
+                "UPDATE turns SET created_at = created_at - 31 * 86400"
+                " WHERE id = (SELECT turn_id FROM answered WHERE message_id = ?)",
+                (question.id,),
+            )
+        assert w.bot is not None
+        assert await tidy(w.bot) == 2
+        assert w.gemini.files.calls[-1] == ("delete", upload.id)
+        assert not w.gemini.files.uploads(live=True) and not upload_rows(w)
 
 
 # --- refusals ----------------------------------------------------------------------------

@@ -648,12 +648,13 @@ class Chat(commands.Cog):
             return
         count = await self.bot.store.forget_user(interaction.user.id)
         log.info("forgot %d turns of user %s at their request", count, interaction.user.id)
-        await delete_gone_uploads(self.bot.llm, self.bot.store)
         await self._reply_privately(
             interaction,
             f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
             "(your questions and my replies to them) from my memory, in every channel.",
         )
+        # After the answer (Discord waits 3 s for it): Gemini's copies of those files go too.
+        await delete_gone_uploads(self.bot.llm, self.bot.store)
 
 
 async def setup(bot: Gemcord) -> None:
