@@ -224,7 +224,7 @@ class Request:
             uploaded=lambda media: needs_upload(media, s),
         )
         refused = await attach_uploads(contents, self.bot.llm, self.bot.store, s)
-        for item in refused:
+        for item in {item.sha256: item for item in refused}.values():
             name = f"`{item.media.name}`" if item.media.name else "a file"
             if item.rejected:
                 self.notices.append(f"-# ⚠ Gemini could not read {name}, so I answered without it.")

@@ -63,16 +63,15 @@ async def attach_uploads(
 ) -> list[Refused]:
     """Upload (or reuse) every file of `contents` that goes through the Files API and put its
     URI in its place; a file that fails is replaced by a placeholder and returned."""
-    places = [
-        (turn, i)
+    places: list[tuple[ChatTurn, int, Media]] = [
+        (turn, i, part)
         for turn in contents
         for i, part in enumerate(turn.parts)
         if isinstance(part, Media) and needs_upload(part, settings)
     ]
     if not places:
         return []
-    files = [turn.parts[i] for turn, i in places]
-    hashes = await asyncio.to_thread(lambda: [f.sha256 for f in files])  # type: ignore[union-attr]
+    hashes = await asyncio.to_thread(lambda: [media.sha256 for _, _, media in places])
     known = await store.get_uploads(hashes)
     slots = upload_slots(settings.uploads_at_once)
 
@@ -87,13 +86,12 @@ async def attach_uploads(
         await store.save_upload(upload)
         return upload
 
-    results = await asyncio.gather(
-        *(one(f, sha) for f, sha in zip(files, hashes, strict=True)),  # type: ignore[arg-type]
-        return_exceptions=True,
-    )
+    first = {sha: media for (_, _, media), sha in reversed(list(zip(places, hashes, strict=True)))}
+    done = await asyncio.gather(*(one(m, sha) for sha, m in first.items()), return_exceptions=True)
+    by_hash = dict(zip(first, done, strict=True))  # a file sent twice is uploaded once
     refused: list[Refused] = []
-    for (turn, i), media, sha, result in zip(places, files, hashes, results, strict=True):
-        assert isinstance(media, Media)
+    for (turn, i, media), sha in zip(places, hashes, strict=True):
+        result = by_hash[sha]
         if isinstance(result, Upload):
             turn.parts[i] = dataclasses.replace(media, uri=result.uri, mime_type=result.mime_type)
             continue

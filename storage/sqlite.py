@@ -1391,6 +1391,7 @@ def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSetting
         out += [head, ""]
         out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
         for sha, mime, size in row.image_refs:
-            out.append(f"- image `{sha[:16]}` ({mime}, {size:,} bytes)")
+            kind = "image" if mime.startswith("image/") else "file"
+            out.append(f"- {kind} `{sha[:16]}` ({mime}, {size:,} bytes)")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
