@@ -23,16 +23,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def upload_slots(n: int) -> asyncio.Semaphore:
-    """The process-wide gate letting at most `n` uploads run at once (one per event loop)."""
-    loop = asyncio.get_running_loop()
-    if (slots := _SLOTS.get(loop)) is None:
-        slots = _SLOTS[loop] = asyncio.Semaphore(max(1, n))
+    """The process-wide gate letting at most `n` uploads run at once (per event loop)."""
+    gates = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+    if (slots := gates.get(n)) is None:
+        slots = gates[n] = asyncio.Semaphore(max(1, n))
     return slots
 
 

@@ -375,7 +375,7 @@ async def test_uploads_run_a_few_at_a_time_and_a_stop_cancels_them(tmp_path: Pat
             w.discord.attachment(f"clip{i}.mp4", mp4(50_000 + i), "video/mp4") for i in range(3)
         ]
         question = await w.mention(w.general, w.alice, "compare them", attachments=clips)
-        await until(lambda: len([c for c in files.calls if c[0] == "start"]) == 2)
+        await until(lambda: files.held == 2)
         files.gate.set()
         await w.reply_done(question.id)
         assert files.most_open == 2  # concurrent, and never more than the setting
@@ -386,7 +386,7 @@ async def test_uploads_run_a_few_at_a_time_and_a_stop_cancels_them(tmp_path: Pat
         files.gate.clear()
         clip = w.discord.attachment("long.mp4", mp4(60_000), "video/mp4")
         question = await w.mention(w.general, w.alice, "and this?", attachments=[clip])
-        await until(lambda: len([c for c in files.calls if c[0] == "start"]) == 4)
+        await until(lambda: files.held == 1)  # its bytes are on their way
         await react(w, w.general, question.id, w.alice, "🛑")
         await w.reply_done(question.id)
         await until(lambda: files.calls[-1][0] == "abandoned")

@@ -130,6 +130,8 @@ class FakeFiles:
         self.gate = asyncio.Event()
         """Chunks wait until it is set (it is, unless a test clears it to hold uploads)."""
         self.gate.set()
+        self.held = 0
+        """Chunks waiting at the gate now."""
         self.most_open = 0
         """The most upload sessions open at once."""
         self._sessions: dict[str, _Session] = {}
@@ -223,12 +225,15 @@ class FakeFiles:
             return _error(404, "No such upload session.")
         command = [c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").split(",")]
         data = await request.read()
+        self.held += 1
         try:
             await self.gate.wait()
         except asyncio.CancelledError:  # the client went away: the session is abandoned
             self._sessions.pop(upload_id, None)
             self.calls.append(("abandoned", upload_id))
             raise
+        finally:
+            self.held -= 1
         if int(request.headers.get("X-Goog-Upload-Offset", "-1")) != len(session.received):
             return _error(400, "The upload offset does not match the bytes received.")
         session.received += data
