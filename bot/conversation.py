@@ -22,7 +22,9 @@ HOUSE_RULES = (
     "reply. Use names when it helps, but never start your own reply with a name tag. Discord "
     "renders Markdown: **bold**, *italics*, "
     "lists, headings, > quotes and fenced code blocks with a language tag; it does not "
-    "render tables or LaTeX, so avoid them. The newest message ends with today's date."
+    "render tables or LaTeX, so avoid them. Files people send follow their message (a text "
+    "file as [file name] and its text); (earlier: name, size) stands for a file sent before "
+    "that is no longer shown. The newest message ends with today's date."
 )
 
 TODAY = "(Today is {date}, UTC.)"
@@ -62,7 +64,7 @@ class Quote:
 
 @dataclass
 class Question:
-    """A new turn from Discord: who asked, where, what (text and validated images)."""
+    """A new turn from Discord: who asked, where, what (text and checked files)."""
 
     channel_id: int
     author_id: int
