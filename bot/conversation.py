@@ -24,7 +24,8 @@ HOUSE_RULES = (
     "lists, headings, > quotes and fenced code blocks with a language tag; it does not "
     "render tables or LaTeX, so avoid them. Files people send follow their message (a text "
     "file as [file name] and its text); (earlier: name, size) stands for a file sent before "
-    "that is no longer shown. The newest message ends with today's date."
+    "that is no longer shown, (not shown: name, size) for one that could not be sent. The "
+    "newest message ends with today's date."
 )
 
 TODAY = "(Today is {date}, UTC.)"
@@ -131,6 +132,11 @@ def file_parts(files: Sequence[Media]) -> list[str | Media]:
 def earlier(name: str, size: int) -> str:
     """The placeholder for a file of history that the request leaves out."""
     return f"(earlier: {name or 'an image'}, {human_size(size)})"
+
+
+def not_shown(name: str, size: int) -> str:
+    """The placeholder for a file that could not be sent with this request."""
+    return f"(not shown: {name or 'a file'}, {human_size(size)})"
 
 
 def _stored_files(turn: Turn) -> list[str | Media]:

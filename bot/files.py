@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bot.conversation import earlier
+from bot.conversation import not_shown
 from bot.llm import ChatTurn, FileRejected, LLMError
 from storage import Media, Store, Upload
 
@@ -98,7 +98,7 @@ async def attach_uploads(
         if not isinstance(result, LLMError):
             raise result
         log.warning("could not upload %s to Gemini: %s", media.name, result.detail or result)
-        turn.parts[i] = earlier(media.name, len(media.data))
+        turn.parts[i] = not_shown(media.name, len(media.data))
         refused.append(Refused(media, sha, result))
     return refused
 

@@ -394,3 +394,21 @@ async def test_uploads_run_a_few_at_a_time_and_a_stop_cancels_them(tmp_path: Pat
         turn = await reply_turn(w, question.id)
         assert turn is not None and turn.status == "stopped"
         files.gate.set()
+
+
+async def test_a_video_gemini_fails_to_process_is_left_out_and_never_sent_again(
+    tmp_path: Path,
+) -> None:
+    async with fast(tmp_path) as w:
+        w.gemini.files.processing_gets = 1
+        w.gemini.files.fail.add("bad.mp4")
+        att = w.discord.attachment("bad.mp4", mp4(70_000), "video/mp4")
+        _, contents = await ask(w, w.general, w.alice, "what is it?", attachments=[att])
+        (request,) = w.gemini.requests
+        assert not file_parts(request) and "(not shown: bad.mp4, 68 KB)" in request.texts("user")
+        assert contents[-1].endswith(
+            "-# ⚠ Gemini could not read `bad.mp4`, so I answered without it."
+        )
+        await ask(w, w.general, w.alice, "and now?")
+        assert len(w.gemini.files.uploads()) == 1  # not uploaded again
+        assert "(earlier: bad.mp4, 68 KB)" in w.gemini.requests[1].texts("user")
