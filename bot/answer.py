@@ -15,8 +15,9 @@ from bot import ledger
 from bot.admission import Slot
 from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
+from bot.files import attach_uploads, needs_upload
 from bot.inflight import InFlight
-from bot.llm import BadRequest, GeminiStream, LLMError
+from bot.llm import BadRequest, ChatTurn, GeminiStream, LLMError
 from bot.options import effective, inherit
 from bot.streaming import Buttons, MessageSink, RenderResult, render_stream
 from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
@@ -161,7 +162,7 @@ class Request:
         self.model = model
         self.persona = persona
         self.stream: GeminiStream | None = None
-        self.notices: list[str] = []
+        self.notices: list[str] = list(question.notes)
         self.turn_id: int | None = None
         """The reply's stored turn, which takes a checkpoint of the text every few seconds."""
 
@@ -178,11 +179,10 @@ class Request:
         text: list[str] = []  # what has streamed, for the checkpoints
         saved_at = time.monotonic()
         while True:
+            contents = await self._contents()
             self.stream = stream = bot.llm.stream(
                 model=self.model,
-                contents=build_contents(
-                    self.history, self.question, max_inline_bytes=bot.settings.max_inline_bytes
-                ),
+                contents=contents,
                 system_instruction=system_instruction(self.persona, bot_name, self.question.in_dm),
                 max_output_tokens=bot.settings.max_output_tokens,
             )
@@ -213,6 +213,32 @@ class Request:
             finally:
                 await stream.aclose()  # at once, also when the reply is stopped mid-stream
 
+    async def _contents(self) -> list[ChatTurn]:
+        """The request's contents, with the files that go through the Files API uploaded (a
+        file Gemini cannot take is left out with a notice, and never sent again)."""
+        s = self.bot.settings
+        contents = build_contents(
+            self.history,
+            self.question,
+            max_inline_bytes=s.max_inline_bytes,
+            uploaded=lambda media: needs_upload(media, s),
+        )
+        refused = await attach_uploads(contents, self.bot.llm, self.bot.store, s)
+        for item in {item.sha256: item for item in refused}.values():
+            name = f"`{item.media.name}`" if item.media.name else "a file"
+            if item.rejected:
+                self.notices.append(f"-# ⚠ Gemini could not read {name}, so I answered without it.")
+            else:
+                self.notices.append(
+                    f"-# ⚠ I could not send {name} to Gemini just now, so I answered without it."
+                )
+        if gone := {item.sha256: item.media.name for item in refused if item.rejected}:
+            await self.bot.store.mark_images_unusable(gone, "Gemini could not process it")
+            self.question = dataclasses.replace(
+                self.question, images=[m for m in self.question.images if m.sha256 not in gone]
+            )
+        return contents
+
     def _problem(self, exc: BadRequest) -> str | None:
         """What a 400 was about: "file" (a refused file), "long" (too many tokens), or None."""
         detail = exc.detail or ""
@@ -230,14 +256,14 @@ class Request:
         question = self.question
         if question.images:
             refused = {image.sha256: image.name for image in question.images}
-            names = ", ".join(f"`{n}`" if n else "an image" for n in refused.values())
+            names = ", ".join(f"`{n}`" if n else "a file" for n in refused.values())
             self.question = dataclasses.replace(question, images=[])
             self.notices.append(f"-# ⚠ Gemini could not read {names}, so I answered without it.")
         else:
             refused = {i.sha256: "" for t in self.history for i in t.images if i.data is not None}
             for turn in self.history:
                 turn.images = [dataclasses.replace(i, data=None) for i in turn.images]
-            self.notices.append("-# ⚠ Gemini could not read an earlier image here; I left it out.")
+            self.notices.append("-# ⚠ Gemini could not read an earlier file here; I left it out.")
         await self.bot.store.mark_images_unusable(refused, exc.detail or "refused by Gemini")
 
     def _halve_history(self) -> None:

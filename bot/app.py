@@ -116,6 +116,7 @@ class Gemcord(commands.AutoShardedBot):
             first_chunk_timeout=s.first_chunk_timeout,
             chunk_timeout=s.idle_timeout,
             total_timeout=s.total_timeout,
+            upload_timeout=s.upload_timeout,
         )
         for extension in INITIAL_EXTENSIONS:
             await self.load_extension(extension)

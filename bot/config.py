@@ -55,6 +55,18 @@ class Settings:
     history_image_turns: int = 6
     max_inline_bytes: int = 60 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_files: int = 10
+    max_text_bytes: int = 5 * 1024 * 1024
+    max_text_chars: int = 100_000
+    max_text_chars_total: int = 200_000
+    max_pdf_bytes: int = 50 * 1024 * 1024
+    max_audio_bytes: int = 50 * 1024 * 1024
+    max_voice_seconds: float = 600.0
+    max_video_bytes: int = 100 * 1024 * 1024
+    inline_file_bytes: int = 20 * 1024 * 1024
+    """A file larger than this (and every video) goes through Gemini's Files API."""
+    uploads_at_once: int = 3
+    upload_timeout: float = 600.0
     replies_per_user: int = 2
     replies_per_channel: int = 5
     replies_per_process: int = 64
@@ -277,6 +289,17 @@ def load_settings(
         history_image_turns=_int(env, "GEMCORD_HISTORY_IMAGE_TURNS", 6),
         max_inline_bytes=_megabytes(env, "GEMCORD_MAX_INLINE_MB", 60),
         max_image_pixels=int(_float(env, "GEMCORD_MAX_IMAGE_MEGAPIXELS", 40, minimum=0.01) * 1e6),
+        max_files=_int(env, "GEMCORD_MAX_FILES", 10),
+        max_text_bytes=_megabytes(env, "GEMCORD_MAX_TEXT_MB", 5),
+        max_text_chars=_int(env, "GEMCORD_MAX_TEXT_CHARS", 100_000, minimum=1),
+        max_text_chars_total=_int(env, "GEMCORD_MAX_TEXT_CHARS_PER_MESSAGE", 200_000, minimum=1),
+        max_pdf_bytes=_megabytes(env, "GEMCORD_MAX_PDF_MB", 50),
+        max_audio_bytes=_megabytes(env, "GEMCORD_MAX_AUDIO_MB", 50),
+        max_voice_seconds=_float(env, "GEMCORD_MAX_VOICE_SECONDS", 600.0, minimum=1),
+        max_video_bytes=_megabytes(env, "GEMCORD_MAX_VIDEO_MB", 100),
+        inline_file_bytes=_megabytes(env, "GEMCORD_INLINE_FILE_MB", 20),
+        uploads_at_once=_int(env, "GEMCORD_UPLOADS_AT_ONCE", 3, minimum=1),
+        upload_timeout=_float(env, "GEMCORD_UPLOAD_TIMEOUT", 600.0, minimum=1),
         replies_per_user=_int(env, "GEMCORD_REPLIES_PER_USER", 2, minimum=1),
         replies_per_channel=_int(env, "GEMCORD_REPLIES_PER_CHANNEL", 5, minimum=1),
         replies_per_process=_int(env, "GEMCORD_REPLIES_MAX", 64, minimum=1),

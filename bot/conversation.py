@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bot.llm import ChatTurn, ImagePart
-from storage import ImageIn, Turn
+from bot.attachments import human_size
+from bot.llm import ChatTurn
+from storage import Media, StoredImage, Turn
 
 DEFAULT_PERSONA = (
     "You are {name}, a friendly and knowledgeable assistant chatting in a Discord {place}. "
@@ -21,7 +22,10 @@ HOUSE_RULES = (
     "reply. Use names when it helps, but never start your own reply with a name tag. Discord "
     "renders Markdown: **bold**, *italics*, "
     "lists, headings, > quotes and fenced code blocks with a language tag; it does not "
-    "render tables or LaTeX, so avoid them. The newest message ends with today's date."
+    "render tables or LaTeX, so avoid them. Files people send follow their message (a text "
+    "file as [file name] and its text); (earlier: name, size) stands for a file sent before "
+    "that is no longer shown, (not shown: name, size) for one that could not be sent. The "
+    "newest message ends with today's date."
 )
 
 TODAY = "(Today is {date}, UTC.)"
@@ -61,7 +65,7 @@ class Quote:
 
 @dataclass
 class Question:
-    """A new turn from Discord: who asked, where, what (text and validated images)."""
+    """A new turn from Discord: who asked, where, what (text and checked files)."""
 
     channel_id: int
     author_id: int
@@ -70,7 +74,10 @@ class Question:
     guild_id: int | None = None
     thread_id: int | None = None
     message_id: int | None = None
-    images: list[ImageIn] = field(default_factory=list)
+    images: list[Media] = field(default_factory=list)
+    """The question's files, of every kind (images, text, PDF, audio, video)."""
+    notes: list[str] = field(default_factory=list)
+    """Lines to show under the answer (a text file cut to its first characters)."""
     in_dm: bool = False
     quote: Quote | None = None
     parent_id: int | None = None
@@ -112,8 +119,38 @@ def today_note(today: dt.date | None = None) -> str:
     return TODAY.format(date=f"{day:%A} {day.day} {day:%B %Y}")
 
 
-def _user_text(name: str, text: str) -> str:
-    return f"[{name}] {text}" if text else f"[{name}] (sent an image)"
+def _user_text(name: str, text: str, files: Sequence[Media | StoredImage] = ()) -> str:
+    if text:
+        return f"[{name}] {text}"
+    sent = ", ".join(f.name or "an image" for f in files)
+    return f"[{name}] (sent: {sent})" if sent else f"[{name}] (sent nothing)"
+
+
+def file_parts(files: Sequence[Media]) -> list[str | Media]:
+    """A turn's files as parts: text files as text headed by their name, others as they are."""
+    return [
+        f"[file {f.name or 'text'}]\n{f.data.decode('utf-8', 'replace')}" if f.is_text else f
+        for f in files
+    ]
+
+
+def earlier(name: str, size: int) -> str:
+    """The placeholder for a file of history that the request leaves out."""
+    return f"(earlier: {name or 'an image'}, {human_size(size)})"
+
+
+def not_shown(name: str, size: int) -> str:
+    """The placeholder for a file that could not be sent with this request."""
+    return f"(not shown: {name or 'a file'}, {human_size(size)})"
+
+
+def _stored_files(turn: Turn) -> list[str | Media]:
+    """A stored turn's files: with their bytes while within the budget, else a placeholder."""
+    kept = [
+        Media(f.data, f.mime_type, name=f.name) if f.data is not None else earlier(f.name, f.size)
+        for f in turn.images
+    ]
+    return [p for f in kept for p in (file_parts([f]) if isinstance(f, Media) else [f])]
 
 
 def _model_text(turn: Turn) -> str:
@@ -129,41 +166,48 @@ def build_contents(
     *,
     max_inline_bytes: int = MAX_INLINE_BYTES,
     today: dt.date | None = None,
+    uploaded: Callable[[Media], bool] = lambda media: False,
 ) -> list[ChatTurn]:
     """Gemini contents: history in order (speaker names on user turns), then the new question
     alone as the last user turn, ending with today's date (:func:`today_note`).
 
     An earlier question without a finished reply (still streaming, or lost) is followed by a
     :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
-    Images beyond ``max_inline_bytes``, counted from the newest, are left out (oldest first).
+    Inline files beyond ``max_inline_bytes``, counted from the newest, are left out (oldest
+    first) and named by a placeholder; files that ``uploaded`` says go through the Files API
+    do not count.
     """
     contents: list[ChatTurn] = []
     for turn in history:
         if turn.role == "user":
             if contents and contents[-1].role == "user":
                 contents.append(ChatTurn("model", [SEPARATE]))
-            images = [ImagePart(i.data, i.mime_type) for i in turn.images if i.data is not None]
-            contents.append(ChatTurn("user", [_user_text(turn.author_name, turn.text), *images]))
+            head = _user_text(turn.author_name, turn.text, turn.images)
+            contents.append(ChatTurn("user", [head, *_stored_files(turn)]))
         elif contents and contents[-1].role == "user":
             contents.append(ChatTurn("model", [_model_text(turn)]))
     if contents and contents[-1].role == "user":
         contents.append(ChatTurn("model", [SEPARATE]))
-    images = [ImagePart(i.data, i.mime_type) for i in question.images]
-    question_text = _user_text(question.author_name, question.text)
-    contents.append(ChatTurn("user", [question_text, *images, today_note(today)]))
-    _cap_inline_bytes(contents, max_inline_bytes)
+    files = file_parts(question.images)
+    question_text = _user_text(question.author_name, question.text, question.images)
+    contents.append(ChatTurn("user", [question_text, *files, today_note(today)]))
+    _cap_inline_bytes(contents, max_inline_bytes, uploaded)
     return contents
 
 
-def _cap_inline_bytes(contents: list[ChatTurn], limit: int) -> None:
-    """Drop images, oldest first, until the request's inline bytes fit ``limit``."""
+def _cap_inline_bytes(
+    contents: list[ChatTurn], limit: int, uploaded: Callable[[Media], bool]
+) -> None:
+    """Replace inline files by placeholders, oldest first, until the request's inline bytes
+    fit ``limit``."""
     total = 0
     for turn in reversed(contents):
-        kept: list[str | ImagePart] = []
+        kept: list[str | Media] = []
         for part in reversed(turn.parts):
-            if isinstance(part, ImagePart):
+            if isinstance(part, Media) and not uploaded(part):
                 if total + len(part.data) > limit:
-                    continue
-                total += len(part.data)
+                    part = earlier(part.name, len(part.data))
+                else:
+                    total += len(part.data)
             kept.append(part)
         turn.parts = kept[::-1]

@@ -11,7 +11,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, ImagePart, LLMError, StreamOutcome
+from bot.llm import ChatTurn, LLMError, StreamOutcome
+from storage import Media
 
 LABEL = "demo model (scripted, no Gemini)"
 
@@ -121,7 +122,7 @@ def _images_note(contents: Sequence[ChatTurn]) -> str:
     """`` (+N image(s))`` for the images of the newest user turn, or nothing."""
     for turn in reversed(contents):
         if turn.role == "user":
-            n = sum(1 for p in turn.parts if isinstance(p, ImagePart))
+            n = sum(1 for p in turn.parts if isinstance(p, Media))
             return f" (+{n} image{'s' if n != 1 else ''})" if n else ""
     return ""
 

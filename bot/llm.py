@@ -1,8 +1,8 @@
 """Gemini adapter: google-genai async streaming → plain text chunks, errors mapped to our types.
 
 This is the only module of gemcord that imports ``google.genai``. Everything else sees
-:class:`ChatTurn`/:class:`ImagePart` going in, ``str`` chunks coming out, a
-:class:`StreamOutcome` at the end, and :class:`LLMError` subclasses (each with a short
+:class:`ChatTurn` (text and :class:`~storage.models.Media` parts) going in, ``str`` chunks
+coming out, a :class:`StreamOutcome` at the end, and :class:`LLMError` subclasses (each with a short
 ``user_message`` fit for Discord) when something goes wrong.
 
 How a stream runs: the SDK's async generator is driven by a private *pump* task that puts
@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import io
 import logging
 import math
 import os
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -43,13 +45,15 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from storage.models import Media, Upload
+
 __all__ = [
     "BadRequest",
     "Blocked",
     "ChatTurn",
+    "FileRejected",
     "GeminiClient",
     "GeminiStream",
-    "ImagePart",
     "KeyRejected",
     "LLMError",
     "ModelCheck",
@@ -107,23 +111,12 @@ _MODELS_PREFIX = "models/"
 # --- what goes in -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImagePart:
-    """An image sent to Gemini inline (PNG, JPEG, WebP, HEIC or HEIF)."""
-
-    data: bytes = field(repr=False)
-    mime_type: str
-
-    def __repr__(self) -> str:
-        return f"ImagePart({self.mime_type!r}, {len(self.data)} bytes)"
-
-
 @dataclass
 class ChatTurn:
-    """One turn of a conversation: the user's or the model's, text and images in order."""
+    """One turn of a conversation: the user's or the model's, text and files in order."""
 
     role: Literal["user", "model"]
-    parts: list[str | ImagePart]
+    parts: list[str | Media]
 
 
 # --- what comes out -----------------------------------------------------------------------
@@ -301,6 +294,8 @@ class GeminiClient:
         request_timeout: float = 10.0,
         model_list_ttl: float = 600.0,
         model_page_size: int = 100,
+        upload_timeout: float = 600.0,
+        file_poll_seconds: float = 0.25,
     ) -> None:
         """Create the SDK client (no I/O).
 
@@ -313,6 +308,9 @@ class GeminiClient:
         ``request_timeout``: longest wait for a model call (the whole list, all pages);
         ``model_list_ttl``: how long :meth:`cached_models` keeps a fetched list;
         ``model_page_size``: models asked per page (Google: at most 1000).
+        ``upload_timeout``: longest a Files API upload may take, processing included;
+        ``file_poll_seconds``: first wait before looking again at an upload being processed
+        (doubling up to :data:`FILE_POLL_MAX`).
         """
         if not api_key or not api_key.strip():
             raise ValueError("api_key is empty")
@@ -334,6 +332,8 @@ class GeminiClient:
         self.request_timeout = request_timeout
         self.model_list_ttl = model_list_ttl
         self.model_page_size = max(1, model_page_size)
+        self.upload_timeout = upload_timeout
+        self.file_poll_seconds = file_poll_seconds
         self._models: list[ModelInfo] | None = None
         self._models_at = -math.inf
         self._models_fetch: asyncio.Task[list[ModelInfo]] | None = None
@@ -479,6 +479,121 @@ class GeminiClient:
         """Remove the API key from text that may reach a log or a user."""
         return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
 
+    # --- files (the Files API; input side) -----------------------------------------------
+
+    async def upload_file(self, media: Media, sha256: str) -> Upload:
+        """Upload a file through the Files API (resumable) and wait until Gemini has
+        processed it (``ACTIVE``; a video is ``PROCESSING`` first).
+
+        Raises :class:`FileRejected` when Gemini could not process it, :class:`Timeout` after
+        ``upload_timeout``, another :class:`LLMError` when the upload failed.
+        """
+        what = f"upload {media.name or media.mime_type}"
+
+        async def run() -> Upload:
+            files = self._client.aio.files
+            config = types.UploadFileConfig(
+                mime_type=media.mime_type, display_name=(media.name or "file")[:500]
+            )
+            found = await files.upload(file=io.BytesIO(media.data), config=config)
+            wait = self.file_poll_seconds
+            while found.state == types.FileState.PROCESSING and found.name:
+                await asyncio.sleep(wait)
+                wait = min(FILE_POLL_MAX, wait * 2)
+                found = await files.get(name=found.name)
+            if found.state != types.FileState.ACTIVE or not found.name or not found.uri:
+                reason = found.error.message if found.error and found.error.message else None
+                raise FileRejected(
+                    detail=self._scrub(
+                        f"Gemini could not process {media.name or 'a file'} "
+                        f"({_enum_name(found.state)}): {reason or 'no reason given'}"
+                    ),
+                    code=400,
+                )
+            return _upload(found, sha256)
+
+        return await self._file_call(what, run, self.upload_timeout)
+
+    async def upload_alive(self, upload: Upload) -> bool:
+        """Whether Gemini still holds an earlier upload, processed (``files.get``): False
+        when it expired or is gone."""
+        if upload.expires_at <= time.time() + UPLOAD_MARGIN:
+            return False
+
+        async def run() -> bool:
+            try:
+                found = await self._client.aio.files.get(name=upload.name)
+            except genai_errors.ClientError as exc:
+                if exc.code in (403, 404):  # Google answers 403 for a file that is gone
+                    return False
+                raise
+            return found.state == types.FileState.ACTIVE
+
+        return await self._file_call(f"look up {upload.name}", run, self.request_timeout)
+
+    async def delete_file(self, name: str) -> None:
+        """Delete an upload from Gemini (``files.delete``); one already gone is fine."""
+
+        async def run() -> None:
+            try:
+                await self._client.aio.files.delete(name=name)
+            except genai_errors.ClientError as exc:
+                if exc.code not in (403, 404):
+                    raise
+
+        await self._file_call(f"delete {name}", run, self.request_timeout)
+
+    async def _file_call(self, what: str, call: Callable[[], Awaitable[_T]], limit: float) -> _T:
+        """Run a files.* call within ``limit`` seconds, errors mapped to LLMError."""
+        try:
+            async with asyncio.timeout(limit):
+                return await call()
+        except TimeoutError:
+            raise Timeout(
+                "⚠ Gemini took too long to take a file — please try again.",
+                detail=f"could not {what} within {limit:g}s",
+            ) from None
+        except genai_errors.APIError as exc:
+            raise _map_api_error(self, exc)[0] from None
+        except (*_NETWORK_ERRORS, ValueError, KeyError) as exc:  # the SDK's own upload checks
+            raise StreamDropped(
+                "⚠ Couldn't send a file to Gemini (connection problem) — try again shortly.",
+                detail=self._scrub(f"cannot {what}: {_network_reason(exc)}"),
+            ) from None
+
+
+FILE_POLL_MAX = 5.0
+"""Longest wait between two looks at an upload Gemini is still processing."""
+UPLOAD_MARGIN = 600.0
+"""An upload that expires within this many seconds is uploaded again rather than reused."""
+UPLOAD_LIFETIME = 48 * 3600.0
+"""How long Gemini keeps an upload when it does not say (48 hours)."""
+
+
+class FileRejected(BadRequest):
+    """Gemini could not process an uploaded file (its state ended ``FAILED``)."""
+
+    default_message = "⚠ Gemini could not read a file."
+
+
+def _upload(found: types.File, sha256: str) -> Upload:
+    """An SDK File (ACTIVE) → our Upload record."""
+    expires = found.expiration_time
+    return Upload(
+        sha256=sha256,
+        name=found.name or "",
+        uri=found.uri or "",
+        mime_type=found.mime_type or "",
+        expires_at=expires.timestamp() if expires else time.time() + UPLOAD_LIFETIME,
+    )
+
+
+def _media_part(media: Media) -> types.Part:
+    """A file as an SDK part: by its Files API URI once uploaded, else its bytes inline."""
+    if media.uri:
+        return types.Part.from_uri(file_uri=media.uri, mime_type=media.mime_type)
+    return types.Part.from_bytes(data=media.data, mime_type=media.mime_type)
+
 
 def _model_info(model: types.Model) -> ModelInfo:
     """SDK Model → ModelInfo."""
@@ -563,8 +678,8 @@ def _to_contents(turns: Sequence[ChatTurn]) -> list[types.Content]:
             raise ValueError(f"unknown role {turn.role!r}")
         parts: list[types.Part] = []
         for part in turn.parts:
-            if isinstance(part, ImagePart):
-                parts.append(types.Part.from_bytes(data=part.data, mime_type=part.mime_type))
+            if isinstance(part, Media):
+                parts.append(_media_part(part))
             elif isinstance(part, str):
                 if part:
                     parts.append(types.Part.from_text(text=part))

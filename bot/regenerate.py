@@ -23,7 +23,7 @@ from bot.checks import allowed_here, may_stop
 from bot.conversation import Question
 from bot.sink import NO_PINGS, ChannelSink
 from bot.streaming import Buttons
-from storage import ImageIn, Turn
+from storage import Media, Turn
 
 if TYPE_CHECKING:
     from bot.app import Gemcord
@@ -184,7 +184,7 @@ def _again(asked: Turn, channel: object) -> Question:
         guild_id=asked.guild_id,
         thread_id=asked.thread_id,
         message_id=asked.message_ids[0] if asked.message_ids else None,
-        images=[ImageIn(i.data, i.mime_type) for i in asked.images if i.data is not None],
+        images=[Media(i.data, i.mime_type, i.name) for i in asked.images if i.data is not None],
         in_dm=asked.guild_id is None,
         parent_id=parent_id,
         asked_as=asked.id,

@@ -7,6 +7,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.files import delete_gone_uploads
+
 if TYPE_CHECKING:
     from bot.app import Gemcord
 
@@ -18,7 +20,8 @@ INTERVAL = 3_600.0
 
 
 async def tidy(bot: Gemcord) -> int:
-    """One round: delete what retention allows, warn when the file is large; turns deleted."""
+    """One round: delete what retention allows (and those files' uploads from Gemini), warn
+    when the file is large; turns deleted."""
     s = bot.settings
     now = time.time()
     deleted = await bot.store.prune(
@@ -27,6 +30,7 @@ async def tidy(bot: Gemcord) -> int:
     )
     if deleted:
         log.info("retention: deleted %d old turn(s)", deleted)
+    await delete_gone_uploads(bot.llm, bot.store)
     size = await bot.store.size_bytes()
     if size > s.db_warn_bytes:
         log.warning(

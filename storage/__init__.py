@@ -78,7 +78,7 @@ from storage.models import (
     ChannelSettings,
     GuildBudget,
     Hidden,
-    ImageIn,
+    Media,
     ReplyMetrics,
     SchemaError,
     Stats,
@@ -90,6 +90,7 @@ from storage.models import (
     TokenUsage,
     Turn,
     TurnNotFound,
+    Upload,
     UsageTotals,
     Withdrawn,
     approx_tokens,
@@ -105,7 +106,7 @@ __all__ = [
     "ChannelSettings",
     "GuildBudget",
     "Hidden",
-    "ImageIn",
+    "Media",
     "ReplyMetrics",
     "SQLiteStore",
     "SchemaError",
@@ -119,6 +120,7 @@ __all__ = [
     "TokenUsage",
     "Turn",
     "TurnNotFound",
+    "Upload",
     "UsageTotals",
     "Withdrawn",
     "approx_tokens",
@@ -145,7 +147,7 @@ class Store(Protocol):
         message_ids: Sequence[int] = (),
         guild_id: int | None = None,
         thread_id: int | None = None,
-        images: Sequence[ImageIn] = (),
+        images: Sequence[Media] = (),
         hidden: Hidden | None = None,
     ) -> int:
         """Store a question ("private": only its asker sees the exchange); returns its id."""
@@ -223,6 +225,19 @@ class Store(Protocol):
 
     async def mark_images_unusable(self, sha256s: Iterable[str], reason: str) -> None:
         """Never send these images to Gemini again."""
+        ...
+
+    async def get_uploads(self, sha256s: Iterable[str]) -> dict[str, Upload]:
+        """The Files API uploads recorded for these files, by hash (expired ones too)."""
+        ...
+
+    async def save_upload(self, upload: Upload) -> None:
+        """Record (or replace) the upload of a stored file; a replaced one is queued to go."""
+        ...
+
+    async def take_gone_uploads(self) -> list[str]:
+        """Names of uploads whose file left the store (or that were replaced): each returned
+        once, for the bot to delete them from Gemini."""
         ...
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:

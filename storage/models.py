@@ -34,26 +34,51 @@ def approx_tokens(text: str, images: int = 0) -> int:
 
 
 @dataclass(frozen=True)
-class ImageIn:
-    """An image to store with a user turn (`name`: the file name it was sent as, if any)."""
+class Media:
+    """A file sent with a question, to the store and to Gemini: an image, text, a PDF, audio
+    or video (`name`: the file name it was sent as; `uri`: set when it goes to Gemini as an
+    upload of the Files API rather than inline)."""
 
-    data: bytes
+    data: bytes = field(repr=False)
     mime_type: str
     name: str = field(default="", compare=False)
+    uri: str | None = field(default=None, compare=False)
 
     @property
     def sha256(self) -> str:
-        """The hex SHA-256 of the bytes: the image's key in the store."""
+        """The hex SHA-256 of the bytes: the file's key in the store."""
         return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def is_text(self) -> bool:
+        """Whether it is a text or code file (sent to Gemini as a text part)."""
+        return self.mime_type.startswith("text/")
+
+    def __repr__(self) -> str:
+        return f"Media({self.mime_type!r}, {len(self.data)} bytes, name={self.name!r})"
 
 
 @dataclass(frozen=True)
 class StoredImage:
-    """An image carried by a stored turn; `data` is None when outside the history's image budget."""
+    """A file (of any kind) carried by a stored turn; `data` is None when outside the
+    history's file budget. `name` and `size` let the bot name a file it leaves out."""
 
     sha256: str
     mime_type: str
     data: bytes | None
+    name: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file uploaded to Gemini's Files API, reusable until `expires_at` (Unix time)."""
+
+    sha256: str
+    name: str
+    uri: str
+    mime_type: str
+    expires_at: float
 
 
 @dataclass

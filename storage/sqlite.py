@@ -50,7 +50,7 @@ from storage.models import (
     ChannelSettings,
     GuildBudget,
     Hidden,
-    ImageIn,
+    Media,
     ReplyMetrics,
     Stats,
     Status,
@@ -61,6 +61,7 @@ from storage.models import (
     TokenUsage,
     Turn,
     TurnNotFound,
+    Upload,
     UsageTotals,
     approx_tokens,
     astuple_usage,
@@ -85,7 +86,7 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        t.text, t.status, t.created_at, t.reply_to, t.prompt_tokens, t.output_tokens, t.model,
        (SELECT json_group_array(json_array(m.position, m.message_id))
           FROM turn_messages AS m WHERE m.turn_id = t.id) AS messages,
-       (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size))
+       (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size, ti.name))
           FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
          WHERE ti.turn_id = t.id) AS images,
        t.archived, t.archived_at, t.withdrawn, t.hidden
@@ -201,6 +202,7 @@ class _Row:
         messages = sorted(json.loads(row[14]))
         refs = sorted(json.loads(row[15]))
         self.image_refs: list[tuple[str, str, int]] = [(r[1], r[2], r[3]) for r in refs]
+        names = [r[4] if len(r) > 4 else "" for r in refs]
         self.archived = bool(row[16])
         self.archived_at: float | None = row[17]
         self.turn = Turn(
@@ -219,7 +221,10 @@ class _Row:
             output_tokens=row[12],
             model=row[13],
             message_ids=[m[1] for m in messages],
-            images=[StoredImage(sha, mime, None) for sha, mime, _ in self.image_refs],
+            images=[
+                StoredImage(sha, mime, None, name, size)
+                for (sha, mime, size), name in zip(self.image_refs, names, strict=True)
+            ],
             withdrawn=row[18],
             hidden=row[19],
         )
@@ -238,7 +243,7 @@ async def _fetch_image_data(conn: aiosqlite.Connection, hashes: Iterable[str]) -
 
 
 def _with_data(turn: Turn, data: dict[str, bytes]) -> None:
-    turn.images = [StoredImage(i.sha256, i.mime_type, data.get(i.sha256)) for i in turn.images]
+    turn.images = [dataclasses.replace(i, data=data.get(i.sha256)) for i in turn.images]
 
 
 async def _insert_message_ids(
@@ -485,7 +490,7 @@ class SQLiteStore:
         message_ids: Sequence[int] = (),
         guild_id: int | None = None,
         thread_id: int | None = None,
-        images: Sequence[ImageIn] = (),
+        images: Sequence[Media] = (),
         hidden: Hidden | None = None,
     ) -> int:
         """Store a user's question (with its images); returns the new turn's id.
@@ -532,8 +537,13 @@ class SQLiteStore:
                     [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
                 )
                 await conn.executemany(
-                    "INSERT INTO turn_images (turn_id, position, sha256) VALUES (?, ?, ?)",
-                    [(turn_id, pos, sha) for pos, (sha, _, _) in enumerate(prepared)],
+                    "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES (?, ?, ?, ?)",
+                    [
+                        (turn_id, pos, sha, _clean(image.name))
+                        for pos, ((sha, _, _), image) in enumerate(
+                            zip(prepared, images, strict=True)
+                        )
+                    ],
                 )
             return turn_id
 
@@ -732,6 +742,64 @@ class SQLiteStore:
             )
 
         await self._write(op)
+
+    async def get_uploads(self, sha256s: Iterable[str]) -> dict[str, Upload]:
+        """The Files API uploads recorded for these files, by hash (expired ones too)."""
+        wanted = sorted(set(sha256s))
+        if not wanted:
+            return {}
+
+        async def op(conn: aiosqlite.Connection) -> dict[str, Upload]:
+            rows = await conn.execute_fetchall(
+                "SELECT sha256, name, uri, mime_type, expires_at FROM gemini_files"
+                " WHERE sha256 IN (SELECT value FROM json_each(?))",
+                (json.dumps(wanted),),
+            )
+            return {r[0]: Upload(r[0], r[1], r[2], r[3], float(r[4])) for r in rows}
+
+        return await self._read(op)
+
+    async def save_upload(self, upload: Upload) -> None:
+        """Record (or replace) a stored file's upload; nothing when the file is gone."""
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO gemini_files (sha256, name, uri, mime_type, expires_at, uploaded_at)"
+                " SELECT ?1, ?2, ?3, ?4, ?5, ?6"
+                " WHERE EXISTS (SELECT 1 FROM images WHERE sha256 = ?1)"
+                " ON CONFLICT (sha256) DO UPDATE SET name = excluded.name, uri = excluded.uri,"
+                " mime_type = excluded.mime_type, expires_at = excluded.expires_at,"
+                " uploaded_at = excluded.uploaded_at",
+                (
+                    upload.sha256,
+                    upload.name,
+                    upload.uri,
+                    upload.mime_type,
+                    upload.expires_at,
+                    time.time(),
+                ),
+            )
+            if not (
+                await conn.execute_fetchall(
+                    "SELECT 1 FROM gemini_files WHERE sha256 = ?", (upload.sha256,)
+                )
+            ):  # the file was deleted meanwhile: its upload must go as well
+                await conn.execute(
+                    "INSERT INTO gemini_files_gone (name, queued_at) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (upload.name, time.time()),
+                )
+
+        await self._write(op)
+
+    async def take_gone_uploads(self) -> list[str]:
+        """Names of uploads to delete from Gemini, each returned once."""
+
+        async def op(conn: aiosqlite.Connection) -> list[str]:
+            rows = await conn.execute_fetchall("DELETE FROM gemini_files_gone RETURNING name")
+            return sorted(str(r[0]) for r in rows)
+
+        return await self._write(op)
 
     # ----------------------------------------------------------------- reading
 
@@ -1205,7 +1273,7 @@ async def _checkpoint(conn: aiosqlite.Connection) -> None:
         log.debug("wal_checkpoint: %s", exc)
 
 
-async def _prepare_images(images: Sequence[ImageIn]) -> list[tuple[str, str, bytes]]:
+async def _prepare_images(images: Sequence[Media]) -> list[tuple[str, str, bytes]]:
     """(sha256 hex, MIME type, bytes) per image; large ones are hashed off the event loop."""
     if not images:
         return []
@@ -1362,6 +1430,7 @@ def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSetting
         out += [head, ""]
         out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
         for sha, mime, size in row.image_refs:
-            out.append(f"- image `{sha[:16]}` ({mime}, {size:,} bytes)")
+            kind = "image" if mime.startswith("image/") else "file"
+            out.append(f"- {kind} `{sha[:16]}` ({mime}, {size:,} bytes)")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

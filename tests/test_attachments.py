@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from bot.attachments import Limits, collect_images, decode_slots, sniff, validate_image
+from bot.attachments import (
+    Limits,
+    as_text,
+    collect_files,
+    decode_slots,
+    sniff,
+    sniff_file,
+    validate_image,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,24 +119,24 @@ def test_corrupt_and_fake_images_refused() -> None:
 async def test_collect_reports_each_problem_and_keeps_the_rest() -> None:
     good = FakeAttachment("ok.png", png_bytes(), "image/png")
     huge = FakeAttachment("huge.png", b"x", "image/png", declared=30 * 1024 * 1024)
-    text = FakeAttachment("notes.txt", b"plain text", "text/plain")
+    blob = FakeAttachment("data.bin", bytes(range(256)) * 4, "application/octet-stream")
     corrupt = FakeAttachment("bad.png", png_bytes()[:30], "image/png")
-    got = await collect_images([good, huge, text, corrupt], Limits())
-    assert [i.mime_type for i in got.images] == ["image/png"]
+    got = await collect_files([good, huge, blob, corrupt], Limits())
+    assert [i.mime_type for i in got.files] == ["image/png"]
     assert len(got.problems) == 3
     assert "huge.png" in got.problems[0] and "10 MB" in got.problems[0]
-    assert "notes.txt" in got.problems[1] and "not an image" in got.problems[1]
+    assert "data.bin" in got.problems[1] and "not a kind of file I can read" in got.problems[1]
     assert "bad.png" in got.problems[2]
-    assert huge.reads == 0 and text.reads == 0  # refused before download
+    assert huge.reads == 0  # refused before download
 
 
 async def test_count_and_request_limits() -> None:
     atts = [FakeAttachment(f"{i}.png", png_bytes(color="blue"), "image/png") for i in range(6)]
-    got = await collect_images(atts, Limits(max_images=4))
+    got = await collect_files(atts, Limits(max_images=4))
     assert len(got.images) == 4 and len(got.problems) == 2
     assert all("at most 4" in p for p in got.problems)
     one = len(png_bytes(color="blue"))
-    got = await collect_images(atts[:3], Limits(max_request_bytes=2 * one))
+    got = await collect_files(atts[:3], Limits(max_request_bytes=2 * one))
     assert len(got.images) == 2 and "add up to" in got.problems[0]
 
 
@@ -158,7 +166,7 @@ def test_pixel_bomb_refused_without_decoding_it(tmp_path: Path) -> None:
     bomb.write_bytes(bomb_png(20000, 20000))
     script = textwrap.dedent(
         """
-        import resource, sys, warnings
+        import sys, warnings
         from PIL import Image
         from bot.attachments import ImageRejected, Limits, validate_image
         warnings.simplefilter("error")  # any warning that escapes fails the run
@@ -171,7 +179,10 @@ def test_pixel_bomb_refused_without_decoding_it(tmp_path: Path) -> None:
                 print(exc)
             else:
                 sys.exit("bomb accepted")
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        # this process's own peak (VmHWM): ru_maxrss would also count the parent's memory
+        # from before exec, which after the big-file tests is large
+        status = open("/proc/self/status").read().splitlines()
+        print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
         """
     )
     run = subprocess.run(
@@ -187,7 +198,7 @@ def test_pixel_bomb_refused_without_decoding_it(tmp_path: Path) -> None:
 async def test_collect_names_the_bomb_and_keeps_the_rest() -> None:
     bomb = FakeAttachment("bomb.png", bomb_png(8000, 8000), "image/png")
     good = FakeAttachment("ok.png", png_bytes(), "image/png")
-    got = await collect_images([bomb, good], Limits())
+    got = await collect_files([bomb, good], Limits())
     assert [i.data for i in got.images] == [good.data]
     assert got.problems == [
         "`bomb.png` is 8000×8000 pixels (64 megapixels); the limit is 40 megapixels per image."
@@ -287,3 +298,91 @@ async def test_at_most_two_decodes_at_once(monkeypatch: pytest.MonkeyPatch) -> N
         got = await jobs
     assert [i.data for i in got] == datas
     assert count["peak"] == 2
+
+
+# --- every other kind ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "found"),
+    [
+        (b"%PDF-1.7\n", ("pdf", "application/pdf")),
+        (b"ID3\x04\x00", ("audio", "audio/mp3")),
+        (b"\xff\xfb\x90\x00", ("audio", "audio/mp3")),
+        (b"\xff\xf1\x50\x80", ("audio", "audio/aac")),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", ("audio", "audio/wav")),
+        (b"OggS\x00\x02", ("audio", "audio/ogg")),
+        (b"fLaC\x00\x00", ("audio", "audio/flac")),
+        (b"FORM\x00\x00\x00\x00AIFF", ("audio", "audio/aiff")),
+        (b"\x00\x00\x00\x20ftypM4A \x00", ("audio", "audio/aac")),
+        (b"\x00\x00\x00\x18ftypisom\x00", ("video", "video/mp4")),
+        (b"\x00\x00\x00\x14ftypqt  \x00", ("video", "video/mov")),
+        (b"\x00\x00\x00\x14ftyp3gp4\x00", ("video", "video/3gpp")),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01webm", ("video", "video/webm")),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01matroska", None),
+        (b"\x00\x00\x00\x18ftypheic\x00", None),  # an image, not a video
+        (b"PK\x03\x04", None),
+    ],
+)
+def test_kinds_told_by_their_bytes(head: bytes, found: tuple[str, str] | None) -> None:
+    assert sniff_file(head + bytes(64)) == found
+
+
+def test_text_is_utf8_and_not_binary() -> None:
+    assert as_text("naïve café — 日本\n".encode()) == "naïve café — 日本\n"
+    assert as_text(b"\xef\xbb\xbfwith a BOM") == "with a BOM"
+    assert as_text(b"\x1b[31mred\x1b[0m log line\n") is not None  # colour codes are fine
+    assert as_text(b"abc\x00def") is None
+    assert as_text(b"\xff\xfe\x00") is None
+    assert as_text(bytes(range(1, 32)) * 10) is None
+
+
+async def test_text_caps_per_file_and_per_message() -> None:
+    limits = Limits(max_text_chars=10, max_text_chars_total=15)
+    a = FakeAttachment("a.md", b"0123456789abc")
+    b = FakeAttachment("b.rs", b"fn main() {}", "application/rls-services+xml")
+    c = FakeAttachment("c.txt", b"never read")
+    got = await collect_files([a, b, c], limits)
+    assert [(f.name, f.mime_type) for f in got.files] == [
+        ("a.md", "text/plain"),
+        ("b.rs", "text/plain"),
+    ]
+    assert (
+        got.files[0].data.startswith(b"0123456789\n[") and b"of 13 characters" in got.files[0].data
+    )
+    assert got.files[1].data.startswith(b"fn ma\n[")  # what the message had left: 5
+    assert got.notes == [
+        "-# ✂ `a.md` is long: I read its first 10 characters of 13.",
+        "-# ✂ `b.rs` is long: I read its first 5 characters of 12.",
+    ]
+    assert len(got.problems) == 1 and "`c.txt` skipped" in got.problems[0]
+
+
+@dataclass
+class FakeVoice(FakeAttachment):
+    duration: float = 5.0
+
+    def is_voice_message(self) -> bool:
+        return True
+
+
+async def test_voice_messages_named_by_length_and_capped_before_download() -> None:
+    ok = FakeVoice("voice-message.ogg", b"OggS" + bytes(100), "audio/ogg", duration=4.6)
+    long = FakeVoice("voice-message.ogg", b"OggS" + bytes(100), "audio/ogg", duration=700)
+    got = await collect_files([ok, long], Limits(max_audio_seconds=600))
+    assert [(f.name, f.mime_type) for f in got.files] == [("voice message (5 s)", "audio/ogg")]
+    assert got.problems == ["Your voice message is 700 s long; the limit is 600 s."]
+    assert long.reads == 0
+
+
+async def test_each_kind_has_its_own_size_cap_and_a_count_cap() -> None:
+    limits = Limits(max_pdf_bytes=100, max_audio_bytes=100, max_video_bytes=100, max_files=2)
+    big_pdf = FakeAttachment("big.pdf", b"%PDF-" + bytes(200), "application/pdf")
+    unlabeled = FakeAttachment("song", b"ID3" + bytes(200))  # no type: told after download
+    files = [FakeAttachment(f"{i}.txt", b"hi") for i in range(3)]
+    got = await collect_files([big_pdf, unlabeled, *files], limits)
+    assert big_pdf.reads == 0 and unlabeled.reads == 1
+    assert got.problems[0] == "`big.pdf` is 1 KB; the limit is 1 KB per PDF."
+    assert "`song` is 1 KB; the limit is 1 KB per audio file." == got.problems[1]
+    assert [f.name for f in got.files] == ["0.txt", "1.txt"]
+    assert got.problems[2] == "`2.txt` skipped: at most 2 files per message."

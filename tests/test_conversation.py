@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from bot.conversation import SEPARATE, Question, build_contents, system_instruction, today_note
-from bot.llm import ImagePart
-from storage import ImageIn, StoredImage, Turn
+from storage import Media, StoredImage, Turn
 
 
 def turn(tid: int, role: str, text: str, status: str = "complete", name: str = "alice", **kw):
@@ -60,7 +59,7 @@ def test_questions_still_being_answered_are_context_not_merged() -> None:
     ]
     contents = build_contents(history, Question(1, 12, "carol", "my own question"))
     assert [c.role for c in contents] == ["user", "model"] * 3 + ["user"]
-    assert contents[2].parts == ["[alice] look", ImagePart(b"\x89PNG...", "image/png")]
+    assert contents[2].parts == ["[alice] look", Media(b"\x89PNG...", "image/png")]
     assert contents[3].parts == [SEPARATE] and contents[5].parts == [SEPARATE]
     assert contents[4].parts == ["[bob] and me"]
     assert contents[-1].parts == ["[carol] my own question", today_note()]  # that one alone
@@ -71,9 +70,9 @@ def test_inline_bytes_cap_drops_the_oldest_images_first() -> None:
     new = StoredImage("new", "image/png", b"n" * 30)
     history = [turn(1, "user", "a", images=[old]), turn(2, "model", "x", reply_to=1)]
     history += [turn(3, "user", "b", images=[new]), turn(4, "model", "y", reply_to=3)]
-    q = Question(1, 10, "alice", "c", images=[ImageIn(b"q" * 40, "image/png")])
+    q = Question(1, 10, "alice", "c", images=[Media(b"q" * 40, "image/png")])
     contents = build_contents(history, q, max_inline_bytes=100)
-    images = [p for c in contents for p in c.parts if isinstance(p, ImagePart)]
+    images = [p for c in contents for p in c.parts if isinstance(p, Media)]
     assert [len(i.data) for i in images] == [30, 40]
 
 
@@ -109,3 +108,28 @@ def test_the_date_ends_the_newest_turn_and_never_enters_the_system_instruction()
     assert one[:-1] == two[:-1]  # only the tail differs
     assert one[-1].parts == ["[alice] what day is it?", "(Today is Monday 9 March 2026, UTC.)"]
     assert two[-1].parts[-1] == today_note(tuesday)
+
+
+def test_files_text_placeholders_and_the_inline_cap() -> None:
+    kept = StoredImage("a", "application/pdf", b"%PDF-1", name="paper.pdf", size=6)
+    old = StoredImage("b", "audio/mp3", None, name="talk.mp3", size=3 * 1024 * 1024)
+    notes = StoredImage("c", "text/plain", b"line one\n", name="notes.md", size=9)
+    history = [
+        turn(1, "user", "", images=[old]),
+        turn(2, "model", "heard it", reply_to=1),
+        turn(3, "user", "read", images=[kept, notes]),
+        turn(4, "model", "read it", reply_to=3),
+    ]
+    video = Media(b"v" * 50, "video/mp4", name="clip.mp4")
+    big = Media(b"p" * 40, "application/pdf", name="big.pdf")
+    q = Question(1, 11, "bob", "", images=[video, big])
+    contents = build_contents(
+        history, q, max_inline_bytes=45, uploaded=lambda m: m.mime_type.startswith("video/")
+    )
+    assert contents[0].parts == ["[alice] (sent: talk.mp3)", "(earlier: talk.mp3, 3 MB)"]
+    assert contents[2].parts == [
+        "[alice] read",
+        "(earlier: paper.pdf, 1 KB)",  # over the inline cap once the newer PDF is counted
+        "[file notes.md]\nline one\n",
+    ]
+    assert contents[4].parts == ["[bob] (sent: clip.mp4, big.pdf)", video, big, today_note()]

@@ -207,13 +207,13 @@ async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path
         huge = w.discord.attachment(
             "huge.png", b"\x89PNG\r\n\x1a\n" + bytes(30 * 2**20), "image/png"
         )
-        text = w.discord.attachment("notes.txt", b"some notes", "text/plain; charset=utf-8")
+        text = w.discord.attachment("data.bin", bytes(range(256)) * 8, "application/octet-stream")
         broken = w.discord.attachment(
             "broken.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 50, "image/png"
         )
         cases = [
             (huge, ["huge.png", "30 MB", "10 MB"]),
-            (text, ["notes.txt", "not an image"]),
+            (text, ["data.bin", "not a kind of file I can read"]),
             (broken, ["broken.png", "damaged"]),
         ]
         for spec, words in cases:
@@ -236,7 +236,7 @@ async def test_images_are_sent_remembered_and_bad_files_refused_clearly(tmp_path
         assert "".join(contents) == model_text(request)
         assert len(request.image_parts(role="user", last_turn_only=True)) == 1
         notes = [m for m in w.discord.bot_messages(w.random) if m.reply_to == question.id]
-        assert len(notes) == 2 and "notes.txt" in notes[0].content
+        assert len(notes) == 2 and "data.bin" in notes[0].content
 
 
 async def model_turn(w: World, question_id: int) -> Turn:
@@ -394,7 +394,7 @@ async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None
         image = png((10, 200, 10))
         att = w.discord.attachment("leaf.png", image, "image/png")
         inter = await w.discord.slash_command(
-            w.general, w.bob, "ask", {"prompt": "what is it?", "image": att}
+            w.general, w.bob, "ask", {"prompt": "what is it?", "file": att}
         )
         contents = await w.interaction_done(inter)
         request = w.gemini.requests[1]
@@ -404,14 +404,14 @@ async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None
         # /ask questions are part of the channel's history like mentions
         assert "tell me" in request.texts("user")[0]
 
-        # an unusable image is refused at once, only to the asker, without a model call
-        txt = w.discord.attachment("notes.txt", b"hello", "text/plain")
+        # an unusable file is refused at once, only to the asker, without a model call
+        big = w.discord.attachment("dump.zip", b"PK\x03\x04", "application/zip", size=30 * 2**20)
         inter = await w.discord.slash_command(
-            w.general, w.bob, "ask", {"prompt": "read this", "image": txt}
+            w.general, w.bob, "ask", {"prompt": "read this", "file": big}
         )
         await inter.wait_for_callback()
         assert inter.ephemeral and inter.callback_type == 4
-        assert inter.original is not None and "notes.txt" in inter.original.content
+        assert inter.original is not None and "dump.zip" in inter.original.content
         assert len(w.gemini.requests) == 2
 
 

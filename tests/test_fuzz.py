@@ -566,7 +566,7 @@ class Fuzzer:
             options["prompt"] = prompt[:4000]
             if self.rng.random() < 0.2:
                 files, _ = self.attachments()
-                options["image"] = files[0]
+                options["file"] = files[0]
         elif name == "stop":
             if self.rng.random() < 0.3:
                 options["all"] = True

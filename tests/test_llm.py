@@ -15,7 +15,6 @@ from bot.llm import (
     ChatTurn,
     GeminiClient,
     GeminiStream,
-    ImagePart,
     KeyRejected,
     LLMError,
     ModelInfo,
@@ -25,6 +24,7 @@ from bot.llm import (
     Timeout,
     warn_if_model_unknown,
 )
+from storage import Media
 from tests.fakes.gemini import FakeGemini, Reply, Usage
 
 KEY = "AIza-unit-test-secret-9876"
@@ -135,9 +135,9 @@ async def test_history_images_and_system_instruction_reach_gemini(fake, client):
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
     jpeg = b"\xff\xd8\xff\xe0" + b"\xfb\xff\xbf" * 100
     contents = [
-        ChatTurn("user", ["alice: what's this?", ImagePart(png, "image/png")]),
+        ChatTurn("user", ["alice: what's this?", Media(png, "image/png")]),
         ChatTurn("model", ["A chart."]),
-        ChatTurn("user", ["bob: and this?", ImagePart(jpeg, "image/jpeg"), ""]),
+        ChatTurn("user", ["bob: and this?", Media(jpeg, "image/jpeg"), ""]),
     ]
 
     chunks, error = await drain(

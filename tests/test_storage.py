@@ -16,7 +16,7 @@ import pytest
 from storage import (
     IMAGE_TOKENS,
     AlreadyAnswered,
-    ImageIn,
+    Media,
     ReplyMetrics,
     SQLiteStore,
     Store,
@@ -47,7 +47,7 @@ async def pair(
     *,
     author: int = 10,
     status: str = "complete",
-    images: tuple[ImageIn, ...] = (),
+    images: tuple[Media, ...] = (),
 ) -> tuple[int, int]:
     """A question and its finished answer; returns both turn ids."""
     u = await store.add_user_turn(
@@ -215,8 +215,8 @@ async def test_close_waits_for_writes_in_flight(tmp_path: Path) -> None:
 
 
 async def test_user_turn_round_trip(store: SQLiteStore) -> None:
-    png = ImageIn(b"\x89PNG fake bytes", "image/png")
-    jpg = ImageIn(b"\xff\xd8 fake jpeg", "image/jpeg")
+    png = Media(b"\x89PNG fake bytes", "image/png")
+    jpg = Media(b"\xff\xd8 fake jpeg", "image/jpeg")
     u = await store.add_user_turn(
         channel_id=BIG,
         guild_id=BIG + 1,
@@ -343,7 +343,7 @@ async def test_message_ids_attach_in_order_and_find_works_mid_stream(store: SQLi
 
 
 async def test_find_turn_by_message_returns_image_bytes(store: SQLiteStore) -> None:
-    img = ImageIn(b"a cat", "image/webp")
+    img = Media(b"a cat", "image/webp")
     await store.add_user_turn(
         channel_id=3, author_id=1, author_name="a", text="cat", message_ids=[42], images=[img]
     )
@@ -352,7 +352,7 @@ async def test_find_turn_by_message_returns_image_bytes(store: SQLiteStore) -> N
 
 
 async def test_same_image_is_stored_once(store: SQLiteStore) -> None:
-    img = ImageIn(b"same bytes" * 1000, "image/png")
+    img = Media(b"same bytes" * 1000, "image/png")
     for channel in (1, 2, 3):
         await store.add_user_turn(
             channel_id=channel, author_id=1, author_name="a", text="again", images=[img, img]
@@ -364,7 +364,7 @@ async def test_same_image_is_stored_once(store: SQLiteStore) -> None:
 
 
 async def test_large_images_are_hashed_and_stored(store: SQLiteStore) -> None:
-    big = ImageIn(bytes(range(256)) * 8192, "image/png")  # 2 MiB: hashed off the loop
+    big = Media(bytes(range(256)) * 8192, "image/png")  # 2 MiB: hashed off the loop
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="", images=[big])
     turn = await store.get_turn(u)
     assert turn is not None
@@ -463,7 +463,7 @@ async def test_token_budget_drops_oldest_whole_pairs(store: SQLiteStore) -> None
 async def test_images_cost_tokens_and_carry_bytes_only_in_the_last_turns(
     store: SQLiteStore,
 ) -> None:
-    img = [ImageIn(f"image {n}".encode(), "image/png") for n in range(4)]
+    img = [Media(f"image {n}".encode(), "image/png") for n in range(4)]
     turns = [await pair(store, 1, f"q{n}", f"a{n}", images=(img[n],)) for n in range(4)]
     history = await store.load_history(1, image_turns=3)
     assert len(history) == 8
@@ -577,7 +577,7 @@ async def test_deleted_messages_leave_history(store: SQLiteStore) -> None:
 
 
 async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
-    good, bad = ImageIn(b"good bytes", "image/png"), ImageIn(b"bad bytes", "image/png")
+    good, bad = Media(b"good bytes", "image/png"), Media(b"bad bytes", "image/png")
     u = await store.add_user_turn(
         channel_id=1, author_id=1, author_name="a", text="q", images=[good, bad]
     )
@@ -589,7 +589,7 @@ async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
 async def test_retention_deletes_exactly_the_expired_rows_and_files(
     store: SQLiteStore, tmp_path: Path
 ) -> None:
-    old_image, kept_image = ImageIn(b"old" * 5000, "image/png"), ImageIn(b"new", "image/png")
+    old_image, kept_image = Media(b"old" * 5000, "image/png"), Media(b"new", "image/png")
     old = await pair(store, 1, "old question", "old answer", images=(old_image,))
     archived = await pair(store, 2, "archived question", "archived answer")
     await store.reset_channel(2)
@@ -721,7 +721,7 @@ async def test_reply_streaming_during_reset_is_archived_with_its_question(
 async def test_export_markdown(store: SQLiteStore) -> None:
     await store.set_persona(1, "You are a pirate.\nSay arr.")
     await store.set_model(1, "gemini-2.5-pro")
-    img = ImageIn(b"pic", "image/png")
+    img = Media(b"pic", "image/png")
     await pair(store, 1, "old question", "old answer", images=(img,))
     await store.reset_channel(1)
     await pair(store, 1, "new **question**", "partial", status="stopped")
@@ -793,7 +793,7 @@ async def test_stats(store: SQLiteStore) -> None:
     assert (empty.turns, empty.channels, empty.images, empty.by_status) == (0, 0, 0, {})
     assert empty.avg_first_chunk_latency is None and empty.avg_total_time is None
 
-    img = ImageIn(b"i", "image/png")
+    img = Media(b"i", "image/png")
     u = await store.add_user_turn(
         channel_id=1, author_id=1, author_name="a", text="q", images=[img]
     )
@@ -844,8 +844,8 @@ async def test_stats(store: SQLiteStore) -> None:
 
 
 async def test_forget_user(store: SQLiteStore, tmp_path: Path) -> None:
-    secret_image = ImageIn(b"SECRET-IMAGE-BYTES" * 10, "image/png")
-    shared_image = ImageIn(b"shared picture", "image/png")
+    secret_image = Media(b"SECRET-IMAGE-BYTES" * 10, "image/png")
+    shared_image = Media(b"shared picture", "image/png")
     mine1 = await pair(
         store, 1, "SECRET-TEXT-ONE", "reply one", author=7, images=(secret_image, shared_image)
     )

@@ -26,7 +26,7 @@ KILLS = 24
 # id only after the call that wrote it has returned.
 CHILD = r"""
 import asyncio, random, sys
-from storage import ImageIn, ReplyMetrics, open_store
+from storage import Media, ReplyMetrics, open_store
 
 def answer(user_id):
     return f"answer to {user_id} ✓ " * (user_id % 40 + 1)
@@ -38,7 +38,7 @@ async def worker(store, rng, tag):
         channel = rng.randrange(1, 6)
         images = []
         if n % 4 == 0:
-            images = [ImageIn(f"image {tag} {n} ".encode() * rng.randrange(1, 3000), "image/png")]
+            images = [Media(f"image {tag} {n} ".encode() * rng.randrange(1, 3000), "image/png")]
         u = await store.add_user_turn(
             channel_id=channel, author_id=channel, author_name=f"user {channel}",
             text=f"question {tag}.{n}", message_ids=[tag * 10**9 + n], images=images,

@@ -20,12 +20,13 @@ from bot.addressing import addressed_elsewhere, mentions_me
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
-from bot.attachments import Limits, collect_images, human_size, precheck
+from bot.attachments import Collected, Limits, collect_files, human_size, precheck
 from bot.budget import over_budget
 from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
 from bot.cogs.settings import apply as apply_setting
 from bot.conversation import Question, Quote
+from bot.files import delete_gone_uploads
 from bot.inflight import stop_summary
 from bot.options import effective, is_on
 from bot.setting_change import suggestions
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 BARE_MENTION_HINT = (
-    "Hi! Ask me anything: mention me with your question (you can attach an image), "
+    "Hi! Ask me anything: mention me with your question (you can attach files), "
     "reply to one of my messages, or use `/ask`."
 )
 
@@ -77,7 +78,7 @@ def refusal(problems: list[str]) -> str:
     return "\n".join(
         [
             *problems,
-            "So I didn't ask Gemini: try again with a supported image, or without the file.",
+            "So I didn't ask Gemini: try again with a file I can read, or without the file.",
         ]
     )
 
@@ -156,7 +157,18 @@ class Chat(commands.Cog):
         self.bot = bot
         s = bot.settings
         self.limits = Limits(
-            s.max_image_bytes, s.max_request_image_bytes, s.max_images, s.max_image_pixels
+            s.max_image_bytes,
+            s.max_request_image_bytes,
+            s.max_images,
+            s.max_image_pixels,
+            max_files=s.max_files,
+            max_text_bytes=s.max_text_bytes,
+            max_text_chars=s.max_text_chars,
+            max_text_chars_total=s.max_text_chars_total,
+            max_pdf_bytes=s.max_pdf_bytes,
+            max_audio_bytes=s.max_audio_bytes,
+            max_audio_seconds=s.max_voice_seconds,
+            max_video_bytes=s.max_video_bytes,
         )
         self.order = ArrivalOrder()
         self.seen: OrderedDict[int, None] = OrderedDict()
@@ -184,29 +196,46 @@ class Chat(commands.Cog):
         turn = await self.bot.store.find_turn_by_message(ref.message_id)
         return turn is not None and turn.role == "model"
 
-    async def _quote(self, message: discord.Message) -> Quote | None:
-        """The message this one replies to (fetched if Discord did not include it), if any."""
+    async def _quote(
+        self, message: discord.Message
+    ) -> tuple[Quote | None, list[discord.Attachment]]:
+        """The message this one replies to (fetched if Discord did not include it), if any, and
+        its files when they should go along (someone else's message the bot has not stored)."""
         ref = message.reference
         if ref is None or ref.message_id is None or self.bot.user is None:
-            return None
+            return None, []
         if ref.type is not discord.MessageReferenceType.reply:
-            return None
+            return None, []
         resolved = ref.resolved or ref.cached_message
         if resolved is None:
             try:
                 resolved = await message.channel.fetch_message(ref.message_id)
             except discord.HTTPException as exc:
                 log.info("could not fetch the message %s replies to: %s", message.id, exc)
-                return None
+                return None, []
         if not isinstance(resolved, discord.Message):
-            return None  # deleted
+            return None, []  # deleted
         bot_id = self.bot.user.id
-        return Quote(
+        quote = Quote(
             message_id=resolved.id,
             author_name=resolved.author.display_name,
             text=prompt_text(resolved, bot_id),
             by_bot=resolved.author.id == bot_id,
         )
+        files = list(resolved.attachments) if not quote.by_bot else []
+        if files and await self.bot.store.find_turn_by_message(resolved.id) is not None:
+            files = []  # asked before: its files are in the history already
+        return quote, files
+
+    async def _voice_for_me(self, message: discord.Message) -> bool:
+        """Whether a voice message is meant for the bot without a mention (it cannot carry
+        one): in a thread where the bot has been answering."""
+        if not message.flags.voice or not isinstance(message.channel, discord.Thread):
+            return False
+        if self.bot.user is not None and message.channel.owner_id == self.bot.user.id:
+            return True
+        recent = await self.bot.store.load_history(message.channel.id, max_turns=4)
+        return any(turn.role == "model" for turn in recent)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -221,7 +250,7 @@ class Chat(commands.Cog):
             return  # @everyone, @here, or someone else's mention: not a question for the bot
         mentioned = mentions_me(message, me.id)
         free = not (in_dm or mentioned) and await self._answers_everything(message.channel)
-        if not (in_dm or mentioned or free or message.reference is not None):
+        if not (in_dm or mentioned or free or message.reference is not None or message.flags.voice):
             return
         if self._seen_before(message.id):
             log.info("ignored a duplicate delivery of message %s", message.id)
@@ -242,7 +271,8 @@ class Chat(commands.Cog):
         # Taken before the first await: questions are stored in the order they arrived.
         ticket = self.order.ticket(message.channel.id)
         try:
-            if not (in_dm or mentioned or free or await self._is_reply_to_bot(message)):
+            for_me = in_dm or mentioned or free or await self._is_reply_to_bot(message)
+            if not (for_me or await self._voice_for_me(message)):
                 return
             await self._handle(message, in_dm, ticket, hint=in_dm or mentioned)
         except Exception:
@@ -332,7 +362,7 @@ class Chat(commands.Cog):
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
             await self._notice(message, stop_summary(count))
             return
-        quote = await self._quote(message)
+        quote, quoted_files = await self._quote(message)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             if hint:  # a sticker or an empty message in a free-response channel: let it be
                 await self._notice(message, BARE_MENTION_HINT)
@@ -344,8 +374,8 @@ class Chat(commands.Cog):
         if refused := await self._not_now(message.channel, message.author):
             await self._notice(message, refused)
             return
-        collected = await collect_images(message.attachments, self.limits)
-        if message.attachments and not collected.images:
+        collected = await collect_files([*message.attachments, *quoted_files], self.limits)
+        if message.attachments and not collected.files:
             await self._notice(message, refusal(collected.problems))
             return
         if wait := self.bot.cooldown_retry_after(author_id):
@@ -369,7 +399,8 @@ class Chat(commands.Cog):
             if (thread := await self._auto_thread(message, text)) is not None:
                 channel, replied = thread, None  # the thread is the answer's own conversation
             question = self._question(channel, message.author, text)
-            question.message_id, question.images = message.id, collected.images
+            question.message_id, question.images = message.id, collected.files
+            question.notes = collected.notes
             question.in_dm, question.quote = in_dm, quote
             result = await answer(
                 self.bot,
@@ -446,10 +477,11 @@ class Chat(commands.Cog):
             parent_id = None
         return await channel_settings(self.bot.store, interaction.channel_id or 0, parent_id)
 
-    @app_commands.command(
-        name="ask", description="Ask Gemini something, optionally about an image."
+    @app_commands.command(name="ask", description="Ask Gemini something, optionally about a file.")
+    @app_commands.describe(
+        prompt="Your question", image="A file to ask about: image, text, PDF, audio or video"
     )
-    @app_commands.describe(prompt="Your question", image="An image to ask about")
+    @app_commands.rename(image="file")
     async def ask(
         self,
         interaction: discord.Interaction,
@@ -493,8 +525,8 @@ class Chat(commands.Cog):
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:
             await interaction.response.defer(thinking=True, ephemeral=private)
-            collected = await collect_images(files, self.limits)
-            if strict and files and not collected.images:
+            collected: Collected = await collect_files(files, self.limits)
+            if strict and files and not collected.files:
                 await interaction.edit_original_response(
                     content=refusal(collected.problems), allowed_mentions=NO_PINGS
                 )
@@ -505,8 +537,9 @@ class Chat(commands.Cog):
                 )
                 return
             question = self._question(interaction.channel, interaction.user, text)
-            question.images, question.in_dm = collected.images, interaction.guild_id is None
+            question.images, question.in_dm = collected.files, interaction.guild_id is None
             question.quote, question.private = quote, private
+            question.notes = collected.notes
             try:
                 slot = self.bot.admission.try_enter(question.channel_id, user_id)
             except QueueFull:
@@ -646,6 +679,8 @@ class Chat(commands.Cog):
             f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
             "(your questions and my replies to them) from my memory, in every channel.",
         )
+        # After the answer (Discord waits 3 s for it): Gemini's copies of those files go too.
+        await delete_gone_uploads(self.bot.llm, self.bot.store)
 
 
 async def setup(bot: Gemcord) -> None:

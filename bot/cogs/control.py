@@ -24,7 +24,8 @@ STOP_ALIASES = ("⏹️", "⏹")
 HELP = """\
 **How to talk to me**
 • Mention me with a question — I answer from this channel's conversation so far.
-  Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
+  Attach files to ask about them: images, text and code, PDF, audio, video.
+• Send me a voice message (in a DM, as a reply to me, or in my thread): I answer in text.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
 • Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
 • Press Regenerate under the newest answer for a new one in its place (asker or moderators).
@@ -36,7 +37,7 @@ HELP = """\
   someone else.
 
 **Commands**
-`/ask` — ask, optionally with an image
+`/ask` — ask, optionally with a file
 `/stop` — stop your running reply here (`all`: every reply, for moderators)
 `/reset` — forget this channel's conversation (moderators)
 `/history` — get this channel's conversation as a file

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.attachments import ImageRejected, Limits, human_size, validate_image
 from bot.config import Settings
-from storage import ImageIn
+from storage import Media
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MAX_FILES = 16
 class Checked:
     """The usable images of one question, and (file name, sentence) for each refused file."""
 
-    images: list[ImageIn] = field(default_factory=list)
+    images: list[Media] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -92,7 +92,7 @@ def parse_files(value: object) -> list[Upload] | str:
     return uploads
 
 
-def decode_and_validate(upload: Upload, limits: Limits) -> ImageIn:
+def decode_and_validate(upload: Upload, limits: Limits) -> Media:
     """Decode one upload's base64 and check it is a usable image (run it in a thread)."""
     try:
         data = base64.b64decode(upload.data, validate=True)

@@ -25,6 +25,7 @@ pinged), and every 429 the fake answered is in :attr:`FakeDiscord.rate_limit_hit
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -101,6 +102,9 @@ from tests.fakes.discord_rules import (
     parse_emoji,
     validate_message_body,
 )
+
+IS_VOICE_MESSAGE = 1 << 13
+"""The message flag of a voice message."""
 
 __all__ = [
     "API_PREFIX",
@@ -768,6 +772,7 @@ class FakeDiscord:
         reply_to: FakeMessage | int | None = None,
         ping_reply: bool = True,
         message_id: int | None = None,
+        flags: int = 0,
     ) -> FakeMessage:
         """A user posts a message: stored, then MESSAGE_CREATE goes to the bot.
 
@@ -828,10 +833,33 @@ class FakeDiscord:
             attachments=[a.payload for a in stored],
             embeds=[dict(e) for e in embeds],
             reference=reference,
+            flags=flags,
         )
         self._add_message(msg)
         await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=True)
         return msg
+
+    async def voice_message(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        data: bytes,
+        duration_secs: float,
+        *,
+        reply_to: FakeMessage | int | None = None,
+    ) -> FakeMessage:
+        """A user sends a voice message: no text, one ``voice-message.ogg`` (``audio/ogg``)
+        with its duration and waveform, and the message flag IS_VOICE_MESSAGE (1 << 13)."""
+        spec = AttachmentSpec(
+            "voice-message.ogg",
+            data,
+            "audio/ogg",
+            duration_secs=duration_secs,
+            waveform=bytes((i * 37) % 256 for i in range(max(1, round(duration_secs * 10)))),
+        )
+        return await self.user_message(
+            channel, user, "", attachments=[spec], reply_to=reply_to, flags=IS_VOICE_MESSAGE
+        )
 
     async def _join_private_thread(self, chan: FakeChannel) -> None:
         """The bot, mentioned in a private thread, is added to it (if it sees the parent)."""
@@ -1103,6 +1131,9 @@ class FakeDiscord:
             payload["content_type"] = spec.content_type
         if spec.description:
             payload["description"] = spec.description
+        if spec.duration_secs is not None:  # a voice message's recording
+            payload["duration_secs"] = spec.duration_secs
+            payload["waveform"] = base64.b64encode(spec.waveform or bytes(64)).decode()
         size = spec.image_size()
         if size is not None:
             payload["width"], payload["height"] = size
@@ -2137,9 +2168,9 @@ class FakeDiscord:
         if att is None or str(att.channel_id) != request.match_info["channel_id"]:
             response = web.Response(status=404, text="This content is no longer available.")
         else:
-            response = web.Response(
-                body=att.data, content_type=att.content_type or "application/octet-stream"
-            )
+            # the type as uploaded, parameters and all ("text/plain; charset=utf-8")
+            content_type = att.content_type or "application/octet-stream"
+            response = web.Response(body=att.data, headers={"Content-Type": content_type})
         call.status = response.status
         call.t_end = time.monotonic()
         return response

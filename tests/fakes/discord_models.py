@@ -520,6 +520,10 @@ class AttachmentSpec:
     size: int | None = None
     """The size Discord reports (``None``: ``len(data)``); a larger one stands for a huge file
     without holding its bytes (the CDN still serves ``data``)."""
+    duration_secs: float | None = None
+    """A voice message's length (Discord sends it, with ``waveform``, on voice messages only)."""
+    waveform: bytes | None = None
+    """A voice message's amplitudes, one byte per sample (sent base64-encoded)."""
 
     @property
     def declared_size(self) -> int:

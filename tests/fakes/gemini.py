@@ -50,6 +50,8 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 
+from tests.fakes.gemini_files import FakeFiles
+
 __all__ = [
     "DEFAULT_MODELS",
     "FakeGemini",
@@ -499,6 +501,8 @@ class FakeGemini:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self.base_url = ""
+        self.files = FakeFiles(self)
+        """The Files API (uploads, files.get/delete) and its checks of the files a request names."""
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -603,6 +607,8 @@ class FakeGemini:
         return rec
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.files.handles(request):
+            return await self.files.serve(request)
         rec = await self._record(request)
         try:
             return await self._serve(request, rec)
@@ -656,6 +662,8 @@ class FakeGemini:
             return self._error_response(rec, refusal)
         if not isinstance(rec.body, dict):
             return self._error_response(rec, Reply.error(400, "Invalid JSON payload received."))
+        if (refusal := self.files.refusal(rec)) is not None:
+            return self._error_response(rec, refusal)
 
         reply = self._next_reply(rec)
         rec.reply = reply
