@@ -35,7 +35,7 @@ async def _database_stats(settings: Settings) -> Stats:
     from storage import open_store
 
     prepare_db_path(settings)
-    store = await open_store(settings.db_path, recover_streaming=False)
+    store = await open_store(settings.database, recover_streaming=False)
     try:
         return await store.stats()
     finally:
@@ -109,14 +109,18 @@ async def _check_database(settings: Settings) -> CheckResult:
     try:
         stats = await _database_stats(settings)
     except ConfigError as exc:
-        return _fail("database", str(settings.db_path), str(exc))
+        return _fail("database", settings.database_label, str(exc))
     except (StorageError, OSError) as exc:
+        where = settings.database_label
+        name = "GEMCORD_DATABASE_URL" if settings.database_url else "GEMCORD_DB"
         return _fail(
             "database",
-            f"{settings.db_path} cannot be opened",
-            f"The database {settings.db_path} cannot be opened ({exc}): check GEMCORD_DB.",
+            f"{where} cannot be opened",
+            f"The database {where} cannot be opened ({exc}): check {name}.",
         )
-    return _ok("database", f"{settings.db_path} ({stats.turns} turns in {stats.channels} channels)")
+    return _ok(
+        "database", f"{settings.database_label} ({stats.turns} turns in {stats.channels} channels)"
+    )
 
 
 class _Unreachable(Exception):

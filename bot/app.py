@@ -99,7 +99,7 @@ class Gemcord(commands.AutoShardedBot):
             # when their count is given): point it at this API's own gateway instead.
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        self.store = await open_store(self.settings.db_path)
+        self.store = await open_store(self.settings.database, shards=self.settings.shards)
         s = self.settings
         self.llm = GeminiClient(
             s.gemini_api_key or "",

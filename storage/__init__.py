@@ -86,6 +86,7 @@ from storage.models import (
     approx_tokens,
     utc_day,
 )
+from storage.shards import ShardSet
 from storage.sqlite import SQLiteStore
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "ReplyMetrics",
     "SQLiteStore",
     "SchemaError",
+    "ShardSet",
     "Stats",
     "Status",
     "StorageError",
@@ -290,10 +292,32 @@ class Store(Protocol):
         ...
 
 
-async def open_store(path: str | os.PathLike[str], *, recover_streaming: bool = True) -> Store:
-    """Open or create the SQLite file (and its folder) at `path` and migrate it to this version.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str | os.PathLike[str]) -> bool:
+    """Whether `location` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+async def open_store(
+    location: str | os.PathLike[str],
+    *,
+    recover_streaming: bool = True,
+    shards: ShardSet | None = None,
+) -> Store:
+    """Open the store at `location` and migrate it to this version: a `postgresql://` URL
+    (storage/postgres.py), or a SQLite file path (created with its folder).
 
     Replies left "streaming" by a crash are marked interrupted, unless `recover_streaming=False`
-    (for a second process, such as a health check, opening the file of a running bot).
+    (for a second process, such as a health check, opening the database of a running bot). On
+    PostgreSQL, `shards` says which Discord shards this process runs: only their servers'
+    replies are its to recover, and only one process may run each shard.
     """
-    return await SQLiteStore.open(path, recover_streaming=recover_streaming)
+    if is_postgres_url(location):
+        from storage.postgres import PostgresStore
+
+        return await PostgresStore.open(
+            str(location), recover_streaming=recover_streaming, shards=shards
+        )
+    return await SQLiteStore.open(location, recover_streaming=recover_streaming)
