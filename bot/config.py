@@ -39,8 +39,9 @@ class Settings:
     db_path: Path = Path(DEFAULT_DB)
     database_url: str | None = field(default=None, repr=False)
     """GEMCORD_DATABASE_URL: a postgresql:// URL, used instead of the SQLite file when set."""
-    shards: ShardSet = field(default_factory=ShardSet)
-    """GEMCORD_SHARD_COUNT / GEMCORD_SHARD_IDS: the Discord shards this process runs."""
+    shards: ShardSet | None = None
+    """GEMCORD_SHARD_COUNT / GEMCORD_SHARD_IDS: the Discord shards this process runs (None:
+    as many as Discord recommends, all in this process)."""
     gemini_base_url: str | None = None
     discord_api_base_url: str = DEFAULT_DISCORD_API
     log_level: str = "INFO"
@@ -123,7 +124,7 @@ class Settings:
             elif f.name == "database_url":
                 out[f.name] = redact_url(value) if value else "(unset: the SQLite file)"
             elif f.name == "shards":
-                out[f.name] = value.label()
+                out[f.name] = value.label() if value else "(all, as many as Discord recommends)"
             elif isinstance(value, frozenset):
                 out[f.name] = ",".join(str(v) for v in sorted(value)) or "(any)"
             elif f.name == "persona" and value:
@@ -167,9 +168,17 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
-def _shards(env: Mapping[str, str]) -> ShardSet:
-    count = _int(env, "GEMCORD_SHARD_COUNT", 1, minimum=1)
+def _shards(env: Mapping[str, str]) -> ShardSet | None:
     raw = env.get("GEMCORD_SHARD_IDS", "").strip()
+    if not env.get("GEMCORD_SHARD_COUNT", "").strip():
+        if raw:
+            raise ConfigError(
+                "GEMCORD_SHARD_IDS",
+                "is set without GEMCORD_SHARD_COUNT",
+                "set GEMCORD_SHARD_COUNT to the total number of shards too",
+            )
+        return None
+    count = _int(env, "GEMCORD_SHARD_COUNT", 1, minimum=1)
     if not raw:
         return ShardSet(count, tuple(range(count)))
     try:

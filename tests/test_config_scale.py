@@ -25,7 +25,7 @@ def test_a_database_url_that_is_not_postgres_is_refused(bad: str) -> None:
 
 
 def test_shards_default_to_all_of_them() -> None:
-    assert load_settings({}, env_file=None).shards == ShardSet(1, (0,))
+    assert load_settings({}, env_file=None).shards is None  # Discord's recommended count
     s = load_settings({"GEMCORD_SHARD_COUNT": "4"}, env_file=None)
     assert s.shards == ShardSet(4, (0, 1, 2, 3)) and s.shards.everything
     s = load_settings({"GEMCORD_SHARD_COUNT": "4", "GEMCORD_SHARD_IDS": "2, 3"}, env_file=None)
@@ -39,7 +39,8 @@ def test_shards_default_to_all_of_them() -> None:
         ({"GEMCORD_SHARD_COUNT": "two"}, "GEMCORD_SHARD_COUNT"),
         ({"GEMCORD_SHARD_COUNT": "2", "GEMCORD_SHARD_IDS": "2"}, "GEMCORD_SHARD_IDS"),
         ({"GEMCORD_SHARD_COUNT": "2", "GEMCORD_SHARD_IDS": "0,0"}, "GEMCORD_SHARD_IDS"),
-        ({"GEMCORD_SHARD_IDS": "x"}, "GEMCORD_SHARD_IDS"),
+        ({"GEMCORD_SHARD_COUNT": "2", "GEMCORD_SHARD_IDS": "x"}, "GEMCORD_SHARD_IDS"),
+        ({"GEMCORD_SHARD_IDS": "0"}, "GEMCORD_SHARD_IDS"),
     ],
 )
 def test_bad_shard_settings_are_named(env: dict[str, str], name: str) -> None:
