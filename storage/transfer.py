@@ -5,7 +5,8 @@ SQLite ones number for number, so the tables and columns match). Every table is 
 foreign-key order, in chunks, as an upsert on its primary key, so a run that was interrupted,
 or a second run, simply converges. The running totals (`turn_totals`, `reply_totals`,
 `usage_daily`) are not copied: PostgreSQL's triggers rebuild them from the rows, and they are
-checked against the source's. Identity sequences continue after the highest copied id.
+checked against the source's. Identity sequences continue after the highest copied id, and
+the tables are analyzed for the planner.
 
 Then, per table, the row count and a SHA-256 over every row (in key order, values normalized:
 text as given, numbers, bytes) must be equal on both sides; any difference is an error naming
@@ -110,6 +111,7 @@ async def migrate_database(
                     copied = await _copy(db, conn, table)
                     progress(f"{table.name}: {copied:,} rows copied")
                 await _continue_identities(conn, tables)
+                await conn.execute("ANALYZE")  # fresh statistics for the planner after a bulk load
                 reports = [await _compare(db, conn, t) for t in tables]
                 reports += [await _compare_derived(db, conn, name) for name in DERIVED]
         finally:
