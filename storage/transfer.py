@@ -156,6 +156,9 @@ async def _refuse_running_bots(conn: asyncpg.Connection, target: str) -> None:
 
 
 _KINDS = {
+    "boolean": "bool",
+    "json": "text",
+    "jsonb": "text",
     "bigint": "int",
     "integer": "int",
     "smallint": "int",
@@ -268,6 +271,8 @@ def _to_pg(kind: str, value: Any) -> Any:
         return float(value)
     if kind == "bytes":
         return bytes(value)
+    if kind == "bool":
+        return bool(value)
     return int(value)
 
 
@@ -324,7 +329,7 @@ def _normal(kind: str, value: Any) -> Any:
         return round(float(value), 6)
     if kind == "bytes":
         return hashlib.sha256(bytes(value)).hexdigest()
-    if kind == "int":
+    if kind in ("int", "bool"):
         return int(value)
     return value
 

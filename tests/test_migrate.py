@@ -207,3 +207,32 @@ async def test_a_100k_turn_database_moves_and_the_bot_answers_from_it(
             assert any("old question 49999" in t for t in request.texts("user"))
     finally:
         await drop_database(postgres, url)
+
+
+def test_the_migrate_command_says_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["migrate", "--from", "sqlite:///x.db"])  # no --to
+    assert main(["migrate", "--from", "sqlite:///x.db", "--to", "mysql://x/y"]) == 2
+    assert "--to must be a postgresql://" in capsys.readouterr().err
+    code = main(
+        ["migrate", "--from", f"sqlite:///{tmp_path}/none.db", "--to", "postgresql://u:pw@/d"]
+    )
+    assert code == 1 and "no SQLite database" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--from", "sqlite:///x.db"])  # --from belongs to migrate
+
+
+async def test_check_reads_a_postgres_database(pg_backend: Backend) -> None:
+    from bot.__main__ import _database_stats
+    from bot.config import load_settings
+
+    store = await pg_backend.open()
+    await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
+    settings = load_settings({"GEMCORD_DATABASE_URL": pg_backend.location}, env_file=None)
+    stats = await _database_stats(settings)  # beside the running owner: reads only
+    await store.close()
+    assert (stats.turns, stats.channels) == (1, 1)
