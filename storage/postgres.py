@@ -269,6 +269,9 @@ class PostgresStore:
         self._generation = 0
         self._closing: asyncio.Future[None] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
+        self._relocking: asyncio.Task[None] | None = None
+        if lock_conn is not None:
+            lock_conn.add_termination_listener(self._lock_lost)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -319,10 +322,43 @@ class PostgresStore:
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
+        if self._relocking is not None:
+            self._relocking.cancel()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await _close_quietly(self._pool, self._lock_conn)
         self._lock_conn = None
+
+    def _lock_lost(self, _conn: asyncpg.Connection) -> None:
+        """The connection holding the shard locks died (PostgreSQL restarted, a network cut):
+        take them again, or say loudly that another process has."""
+        if self._closing is not None:
+            return
+        self._lock_conn = None
+        log.error("lost the database connection that holds this process's shard lock(s)")
+        self._relocking = asyncio.ensure_future(self._relock())
+
+    async def _relock(self) -> None:
+        delay = 0.5
+        while self._closing is None:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.url)
+                await _lock_shards(conn, self.shards, _redact(self.url))
+            except StoreLocked as exc:
+                await _close_quietly(None, conn)
+                log.critical("%s: two processes now run the same shards; stop one", exc)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await _close_quietly(None, conn)
+                log.warning("cannot take the shard lock(s) again yet: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._lock_conn = conn
+            conn.add_termination_listener(self._lock_lost)
+            log.warning("holding this process's shard lock(s) again")
+            return
 
     # ----------------------------------------------------------------- plumbing
 
@@ -1023,13 +1059,14 @@ async def _plan(sql: str, params: tuple[Any, ...], conn: asyncpg.Connection) -> 
     return [str(r[0]) for r in rows]
 
 
-async def _close_quietly(pool: asyncpg.Pool, lock_conn: asyncpg.Connection | None) -> None:
+async def _close_quietly(pool: asyncpg.Pool | None, lock_conn: asyncpg.Connection | None) -> None:
     if lock_conn is not None:
         try:
             await lock_conn.close()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.debug("closing the lock connection: %s", exc)
-    await pool.close()
+    if pool is not None:
+        await pool.close()
 
 
 def _redact(url: str) -> str:

@@ -121,3 +121,22 @@ async def test_every_owner_must_split_the_servers_the_same_way(pg: Backend) -> N
             await pg.open(shards=ShardSet(1, (0,)))  # would own shard 1's servers too
     finally:
         await first.close()
+
+
+async def test_a_lost_lock_connection_takes_the_shards_again(pg: Backend) -> None:
+    owner = await pg.open(shards=ShardSet(2, (1,)))
+    try:
+        first = owner._lock_conn  # type: ignore[attr-defined]
+        await pg.fetch("SELECT pg_terminate_backend(?)", first.get_server_pid())
+        for _ in range(200):
+            again = owner._lock_conn  # type: ignore[attr-defined]
+            if again is not None and again is not first:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the shard lock was not taken again")
+        with pytest.raises(StoreLocked, match="shard 1"):
+            await pg.open(shards=ShardSet(2, (1,)))
+        await owner.add_user_turn(channel_id=1, author_id=1, author_name="a", text="still here")
+    finally:
+        await owner.close()
