@@ -4,11 +4,13 @@ and text PostgreSQL cannot hold as it is (NUL)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from storage import SchemaError, ShardSet, StoreLocked, open_store
+from storage import SchemaError, ShardSet, Store, StoreLocked, open_store
 from storage.pg_schema import load_pg_migrations, migrate_pg, pg_version
 from storage.schema import load_migrations
 from tests.backends import Backend
@@ -22,6 +24,30 @@ def pg(pg_backend: Backend) -> Backend:
 def test_postgres_migrations_mirror_the_sqlite_ones() -> None:
     pg = [(m.version, m.name) for m in load_pg_migrations()]
     assert pg == [(m.version, m.name) for m in load_migrations()]
+
+
+async def test_both_engines_end_with_the_same_tables_and_columns(
+    pg: Backend, tmp_path: Path
+) -> None:
+    lite = await open_store(tmp_path / "x.db")
+    await lite.close()
+    store = await pg.open()
+    assert isinstance(store, Store)
+    await store.close()
+    with sqlite3.connect(tmp_path / "x.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        sqlite_side = {
+            t: {r[1] for r in db.execute(f'PRAGMA table_xinfo("{t}")')}
+            for t in tables
+            if not t.startswith("sqlite_")
+        }
+    pg_side: dict[str, set[str]] = {}
+    for table, column in await pg.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name <> 'gemcord_schema'"
+    ):
+        pg_side.setdefault(table, set()).add(column)
+    assert pg_side == sqlite_side
 
 
 async def test_many_processes_migrating_at_once_apply_each_file_once(pg: Backend) -> None:
