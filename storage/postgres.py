@@ -166,6 +166,7 @@ def _get(text: str | None) -> Any:
 
 
 def _row(record: asyncpg.Record) -> _Row:
+    """A fetched turn, its text as it was given (see `_put`)."""
     row = _Row(record)
     turn = row.turn
     turn.text, turn.author_name, turn.model = (
@@ -224,7 +225,8 @@ async def _turn_by_message(conn: asyncpg.Connection, message_id: int) -> Turn | 
 
 def _ledger_filter(
     user_id: int | None, channel_id: int | None, guild_id: int | None
-) -> tuple[str, tuple[int, ...]]:
+) -> tuple[str, tuple[int | None, ...]]:
+    """The constant WHERE condition (on $1) and its value for a ledger query's scope."""
     given = {
         k: v
         for k, v in (("user", user_id), ("channel", channel_id), ("guild", guild_id))
@@ -233,7 +235,7 @@ def _ledger_filter(
     if len(given) > 1:
         raise ValueError("give at most one of user_id, channel_id, guild_id")
     if not given:
-        return "$1::bigint IS NULL", (None,)  # type: ignore[return-value]
+        return "$1::bigint IS NULL", (None,)  # everything: the condition always holds
     ((kind, value),) = given.items()
     return _LEDGER_FILTERS[kind], (int(value),)
 
