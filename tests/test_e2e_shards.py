@@ -30,7 +30,7 @@ from tests.fakes.discord_models import snowflake
 from tests.fakes.gemini import FakeGemini, Reply
 from tests.test_e2e_ops import free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,8 +118,8 @@ async def sharded(tmp_path: Path, postgres: Any) -> AsyncIterator[tuple[Any, ...
                 procs.append(proc)
                 bots.append(BotProcess(proc, port, gemini))
                 if shard == 0:  # one at a time: both would create the schema at once
-                    await fake.wait_for(lambda: fake.gateway.by_shard.get(0), timeout=30)
-            await fake.wait_until_ready(timeout=30)
+                    await fake.wait_for(lambda: fake.gateway.by_shard.get(0), timeout=60)
+            await fake.wait_until_ready(timeout=60)
             yield fake, bots, guilds, channels, alice, url
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -133,7 +133,7 @@ async def sharded(tmp_path: Path, postgres: Any) -> AsyncIterator[tuple[Any, ...
         await drop_database(postgres, url)
 
 
-async def reply_of(url: str, question_id: int, status: str, timeout: float = 20) -> Any:
+async def reply_of(url: str, question_id: int, status: str, timeout: float = 60) -> Any:
     """The stored reply to a Discord message, once it has `status`."""
     conn = await asyncpg.connect(url)
     try:

@@ -154,7 +154,7 @@ async def test_a_lost_lock_connection_takes_the_shards_again(pg: Backend) -> Non
     try:
         first = owner._lock_conn  # type: ignore[attr-defined]
         await pg.fetch("SELECT pg_terminate_backend(?)", first.get_server_pid())
-        for _ in range(200):
+        for _ in range(1000):  # polls for up to 20 s on a busy machine
             again = owner._lock_conn  # type: ignore[attr-defined]
             if again is not None and again is not first:
                 break
