@@ -35,7 +35,7 @@ async def _database_stats(settings: Settings) -> Stats:
     from storage import open_store
 
     prepare_db_path(settings)
-    store = await open_store(settings.db_path, recover_streaming=False)
+    store = await open_store(settings.database, recover_streaming=False)
     try:
         return await store.stats()
     finally:
@@ -109,14 +109,18 @@ async def _check_database(settings: Settings) -> CheckResult:
     try:
         stats = await _database_stats(settings)
     except ConfigError as exc:
-        return _fail("database", str(settings.db_path), str(exc))
+        return _fail("database", settings.database_label, str(exc))
     except (StorageError, OSError) as exc:
+        where = settings.database_label
+        name = "GEMCORD_DATABASE_URL" if settings.database_url else "GEMCORD_DB"
         return _fail(
             "database",
-            f"{settings.db_path} cannot be opened",
-            f"The database {settings.db_path} cannot be opened ({exc}): check GEMCORD_DB.",
+            f"{where} cannot be opened",
+            f"The database {where} cannot be opened ({exc}): check {name}.",
         )
-    return _ok("database", f"{settings.db_path} ({stats.turns} turns in {stats.channels} channels)")
+    return _ok(
+        "database", f"{settings.database_label} ({stats.turns} turns in {stats.channels} channels)"
+    )
 
 
 class _Unreachable(Exception):
@@ -350,6 +354,27 @@ def _web(settings: Settings, demo: bool, host: str, port: int | None) -> int:
         return 1
 
 
+def _migrate(source: str, target: str) -> int:
+    """`gemcord migrate`: copy a SQLite database into PostgreSQL and verify the copy."""
+    from storage import StorageError, is_postgres_url
+    from storage.transfer import migrate_database
+
+    if not is_postgres_url(target):
+        print("gemcord migrate: --to must be a postgresql:// URL.", file=sys.stderr)
+        return 2
+    try:
+        reports = asyncio.run(
+            migrate_database(source, target, progress=lambda line: print(line, flush=True))
+        )
+    except (StorageError, ValueError, OSError) as exc:
+        print(f"gemcord migrate: {exc}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print(f"{report.name}: {report.target_rows:,} rows, sha256 {report.target_sum[:16]} ok")
+    print("migrated and verified: set GEMCORD_DATABASE_URL to the new database to use it")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gemcord` console script; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="gemcord", description=__doc__)
@@ -357,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=("run", "check", "console", "web"),
+        choices=("run", "check", "console", "web", "migrate"),
         help="default: run",
     )
     parser.add_argument("prompt", nargs="?", help="console: answer this one prompt and exit")
@@ -374,7 +399,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", help="web: address to serve on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="web: port to serve on (default: 8080; 0: any)")
+    parser.add_argument(
+        "--from", dest="source", help="migrate: the SQLite database (sqlite:///path/gemcord.db)"
+    )
+    parser.add_argument(
+        "--to", dest="target", help="migrate: the PostgreSQL database (postgresql://…)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        if not args.source or not args.target:
+            parser.error("migrate needs --from sqlite:///path and --to postgresql://…")
+        setup_logging("INFO", "text")
+        return _migrate(args.source, args.target)
+    if args.source or args.target:
+        parser.error("--from and --to go with the migrate command")
     if args.online and args.command != "check":
         parser.error("--online goes with the check command")
     if args.command != "web" and (args.demo or args.host or args.port is not None):

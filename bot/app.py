@@ -62,7 +62,11 @@ class Gemcord(commands.AutoShardedBot):
     llm: GeminiClient
 
     def __init__(self, settings: Settings) -> None:
+        shards: dict[str, Any] = {}
+        if settings.shards is not None:  # else: as many as Discord recommends, all here
+            shards = {"shard_count": settings.shards.count, "shard_ids": list(settings.shards.ids)}
         super().__init__(
+            **shards,
             command_prefix=commands.when_mentioned,
             intents=make_intents(),
             allowed_mentions=discord.AllowedMentions.none(),
@@ -86,7 +90,10 @@ class Gemcord(commands.AutoShardedBot):
             settings.queue_per_channel,
         )
         self.metrics = Metrics(
-            streaming=lambda: self.admission.streaming, queued=lambda: self.admission.queued
+            streaming=lambda: self.admission.streaming,
+            queued=lambda: self.admission.queued,
+            shards=settings.shards.label() if settings.shards else None,
+            guilds=self._guilds_by_shard,
         )
         self._rate_limits = RateLimitCounter(self.metrics)
         self._server: web.AppRunner | None = None
@@ -108,7 +115,7 @@ class Gemcord(commands.AutoShardedBot):
             # when their count is given): point it at this API's own gateway instead.
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        self.store = await open_store(self.settings.db_path)
+        self.store = await open_store(self.settings.database, shards=self.settings.shards)
         s = self.settings
         self.llm = GeminiClient(
             s.gemini_api_key or "",
@@ -123,7 +130,8 @@ class Gemcord(commands.AutoShardedBot):
         # REST works before the gateway is up: replies a crash cut off are finished at once.
         self._in_background(repair_interrupted(self))
         self._in_background(self.metrics.watch_loop_lag())
-        self._in_background(tidy_forever(self))
+        if self.settings.shards is None or 0 in self.settings.shards.ids:
+            self._in_background(tidy_forever(self))  # one process (shard 0's) tidies the store
         self._in_background(warn_if_model_unknown(self.llm, self.settings.gemini_model))
         logging.getLogger("discord.http").addHandler(self._rate_limits)
         if self.settings.http_port is not None:
@@ -141,6 +149,14 @@ class Gemcord(commands.AutoShardedBot):
             log.info("synced %d slash commands (%s)", len(synced), guild_id or "global")
         except discord.HTTPException as exc:
             log.warning("could not sync slash commands: %s", exc)
+
+    def _guilds_by_shard(self) -> dict[int, int]:
+        """How many servers each of this process's shards has."""
+        counts = dict.fromkeys(self.shards, 0)
+        for guild in self.guilds:
+            if guild.shard_id in counts:
+                counts[guild.shard_id] += 1
+        return counts
 
     def _in_background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)

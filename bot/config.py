@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from dotenv import dotenv_values
 
 from bot.prices import DEFAULT_PRICES, Price, parse_prices
+from storage.shards import ShardSet
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 DEFAULT_DB = "./data/gemcord.db"
@@ -36,6 +37,11 @@ class Settings:
     """GEMCORD_WEB_TOKEN: what the web chat asks for (needed to serve beyond 127.0.0.1)."""
     gemini_model: str = DEFAULT_MODEL
     db_path: Path = Path(DEFAULT_DB)
+    database_url: str | None = field(default=None, repr=False)
+    """GEMCORD_DATABASE_URL: a postgresql:// URL, used instead of the SQLite file when set."""
+    shards: ShardSet | None = None
+    """GEMCORD_SHARD_COUNT / GEMCORD_SHARD_IDS: the Discord shards this process runs (None:
+    as many as Discord recommends, all in this process)."""
     gemini_base_url: str | None = None
     discord_api_base_url: str = DEFAULT_DISCORD_API
     log_level: str = "INFO"
@@ -91,6 +97,16 @@ class Settings:
     breaker_seconds: float = 30.0
     prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
+    @property
+    def database(self) -> str:
+        """Where the store lives: the PostgreSQL URL when set, else the SQLite file's path."""
+        return self.database_url or str(self.db_path)
+
+    @property
+    def database_label(self) -> str:
+        """`database` as it may be shown (a URL's password hidden)."""
+        return redact_url(self.database_url) if self.database_url else str(self.db_path)
+
     def require_runtime(self) -> None:
         """Check the settings that only `run` needs."""
         if not self.discord_token:
@@ -117,6 +133,10 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in ("discord_token", "gemini_api_key", "web_token"):
                 out[f.name] = redact(value)
+            elif f.name == "database_url":
+                out[f.name] = redact_url(value) if value else "(unset: the SQLite file)"
+            elif f.name == "shards":
+                out[f.name] = value.label() if value else "(all, as many as Discord recommends)"
             elif isinstance(value, frozenset):
                 out[f.name] = ",".join(str(v) for v in sorted(value)) or "(any)"
             elif f.name == "persona" and value:
@@ -137,6 +157,52 @@ def redact(secret: str | None) -> str:
     if len(secret) <= 8:
         return "****"
     return "****" + secret[-4:]
+
+
+def redact_url(url: str) -> str:
+    """A connection URL with its password replaced by stars."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":****@", 1)
+
+
+def _database_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            name,
+            f"is not a PostgreSQL URL ({redact_url(raw)!r})",
+            "give postgresql://user:password@host:5432/database, or unset it to use GEMCORD_DB",
+        )
+    return raw
+
+
+def _shards(env: Mapping[str, str]) -> ShardSet | None:
+    raw = env.get("GEMCORD_SHARD_IDS", "").strip()
+    if not env.get("GEMCORD_SHARD_COUNT", "").strip():
+        if raw:
+            raise ConfigError(
+                "GEMCORD_SHARD_IDS",
+                "is set without GEMCORD_SHARD_COUNT",
+                "set GEMCORD_SHARD_COUNT to the total number of shards too",
+            )
+        return None
+    count = _int(env, "GEMCORD_SHARD_COUNT", 1, minimum=1)
+    if not raw:
+        return ShardSet(count, tuple(range(count)))
+    try:
+        ids = tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+        return ShardSet(count, ids)
+    except ValueError:
+        raise ConfigError(
+            "GEMCORD_SHARD_IDS",
+            f"is {raw!r}",
+            f"give distinct shard numbers from 0 to {count - 1} separated by commas"
+            " (GEMCORD_SHARD_COUNT is the total)",
+        ) from None
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:
@@ -270,6 +336,8 @@ def load_settings(
         web_token=env.get("GEMCORD_WEB_TOKEN", "").strip() or None,
         gemini_model=model,
         db_path=Path(env.get("GEMCORD_DB", "").strip() or DEFAULT_DB),
+        database_url=_database_url(env, "GEMCORD_DATABASE_URL"),
+        shards=_shards(env),
         gemini_base_url=_url(env, "GEMINI_BASE_URL"),
         discord_api_base_url=_url(env, "DISCORD_API_BASE_URL") or DEFAULT_DISCORD_API,
         log_level=level,
@@ -327,8 +395,11 @@ def load_settings(
 
 
 def prepare_db_path(settings: Settings) -> Path:
-    """Create the database's folder; a path that cannot be used is a ConfigError."""
+    """Create the SQLite database's folder (nothing to do on PostgreSQL); a path that cannot
+    be used is a ConfigError."""
     path = settings.db_path
+    if settings.database_url:
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

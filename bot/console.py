@@ -79,7 +79,7 @@ async def run_console(settings: Settings, prompt: str | None = None) -> int:
 
     engine = ConsoleEngine(
         settings,
-        await open_store(settings.db_path),
+        await open_store(settings.database),
         GeminiClient(
             settings.gemini_api_key or "",
             base_url=settings.gemini_base_url,

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from bot.llm import LLMError, StreamOutcome
 from bot.streaming import RenderResult
@@ -33,8 +35,21 @@ def route_name(method: str, url: str) -> str:
 class Metrics:
     """Counters, gauges and histograms of one bot; `render()` is the /metrics page."""
 
-    def __init__(self, streaming: Callable[[], int], queued: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        streaming: Callable[[], int],
+        queued: Callable[[], int],
+        *,
+        shards: str | None = None,
+        guilds: Callable[[], dict[int, int]] | None = None,
+    ) -> None:
+        """`shards` (when the bot is split across processes) labels every sample with the
+        shards this process runs, e.g. "0,1/4", so its processes can be told apart; `guilds`:
+        servers per shard."""
+        self.shards = shards
         self.registry = r = CollectorRegistry()
+        if guilds is not None:
+            r.register(_GuildsCollector(guilds))
         self.replies = Counter("gemcord_replies", "Replies by outcome.", ["outcome"], registry=r)
         self.first_chunk = Histogram(
             "gemcord_first_chunk_seconds",
@@ -92,8 +107,10 @@ class Metrics:
                     self.tokens.labels(kind).inc(count)
 
     def render(self) -> bytes:
-        """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format (each sample labelled with the shards)."""
+        if self.shards is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, {"shards": self.shards}))
 
     async def watch_loop_lag(self, interval: float = 1.0) -> None:
         """Measure, forever, how late a timer of `interval` seconds fires."""
@@ -101,6 +118,35 @@ class Metrics:
             start = time.monotonic()
             await asyncio.sleep(interval)
             self.loop_lag.set(max(0.0, time.monotonic() - start - interval))
+
+
+class _GuildsCollector:
+    """gemcord_guilds{shard=…}: how many servers each shard of this process has."""
+
+    def __init__(self, guilds: Callable[[], dict[int, int]]) -> None:
+        self.guilds = guilds
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("gemcord_guilds", "Servers per shard.", labels=["shard"])
+        for shard, count in sorted(self.guilds().items()):
+            family.add_metric([str(shard)], count)
+        yield family
+
+
+class _Labelled:
+    """A registry's metrics with constant labels added to every sample."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str]) -> None:
+        self.registry = registry
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [
+                Sample(s.name, {**s.labels, **self.labels}, s.value, s.timestamp, s.exemplar)
+                for s in metric.samples
+            ]
+            yield metric
 
 
 class RateLimitCounter(logging.Handler):

@@ -1,5 +1,9 @@
 """Conversation storage: the `Store` protocol the bot talks to, and `open_store`.
 
+Two engines keep the same semantics (one storage test suite runs against both): SQLite
+(storage/sqlite.py, the default: one file, one bot process) and PostgreSQL (storage/postgres.py,
+chosen by a postgresql:// URL: one database shared by the processes of a sharded bot).
+
 What is kept: turns (a user's question or the model's reply) per channel, with author,
 Discord message ids, status, token counts and time; images once each by SHA-256, linked to
 the turns that carried them; per-channel settings (persona, model); per-reply metrics.
@@ -27,6 +31,8 @@ Semantics the bot relies on:
 - **At most once.** A question's first message id is unique across the store:
   `add_user_turn` raises AlreadyAnswered for a message asked before. The bot process that
   owns the file (`recover_streaming=True`) holds `<file>.lock`; a second owner gets StoreLocked.
+  On PostgreSQL each Discord shard has one owner (see storage/postgres.py), which recovers
+  only its own shards' replies.
 - **Withdrawn** turns stay in the file and in exports but leave history: a turn whose Discord
   message was deleted (`withdraw_message`; a question's text is erased), and both turns of an
   exchange whose reply was finished as "blocked". Images marked unusable (Gemini refused
@@ -39,7 +45,8 @@ Semantics the bot relies on:
 - **Forget me.** `forget_user(author_id)` deletes every user turn that person wrote, archived or
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
-  overwritten in the file. It returns how many turns were deleted, replies included.
+  overwritten in the file (SQLite; PostgreSQL leaves dead rows to vacuum). It returns how many
+  turns were deleted, replies included.
   `forget_last(author_id, channel_id)` does the same for that person's newest exchange still in
   the channel's history.
 - **Hidden** turns stay in the file but leave history for good: a reply whose answer was
@@ -60,8 +67,9 @@ Semantics the bot relies on:
 - **Export JSON** writes Discord snowflakes (channel, guild, thread, author, message ids) as
   strings, as Discord does, because they do not fit a JavaScript number; turn ids are numbers.
   Images are listed by hash, MIME type and size, without their bytes.
-- Operations are safe to call from many tasks at once: each runs alone on the store's single
-  connection, off the event loop; writes are atomic and complete even if the caller is cancelled.
+- Operations are safe to call from many tasks at once (SQLite: each runs alone on the store's
+  single connection, off the event loop; PostgreSQL: on a pool, with row locks and upserts);
+  writes are atomic and complete even if the caller is cancelled.
 """
 
 from __future__ import annotations
@@ -96,6 +104,7 @@ from storage.models import (
     approx_tokens,
     utc_day,
 )
+from storage.shards import ShardSet
 from storage.sqlite import SQLiteStore
 
 __all__ = [
@@ -110,6 +119,7 @@ __all__ = [
     "ReplyMetrics",
     "SQLiteStore",
     "SchemaError",
+    "ShardSet",
     "Stats",
     "Status",
     "StorageError",
@@ -124,6 +134,7 @@ __all__ = [
     "UsageTotals",
     "Withdrawn",
     "approx_tokens",
+    "is_postgres_url",
     "open_store",
     "utc_day",
 ]
@@ -335,10 +346,32 @@ class Store(Protocol):
         ...
 
 
-async def open_store(path: str | os.PathLike[str], *, recover_streaming: bool = True) -> Store:
-    """Open or create the SQLite file (and its folder) at `path` and migrate it to this version.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str | os.PathLike[str]) -> bool:
+    """Whether `location` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+async def open_store(
+    location: str | os.PathLike[str],
+    *,
+    recover_streaming: bool = True,
+    shards: ShardSet | None = None,
+) -> Store:
+    """Open the store at `location` and migrate it to this version: a `postgresql://` URL
+    (storage/postgres.py), or a SQLite file path (created with its folder).
 
     Replies left "streaming" by a crash are marked interrupted, unless `recover_streaming=False`
-    (for a second process, such as a health check, opening the file of a running bot).
+    (for a second process, such as a health check, opening the database of a running bot). On
+    PostgreSQL, `shards` says which Discord shards this process runs: only their servers'
+    replies are its to recover, and only one process may run each shard.
     """
-    return await SQLiteStore.open(path, recover_streaming=recover_streaming)
+    if is_postgres_url(location):
+        from storage.postgres import PostgresStore
+
+        return await PostgresStore.open(
+            str(location), recover_streaming=recover_streaming, shards=shards
+        )
+    return await SQLiteStore.open(location, recover_streaming=recover_streaming)

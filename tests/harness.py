@@ -171,13 +171,22 @@ async def reply_turn(w: World, question_id: int) -> Turn | None:
     """The stored model turn answering the question with Discord message `question_id`
     (withdrawn or not)."""
     assert w.bot is not None
-    with sqlite3.connect(f"file:{w.db_path}?mode=ro", uri=True) as db:
-        row = db.execute(
-            "SELECT r.id FROM answered AS a JOIN turns AS r ON r.reply_to = a.turn_id"
-            " WHERE a.message_id = ? ORDER BY r.id LIMIT 1",
-            (question_id,),
-        ).fetchone()
-    return None if row is None else await w.bot.store.get_turn(row[0])
+    sql = (
+        "SELECT r.id FROM answered AS a JOIN turns AS r ON r.reply_to = a.turn_id"
+        " WHERE a.message_id = ? ORDER BY r.id LIMIT 1"
+    )
+    if url := w.env.get("GEMCORD_DATABASE_URL"):
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            row = await conn.fetchrow(sql.replace("?", "$1"), question_id)
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(f"file:{w.db_path}?mode=ro", uri=True) as db:
+            row = db.execute(sql, (question_id,)).fetchone()
+    return None if row is None else await w.bot.store.get_turn(row[0])  # type: ignore[attr-defined]
 
 
 async def react(w: World, channel: FakeChannel, message: int, user: FakeUser, emoji: str) -> float:

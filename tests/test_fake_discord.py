@@ -885,3 +885,25 @@ async def test_redeliver_bulk_delete_and_declared_sizes(fake: FakeDiscord) -> No
         msg = await received(bot, fake, big.id)
         assert msg.attachments[0].size == 50 * 1024 * 1024
         assert await msg.attachments[0].read() == png_bytes()
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [0, 1], [-1, 2]])
+async def test_an_identify_for_a_shard_discord_does_not_expect_is_refused(shard: list[int]) -> None:
+    async with FakeDiscord(shard_count=2) as fake, aiohttp.ClientSession() as http:
+        async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json") as ws:
+            hello = await ws.receive_json()
+            assert hello["op"] == 10
+            await ws.send_json(
+                {
+                    "op": 2,
+                    "d": {
+                        "token": fake.token,
+                        "intents": 1,
+                        "properties": {},
+                        "shard": shard,
+                    },
+                }
+            )
+            closing = await ws.receive()
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4010
+        assert fake.gateway.by_shard == {}

@@ -1,15 +1,19 @@
-"""The SQLite store: every operation, history semantics, settings, stats, forget-me, concurrency."""
+"""The store: every operation, history semantics, settings, stats, forget-me, concurrency.
+
+Each test taking `store` or `backend` runs against SQLite and against a real PostgreSQL server
+(tests/backends.py); the few about SQLite's file itself take `sqlite_store` or a path.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 
@@ -26,13 +30,25 @@ from storage import (
     approx_tokens,
     open_store,
 )
+from storage.postgres import PostgresStore
 from storage.schema import latest_version
+from tests.backends import Backend
+
+AnyStore: TypeAlias = SQLiteStore | PostgresStore
 
 BIG = 1_234_567_890_123_456_789  # a snowflake-sized id, beyond JavaScript's 2**53
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def store(backend: Backend) -> AsyncIterator[AnyStore]:
+    s = await backend.open()
+    assert isinstance(s, SQLiteStore | PostgresStore)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = await open_store(tmp_path / "data" / "gemcord.db")
     assert isinstance(s, SQLiteStore)
     yield s
@@ -102,13 +118,12 @@ async def test_open_creates_folder_and_sets_pragmas(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_data_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    store = await open_store(path)
+async def test_data_survives_reopen(backend: Backend) -> None:
+    store = await backend.open()
     u, m = await pair(store, 1, "question", "answer")
     await store.set_persona(1, "a pirate")
     await store.close()
-    store = await open_store(str(path))
+    store = await backend.open()
     try:
         history = await store.load_history(1)
         assert [(t.id, t.text) for t in history] == [(u, "question"), (m, "answer")]
@@ -117,9 +132,8 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_streaming_turns_left_by_a_crash_become_interrupted(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    store = await open_store(path)
+async def test_streaming_turns_left_by_a_crash_become_interrupted(backend: Backend) -> None:
+    store = await backend.open()
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=1, reply_to=u, model="g")
     await store.add_message_ids(m, [77])
@@ -128,7 +142,7 @@ async def test_streaming_turns_left_by_a_crash_become_interrupted(tmp_path: Path
     assert await store.take_interrupted() == []
     await store.close()  # finish never called: as after a crash
 
-    store = await open_store(path)
+    store = await backend.open()
     try:
         [turn] = await store.take_interrupted()
         assert (turn.id, turn.status, turn.text, turn.message_ids) == (
@@ -146,13 +160,12 @@ async def test_streaming_turns_left_by_a_crash_become_interrupted(tmp_path: Path
         await store.close()
 
 
-async def test_a_second_process_can_open_without_failing_live_replies(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    bot = await open_store(path)
+async def test_a_second_process_can_open_without_failing_live_replies(backend: Backend) -> None:
+    bot = await backend.open()
     try:
         u = await bot.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
         m = await bot.start_model_turn(channel_id=1, reply_to=u, model="g")
-        check = await open_store(path, recover_streaming=False)
+        check = await backend.open(recover_streaming=False)
         try:
             assert (await check.stats()).by_status == {"complete": 1, "streaming": 1}
         finally:
@@ -184,8 +197,8 @@ async def test_memory_database(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "x.db")
+async def test_closed_store_refuses_calls(backend: Backend) -> None:
+    store = await backend.open()
     await store.close()
     await store.close()  # twice is fine
     with pytest.raises(StoreClosed):
@@ -194,9 +207,8 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
         await store.load_history(1)
 
 
-async def test_close_waits_for_writes_in_flight(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    store = await open_store(path)
+async def test_close_waits_for_writes_in_flight(backend: Backend) -> None:
+    store = await backend.open()
     tasks = [
         asyncio.create_task(
             store.add_user_turn(channel_id=1, author_id=1, author_name="a", text=f"q{i}")
@@ -206,15 +218,14 @@ async def test_close_waits_for_writes_in_flight(tmp_path: Path) -> None:
     await asyncio.sleep(0)  # the writes have been called, none finished
     await store.close()
     ids = await asyncio.gather(*tasks)
-    with sqlite3.connect(path) as db:
-        stored = [r[0] for r in db.execute("SELECT id FROM turns ORDER BY id")]
+    stored = [r[0] for r in await backend.fetch("SELECT id FROM turns ORDER BY id")]
     assert stored == sorted(ids) and len(stored) == 30
 
 
 # ----------------------------------------------------------------------------- turns
 
 
-async def test_user_turn_round_trip(store: SQLiteStore) -> None:
+async def test_user_turn_round_trip(store: AnyStore) -> None:
     png = Media(b"\x89PNG fake bytes", "image/png")
     jpg = Media(b"\xff\xd8 fake jpeg", "image/jpeg")
     u = await store.add_user_turn(
@@ -245,7 +256,7 @@ async def test_user_turn_round_trip(store: SQLiteStore) -> None:
     assert turn.created_at > 1_600_000_000
 
 
-async def test_model_turn_start_and_finish(store: SQLiteStore) -> None:
+async def test_model_turn_start_and_finish(store: AnyStore, backend: Backend) -> None:
     u = await store.add_user_turn(channel_id=5, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(
         channel_id=5, reply_to=u, model="gemini-2.5-flash", author_id=99, author_name="gemcord"
@@ -272,19 +283,16 @@ async def test_model_turn_start_and_finish(store: SQLiteStore) -> None:
     )
     assert (turn.author_id, turn.author_name, turn.model) == (99, "gemcord", "gemini-2.5-flash")
     assert (turn.prompt_tokens, turn.output_tokens, turn.message_ids) == (120, 45, [501, 502])
-    conn = store._conn
-    rows = list(
-        await conn.execute_fetchall(
-            "SELECT channel_id, first_chunk_latency, first_visible_latency, total_time,"
-            " chunk_count, edit_count, send_count, rate_limited, outcome"
-            " FROM reply_metrics WHERE turn_id = ?",
-            (m,),
-        )
+    rows = await backend.fetch(
+        "SELECT channel_id, first_chunk_latency, first_visible_latency, total_time,"
+        " chunk_count, edit_count, send_count, rate_limited, outcome"
+        " FROM reply_metrics WHERE turn_id = ?",
+        m,
     )
     assert rows == [(5, 0.25, 0.4, 2.0, 12, 3, 1, 0, "stopped")]
 
 
-async def test_finish_validates(store: SQLiteStore) -> None:
+async def test_finish_validates(store: AnyStore) -> None:
     u = await store.add_user_turn(channel_id=5, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=5, reply_to=u, model="g")
     with pytest.raises(ValueError):
@@ -304,7 +312,7 @@ async def test_finish_validates(store: SQLiteStore) -> None:
     assert [t.text for t in await store.load_history(5)] == ["q", "fine"]
 
 
-async def test_finishing_a_turn_deleted_meanwhile_is_harmless(store: SQLiteStore) -> None:
+async def test_finishing_a_turn_deleted_meanwhile_is_harmless(store: AnyStore) -> None:
     u = await store.add_user_turn(channel_id=5, author_id=7, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=5, reply_to=u, model="g")
     assert await store.forget_user(7) == 2
@@ -316,7 +324,7 @@ async def test_finishing_a_turn_deleted_meanwhile_is_harmless(store: SQLiteStore
     assert await store.find_turn_by_message(3) is None
 
 
-async def test_token_counts_kept_when_not_given_at_finish(store: SQLiteStore) -> None:
+async def test_token_counts_kept_when_not_given_at_finish(store: AnyStore) -> None:
     u = await store.add_user_turn(channel_id=5, author_id=7, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=5, reply_to=u, model="g")
     await store.finish_model_turn(m, text="a", status="failed")
@@ -324,7 +332,7 @@ async def test_token_counts_kept_when_not_given_at_finish(store: SQLiteStore) ->
     assert turn is not None and (turn.prompt_tokens, turn.output_tokens) == (None, None)
 
 
-async def test_message_ids_attach_in_order_and_find_works_mid_stream(store: SQLiteStore) -> None:
+async def test_message_ids_attach_in_order_and_find_works_mid_stream(store: AnyStore) -> None:
     u = await store.add_user_turn(
         channel_id=3, author_id=1, author_name="a", text="q", message_ids=[1000]
     )
@@ -342,7 +350,7 @@ async def test_message_ids_attach_in_order_and_find_works_mid_stream(store: SQLi
     await store.add_message_ids(m, [])  # nothing to do
 
 
-async def test_find_turn_by_message_returns_image_bytes(store: SQLiteStore) -> None:
+async def test_find_turn_by_message_returns_image_bytes(store: AnyStore) -> None:
     img = Media(b"a cat", "image/webp")
     await store.add_user_turn(
         channel_id=3, author_id=1, author_name="a", text="cat", message_ids=[42], images=[img]
@@ -351,19 +359,18 @@ async def test_find_turn_by_message_returns_image_bytes(store: SQLiteStore) -> N
     assert turn is not None and turn.images[0].data == b"a cat"
 
 
-async def test_same_image_is_stored_once(store: SQLiteStore) -> None:
+async def test_same_image_is_stored_once(store: AnyStore, backend: Backend) -> None:
     img = Media(b"same bytes" * 1000, "image/png")
     for channel in (1, 2, 3):
         await store.add_user_turn(
             channel_id=channel, author_id=1, author_name="a", text="again", images=[img, img]
         )
-    conn = store._conn
-    assert next(iter(await conn.execute_fetchall("SELECT count(*) FROM images")))[0] == 1
+    assert await backend.fetch("SELECT count(*) FROM images") == [(1,)]
     (turn,) = await store.load_history(2)
     assert [i.data for i in turn.images] == [img.data, img.data]
 
 
-async def test_large_images_are_hashed_and_stored(store: SQLiteStore) -> None:
+async def test_large_images_are_hashed_and_stored(store: AnyStore) -> None:
     big = Media(bytes(range(256)) * 8192, "image/png")  # 2 MiB: hashed off the loop
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="", images=[big])
     turn = await store.get_turn(u)
@@ -383,7 +390,7 @@ async def test_large_images_are_hashed_and_stored(store: SQLiteStore) -> None:
         "x" * 1_000_000,
     ],
 )
-async def test_any_text_round_trips(store: SQLiteStore, text: str) -> None:
+async def test_any_text_round_trips(store: AnyStore, text: str) -> None:
     u, m = await pair(store, 9, text, text[::-1])
     history = await store.load_history(9, max_tokens=10**9)
     assert [(t.id, t.text) for t in history] == [(u, text), (m, text[::-1])]
@@ -391,7 +398,7 @@ async def test_any_text_round_trips(store: SQLiteStore, text: str) -> None:
     assert [t["text"] for t in doc["turns"]] == [text, text[::-1]]
 
 
-async def test_lone_surrogates_are_replaced_not_refused(store: SQLiteStore) -> None:
+async def test_lone_surrogates_are_replaced_not_refused(store: AnyStore) -> None:
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a\ud800", text="x\udfffy")
     turn = await store.get_turn(u)
     assert turn is not None and (turn.author_name, turn.text) == ("a\ufffd", "x\ufffdy")
@@ -400,7 +407,7 @@ async def test_lone_surrogates_are_replaced_not_refused(store: SQLiteStore) -> N
 # ----------------------------------------------------------------------------- history
 
 
-async def test_history_is_per_channel_and_paired(store: SQLiteStore) -> None:
+async def test_history_is_per_channel_and_paired(store: AnyStore) -> None:
     a1 = await pair(store, 1, "a1", "A1")
     await pair(store, 2, "b1", "B1")
     a2 = await pair(store, 1, "a2", "A2")
@@ -410,7 +417,7 @@ async def test_history_is_per_channel_and_paired(store: SQLiteStore) -> None:
     assert await store.load_history(3) == []
 
 
-async def test_concurrent_replies_stay_next_to_their_questions(store: SQLiteStore) -> None:
+async def test_concurrent_replies_stay_next_to_their_questions(store: AnyStore) -> None:
     q1 = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q1")
     q2 = await store.add_user_turn(channel_id=1, author_id=2, author_name="b", text="q2")
     m2 = await store.start_model_turn(channel_id=1, reply_to=q2, model="g")
@@ -424,7 +431,7 @@ async def test_concurrent_replies_stay_next_to_their_questions(store: SQLiteStor
     assert await store.load_history(1, before_turn=q1) == []
 
 
-async def test_several_replies_to_one_question_keep_their_order(store: SQLiteStore) -> None:
+async def test_several_replies_to_one_question_keep_their_order(store: AnyStore) -> None:
     q = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     first = await store.start_model_turn(channel_id=1, reply_to=q, model="g")
     await store.finish_model_turn(first, text="", status="failed")
@@ -438,7 +445,7 @@ async def test_several_replies_to_one_question_keep_their_order(store: SQLiteSto
     ]
 
 
-async def test_max_turns_keeps_the_newest_and_never_starts_with_a_reply(store: SQLiteStore) -> None:
+async def test_max_turns_keeps_the_newest_and_never_starts_with_a_reply(store: AnyStore) -> None:
     ids = [i for n in range(5) for i in await pair(store, 1, f"q{n}", f"a{n}")]
     assert [t.id for t in await store.load_history(1, max_turns=4)] == ids[-4:]
     # An odd limit would cut a pair in half: the orphaned reply is dropped.
@@ -447,7 +454,7 @@ async def test_max_turns_keeps_the_newest_and_never_starts_with_a_reply(store: S
     assert await store.load_history(1, max_turns=0) == []
 
 
-async def test_token_budget_drops_oldest_whole_pairs(store: SQLiteStore) -> None:
+async def test_token_budget_drops_oldest_whole_pairs(store: AnyStore) -> None:
     old = await pair(store, 1, "o" * 4000, "p" * 4000)  # 2,000 tokens
     mid = await pair(store, 1, "m" * 400, "n" * 400)  # 200 tokens
     new = await pair(store, 1, "x" * 40, "y" * 40)  # 20 tokens
@@ -461,7 +468,7 @@ async def test_token_budget_drops_oldest_whole_pairs(store: SQLiteStore) -> None
 
 
 async def test_images_cost_tokens_and_carry_bytes_only_in_the_last_turns(
-    store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
     img = [Media(f"image {n}".encode(), "image/png") for n in range(4)]
     turns = [await pair(store, 1, f"q{n}", f"a{n}", images=(img[n],)) for n in range(4)]
@@ -489,7 +496,7 @@ async def test_images_cost_tokens_and_carry_bytes_only_in_the_last_turns(
 
 
 async def test_failed_and_stopped_replies_are_in_history_blocked_exchanges_are_not(
-    store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
     ids = {}
     for n, status in enumerate(("failed", "blocked", "stopped")):
@@ -508,7 +515,7 @@ async def test_failed_and_stopped_replies_are_in_history_blocked_exchanges_are_n
     assert "q1" in await store.export_channel(1)
 
 
-async def test_a_message_is_asked_at_most_once(store: SQLiteStore) -> None:
+async def test_a_message_is_asked_at_most_once(store: AnyStore) -> None:
     first = await store.add_user_turn(
         channel_id=1, author_id=1, author_name="a", text="q", message_ids=[BIG]
     )
@@ -525,7 +532,7 @@ async def test_a_message_is_asked_at_most_once(store: SQLiteStore) -> None:
 
 
 async def test_many_deliveries_of_one_message_at_once_store_one_question(
-    store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
     results = await asyncio.gather(
         *(
@@ -554,7 +561,7 @@ async def test_one_owner_per_file(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_deleted_messages_leave_history(store: SQLiteStore) -> None:
+async def test_deleted_messages_leave_history(store: AnyStore) -> None:
     async def exchange(n: int) -> tuple[int, int]:
         u = await store.add_user_turn(
             channel_id=1, author_id=1, author_name="a", text=f"q{n}", message_ids=[100 + n]
@@ -576,7 +583,7 @@ async def test_deleted_messages_leave_history(store: SQLiteStore) -> None:
     assert "q0" not in export and "deleted on Discord" in export and "a1" in export
 
 
-async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
+async def test_unusable_images_are_never_sent_again(store: AnyStore) -> None:
     good, bad = Media(b"good bytes", "image/png"), Media(b"bad bytes", "image/png")
     u = await store.add_user_turn(
         channel_id=1, author_id=1, author_name="a", text="q", images=[good, bad]
@@ -587,36 +594,42 @@ async def test_unusable_images_are_never_sent_again(store: SQLiteStore) -> None:
 
 
 async def test_retention_deletes_exactly_the_expired_rows_and_files(
-    store: SQLiteStore, tmp_path: Path
+    store: AnyStore, backend: Backend
 ) -> None:
     old_image, kept_image = Media(b"old" * 5000, "image/png"), Media(b"new", "image/png")
     old = await pair(store, 1, "old question", "old answer", images=(old_image,))
     archived = await pair(store, 2, "archived question", "archived answer")
     await store.reset_channel(2)
     recent = await pair(store, 1, "recent question", "recent answer", images=(kept_image,))
-    with sqlite3.connect(store.path) as db:  # make the first exchange 40 days old
-        db.execute("UPDATE turns SET created_at = created_at - 40 * 86400 WHERE id IN (?, ?)", old)
+    await backend.fetch(  # make the first exchange 40 days old
+        "UPDATE turns SET created_at = created_at - 40 * 86400 WHERE id IN (?, ?)", *old
+    )
     now = time.time()
     size_before = await store.size_bytes()
     deleted = await store.prune(older_than=now - 30 * 86400, archived_before=now + 1)
     assert deleted == 4  # the old exchange and the archived one
     assert [t.id for t in await store.load_history(1)] == list(recent)
     assert await store.get_turn(archived[0]) is None and await store.get_turn(old[1]) is None
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT count(*) FROM images").fetchone() == (1,)
-        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
-    assert await store.size_bytes() <= size_before
+    assert await backend.fetch("SELECT count(*) FROM images") == [(1,)]
+    if backend.name == "sqlite":
+        assert await backend.fetch("PRAGMA auto_vacuum") == [(2,)]  # incremental
+        assert await store.size_bytes() <= size_before
+    else:
+        assert size_before > 0  # PostgreSQL gives space back by (auto)vacuum
     # nothing expired: nothing deleted; retention off keeps old exchanges
     assert await store.prune(older_than=None, archived_before=now - 86400) == 0
 
 
-async def test_settings_are_read_once_and_follow_every_write(store: SQLiteStore) -> None:
+async def test_settings_are_read_once_and_follow_every_write(
+    store: AnyStore, backend: Backend
+) -> None:
     await store.set_persona(1, "first")
     first = await store.get_channel_settings(1)
     first.persona = "changed by a caller"  # a copy: the cache is not touched
     assert (await store.get_channel_settings(1)).persona == "first"
-    with sqlite3.connect(store.path) as db:  # read from memory now: the file is not asked
-        db.execute("UPDATE channel_settings SET persona = 'behind its back' WHERE channel_id = 1")
+    await backend.fetch(  # read from memory now: the database is not asked
+        "UPDATE channel_settings SET persona = 'behind its back' WHERE channel_id = 1"
+    )
     assert (await store.get_channel_settings(1)).persona == "first"
     await store.set_model(1, "gemini-x")  # every write through the store is seen
     assert (await store.get_channel_settings(1)).model == "gemini-x"
@@ -624,7 +637,7 @@ async def test_settings_are_read_once_and_follow_every_write(store: SQLiteStore)
     assert (await store.get_channel_settings(1)).persona is None
 
 
-async def test_a_deleted_channel_loses_its_rows(store: SQLiteStore) -> None:
+async def test_a_deleted_channel_loses_its_rows(store: AnyStore) -> None:
     await pair(store, 1, "q", "a")
     kept = await pair(store, 2, "q2", "a2")
     await store.set_persona(1, "gone with the channel")
@@ -634,7 +647,7 @@ async def test_a_deleted_channel_loses_its_rows(store: SQLiteStore) -> None:
     assert [t.id for t in await store.load_history(2)] == list(kept)
 
 
-async def test_reply_in_another_channel_is_not_an_orphan_in_history(store: SQLiteStore) -> None:
+async def test_reply_in_another_channel_is_not_an_orphan_in_history(store: AnyStore) -> None:
     q = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=2, reply_to=q, model="g")  # e.g. a new thread
     await store.finish_model_turn(m, text="in the thread", status="complete")
@@ -643,10 +656,10 @@ async def test_reply_in_another_channel_is_not_an_orphan_in_history(store: SQLit
     assert [t.id for t in await store.load_history(1)] == [q]
 
 
-async def test_history_query_uses_the_index(store: SQLiteStore) -> None:
+async def test_history_query_uses_the_index(sqlite_store: SQLiteStore) -> None:
     from storage.sqlite import _HISTORY_SQL
 
-    conn = store._conn
+    conn = sqlite_store._conn
     plan = " | ".join(
         str(r[3])
         for r in await conn.execute_fetchall(
@@ -670,7 +683,7 @@ async def test_history_query_uses_the_index(store: SQLiteStore) -> None:
 # ----------------------------------------------------------------------------- reset, export
 
 
-async def test_reset_is_soft(store: SQLiteStore) -> None:
+async def test_reset_is_soft(store: AnyStore) -> None:
     old = await pair(store, 1, "before", "reset")
     other = await pair(store, 2, "other", "channel")
     await store.set_persona(1, "terse")
@@ -699,7 +712,7 @@ async def test_reset_is_soft(store: SQLiteStore) -> None:
 
 
 async def test_reply_streaming_during_reset_is_archived_with_its_question(
-    store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
     q = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=1, reply_to=q, model="g")
@@ -718,7 +731,7 @@ async def test_reply_streaming_during_reset_is_archived_with_its_question(
     ]
 
 
-async def test_export_markdown(store: SQLiteStore) -> None:
+async def test_export_markdown(store: AnyStore) -> None:
     await store.set_persona(1, "You are a pirate.\nSay arr.")
     await store.set_model(1, "gemini-2.5-pro")
     img = Media(b"pic", "image/png")
@@ -742,7 +755,7 @@ async def test_export_markdown(store: SQLiteStore) -> None:
         await store.export_channel(1, "csv")  # type: ignore[arg-type]
 
 
-async def test_export_json_keeps_snowflakes_exact(store: SQLiteStore) -> None:
+async def test_export_json_keeps_snowflakes_exact(store: AnyStore) -> None:
     u = await store.add_user_turn(
         channel_id=BIG,
         guild_id=BIG + 1,
@@ -774,7 +787,7 @@ async def test_export_json_keeps_snowflakes_exact(store: SQLiteStore) -> None:
 # ----------------------------------------------------------------------------- settings, stats
 
 
-async def test_channel_settings(store: SQLiteStore) -> None:
+async def test_channel_settings(store: AnyStore) -> None:
     s = await store.get_channel_settings(1)
     assert (s.channel_id, s.persona, s.model) == (1, None, None)
     await store.set_persona(1, "be brief")
@@ -788,7 +801,7 @@ async def test_channel_settings(store: SQLiteStore) -> None:
     assert (await store.get_channel_settings(2)).model == "other"
 
 
-async def test_stats(store: SQLiteStore) -> None:
+async def test_stats(store: AnyStore) -> None:
     empty = await store.stats()
     assert (empty.turns, empty.channels, empty.images, empty.by_status) == (0, 0, 0, {})
     assert empty.avg_first_chunk_latency is None and empty.avg_total_time is None
@@ -843,7 +856,7 @@ async def test_stats(store: SQLiteStore) -> None:
 # ----------------------------------------------------------------------------- forget, purge
 
 
-async def test_forget_user(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_forget_user(store: AnyStore, backend: Backend, tmp_path: Path) -> None:
     secret_image = Media(b"SECRET-IMAGE-BYTES" * 10, "image/png")
     shared_image = Media(b"shared picture", "image/png")
     mine1 = await pair(
@@ -859,24 +872,26 @@ async def test_forget_user(store: SQLiteStore, tmp_path: Path) -> None:
     assert json.loads(await store.export_channel(2, "json"))["turns"] == []
     assert await store.find_turn_by_message(4242) is None
     assert [await store.get_turn(i) for i in (*mine1, *mine2)] == [None] * 4
-    conn = store._conn
-    hashes = {r[0] for r in await conn.execute_fetchall("SELECT sha256 FROM images")}
+    hashes = {r[0] for r in await backend.fetch("SELECT sha256 FROM images")}
     assert hashes == {hashlib.sha256(shared_image.data).hexdigest()}
     for table in ("turn_messages", "turn_images", "reply_metrics"):
-        orphans = await conn.execute_fetchall(
+        orphans = await backend.fetch(
             f"SELECT count(*) FROM {table} WHERE turn_id NOT IN (SELECT id FROM turns)"
         )
-        assert next(iter(orphans))[0] == 0
+        assert orphans == [(0,)]
     assert await store.forget_user(7) == 0
 
-    # The deleted text is gone from the file itself, not only from queries.
+    # The deleted text is gone from the file itself, not only from queries (SQLite's
+    # secure_delete; PostgreSQL leaves dead rows to vacuum).
     await store.close()
+    if backend.name != "sqlite":
+        return
     raw = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir())
     assert b"SECRET-TEXT" not in raw and b"SECRET-IMAGE-BYTES" not in raw
     assert b"someone else" in raw
 
 
-async def test_purge_channel_is_a_hard_delete(store: SQLiteStore) -> None:
+async def test_purge_channel_is_a_hard_delete(store: AnyStore) -> None:
     await pair(store, 1, "q", "a")
     await store.reset_channel(1)
     await pair(store, 1, "q2", "a2")
@@ -891,10 +906,11 @@ async def test_purge_channel_is_a_hard_delete(store: SQLiteStore) -> None:
 # ----------------------------------------------------------------------------- concurrency
 
 
-async def test_fifty_channels_writing_at_once(store: SQLiteStore) -> None:
+async def test_fifty_channels_writing_at_once(store: AnyStore) -> None:
     """50 channels × 100 turns (50 question/answer pairs each), all written concurrently."""
     sql_threads: set[int] = set()
-    await store._conn.set_trace_callback(lambda _sql: sql_threads.add(threading.get_ident()))
+    if isinstance(store, SQLiteStore):
+        await store._conn.set_trace_callback(lambda _sql: sql_threads.add(threading.get_ident()))
 
     async def channel(c: int) -> list[int]:
         ids: list[int] = []
@@ -912,8 +928,9 @@ async def test_fifty_channels_writing_at_once(store: SQLiteStore) -> None:
         return ids
 
     written = await asyncio.gather(*(channel(c) for c in range(1, 51)))
-    assert threading.get_ident() not in sql_threads  # no SQL ran on the event loop's thread
-    assert len(sql_threads) == 1
+    if isinstance(store, SQLiteStore):
+        assert threading.get_ident() not in sql_threads  # no SQL ran on the event loop's thread
+        assert len(sql_threads) == 1
     for c, ids in enumerate(written, start=1):
         history = await store.load_history(c, max_turns=1000, max_tokens=10**9)
         assert [t.id for t in history] == ids
@@ -922,7 +939,7 @@ async def test_fifty_channels_writing_at_once(store: SQLiteStore) -> None:
     assert (stats.turns, stats.channels, stats.by_status) == (5000, 50, {"complete": 5000})
 
 
-async def test_many_tasks_in_one_channel(store: SQLiteStore) -> None:
+async def test_many_tasks_in_one_channel(store: AnyStore) -> None:
     ids = await asyncio.gather(
         *(
             store.add_user_turn(
@@ -939,7 +956,7 @@ async def test_many_tasks_in_one_channel(store: SQLiteStore) -> None:
         assert found is not None and found.id == turn_id
 
 
-async def test_a_cancelled_caller_does_not_lose_or_tear_a_write(store: SQLiteStore) -> None:
+async def test_a_cancelled_caller_does_not_lose_or_tear_a_write(store: AnyStore) -> None:
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=1, reply_to=u, model="g")
     blocker = asyncio.create_task(store.export_channel(1))  # holds the connection briefly
@@ -964,11 +981,11 @@ async def test_a_cancelled_caller_does_not_lose_or_tear_a_write(store: SQLiteSto
     await pair(store, 1, "still", "works")
 
 
-async def test_failed_write_rolls_back_completely(store: SQLiteStore) -> None:
+async def test_failed_write_rolls_back_completely(store: AnyStore, backend: Backend) -> None:
     u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
     m = await store.start_model_turn(channel_id=1, reply_to=u, model="g")
     bad = metrics(total_time=None)  # NOT NULL column: the metrics insert fails
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(backend.integrity_error):
         await store.finish_model_turn(m, text="t", status="complete", message_ids=[5], metrics=bad)
     turn = await store.get_turn(m)
     assert turn is not None and (turn.status, turn.text, turn.message_ids) == ("streaming", "", [])
@@ -979,34 +996,25 @@ async def test_failed_write_rolls_back_completely(store: SQLiteStore) -> None:
     assert turn is not None and (turn.status, turn.message_ids) == ("complete", [5])
 
 
-async def recount(store: SQLiteStore, channel: int | None) -> tuple[object, ...]:
+async def recount(backend: Backend, channel: int | None) -> tuple[object, ...]:
     """Stats computed the slow way, straight from the turns and metrics tables."""
-    conn = store._conn
     where, params = ("", ()) if channel is None else (" WHERE channel_id = ?", (channel,))
-    groups = await conn.execute_fetchall(
+    groups = await backend.fetch(
         "SELECT role, status, count(*), coalesce(sum(prompt_tokens), 0),"
         f" coalesce(sum(output_tokens), 0) FROM turns{where} GROUP BY role, status",
-        params,
+        *params,
     )
     by_status: dict[str, int] = {}
     for _, status, n, _, _ in groups:
         by_status[status] = by_status.get(status, 0) + n
-    (channels,) = next(
-        iter(
-            await conn.execute_fetchall(
-                f"SELECT count(DISTINCT channel_id) FROM turns{where}", params
-            )
-        )
+    [(channels,)] = await backend.fetch(
+        f"SELECT count(DISTINCT channel_id) FROM turns{where}", *params
     )
-    measured = next(
-        iter(
-            await conn.execute_fetchall(
-                "SELECT count(*), avg(m.first_chunk_latency), avg(m.total_time)"
-                " FROM reply_metrics AS m JOIN turns AS t ON t.id = m.turn_id"
-                + ("" if channel is None else " WHERE t.channel_id = ?"),
-                params,
-            )
-        )
+    [measured] = await backend.fetch(
+        "SELECT count(*), avg(m.first_chunk_latency), avg(m.total_time)"
+        " FROM reply_metrics AS m JOIN turns AS t ON t.id = m.turn_id"
+        + ("" if channel is None else " WHERE t.channel_id = ?"),
+        *params,
     )
     return (
         sum(g[2] for g in groups),
@@ -1038,12 +1046,11 @@ def summarise(s: object) -> tuple[object, ...]:
     )
 
 
-async def test_running_totals_match_a_recount(tmp_path: Path) -> None:
+async def test_running_totals_match_a_recount(backend: Backend) -> None:
     """Stats read trigger-kept totals; after any mix of operations they equal a recount."""
     import random
 
-    path = tmp_path / "totals.db"
-    store = await open_store(path)
+    store = await backend.open()
     rng = random.Random(1234)
     open_replies: list[int] = []
     users: list[int] = []
@@ -1096,11 +1103,11 @@ async def test_running_totals_match_a_recount(tmp_path: Path) -> None:
                 await store.purge_channel(channel)
             else:
                 await store.close()  # replies still streaming become failed on reopen
-                store = await open_store(path)
+                store = await backend.open()
                 open_replies.clear()
             if step % 50 == 0 or step == 599:
                 for scope in (None, 1, 2, 3, 4, 5):
-                    assert summarise(await store.stats(scope)) == await recount(store, scope), (
+                    assert summarise(await store.stats(scope)) == await recount(backend, scope), (
                         step,
                         scope,
                     )
@@ -1109,11 +1116,13 @@ async def test_running_totals_match_a_recount(tmp_path: Path) -> None:
 
 
 async def test_export_reads_long_channels_in_chunks(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: AnyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import storage.postgres
     import storage.sqlite
 
     monkeypatch.setattr(storage.sqlite, "EXPORT_CHUNK", 3)
+    monkeypatch.setattr(storage.postgres, "EXPORT_CHUNK", 3)
     expected: list[int] = []
     for n in range(7):
         expected += await pair(store, 1, f"old {n}", f"old answer {n}")
@@ -1133,6 +1142,8 @@ async def test_export_reads_long_channels_in_chunks(
     live = json.loads(await store.export_channel(1, "json", include_archived=False))
     assert [t["id"] for t in live["turns"]] == expected[16:]
 
+    if not isinstance(store, SQLiteStore):
+        return
     from storage.sqlite import _EXPORT_SQL
 
     plan = " | ".join(
@@ -1145,22 +1156,18 @@ async def test_export_reads_long_channels_in_chunks(
     assert "TEMP B-TREE" not in plan
 
 
-async def test_set_setting_sets_clears_and_refuses_unknown_names(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "s.db")
-    try:
-        await store.set_setting(7, "scope", "user")
-        await store.set_setting(7, "search", "on")
-        got = await store.get_channel_settings(7)
-        assert (got.scope, got.search, got.persona) == ("user", "on", None)
-        await store.set_setting(7, "scope", "  ")  # blank: back to the default
-        assert (await store.get_channel_settings(7)).scope is None
-        with pytest.raises(ValueError):
-            await store.set_setting(7, "persona; DROP TABLE turns", "x")
-    finally:
-        await store.close()
+async def test_set_setting_sets_clears_and_refuses_unknown_names(store: AnyStore) -> None:
+    await store.set_setting(7, "scope", "user")
+    await store.set_setting(7, "search", "on")
+    got = await store.get_channel_settings(7)
+    assert (got.scope, got.search, got.persona) == ("user", "on", None)
+    await store.set_setting(7, "scope", "  ")  # blank: back to the default
+    assert (await store.get_channel_settings(7)).scope is None
+    with pytest.raises(ValueError):
+        await store.set_setting(7, "persona; DROP TABLE turns", "x")
 
 
-async def test_history_of_one_author_and_forget_last(store: SQLiteStore) -> None:
+async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
     await pair(store, 1, "alice one", "a1", author=10)
     await pair(store, 1, "bob one", "b1", author=20)
     await pair(store, 1, "alice two", "a2", author=10)

@@ -1,18 +1,18 @@
-"""The token ledger in storage: per-day totals, scopes, budgets, and what deletes leave."""
+"""The token ledger in storage (SQLite and PostgreSQL): per-day totals, scopes, budgets, and
+what deletes leave."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from storage import GuildBudget, TokenUsage, open_store, utc_day
+from storage import GuildBudget, TokenUsage, utc_day
+from tests.backends import Backend
 
 DAY = 20_000 * 86_400.0  # a UTC midnight
 
 
-async def test_totals_by_scope_and_day_survive_deleting_the_turns(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "x.db")
+async def test_totals_by_scope_and_day_survive_deleting_the_turns(backend: Backend) -> None:
+    store = await backend.open()
     try:
         q = await store.add_user_turn(
             channel_id=10, guild_id=1, author_id=7, author_name="a", text="?"
@@ -48,8 +48,8 @@ async def test_totals_by_scope_and_day_survive_deleting_the_turns(tmp_path: Path
         await store.close()
 
 
-async def test_guild_budgets_are_kept_per_server(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "x.db")
+async def test_guild_budgets_are_kept_per_server(backend: Backend) -> None:
+    store = await backend.open()
     try:
         assert await store.get_guild_budget(1) == GuildBudget(1)
         await store.set_guild_budget(GuildBudget(1, server_tokens=5000, user_tokens=0))

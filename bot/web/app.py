@@ -105,7 +105,7 @@ async def run_web(
     """Serve the web chat on host:port until interrupted (SIGINT or SIGTERM)."""
     from storage import open_store
 
-    engine = WebEngine(settings, await open_store(settings.db_path), make_model(settings, demo))
+    engine = WebEngine(settings, await open_store(settings.database), make_model(settings, demo))
     runner = web.AppRunner(make_web_app(engine, token), access_log=None)
     try:
         await runner.setup()

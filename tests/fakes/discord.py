@@ -311,9 +311,13 @@ class FakeDiscord:
         owner: FakeUser | int | None = None,
         everyone_permissions: int | None = None,
         bot_permissions: int | None = None,
+        guild_id: int | None = None,
     ) -> FakeGuild:
-        """A guild the bot is in: @everyone, the bot's managed role, the owner and bot members."""
-        gid = snowflake()
+        """A guild the bot is in: @everyone, the bot's managed role, the owner and bot members.
+
+        Its id (a new snowflake unless given) decides its shard: ``(id >> 22) % shard_count``.
+        """
+        gid = guild_id or snowflake()
         owner_id = as_id(owner) if owner is not None else self.owner.id
         guild = FakeGuild(id=gid, name=name, owner_id=owner_id)
         everyone = Perm.default_everyone() if everyone_permissions is None else everyone_permissions
