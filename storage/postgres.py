@@ -33,9 +33,11 @@ import asyncpg
 
 from storage.models import (
     FINAL_STATUSES,
+    SETTING_NAMES,
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
+    Hidden,
     Media,
     ReplyMetrics,
     Stats,
@@ -46,6 +48,7 @@ from storage.models import (
     TokenUsage,
     Turn,
     TurnNotFound,
+    Upload,
     UsageTotals,
     astuple_usage,
     utc_day,
@@ -82,10 +85,11 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        t.text, t.status, t.created_at, t.reply_to, t.prompt_tokens, t.output_tokens, t.model,
        coalesce((SELECT json_agg(json_build_array(m.position, m.message_id))
                    FROM turn_messages AS m WHERE m.turn_id = t.id), '[]')::text AS messages,
-       coalesce((SELECT json_agg(json_build_array(ti.position, ti.sha256, i.mime_type, i.size))
+       coalesce((SELECT json_agg(json_build_array(ti.position, ti.sha256, i.mime_type, i.size,
+                                            ti.name))
                    FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
                   WHERE ti.turn_id = t.id), '[]')::text AS images,
-       t.archived, t.archived_at, t.withdrawn
+       t.archived, t.archived_at, t.withdrawn, t.hidden
   FROM turns AS t
 """
 
@@ -93,9 +97,11 @@ _HISTORY_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = $1 AND t.archived = 0 AND t.pair_key < $2 AND t.status <> 'streaming'
-   AND t.withdrawn IS NULL
+   AND t.withdrawn IS NULL AND t.hidden IS NULL
+   AND ($3::bigint IS NULL
+        OR (SELECT q.author_id FROM turns AS q WHERE q.id = t.pair_key) = $3::bigint)
  ORDER BY t.pair_key DESC, t.id DESC
- LIMIT $3
+ LIMIT $4
 """
 )
 
@@ -103,6 +109,7 @@ _EXPORT_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = $1 AND t.archived = $2 AND (t.pair_key, t.id) > ($3, $4)
+   AND t.hidden IS DISTINCT FROM 'private'
  ORDER BY t.pair_key, t.id
  LIMIT $5
 """
@@ -154,10 +161,6 @@ def _put(text: str) -> str:
     return text
 
 
-def _put_optional(text: str | None) -> str | None:
-    return None if text is None else _put(text)
-
-
 def _get(text: str | None) -> Any:
     """Stored text as it was given (undoes `_put`)."""
     if text is None or "\uffff" not in text:
@@ -174,6 +177,7 @@ def _row(record: asyncpg.Record) -> _Row:
         _get(turn.author_name),
         _get(turn.model),
     )
+    turn.images = [dataclasses.replace(i, name=_get(i.name)) for i in turn.images]
     return row
 
 
@@ -242,11 +246,12 @@ def _ledger_filter(
 
 async def _settings(conn: asyncpg.Connection, channel_id: int) -> ChannelSettings:
     row = await conn.fetchrow(
-        "SELECT persona, model FROM channel_settings WHERE channel_id = $1", channel_id
+        f"SELECT {', '.join(SETTING_NAMES)} FROM channel_settings WHERE channel_id = $1",
+        channel_id,
     )
     if row is None:
         return ChannelSettings(channel_id)
-    return ChannelSettings(channel_id, persona=_get(row[0]), model=_get(row[1]))
+    return ChannelSettings(channel_id, *(_get(v) for v in row))
 
 
 class PostgresStore:
@@ -417,11 +422,13 @@ class PostgresStore:
         guild_id: int | None = None,
         thread_id: int | None = None,
         images: Sequence[Media] = (),
+        hidden: Hidden | None = None,
     ) -> int:
         """Store a user's question (with its images); returns the new turn's id.
 
         The first of `message_ids` is the Discord message the question came from: a second
-        question from the same message raises AlreadyAnswered and stores nothing.
+        question from the same message raises AlreadyAnswered and stores nothing. A "private"
+        question (and so its replies) stays out of history and exports.
         """
         prepared = await _prepare_images(images)
         values = (
@@ -432,6 +439,7 @@ class PostgresStore:
             _put(author_name),
             _put(text),
             time.time(),
+            hidden,
         )
         ids = [int(m) for m in message_ids]
 
@@ -439,8 +447,8 @@ class PostgresStore:
             turn_id = int(
                 await conn.fetchval(
                     "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                    " author_name, text, status, created_at)"
-                    " VALUES ($1, $2, $3, 'user', $4, $5, $6, 'complete', $7) RETURNING id",
+                    " author_name, text, status, created_at, hidden)"
+                    " VALUES ($1, $2, $3, 'user', $4, $5, $6, 'complete', $7, $8) RETURNING id",
                     *values,
                 )
             )
@@ -462,8 +470,14 @@ class PostgresStore:
                     [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
                 )
                 await conn.executemany(
-                    "INSERT INTO turn_images (turn_id, position, sha256) VALUES ($1, $2, $3)",
-                    [(turn_id, pos, sha) for pos, (sha, _, _) in enumerate(prepared)],
+                    "INSERT INTO turn_images (turn_id, position, sha256, name)"
+                    " VALUES ($1, $2, $3, $4)",
+                    [
+                        (turn_id, pos, sha, _put(image.name))
+                        for pos, ((sha, _, _), image) in enumerate(
+                            zip(prepared, images, strict=True)
+                        )
+                    ],
                 )
             return turn_id
 
@@ -480,7 +494,11 @@ class PostgresStore:
         author_id: int = 0,
         author_name: str = "",
     ) -> int:
-        """Open a model turn ("streaming") answering user turn `reply_to`; returns its id."""
+        """Open a model turn ("streaming") answering user turn `reply_to`; returns its id.
+
+        The reply joins its question's side of a reset (answering an archived question gives
+        an archived reply), and a private question's reply is private too.
+        """
         values = (
             channel_id,
             guild_id,
@@ -496,9 +514,9 @@ class PostgresStore:
             turn_id = await conn.fetchval(
                 "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
                 " author_name, text, status, reply_to, created_at, model, archived,"
-                " archived_at)"
+                " archived_at, hidden)"
                 " SELECT $1, $2, $3, 'model', $4, $5, '', 'streaming', id, $6, $7, archived,"
-                " archived_at FROM turns WHERE id = $8 AND role = 'user'"
+                " archived_at, hidden FROM turns WHERE id = $8 AND role = 'user'"
                 " RETURNING id",
                 *values,
             )
@@ -561,6 +579,21 @@ class PostgresStore:
                 )
 
         await self._write(op)
+
+    async def replace_replies(self, question_id: int, new_reply: int) -> int:
+        """A question's answer was regenerated as `new_reply`: its other replies are marked
+        "replaced" (out of history, kept for exports); returns how many."""
+
+        async def op(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(
+                "UPDATE turns SET hidden = 'replaced'"
+                " WHERE reply_to = $1 AND id <> $2 AND role = 'model' AND hidden IS NULL",
+                question_id,
+                new_reply,
+            )
+            return int(status.split()[-1])
+
+        return await self._write(op, transaction=False)
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
         """Attach Discord message ids to a turn (in order; ids it already has are skipped)."""
@@ -630,6 +663,66 @@ class PostgresStore:
 
         await self._write(op)
 
+    async def get_uploads(self, sha256s: Iterable[str]) -> dict[str, Upload]:
+        """The Files API uploads recorded for these files, by hash (expired ones too)."""
+        wanted = sorted(set(sha256s))
+        if not wanted:
+            return {}
+
+        async def op(conn: asyncpg.Connection) -> dict[str, Upload]:
+            rows = await conn.fetch(
+                "SELECT sha256, name, uri, mime_type, expires_at FROM gemini_files"
+                " WHERE sha256 = ANY($1::text[])",
+                wanted,
+            )
+            return {
+                r[0]: Upload(r[0], _get(r[1]), _get(r[2]), _get(r[3]), float(r[4])) for r in rows
+            }
+
+        return await self._read(op)
+
+    async def save_upload(self, upload: Upload) -> None:
+        """Record (or replace) a stored file's upload; when the file is gone (deleted
+        meanwhile), the upload is queued to be deleted from Gemini instead."""
+        name = _put(upload.name)
+        values = (upload.sha256, name, _put(upload.uri), _put(upload.mime_type))
+
+        async def op(conn: asyncpg.Connection) -> None:
+            # The file's row is locked against a concurrent delete until this commits; a
+            # delete after that takes the upload with it (by cascade, queued by trigger).
+            stored = await conn.fetchval(
+                "SELECT 1 FROM images WHERE sha256 = $1 FOR KEY SHARE", upload.sha256
+            )
+            if stored is None:
+                await conn.execute(
+                    "INSERT INTO gemini_files_gone (name, queued_at) VALUES ($1, $2)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    name,
+                    time.time(),
+                )
+                return
+            await conn.execute(
+                "INSERT INTO gemini_files (sha256, name, uri, mime_type, expires_at, uploaded_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (sha256) DO UPDATE SET name = excluded.name, uri = excluded.uri,"
+                " mime_type = excluded.mime_type, expires_at = excluded.expires_at,"
+                " uploaded_at = excluded.uploaded_at",
+                *values,
+                upload.expires_at,
+                time.time(),
+            )
+
+        await self._write(op)
+
+    async def take_gone_uploads(self) -> list[str]:
+        """Names of uploads to delete from Gemini, each returned once."""
+
+        async def op(conn: asyncpg.Connection) -> list[str]:
+            rows = await conn.fetch("DELETE FROM gemini_files_gone RETURNING name")
+            return sorted(_get(r[0]) for r in rows)
+
+        return await self._write(op, transaction=False)
+
     # ----------------------------------------------------------------- reading
 
     async def load_history(
@@ -640,15 +733,17 @@ class PostgresStore:
         max_tokens: int = 24_000,
         image_turns: int = 6,
         before_turn: int | None = None,
+        author_id: int | None = None,
     ) -> list[Turn]:
-        """The channel's recent live turns, oldest first, within budget (see the package doc)."""
+        """The channel's recent live turns, oldest first, within budget (see the package doc);
+        with `author_id`, only that person's questions and the replies to them."""
         if max_turns <= 0 or max_tokens <= 0:
             return []
         image_turns = max(0, image_turns)
         before = MAX_ID if before_turn is None else before_turn
 
         async def op(conn: asyncpg.Connection) -> list[Turn]:
-            rows = await conn.fetch(_HISTORY_SQL, channel_id, before, max_turns)
+            rows = await conn.fetch(_HISTORY_SQL, channel_id, before, author_id, max_turns)
             chosen = _trim([_row(r).turn for r in rows], max_tokens, image_turns)
             window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
             data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
@@ -684,7 +779,7 @@ class PostgresStore:
 
     async def history_plan(self) -> list[str]:
         """How PostgreSQL would run the history query on a large table (EXPLAIN)."""
-        return await self._read(functools.partial(_plan, _HISTORY_SQL, (0, MAX_ID, 40)))
+        return await self._read(functools.partial(_plan, _HISTORY_SQL, (0, MAX_ID, None, 40)))
 
     async def usage_plan(self) -> list[str]:
         """How PostgreSQL would run the per-user budget query on a large table (EXPLAIN)."""
@@ -741,6 +836,15 @@ class PostgresStore:
         rows by (auto)vacuum.
         """
         return await self._delete_turns("t.role = 'user' AND t.author_id = $1", (author_id,))
+
+    async def forget_last(self, author_id: int, channel_id: int) -> int:
+        """Delete the user's newest question still in the channel's history, and the replies
+        to it (like :meth:`forget_user`, for one exchange); returns how many turns went."""
+        return await self._delete_turns(
+            "t.id = (SELECT max(id) FROM turns WHERE role = 'user' AND author_id = $1"
+            " AND channel_id = $2 AND archived = 0 AND withdrawn IS NULL)",
+            (author_id, channel_id),
+        )
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:
         """Retention: delete the exchanges asked before `older_than` (None: keep them all) and
@@ -822,26 +926,26 @@ class PostgresStore:
 
     async def set_persona(self, channel_id: int, persona: str | None) -> None:
         """Set the channel's system instruction (None: back to the default)."""
-        await self._set_setting(channel_id, "persona", _put_optional(persona))
+        await self.set_setting(channel_id, "persona", persona)
 
     async def set_model(self, channel_id: int, model: str | None) -> None:
         """Set the channel's Gemini model (None: back to the default)."""
-        await self._set_setting(channel_id, "model", _put_optional(model))
+        await self.set_setting(channel_id, "model", model)
 
-    async def _set_setting(
-        self, channel_id: int, column: Literal["persona", "model"], value: str | None
-    ) -> None:
-        sql = {
-            "persona": "INSERT INTO channel_settings (channel_id, persona, updated_at)"
-            " VALUES ($1, $2, $3) ON CONFLICT (channel_id) DO UPDATE"
-            " SET persona = excluded.persona, updated_at = excluded.updated_at",
-            "model": "INSERT INTO channel_settings (channel_id, model, updated_at)"
-            " VALUES ($1, $2, $3) ON CONFLICT (channel_id) DO UPDATE"
-            " SET model = excluded.model, updated_at = excluded.updated_at",
-        }[column]
+    async def set_setting(self, channel_id: int, name: str, value: str | None) -> None:
+        """Set one of `SETTING_NAMES` for the channel (None or blank: back to the default)."""
+        if name not in SETTING_NAMES:
+            raise ValueError(f"unknown channel setting {name!r}")
+        # `name` is one of the fixed column names checked above, never user text.
+        sql = (
+            f"INSERT INTO channel_settings (channel_id, {name}, updated_at) VALUES ($1, $2, $3)"
+            f" ON CONFLICT (channel_id) DO UPDATE SET {name} = excluded.{name},"
+            " updated_at = excluded.updated_at"
+        )
+        stored = _put(value) if value and value.strip() else None
 
         async def op(conn: asyncpg.Connection) -> None:
-            await conn.execute(sql, channel_id, value, time.time())
+            await conn.execute(sql, channel_id, stored, time.time())
 
         self._generation += 1
         self._settings.pop(channel_id, None)

@@ -1,16 +1,16 @@
 """The Files API side of bot/llm.py against the fake Gemini (real google-genai), and the
-store's bookkeeping of uploads."""
+store's bookkeeping of uploads (on both engines)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from bot.llm import ChatTurn, FileRejected, GeminiClient
-from storage import Media, SQLiteStore, Upload, open_store
+from storage import Media, Store, Upload
+from tests.backends import Backend
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.gemini_files import file_parts
 
@@ -32,9 +32,9 @@ async def client(fake: FakeGemini) -> AsyncIterator[GeminiClient]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await open_store(tmp_path / "gemcord.db")
-    assert isinstance(s, SQLiteStore)
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    """The store on each engine (tests/backends.py)."""
+    s = await backend.open()
     yield s
     await s.close()
 
@@ -86,7 +86,7 @@ async def test_alive_expired_deleted(fake: FakeGemini, client: GeminiClient) -> 
     assert not await client.upload_alive(soon) and len(fake.files.calls) == calls
 
 
-async def test_the_store_keeps_uploads_and_queues_those_to_delete(store: SQLiteStore) -> None:
+async def test_the_store_keeps_uploads_and_queues_those_to_delete(store: Store) -> None:
     clip = Media(CLIP, "video/mp4", name="clip.mp4")
     await store.add_user_turn(
         channel_id=1, author_id=7, author_name="alice", text="look", images=[clip]
@@ -113,7 +113,7 @@ async def test_the_store_keeps_uploads_and_queues_those_to_delete(store: SQLiteS
     assert await store.take_gone_uploads() == ["files/three"]
 
 
-async def test_files_keep_their_names_in_history(store: SQLiteStore) -> None:
+async def test_files_keep_their_names_in_history(store: Store) -> None:
     pdf = Media(b"%PDF-1.7\n%%EOF\n", "application/pdf", name="report.pdf")
     text = Media(b"hello", "text/plain", name="notes.md")
     await store.add_user_turn(
