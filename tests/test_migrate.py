@@ -4,6 +4,7 @@ the bot answering from the migrated history."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from storage import (
     StorageError,
     StoreLocked,
     TokenUsage,
+    Upload,
     open_store,
 )
 from storage.transfer import migrate_database, sqlite_path
@@ -73,6 +75,26 @@ async def fill(path: Path) -> dict[str, Any]:
         await store.set_persona(1, "a pirate \x00")
         await store.set_model(3, "gemini-x")
         await store.set_guild_budget(GuildBudget(77, 5000, None))
+        # 0005-0007: settings, a regenerated reply, a private exchange, named files, uploads
+        await store.set_setting(1, "scope", "user")
+        await store.set_setting(3, "answer_mode", "thread")
+        pdf = Media(b"%PDF-1.7 report", "application/pdf", name="report \x00 é.pdf")
+        q = await store.add_user_turn(
+            channel_id=1, author_id=5, author_name="e", text="read this", images=[pdf]
+        )
+        for n in range(2):
+            a = await store.start_model_turn(channel_id=1, reply_to=q, model="g-1")
+            await store.finish_model_turn(a, text=f"take {n}", status="complete")
+        await store.replace_replies(q, a)
+        p = await store.add_user_turn(
+            channel_id=3, author_id=5, author_name="e", text="just me", hidden="private"
+        )
+        a = await store.start_model_turn(channel_id=3, reply_to=p, model="g-1")
+        await store.finish_model_turn(a, text="private summary", status="complete")
+        for n in (1, 2):  # the second upload replaces the first, which is queued to go
+            await store.save_upload(
+                Upload(pdf.sha256, f"files/pdf{n}", f"uri{n}", pdf.mime_type, 1.8e9 + n)
+            )
         u = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="live")
         await store.start_model_turn(channel_id=1, reply_to=u, model="g")  # left streaming
         return await snapshot(store)
@@ -89,6 +111,10 @@ async def snapshot(store: Any) -> dict[str, Any]:
         out[f"export {channel}"] = doc
         out[f"history {channel}"] = await store.load_history(channel)
         out[f"stats {channel}"] = await store.stats(channel)
+        out[f"settings {channel}"] = await store.get_channel_settings(channel)
+    out["uploads"] = await store.get_uploads(
+        [hashlib.sha256(b"%PDF-1.7 report").hexdigest(), "0" * 64]
+    )
     out["usage"] = await store.usage_by_model(0, 10**6)
     out["budget"] = await store.get_guild_budget(77)
     return out
@@ -105,7 +131,8 @@ async def test_everything_is_copied_verified_and_a_rerun_converges(
     )
     assert all(r.ok for r in reports)
     counts = {r.name: r.target_rows for r in reports}
-    assert counts["turns"] == 20 and counts["images"] == 1 and counts["usage"] == 12
+    assert counts["turns"] == 25 and counts["images"] == 2 and counts["usage"] == 12
+    assert counts["gemini_files"] == 1 and counts["gemini_files_gone"] == 1
     assert {"turn_messages", "turn_images", "answered", "reply_metrics", "unusable_images"} <= set(
         counts
     )
@@ -114,10 +141,12 @@ async def test_everything_is_copied_verified_and_a_rerun_converges(
     store = await pg_backend.open(recover_streaming=False)
     try:
         assert await snapshot(store) == before
+        assert await store.take_gone_uploads() == ["files/pdf1"]  # the queue came along
     finally:
         await store.close()
 
-    again = await migrate_database(str(path), pg_backend.location)  # a re-run changes nothing
+    # A re-run converges (and brings back the queued name taken above).
+    again = await migrate_database(str(path), pg_backend.location)
     assert [(r.name, r.target_rows, r.target_sum) for r in again] == [
         (r.name, r.target_rows, r.target_sum) for r in reports
     ]

@@ -27,6 +27,7 @@ from storage import (
     StoreClosed,
     StoreLocked,
     TurnNotFound,
+    Upload,
     approx_tokens,
     open_store,
 )
@@ -1180,3 +1181,52 @@ async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
     assert [t.text for t in await store.load_history(1)] == ["alice one", "a1", "bob one", "b1"]
     assert len(await store.load_history(2)) == 2  # another channel keeps its exchange
     assert await store.forget_last(30, 1) == 0
+
+
+async def test_regenerated_replies_and_private_exchanges_leave_history(store: AnyStore) -> None:
+    q, first = await pair(store, 1, "question", "first answer")
+    second = await store.start_model_turn(channel_id=1, reply_to=q, model="g")
+    await store.finish_model_turn(second, text="second answer", status="complete")
+    assert await store.replace_replies(q, second) == 1
+    assert await store.replace_replies(q, second) == 0  # marked once
+    assert [t.id for t in await store.load_history(1)] == [q, second]
+    replaced = await store.get_turn(first)
+    assert replaced is not None and replaced.hidden == "replaced"
+
+    secret = await store.add_user_turn(
+        channel_id=1, author_id=10, author_name="a", text="just for me", hidden="private"
+    )
+    reply = await store.start_model_turn(channel_id=1, reply_to=secret, model="g")
+    await store.finish_model_turn(reply, text="private summary", status="complete")
+    assert [t.id for t in await store.load_history(1)] == [q, second]
+    assert [t.hidden for t in await asyncio.gather(*map(store.get_turn, (secret, reply)))] == [
+        "private",
+        "private",
+    ]
+
+    doc = json.loads(await store.export_channel(1, "json"))
+    assert [(t["id"], t["replaced"]) for t in doc["turns"]] == [
+        (q, False),
+        (first, True),
+        (second, False),
+    ]
+    markdown = await store.export_channel(1, "markdown")
+    assert "replaced by a regenerated answer" in markdown and "just for me" not in markdown
+
+
+async def test_an_upload_saved_while_its_file_is_forgotten_is_queued_to_go(
+    store: AnyStore,
+) -> None:
+    """Whichever wins the race, an upload never outlives its file unnoticed."""
+    names = []
+    for n in range(20):
+        media = Media(f"clip {n}".encode(), "video/mp4", name="clip.mp4")
+        await store.add_user_turn(
+            channel_id=1, author_id=100 + n, author_name="a", text="", images=[media]
+        )
+        upload = Upload(media.sha256, f"files/{n:02}", f"u{n}", "video/mp4", time.time() + 99)
+        names.append(upload.name)
+        await asyncio.gather(store.save_upload(upload), store.forget_user(100 + n))
+        assert await store.get_uploads([media.sha256]) == {}
+    assert await store.take_gone_uploads() == names
+    assert await store.take_gone_uploads() == []
