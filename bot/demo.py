@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, ImagePart, LLMError, StreamOutcome
+from bot.llm import ChatTurn, ImagePart, LLMError, StreamOutcome, Thinking, Tool
 
 LABEL = "demo model (scripted, no Gemini)"
 
@@ -56,8 +56,10 @@ class DemoModel:
         contents: Sequence[ChatTurn],
         system_instruction: str | None = None,
         max_output_tokens: int | None = None,
+        thinking: Thinking | None = None,
+        tools: Sequence[Tool] = (),
     ) -> DemoStream:
-        """One scripted answer to the last question in ``contents``."""
+        """One scripted answer to the last question in ``contents`` (no thinking, no tools)."""
         question = _last_question(contents)
         asked = sum(1 for turn in contents if turn.role == "user")
         if re.search(r"\berror\b", question, re.IGNORECASE):
