@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.llm import ChatTurn, ImagePart
+from bot.llm import ChatTurn, ImagePart, ModelPart
 from storage import ImageIn, Turn
 
 DEFAULT_PERSONA = (
@@ -118,15 +118,34 @@ def _model_text(turn: Turn) -> str:
     return turn.text or "(no reply)"
 
 
+def _model_parts(turn: Turn, model: str | None) -> list[str | ImagePart | ModelPart]:
+    """A model turn as sent back: its parts as Gemini sent them (thought signatures exactly
+    as received) when it is complete and from ``model`` (signatures are only valid for the
+    model that made them), else its text. Unsigned thought summaries are left out: the
+    model reads nothing from them."""
+    if turn.status != "complete" or not turn.parts or model is None or turn.model != model:
+        return [_model_text(turn)]
+    parts: list[str | ImagePart | ModelPart] = [
+        ModelPart(p.kind, p.text, p.signature, p.detail)
+        for p in turn.parts
+        if p.kind != "thought" or p.signature is not None
+    ]
+    return parts or [_model_text(turn)]
+
+
 def build_contents(
     history: Sequence[Turn],
     question: Question,
     *,
     max_inline_bytes: int = MAX_INLINE_BYTES,
     today: dt.date | None = None,
+    model: str | None = None,
 ) -> list[ChatTurn]:
     """Gemini contents: history in order (speaker names on user turns), then the new question
     alone as the last user turn, ending with today's date (:func:`today_note`).
+
+    A complete reply by ``model`` goes back as the parts Gemini sent (with their thought
+    signatures); any other reply as its text.
 
     An earlier question without a finished reply (still streaming, or lost) is followed by a
     :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
@@ -140,7 +159,7 @@ def build_contents(
             images = [ImagePart(i.data, i.mime_type) for i in turn.images if i.data is not None]
             contents.append(ChatTurn("user", [_user_text(turn.author_name, turn.text), *images]))
         elif contents and contents[-1].role == "user":
-            contents.append(ChatTurn("model", [_model_text(turn)]))
+            contents.append(ChatTurn("model", _model_parts(turn, model)))
     if contents and contents[-1].role == "user":
         contents.append(ChatTurn("model", [SEPARATE]))
     images = [ImagePart(i.data, i.mime_type) for i in question.images]

@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, ImagePart, LLMError, StreamOutcome, Thinking, Tool
+from bot.llm import ChatTurn, ImagePart, LLMError, ModelPart, StreamOutcome, Thinking, Tool
 
 LABEL = "demo model (scripted, no Gemini)"
 
@@ -83,6 +83,8 @@ class DemoStream:
         self._fail = fail
         self._closed = False
         self.outcome: StreamOutcome | None = None
+        self.parts: list[ModelPart] = []
+        """The model turn's parts (the demo keeps none: its answer is stored as text)."""
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._run()

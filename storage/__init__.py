@@ -78,6 +78,7 @@ from storage.models import (
     StorageError,
     StoreClosed,
     StoredImage,
+    StoredPart,
     StoreLocked,
     TokenUsage,
     Turn,
@@ -107,6 +108,7 @@ __all__ = [
     "StoreClosed",
     "StoreLocked",
     "StoredImage",
+    "StoredPart",
     "TokenUsage",
     "Turn",
     "TurnNotFound",
@@ -165,8 +167,11 @@ class Store(Protocol):
         prompt_tokens: int | None = None,
         output_tokens: int | None = None,
         metrics: ReplyMetrics | None = None,
+        parts: Sequence[StoredPart] = (),
+        thoughts_tokens: int | None = None,
     ) -> None:
-        """Record a reply's final text, status, message ids, token counts and metrics."""
+        """Record a reply's final text, status, message ids, token counts and metrics, and the
+        parts Gemini sent (thought signatures byte for byte)."""
         ...
 
     async def load_history(
@@ -183,6 +188,10 @@ class Store(Protocol):
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
         """The turn one of whose Discord message ids is `message_id`."""
+        ...
+
+    async def get_parts(self, turn_id: int) -> list[StoredPart] | None:
+        """A model turn's parts as Gemini sent them (None: no such model turn)."""
         ...
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:

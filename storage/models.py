@@ -53,6 +53,18 @@ class StoredImage:
     data: bytes | None
 
 
+@dataclass(frozen=True)
+class StoredPart:
+    """One part of a model turn as Gemini sent it: ``kind`` is "text", "thought" (a thought
+    summary), "code" (code the model ran) or "output" (what it printed); ``signature`` is the
+    thought signature, kept byte for byte; ``detail`` the code's language or the outcome."""
+
+    kind: Literal["text", "thought", "code", "output"]
+    text: str
+    signature: bytes | None = field(default=None, repr=False)
+    detail: str | None = None
+
+
 @dataclass
 class Turn:
     """One stored user question or model reply."""
@@ -75,6 +87,9 @@ class Turn:
     model: str | None
     withdrawn: Withdrawn | None = None
     """Why the turn is no longer sent to the model (None: it is)."""
+    parts: list[StoredPart] = field(default_factory=list)
+    """A model turn's parts as Gemini sent them (empty for user turns and older replies)."""
+    thoughts_tokens: int | None = None
 
 
 @dataclass
@@ -182,6 +197,7 @@ class Stats:
     replies_measured: int
     avg_first_chunk_latency: float | None
     avg_total_time: float | None
+    thoughts_tokens: int = 0
 
 
 class StorageError(Exception):

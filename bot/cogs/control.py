@@ -206,7 +206,9 @@ class Control(commands.Cog):
                 f"**{title}** — {_count(s.user_turns, 'question')}, "
                 f"{_count(s.model_turns, 'reply', 'replies')}"
                 + (f" in {_count(s.channels, 'channel')}" if title == "Everywhere" else "")
-                + f"; tokens in/out {s.prompt_tokens}/{s.output_tokens}; "
+                + f"; tokens in/out {s.prompt_tokens}/{s.output_tokens}"
+                + (f", thinking {s.thoughts_tokens}" if s.thoughts_tokens else "")
+                + "; "
                 f"first text {_fmt_ms(s.avg_first_chunk_latency)}, "
                 f"whole reply {_fmt_ms(s.avg_total_time)} on average"
             )
