@@ -47,6 +47,7 @@ from bot.pacing import PacerRegistry
 from bot.splitting import CLOSE
 from bot.streaming import (
     DEFAULT_STYLE,
+    Buttons,
     RenderResult,
     SinkMessageGone,
     SinkRateLimited,
@@ -156,10 +157,10 @@ class HttpSink:
             resp.raise_for_status()
             return data
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         return int((await self._call("POST", f"{self.url}/messages", text))["id"])
 
-    async def edit(self, message_id: int, text: str) -> None:
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
         await self._call("PATCH", f"{self.url}/messages/{message_id}", text)
 
     async def typing(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -19,7 +20,7 @@ from bot.links import readable_links, without_discord_files
 from bot.llm import BadRequest, GeminiStream, LLMError, Tool
 from bot.model_reply import ModelReply
 from bot.options import effective, inherit, is_on
-from bot.streaming import MessageSink, RenderResult, Status, render_stream
+from bot.streaming import Buttons, MessageSink, RenderResult, Status, render_stream
 from bot.thinking import thinking_for
 from storage import (
     AlreadyAnswered,
@@ -307,12 +308,14 @@ async def answer(
     ticket: Ticket | None = None,
     slot: Slot | None = None,
     on_admitted: Callable[[], object] | None = None,
+    buttons: Callable[[Request, bool], Buttons] | None = None,
 ) -> RenderResult | None:
     """Answer one question into `sink`; every outcome is shown in Discord and stored.
 
     With a `ticket`, the question is stored in its channel's arrival order (and the ticket
     released once it is). With an admission `slot`, the reply waits for it after the question
-    is stored (`on_admitted` is called when it no longer waits). A question from a Discord
+    is stored (`on_admitted` is called when it no longer waits). `buttons(request, live)` gives
+    the buttons under the reply (see `render_stream`). A question from a Discord
     message that was asked before (a duplicate delivery) is not answered again: None.
     """
     store = bot.store
@@ -376,6 +379,7 @@ async def answer(
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
             end_notice=request.end_notice,
             decorate=request.reply.decorate,
+            buttons=None if buttons is None else functools.partial(buttons, request),
         )
         return result
     finally:

@@ -29,6 +29,11 @@ def allowed_here(settings: Settings, channel: object, member: object) -> bool:
     return True
 
 
+def may_stop(requester_id: int, user: object, channel: object) -> bool:
+    """Whether `user` may stop a reply: the person who asked, or a moderator of the channel."""
+    return getattr(user, "id", None) == requester_id or can_moderate(channel, user)
+
+
 def can_moderate(channel: object, member: object) -> bool:
     """Manage Messages in that channel (always true in a DM, which only two people share).
 

@@ -20,7 +20,7 @@ from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
 from bot.metrics import Metrics
 from bot.pacing import PacerRegistry
-from bot.streaming import DEFAULT_STYLE
+from bot.streaming import DEFAULT_STYLE, Buttons
 from storage import Store
 
 CHANNEL_ID = 0  # the console's own "channel" in the store
@@ -36,7 +36,7 @@ class ConsoleSink:
     def _visible(self, text: str) -> str:
         return text.removesuffix(DEFAULT_STYLE.live_marker)
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         """Start a new message on a new line."""
         message_id = len(self._shown) + 1
         if self._shown:
@@ -45,7 +45,7 @@ class ConsoleSink:
         await self.edit(message_id, text)
         return message_id
 
-    async def edit(self, message_id: int, text: str) -> None:
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
         """Print the new tail of the message (a rewrite of earlier text is printed whole)."""
         old, new = self._shown[message_id], self._visible(text)
         self.out.write(new[len(old) :] if new.startswith(old) else "\n" + new)

@@ -7,11 +7,36 @@ import logging
 
 import discord
 
-from bot.streaming import SinkMessageGone, SinkRateLimited
+from bot.streaming import Buttons, SinkMessageGone, SinkRateLimited
 
 log = logging.getLogger(__name__)
 
 NO_PINGS = discord.AllowedMentions.none()
+
+
+def view_of(buttons: Buttons) -> discord.ui.View | None:
+    """The buttons as a discord.py view (None: no components).
+
+    The view is stopped before it is sent, so discord.py keeps no copy of it per message:
+    clicks are dispatched by custom id to the bot's DynamicItems (bot/buttons.py) instead.
+    """
+    if not buttons:
+        return None
+    view = discord.ui.View(timeout=None)
+    for b in buttons:
+        if b.url:
+            view.add_item(discord.ui.Button(label=b.label, url=b.url, emoji=b.emoji or None))
+        else:
+            view.add_item(
+                discord.ui.Button(
+                    label=b.label,
+                    custom_id=b.action,
+                    emoji=b.emoji or None,
+                    style=discord.ButtonStyle.secondary,
+                )
+            )
+    view.stop()
+    return view
 
 
 def _translate(exc: discord.HTTPException) -> Exception:
@@ -35,29 +60,37 @@ class ChannelSink:
         self.question = question
         self._messages: dict[int, discord.Message] = {}
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         """Send a new message; the first one references the question without pinging."""
         reference = None
         if self.question is not None and not self._messages:
             reference = self.question.to_reference(fail_if_not_exists=False)
+        extra = {"view": view} if (view := view_of(buttons)) else {}
         try:
             msg = await self.channel.send(
-                text, reference=reference, mention_author=False, allowed_mentions=NO_PINGS
+                text,
+                reference=reference,
+                mention_author=False,
+                allowed_mentions=NO_PINGS,
+                **extra,
             )
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
         self._messages[msg.id] = msg
         return msg.id
 
-    async def edit(self, message_id: int, text: str) -> None:
-        """Replace a message's content (allowed mentions none again: edits parse mentions too)."""
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
+        """Replace a message's content and buttons (mentions off again: edits parse them too)."""
         msg = self._messages.get(message_id)
+        view = view_of(buttons)
         try:
             if msg is not None:
-                self._messages[message_id] = await msg.edit(content=text, allowed_mentions=NO_PINGS)
+                self._messages[message_id] = await msg.edit(
+                    content=text, view=view, allowed_mentions=NO_PINGS
+                )
             else:
                 partial = self.channel.get_partial_message(message_id)  # type: ignore[attr-defined]
-                await partial.edit(content=text, allowed_mentions=NO_PINGS)
+                await partial.edit(content=text, view=view, allowed_mentions=NO_PINGS)
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
 
@@ -86,33 +119,36 @@ class InteractionSink:
         self._followups: dict[int, discord.WebhookMessage] = {}
         self._original_id: int | None = None
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         """The first call edits the deferred response; later calls send follow-up messages."""
+        view = view_of(buttons)
         try:
             if not self._original:
                 msg = await self.interaction.edit_original_response(
-                    content=text, allowed_mentions=NO_PINGS
+                    content=text, view=view, allowed_mentions=NO_PINGS
                 )
                 self._original, self._original_id = True, msg.id
                 return msg.id
+            extra = {"view": view} if view else {}
             follow = await self.interaction.followup.send(
-                text, wait=True, allowed_mentions=NO_PINGS
+                text, wait=True, allowed_mentions=NO_PINGS, **extra
             )
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
         self._followups[follow.id] = follow
         return follow.id
 
-    async def edit(self, message_id: int, text: str) -> None:
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
         """Edit the original response or one of the follow-ups."""
+        view = view_of(buttons)
         try:
             if message_id == self._original_id:
                 await self.interaction.edit_original_response(
-                    content=text, allowed_mentions=NO_PINGS
+                    content=text, view=view, allowed_mentions=NO_PINGS
                 )
             else:
                 await self.interaction.followup.edit_message(
-                    message_id, content=text, allowed_mentions=NO_PINGS
+                    message_id, content=text, view=view, allowed_mentions=NO_PINGS
                 )
         except discord.HTTPException as exc:
             raise _translate(exc) from exc

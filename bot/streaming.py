@@ -55,6 +55,8 @@ from bot.splitting import (
 
 __all__ = [
     "DEFAULT_STYLE",
+    "Button",
+    "Buttons",
     "MessageSink",
     "RenderResult",
     "RenderStyle",
@@ -84,15 +86,28 @@ class SinkMessageGone(Exception):
     """The message being edited no longer exists (someone deleted it)."""
 
 
+@dataclass(frozen=True)
+class Button:
+    """A button under a reply: an action the bot handles (its custom id), or a link."""
+
+    label: str
+    action: str = ""
+    url: str = ""
+    emoji: str = ""
+
+
+Buttons = tuple[Button, ...]
+
+
 class MessageSink(Protocol):
     """Where a reply is written: a Discord channel, an interaction, a console, a test."""
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         """Post a new message (the first one replies to the question); return its id."""
         ...
 
-    async def edit(self, message_id: int, text: str) -> None:
-        """Replace the content of a message sent earlier."""
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
+        """Replace the content (and the buttons) of a message sent earlier."""
         ...
 
     async def typing(self) -> None:
@@ -187,6 +202,7 @@ class _Write:
     content: str
     start: int
     end: int
+    buttons: Buttons = ()
 
 
 # --- the renderer ------------------------------------------------------------------------------
@@ -210,6 +226,7 @@ async def render_stream(
     write_timeout: float | None = 60.0,
     end_notice: Callable[[], str | None] | None = None,
     decorate: Callable[[str], str] | None = None,
+    buttons: Callable[[bool], Buttons] | None = None,
 ) -> RenderResult:
     """Stream ``chunks`` into ``sink`` until they end, fail, or ``cancel`` fires.
 
@@ -230,6 +247,9 @@ async def render_stream(
     return a short line to add to a complete reply (say, that the answer hit its length limit).
     ``decorate(text)``, asked once too, may return the text a complete reply shows instead
     (say, with citation markers); earlier messages are then edited to match.
+    ``buttons(live)`` gives the buttons of the reply's last message: asked once with True for
+    its writes while the text streams, once with False for its final state (no write of its
+    own: a message's final text always differs from its live text). Earlier messages have none.
     """
     renderer = _Renderer(
         chunks,
@@ -248,6 +268,7 @@ async def render_stream(
         write_timeout=write_timeout,
         end_notice=end_notice,
         decorate=decorate,
+        buttons=buttons,
     )
     return await renderer.run()
 
@@ -282,6 +303,7 @@ class _Renderer:
         write_timeout: float | None,
         end_notice: Callable[[], str | None] | None = None,
         decorate: Callable[[str], str] | None = None,
+        buttons: Callable[[bool], Buttons] | None = None,
     ) -> None:
         if limit < MIN_LIMIT + len(style.live_marker):
             raise ValueError(f"limit {limit} is too small (at least {MIN_LIMIT} plus the marker)")
@@ -311,6 +333,8 @@ class _Renderer:
         self.end_notice = end_notice
         self.decorate = decorate
         self._status: str | None = None  # the live-only line shown until text arrives
+        self.buttons = buttons
+        self._buttons: dict[bool, Buttons] = {}  # live / final, each asked for once
 
         # text as received
         self._parts: list[str] = []
@@ -588,7 +612,7 @@ class _Renderer:
         if kind == "edit":
             for i in range(min(len(messages), len(contents))):
                 if messages[i].content != contents[i]:
-                    return _Write(i, contents[i], *spans[i])
+                    return _Write(i, contents[i], *spans[i], self._buttons_of(i, len(contents)))
             return None
         n = len(messages)
         if n >= len(contents):
@@ -600,7 +624,20 @@ class _Renderer:
                     editing is None or editing.index != i or editing.content != contents[i]
                 ):
                     return None
-        return _Write(n, contents[n], *spans[n])
+        return _Write(n, contents[n], *spans[n], self._buttons_of(n, len(contents)))
+
+    def _buttons_of(self, index: int, count: int) -> Buttons:
+        """The buttons of message ``index`` of ``count``: only the last one has any."""
+        if self.buttons is None or index != count - 1:
+            return ()
+        live = not self._done
+        if live not in self._buttons:
+            try:
+                self._buttons[live] = tuple(self.buttons(live))
+            except Exception:
+                log.exception("the reply's buttons could not be made")
+                self._buttons[live] = ()
+        return self._buttons[live]
 
     def _settled(self, layout: tuple[list[str], list[tuple[int, int]]] | None) -> bool:
         """Whether every message shows what it should and no message is missing."""
@@ -662,7 +699,7 @@ class _Renderer:
                 self._changed()  # a send waiting for this final edit may go with it
                 try:
                     await asyncio.wait_for(
-                        self.sink.edit(msg.id, write.content), self.write_timeout
+                        self.sink.edit(msg.id, write.content, write.buttons), self.write_timeout
                     )
                 finally:
                     self._editing = None
@@ -670,7 +707,7 @@ class _Renderer:
                 self._edits += 1
             else:
                 message_id = await asyncio.wait_for(
-                    self.sink.send(write.content), self.write_timeout
+                    self.sink.send(write.content, write.buttons), self.write_timeout
                 )
                 self._messages.append(_Message(message_id, write.content, write.start, write.end))
                 self._sends += 1

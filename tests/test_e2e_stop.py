@@ -222,6 +222,54 @@ async def test_only_the_asker_or_a_moderator_may_stop(tmp_path: Path) -> None:
         assert not [c for c in w.discord.calls if c.status in (401, 403, 429)]
 
 
+def buttons_of(message: FakeMessage) -> list[str]:
+    """The custom ids of the buttons a message shows."""
+    return [c.get("custom_id", "") for row in message.components for c in row["components"]]
+
+
+async def click(w: World, message: FakeMessage, user: FakeUser, custom_id: str):  # type: ignore[no-untyped-def]
+    """`user` clicks a button; returns the interaction and when the fake dispatched it."""
+    inter = await w.discord.click(message, user, custom_id)
+    return inter, inter.t_created
+
+
+async def test_stop_button_for_the_asker_and_a_moderator_refused_to_others(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        carol = w.discord.add_user("carol")
+        mods = w.discord.add_role(w.guild, "mods", permissions=Perm.MANAGE_MESSAGES)
+        w.discord.add_member(w.guild, carol, roles=[mods])
+        for stopper in (w.alice, carol):
+            question, request = await start_slow(w, w.general, w.alice)
+            reply = next(m for m in w.discord.bot_messages(w.general) if m.reply_to == question.id)
+            assert buttons_of(reply) == ["gemcord:stop"]
+            assert all(
+                r.payload.get("components")
+                for r in reply.revisions
+                if r.payload and "▌" in r.content
+            ), "every live write shows the button"
+
+            refused, _ = await click(w, reply, w.bob, "gemcord:stop")  # neither asked nor mod
+            await refused.wait_for_callback()
+            assert (
+                refused.ephemeral
+                and "Only the person who asked" in (refused.original or object()).content
+            )  # type: ignore[attr-defined]
+            assert request.outcome == "pending"
+            turn = await reply_turn(w, question.id)
+            assert turn is not None and turn.status == "streaming"
+
+            done, t_event = await click(w, reply, stopper, "gemcord:stop")
+            await done.wait_for_callback()
+            assert done.callback_type == 6  # acknowledged without a message
+            contents, _ = await assert_stopped(w, question, request, t_event)
+            final = w.discord.message(reply.id)
+            assert final.components == [] and final.content == contents[-1]
+            with pytest.raises(LookupError):  # the final write took the button away
+                await w.discord.click(final, w.alice, "gemcord:stop")
+
+
 async def test_unauthorized_reaction_is_left_alone_without_manage_messages(
     tmp_path: Path,
 ) -> None:

@@ -22,6 +22,8 @@ from bot.cancel import CancelToken
 from bot.pacing import ChannelPacer, PacerRegistry, WriteBudget
 from bot.splitting import CLOSE, ZWSP, split_message, split_pieces
 from bot.streaming import (
+    Button,
+    Buttons,
     RenderResult,
     RenderStyle,
     SinkMessageGone,
@@ -114,6 +116,7 @@ class Write:
     content: str
     landed: float = 0.0
     """When the write took effect (the message showed ``content``)."""
+    buttons: tuple[Button, ...] = ()
 
 
 @dataclass
@@ -182,7 +185,9 @@ class FakeSink:
         self.fault = fault
         self.calls = 0
 
-    async def _write(self, kind: str, message_id: int | None, content: str) -> int:
+    async def _write(
+        self, kind: str, message_id: int | None, content: str, buttons: Buttons = ()
+    ) -> int:
         t = now()
         self.calls += 1
         fault = self.fault(kind, self.calls) if self.fault else None
@@ -197,14 +202,14 @@ class FakeSink:
             raise SinkMessageGone(f"unknown message {message_id}")
         self.channel.check(content)
         self.channel.messages[message_id] = content
-        self.channel.writes.append(Write(t, kind, self.reply, message_id, content, now()))
+        self.channel.writes.append(Write(t, kind, self.reply, message_id, content, now(), buttons))
         return message_id
 
-    async def send(self, text: str) -> int:
-        return await self._write("send", None, text)
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
+        return await self._write("send", None, text, buttons)
 
-    async def edit(self, message_id: int, text: str) -> None:
-        await self._write("edit", message_id, text)
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
+        await self._write("edit", message_id, text, buttons)
 
     async def typing(self) -> None:
         self.channel.typing.append(now())
@@ -613,6 +618,46 @@ def test_a_long_reply_takes_the_minimum_sensible_number_of_messages() -> None:
 
     def sent_ids(channel: FakeChannel) -> list[int]:
         return [w.message_id for w in channel.writes if w.kind == "send"]
+
+    vrun(main)
+
+
+def test_buttons_ride_on_the_last_messages_writes_and_cost_no_write_of_their_own() -> None:
+    stop, again = Button("Stop", action="stop"), Button("Again", action="again")
+    text = prose(5_000, 3)
+
+    async def run(buttons: Any) -> tuple[FakeChannel, RenderResult]:
+        channel = FakeChannel()
+        return channel, await render(even_script(text, 50, 10.0), channel, buttons=buttons)
+
+    async def main() -> None:
+        asked: list[bool] = []
+
+        def buttons(live: bool) -> tuple[Button, ...]:
+            asked.append(live)
+            return (stop,) if live else (again,)
+
+        channel, result = await run(buttons)
+        plain, plain_result = await run(None)
+        assert [(w.kind, w.content) for w in channel.writes] == [
+            (w.kind, w.content) for w in plain.writes
+        ], "buttons changed what was written"
+        assert sorted(asked) == [False, True], "each set is asked for once"
+        check_final(channel, result)
+        ids = result.message_ids
+        assert len(ids) >= 3
+        sends = {w.message_id: i for i, w in enumerate(channel.writes) if w.kind == "send"}
+        for i, w in enumerate(channel.writes):
+            final = w.content == result.contents[ids.index(w.message_id)]
+            newest = max(m for m, at in sends.items() if at <= i)
+            if final and w.message_id == ids[-1]:
+                assert w.buttons == (again,)  # the last message's final write
+            elif w.message_id == newest and not final:
+                assert w.buttons == (stop,)  # the live message while the text streams
+            else:
+                assert w.buttons == ()  # an earlier message, done
+        last = [w for w in channel.writes if w.message_id == ids[-1]][-1]
+        assert last.buttons == (again,) and plain_result.contents == result.contents
 
     vrun(main)
 
@@ -1343,11 +1388,11 @@ def test_a_write_that_hangs_is_timed_out_and_retried() -> None:
         sink = FakeSink(channel)
         hung = asyncio.Event()
 
-        async def edit(message_id: int, text: str) -> None:
+        async def edit(message_id: int, text: str, buttons: Buttons = ()) -> None:
             if not hung.is_set():
                 hung.set()
                 await asyncio.sleep(3600)
-            await FakeSink.edit(sink, message_id, text)
+            await FakeSink.edit(sink, message_id, text, buttons)
 
         sink.edit = edit  # type: ignore[method-assign]
         result = await render_stream(

@@ -21,6 +21,7 @@ from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
 from bot.attachments import Limits, collect_images, human_size, precheck
 from bot.budget import over_budget
+from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
@@ -372,6 +373,7 @@ class Chat(commands.Cog):
                 ticket,
                 slot,
                 on_admitted=admitted.set,
+                buttons=reply_buttons,
             )
             if result is None and self.bot.closing:
                 await self._notice(message, RESTARTING)  # it was still waiting for its turn
@@ -472,7 +474,8 @@ class Chat(commands.Cog):
                 )
                 return
             try:
-                await answer(self.bot, question, InteractionSink(interaction), ticket, slot)
+                sink = InteractionSink(interaction)
+                await answer(self.bot, question, sink, ticket, slot, buttons=reply_buttons)
             finally:
                 slot.release()
         finally:

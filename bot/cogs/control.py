@@ -10,7 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Gemcord
-from bot.checks import can_moderate
+from bot.buttons import StopButton
+from bot.checks import can_moderate, may_stop
 from bot.inflight import stop_summary
 from bot.ledger import cache_ratio, percent
 from bot.sink import NO_PINGS
@@ -25,7 +26,7 @@ HELP = """\
 • Mention me with a question — I answer from this channel's conversation so far.
   Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
-• React with 🛑 on my reply (or on your question) to stop it; the text so far stays.
+• Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
 
 **Commands**
 `/ask` — ask, optionally with an image
@@ -70,6 +71,14 @@ class Control(commands.Cog):
         self.bot = bot
         self.stop_emojis = {bot.settings.stop_emoji, *STOP_ALIASES}
 
+    async def cog_load(self) -> None:
+        """Clicks on Stop buttons come here whatever message they are on."""
+        self.bot.add_dynamic_items(StopButton)
+
+    async def cog_unload(self) -> None:
+        """No more Stop clicks."""
+        self.bot.remove_dynamic_items(StopButton)
+
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         """🛑 on a streaming reply (any of its messages) or on its question stops it, if the
@@ -87,12 +96,12 @@ class Control(commands.Cog):
             reply = await self.bot.inflight.wait_for_message(payload.message_id, REGISTRATION_WAIT)
         if reply is None:
             return  # not a running reply (finished already, or never ours): nothing to do
-        if payload.user_id == reply.requester_id:
-            allowed, channel = True, None
-        else:
+        channel = None
+        if payload.user_id != reply.requester_id:
             channel = await self._channel(payload.channel_id)
-            allowed = can_moderate(channel, payload.member)
-        if not allowed:
+        if not may_stop(
+            reply.requester_id, payload.member or discord.Object(payload.user_id), channel
+        ):
             log.info(
                 "ignored 🛑 from %s on a reply in channel %s: neither the asker nor a moderator",
                 payload.user_id,

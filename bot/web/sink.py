@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.streaming import DEFAULT_STYLE
+from bot.streaming import DEFAULT_STYLE, Buttons
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 """Sends one event to the browser (a no-op once its socket is closed)."""
@@ -25,14 +25,14 @@ class WebSocketSink:
         """Everything the reply shows now, without the live marker."""
         return "\n".join(self._messages.values())
 
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, buttons: Buttons = ()) -> int:
         """Start a new message (the reply continues past a message's length limit)."""
         message_id = len(self._messages) + 1
         self._messages[message_id] = ""
         await self.edit(message_id, text)
         return message_id
 
-    async def edit(self, message_id: int, text: str) -> None:
+    async def edit(self, message_id: int, text: str, buttons: Buttons = ()) -> None:
         """Replace one message's text and send the whole reply so far."""
         live = text.endswith(DEFAULT_STYLE.live_marker)
         self._messages[message_id] = text.removesuffix(DEFAULT_STYLE.live_marker)

@@ -990,6 +990,12 @@ class FakeDiscord:
             channel, user, name, options, permissions=permissions, locale=locale
         )
 
+    async def click(
+        self, message: FakeMessage | int, user: FakeUser | int, custom_id: str
+    ) -> FakeInteraction:
+        """A user clicks a button the message shows: INTERACTION_CREATE (type 3)."""
+        return await self._interaction_routes.click(self.message(message), user, custom_id)
+
     # ------------------------------------------------------------------------------------
     # helpers: lookups, permissions, payloads
 

@@ -118,12 +118,55 @@ class InteractionRoutes:
             data["resolved"] = resolved
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
+        return await self._inject(chan, guild, author, name, 2, data, int(user_perms), locale)
+
+    async def click(
+        self, message: FakeMessage, user: FakeUser | int, custom_id: str
+    ) -> FakeInteraction:
+        """A user clicks a button of a message: INTERACTION_CREATE (type 3, component type 2).
+
+        Like Discord's client, only a button the message shows now can be clicked (LookupError
+        otherwise); the interaction carries the message as it is.
+        """
+        chan = self.fake._channel(message.channel_id)
+        author = self.fake._user(user)
+        guild = self.fake._guild_of(chan)
+        self.fake._check_participant(chan, guild, author)
+        buttons = [
+            c
+            for row in message.components
+            for c in row.get("components") or []
+            if c.get("type") == 2 and not c.get("disabled")
+        ]
+        if not any(b.get("custom_id") == custom_id for b in buttons):
+            raise LookupError(f"message {message.id} shows no button {custom_id!r}")
+        data = {"custom_id": custom_id, "component_type": 2}
+        perms = chan.permissions_for(guild, author.id)
+        inter = await self._inject(
+            chan, guild, author, custom_id, 3, data, perms, "en-US", message=message
+        )
+        return inter
+
+    async def _inject(
+        self,
+        chan: FakeChannel,
+        guild: FakeGuild | None,
+        author: FakeUser,
+        name: str,
+        kind: int,
+        data: dict[str, Any],
+        user_perms: int,
+        locale: str,
+        *,
+        message: FakeMessage | None = None,
+    ) -> FakeInteraction:
+        """Dispatch an INTERACTION_CREATE of ``kind`` and remember it for its callbacks."""
         inter_id = snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
         payload: dict[str, Any] = {
             "id": str(inter_id),
             "application_id": str(self.fake.application_id),
-            "type": 2,
+            "type": kind,
             "data": data,
             "token": token,
             "version": 1,
@@ -134,6 +177,8 @@ class InteractionRoutes:
             "entitlements": [],
             "attachment_size_limit": self.fake.attachment_size_limit,
         }
+        if message is not None:
+            payload["message"] = self.fake.message_payload(message)
         if guild is not None:
             member = guild.members[author.id]
             payload["guild_id"] = str(guild.id)
@@ -155,6 +200,7 @@ class InteractionRoutes:
             user_id=author.id,
             payload=payload,
             t_created=time.monotonic(),
+            message_id=None if message is None else message.id,
             _fake=self.fake,
         )
         self.fake.interactions[inter_id] = inter
@@ -172,7 +218,7 @@ class InteractionRoutes:
         return api_error(spec)
 
     async def callback(self, request: web.Request, call: Call) -> Any:
-        """POST /interactions/{id}/{token}/callback (types 4, 5; 8-12 recorded only)."""
+        """POST /interactions/{id}/{token}/callback (4, 5; 6, 7 after a click; 8-12 recorded)."""
         inter = self.fake.interactions.get(opt_int(request.match_info["interaction_id"]) or 0)
         if inter is not None:
             call.channel_id = inter.channel_id
@@ -206,6 +252,14 @@ class InteractionRoutes:
             msg.revisions[0].payload = dict(body)
             msg.revisions[0].allowed_mentions = None
             msg.revisions[0].placeholder = True
+        elif cb_type in (6, 7) and inter.message_id is not None:
+            if cb_type == 7:  # UPDATE_MESSAGE: the clicked message is edited in place
+                validate_message_body(data, uploads=uploads, prefix=("data",))
+                clicked = self.fake.message(inter.message_id)
+                self.fake._apply_edit(clicked, data, uploads)
+                await self.fake._dispatch_message(
+                    "MESSAGE_UPDATE", clicked, require_connection=False
+                )
         elif cb_type in (8, 9, 10, 12):
             pass  # autocomplete result, modal, premium required, launch activity: no message
         else:

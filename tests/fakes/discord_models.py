@@ -880,6 +880,8 @@ class FakeInteraction:
     callback: dict[str, Any] | None = None
     t_callback: float | None = None
     original_id: int | None = None
+    message_id: int | None = None
+    """For a component interaction (a click): the message whose button was clicked."""
     followup_ids: list[int] = field(default_factory=list)
     deferred_first_followup_pending: bool = False
     errors: list[tuple[int, int, str]] = field(default_factory=list)
