@@ -43,6 +43,15 @@ def no_pings_and_no_429(w: World) -> None:
         assert not message.pinged_everyone and not message.pinged_users
 
 
+def buttons_of(message) -> list[str]:  # type: ignore[no-untyped-def]
+    """What each button of a message does: its custom id, or its link."""
+    return [
+        c.get("custom_id") or c.get("url", "")
+        for row in message.components
+        for c in row["components"]
+    ]
+
+
 def signature_of(part: dict) -> bytes | None:  # type: ignore[type-arg]
     raw = part.get("thoughtSignature") or part.get("thought_signature")
     if raw is None:
@@ -89,12 +98,26 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
 
         turn = await reply_turn(w, question.id)
         assert turn is not None and turn.text == "".join(answer)
+
+        # the Thoughts button shows the whole summary to whoever clicks, privately
+        [reply] = w.discord.bot_messages(w.general)
+        assert buttons_of(reply) == [f"gemcord:thoughts:{turn.id}"]
+        clicked = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
+        await clicked.wait_for_callback()
+        assert clicked.ephemeral and clicked.user_id == w.bob.id
+        shown_thoughts = clicked.callback["data"]["content"]  # type: ignore[index]
+        assert "**Reading the question**" in shown_thoughts
+        assert "**Comparing the two approaches**\n\nOne is cheaper." in shown_thoughts
+        assert clicked.callback["data"]["allowed_mentions"] == {"parse": []}  # type: ignore[index]
+
         assert [p.kind for p in turn.parts] == ["thought", "text"]
         assert turn.parts[1].signature == b"\x01signature\xff"
         assert turn.thoughts_tokens and turn.thoughts_tokens > 0
 
         # the signature goes back with history for the same model, exactly as received
         await ask(w, w.general, w.alice, "and the second one?")
+        [*_, plain] = w.discord.bot_messages(w.general)
+        assert buttons_of(plain) == []  # no thoughts, no Thoughts button
         [model_turn] = w.gemini.requests[1].model_parts()
         assert [p.get("text") for p in model_turn] == ["".join(answer)]  # no unsigned thoughts
         assert signature_of(model_turn[0]) == b"\x01signature\xff"
@@ -188,6 +211,13 @@ async def test_a_grounded_answer_has_markers_sources_and_search_status(tmp_path:
         shown = [r.content for r in reply.revisions]
         assert "-# 🔎 searching: capital of France · Paris river…" in shown
         assert shown[-1] == expected
+        # Search Suggestions: each search as a link to Google's results (and Thoughts)
+        assert buttons_of(reply)[1:] == [
+            "https://www.google.com/search?q=capital+of+France",
+            "https://www.google.com/search?q=Paris+river",
+        ]
+        labels = [c["label"] for row in reply.components for c in row["components"]]
+        assert labels == ["Thoughts", "capital of France", "Paris river"]
         no_pings_and_no_429(w)
 
 

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Gemcord
-from bot.buttons import StopButton
+from bot.buttons import StopButton, ThoughtsButton
 from bot.checks import can_moderate, may_stop
 from bot.inflight import stop_summary
 from bot.ledger import cache_ratio, percent
@@ -72,12 +72,12 @@ class Control(commands.Cog):
         self.stop_emojis = {bot.settings.stop_emoji, *STOP_ALIASES}
 
     async def cog_load(self) -> None:
-        """Clicks on Stop buttons come here whatever message they are on."""
-        self.bot.add_dynamic_items(StopButton)
+        """Clicks on Stop and Thoughts buttons come here whatever message they are on."""
+        self.bot.add_dynamic_items(StopButton, ThoughtsButton)
 
     async def cog_unload(self) -> None:
-        """No more Stop clicks."""
-        self.bot.remove_dynamic_items(StopButton)
+        """No more button clicks."""
+        self.bot.remove_dynamic_items(StopButton, ThoughtsButton)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
