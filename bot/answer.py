@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot import ledger
 from bot.admission import Slot
@@ -381,6 +381,7 @@ async def answer(
             decorate=request.reply.decorate,
             buttons=None if buttons is None else functools.partial(buttons, request),
         )
+        await _attach_images(bot, question.channel_id, sink, result, request)
         return result
     finally:
         try:
@@ -391,6 +392,41 @@ async def answer(
         finally:
             # Only now: a shutdown waits for running replies, and so for this store write too.
             bot.inflight.finish(reply)
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """A sink that can add files to a message it wrote (Discord's can)."""
+
+    async def attach(self, message_id: int, files: list[tuple[str, bytes]]) -> None:
+        """Add these (name, bytes) files to the message."""
+        ...
+
+
+MAX_FILES = 10
+"""Discord's most attachments on one message."""
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+async def _attach_images(
+    bot: Engine, channel_id: int, sink: MessageSink, result: RenderResult, request: Request
+) -> None:
+    """Attach the images the model's code made to the reply's last message (one paced edit)."""
+    images = request.reply.images[:MAX_FILES]
+    if not images or not result.message_ids or result.state == "gone":
+        return
+    if not isinstance(sink, FileSink):
+        log.info("this front-end cannot show the %d image(s) the code made", len(images))
+        return
+    files = [
+        (f"figure-{n}.{_EXTENSIONS.get(image.mime_type, 'png')}", image.data)
+        for n, image in enumerate(images, 1)
+    ]
+    await bot.pacers.get(channel_id).budget("edit").acquire(final=lambda: True)
+    try:
+        await sink.attach(result.message_ids[-1], files)
+    except Exception as exc:  # the answer stands; only its figures are missing
+        log.warning("could not attach the code's images to the reply: %r", exc)
 
 
 async def _history(bot: Engine, channel_id: int, before_turn: int | None = None) -> list[Turn]:

@@ -12,12 +12,16 @@ from tests.fakes.gemini import (
     Reply,
     code_part,
     grounding_metadata,
+    image_part,
     output_part,
     url_context_metadata,
 )
 from tests.harness import World, reply_turn, world
 
 FAST = {"GEMCORD_EDIT_WINDOW_SECONDS": "1"}
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 
 def fast(tmp_path: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -279,7 +283,7 @@ async def test_links_are_read_and_the_ones_that_failed_are_named(tmp_path: Path)
 # --- code execution ----------------------------------------------------------------------------
 
 
-async def test_code_execution_shows_the_code_and_its_output(tmp_path: Path) -> None:
+async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Path) -> None:
     async with fast(tmp_path) as w:
         await w.bot.store.set_setting(w.general.id, "code", "on")  # type: ignore[union-attr]
         w.gemini.script(
@@ -288,6 +292,7 @@ async def test_code_execution_shows_the_code_and_its_output(tmp_path: Path) -> N
                     "Let me compute it.",
                     code_part("print(6 * 7)"),
                     output_part("42\n"),
+                    image_part(PNG),
                     code_part("1 / 0"),
                     output_part("ZeroDivisionError: division by zero", "OUTCOME_FAILED"),
                     "The answer is 42.",
@@ -302,6 +307,9 @@ async def test_code_execution_shows_the_code_and_its_output(tmp_path: Path) -> N
             "```python\n1 / 0\n```\n```\nZeroDivisionError: division by zero\n```\n"
             "-# ⚠ the code failed\nThe answer is 42."
         ]
+        [reply] = w.discord.bot_messages(w.general)
+        assert [a["filename"] for a in reply.attachments] == ["figure-1.png"]
+        assert reply.content == contents[0]  # attaching kept the text
         turn = await reply_turn(w, question.id)
         assert turn is not None
         assert [p.kind for p in turn.parts] == ["text", "code", "output", "code", "output", "text"]
