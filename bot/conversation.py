@@ -94,6 +94,14 @@ def with_quote(question: Question, history: Sequence[Turn]) -> str:
     return f"{head}\n{question.text}" if question.text else head
 
 
+def quote_line(label: str, text: str) -> str:
+    """A message shown to the model as context: ``(label: "text")`` on one line, shortened."""
+    snippet = " ".join(text.split())
+    if len(snippet) > QUOTE_LIMIT:
+        snippet = snippet[: QUOTE_LIMIT - 1].rstrip() + "…"
+    return f'({label}: "{snippet}")'
+
+
 def system_instruction(persona: str | None, bot_name: str, in_dm: bool) -> str:
     """The channel's persona (or the default one) followed by the house rules."""
     place = "direct message" if in_dm else "server channel"

@@ -24,9 +24,9 @@ PNG = base64.b64decode(
 )
 
 
-def fast(tmp_path: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def fast(tmp_path: Path, env: dict[str, str] | None = None, **kw: object):  # type: ignore[no-untyped-def]
     """A world whose Discord allows 5 writes a second per channel, the bot paced to match."""
-    return world(tmp_path, {**FAST, **(env or {})}, rate_limit=(5, 1.0))
+    return world(tmp_path, {**FAST, **(env or {})}, rate_limit=(5, 1.0), **kw)
 
 
 async def ask(w: World, channel, user, text: str) -> tuple[object, list[str]]:  # type: ignore[no-untyped-def]
@@ -313,4 +313,46 @@ async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Pa
         turn = await reply_turn(w, question.id)
         assert turn is not None
         assert [p.kind for p in turn.parts] == ["text", "code", "output", "code", "output", "text"]
+        no_pings_and_no_429(w)
+
+
+# --- Discord message links and forwards ------------------------------------------------------
+
+
+async def test_discord_links_and_forwards_become_quoted_context(tmp_path: Path) -> None:
+    async with fast(tmp_path, start=False) as w:
+        secret = w.discord.add_text_channel(
+            w.guild,
+            "mods-only",
+            overwrites=[
+                w.discord.overwrite(w.guild, deny=Perm.VIEW_CHANNEL),
+                w.discord.overwrite(w.bob, allow=Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY),
+                w.discord.overwrite(
+                    w.discord.bot_role(w.guild),
+                    allow=Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY,
+                ),
+            ],
+        )
+        await w.start_bot()
+        public = await w.discord.user_message(w.random, w.bob, "The launch moved to Friday.")
+        hidden = await w.discord.user_message(secret, w.bob, "Salaries are in the sheet.")
+        base = f"https://discord.com/channels/{w.guild.id}"
+        link = f"{base}/{w.random.id}/{public.id}"
+        hidden_link = f"{base}/{secret.id}/{hidden.id}"
+
+        await ask(w, w.general, w.alice, f"what does {link} say? and {hidden_link}?")
+        question = w.gemini.requests[-1].question_text() or ""
+        assert '(linked message by bob: "The launch moved to Friday.")' in question
+        assert "Salaries" not in question  # alice cannot read that channel
+        assert w.gemini.requests[-1].tools() == []  # Discord links are not web pages to read
+        await ask(w, w.random, w.bob, f"remind me: {hidden_link}")  # bob may read it
+        question = w.gemini.requests[-1].question_text() or ""
+        assert '(linked message by bob: "Salaries are in the sheet.")' in question
+
+        # a forward into the bot's DMs: the forwarded text is the context
+        dm = w.discord.add_dm_channel(w.alice)
+        forward = await w.discord.user_message(dm, w.alice, forward_of=public)
+        await w.reply_done(forward.id)
+        question = w.gemini.requests[-1].question_text() or ""
+        assert '(forwarded message: "The launch moved to Friday.")' in question
         no_pings_and_no_429(w)

@@ -25,6 +25,7 @@ from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
+from bot.linked import forwarded, linked
 from bot.llm import ModelCheck
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
 from storage import ChannelSettings
@@ -332,6 +333,9 @@ class Chat(commands.Cog):
             await self._notice(message, stop_summary(count))
             return
         quote = await self._quote(message)
+        context = forwarded(message) + await linked(self.bot, text, message.author)
+        if context:
+            text = "\n".join([*context, text]) if text else "\n".join(context)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             await self._notice(message, BARE_MENTION_HINT)
             return
