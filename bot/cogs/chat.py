@@ -468,6 +468,8 @@ class Chat(commands.Cog):
                     content=cooldown_notice(wait), allowed_mentions=NO_PINGS
                 )
                 return
+            if context := await linked(self.bot, text, interaction.user):
+                text = "\n".join([*context, text])
             question = self._question(interaction.channel, interaction.user, text)
             question.images, question.in_dm = collected.images, interaction.guild_id is None
             try:
