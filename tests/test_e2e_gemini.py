@@ -40,6 +40,19 @@ async def command(w: World, channel, user, name: str, options: dict | None = Non
     return inter
 
 
+async def set_option(w: World, option: str, value: str) -> None:
+    """Alice (no Manage Messages) is refused; Bob, a moderator, sets it in #general."""
+    refused = await command(
+        w, w.general, w.alice, "settings set", {"option": option, "value": value}
+    )
+    assert refused.ephemeral and "Manage Messages" in refused.original.content  # type: ignore[union-attr]
+    mods = w.discord.add_role(w.guild, f"mods-{option}", permissions=Perm.MANAGE_MESSAGES)
+    w.discord.add_member(w.guild, w.bob, roles=[mods])
+    done = await command(w, w.general, w.bob, "settings set", {"option": option, "value": value})
+    assert done.original is not None
+    assert done.original.content == f"`{option}` is now `{value}` in this channel."
+
+
 def no_pings_and_no_429(w: World) -> None:
     assert w.discord.invalid_request_count == 0
     for message in w.discord.bot_messages(w.general):
@@ -273,10 +286,12 @@ async def test_links_are_read_and_the_ones_that_failed_are_named(tmp_path: Path)
         assert "cdn.discordapp.com" not in (request.question_text() or "")
         assert "[Discord file: cat.png]" in (request.question_text() or "")
 
-        # a moderator turns links off here
-        await w.bot.store.set_setting(w.general.id, "links", "off")  # type: ignore[union-attr]
+        # a moderator turns links off here (others may not)
+        await set_option(w, "links", "off")
         await ask(w, w.general, w.alice, f"read {good}")
         assert w.gemini.requests[2].tools() == []
+        await ask(w, w.random, w.alice, f"read {good}")  # another channel keeps its own
+        assert w.gemini.requests[3].tools() == ["urlContext"]
         no_pings_and_no_429(w)
 
 
@@ -285,7 +300,7 @@ async def test_links_are_read_and_the_ones_that_failed_are_named(tmp_path: Path)
 
 async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Path) -> None:
     async with fast(tmp_path) as w:
-        await w.bot.store.set_setting(w.general.id, "code", "on")  # type: ignore[union-attr]
+        await set_option(w, "code", "on")
         w.gemini.script(
             Reply(
                 chunks=[
@@ -307,11 +322,11 @@ async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Pa
             "```python\n1 / 0\n```\n```\nZeroDivisionError: division by zero\n```\n"
             "-# ⚠ the code failed\nThe answer is 42."
         ]
-        [reply] = w.discord.bot_messages(w.general)
-        assert [a["filename"] for a in reply.attachments] == ["figure-1.png"]
-        assert reply.content == contents[0]  # attaching kept the text
         turn = await reply_turn(w, question.id)
         assert turn is not None
+        reply = w.discord.message(turn.message_ids[-1])
+        assert [a["filename"] for a in reply.attachments] == ["figure-1.png"]
+        assert reply.content == contents[0]  # attaching kept the text
         assert [p.kind for p in turn.parts] == ["text", "code", "output", "code", "output", "text"]
         no_pings_and_no_429(w)
 
