@@ -27,6 +27,9 @@ HELP = """\
   Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
 • Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
+• I read web links and linked Discord messages in your question. Press 💭 Thoughts under
+  a reply to see what I thought about. Moderators can turn on Google Search (with sources)
+  and code running here with `/settings`.
 
 **Commands**
 `/ask` — ask, optionally with an image
