@@ -109,3 +109,28 @@ def test_the_date_ends_the_newest_turn_and_never_enters_the_system_instruction()
     assert one[:-1] == two[:-1]  # only the tail differs
     assert one[-1].parts == ["[alice] what day is it?", "(Today is Monday 9 March 2026, UTC.)"]
     assert two[-1].parts[-1] == today_note(tuesday)
+
+
+def test_a_complete_reply_goes_back_as_its_parts_to_the_same_model_only() -> None:
+    from dataclasses import replace
+
+    from bot.llm import ModelPart
+    from storage import StoredPart
+
+    parts = [
+        StoredPart("thought", "unsigned summary"),
+        StoredPart("thought", "signed thought", b"t"),
+        StoredPart("text", "Hello!", b"\x00sig"),
+    ]
+    reply = replace(turn(2, "model", "Hello!", reply_to=1), model="gemini-3-pro", parts=parts)
+    history = [turn(1, "user", "hi"), reply]
+    q = Question(channel_id=1, author_id=11, author_name="bob", text="and?")
+    same = build_contents(history, q, model="gemini-3-pro")
+    assert same[1].parts == [
+        ModelPart("thought", "signed thought", b"t"),
+        ModelPart("text", "Hello!", b"\x00sig"),
+    ]
+    assert build_contents(history, q, model="gemini-2.5-flash")[1].parts == ["Hello!"]
+    assert build_contents(history, q)[1].parts == ["Hello!"]
+    stopped = [history[0], replace(reply, status="stopped")]
+    assert build_contents(stopped, q, model="gemini-3-pro")[1].parts[0].startswith("Hello!\n\n[")
