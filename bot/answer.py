@@ -16,7 +16,7 @@ from bot.admission import Slot
 from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.inflight import InFlight
-from bot.links import readable_links, without_discord_files
+from bot.links import readable_links
 from bot.llm import BadRequest, GeminiStream, LLMError, Tool
 from bot.model_reply import ModelReply
 from bot.options import effective, inherit, is_on
@@ -217,14 +217,11 @@ class Request:
         saved_at = time.monotonic()
         thinking = thinking_for(self.model, effective(self.settings, "thinking"))
         while True:
-            question = dataclasses.replace(
-                self.question, text=without_discord_files(self.question.text)
-            )
             self.stream = stream = bot.llm.stream(
                 model=self.model,
                 contents=build_contents(
                     self.history,
-                    question,
+                    self.question,
                     max_inline_bytes=bot.settings.max_inline_bytes,
                     model=self.model,
                 ),

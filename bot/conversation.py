@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bot.links import without_discord_files
 from bot.llm import ChatTurn, ImagePart, ModelPart
 from storage import ImageIn, Turn
 
@@ -116,7 +117,9 @@ def today_note(today: dt.date | None = None) -> str:
 
 
 def _user_text(name: str, text: str) -> str:
-    return f"[{name}] {text}" if text else f"[{name}] (sent an image)"
+    """A question as the model sees it: the speaker's name, then the text, where Discord file
+    links (signed, expiring; files go as parts) are only named."""
+    return f"[{name}] {without_discord_files(text)}" if text else f"[{name}] (sent an image)"
 
 
 def _model_text(turn: Turn) -> str:
