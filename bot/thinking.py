@@ -3,10 +3,10 @@ that shows what it is thinking about.
 
 Gemini 3 models take a thinking level (3 Pro: low or high; 3 Flash also minimal and medium),
 2.5 models a token budget (2.5 Pro cannot turn thinking off: at least 128 tokens; Flash and
-Flash-Lite can, with 0). Never both in one request. Older models (1.x, 2.0, Gemma) do not
-think, so they get no thinking config at all. "auto" leaves the amount to the model and only
-asks for thought summaries; "off" asks for as little thinking as the model allows and no
-summaries.
+Flash-Lite can, with 0). Never both in one request. Older models (1.x, 2.0, Gemma) and the
+image, speech and live variants do not think, so they get no thinking config at all.
+"auto" leaves the amount to the model and only asks for thought summaries; "off" asks for as
+little thinking as the model allows and no summaries.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from bot.llm import Thinking
 
 _LEVELS = {"low": "low", "medium": "medium", "high": "high"}
 _BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
-_NO_THINKING = re.compile(r"^(gemini-(1\.|2\.0)|gemma|learnlm)")
+_NO_THINKING = re.compile(r"^(gemini-(1\.|2\.0)|gemma|learnlm)|-(image|tts|live|embedding)")
 
 
 def thinking_for(model: str, setting: str) -> Thinking | None:
     """The thinking config for ``model`` at ``setting`` (auto, off, low, medium, high)."""
     name = model.strip().lower().removeprefix("models/")
-    if _NO_THINKING.match(name):
+    if _NO_THINKING.search(name):
         return None
     if name.startswith("gemini-3"):
         pro = "-pro" in name

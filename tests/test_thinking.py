@@ -26,6 +26,8 @@ from bot.thinking import heading, thinking_for, thought_status
         ("gemini-2.0-flash", "high", None),
         ("gemini-1.5-pro", "auto", None),
         ("gemma-3-27b-it", "low", None),
+        ("gemini-2.5-flash-image", "auto", None),
+        ("gemini-2.5-flash-preview-tts", "high", None),
         ("gemini-flash-latest", "low", Thinking(budget=1024)),
     ],
 )
