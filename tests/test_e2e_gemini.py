@@ -7,6 +7,7 @@ import base64
 import re
 from pathlib import Path
 
+from bot.buttons import NO_THOUGHTS
 from tests.fakes.discord import Perm
 from tests.fakes.gemini import (
     Reply,
@@ -151,6 +152,13 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
         # /stats counts the thinking tokens
         stats = await command(w, w.general, w.alice, "stats")
         assert stats.original is not None and "thinking" in stats.original.content
+
+        # the thoughts live as long as the reply is stored
+        await command(w, w.general, w.alice, "forget", {"confirm": True})
+        gone = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
+        await gone.wait_for_callback()
+        assert gone.ephemeral
+        assert gone.callback["data"]["content"] == NO_THOUGHTS  # type: ignore[index]
         no_pings_and_no_429(w)
 
 
