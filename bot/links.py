@@ -21,7 +21,10 @@ MESSAGE_LINK = re.compile(
     r"https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(\d+|@me)/(\d+)/(\d+)",
     re.IGNORECASE,
 )
-OK_STATUS = "URL_RETRIEVAL_STATUS_SUCCESS"
+OK_STATUSES = frozenset(
+    {"URL_RETRIEVAL_STATUS_SUCCESS", "URL_RETRIEVAL_STATUS_UNSPECIFIED", "UNSPECIFIED"}
+)
+"""Statuses that do not mean a failure (an unspecified one says nothing either way)."""
 FAILED_LIMIT = 5
 
 
@@ -69,7 +72,9 @@ def without_discord_files(text: str) -> str:
 
 def failed_line(statuses: Iterable[tuple[str, str]]) -> str | None:
     """One line naming the links Gemini could not open (None when it opened them all)."""
-    failed = list(dict.fromkeys(url for url, status in statuses if status != OK_STATUS and url))
+    failed = list(
+        dict.fromkeys(url for url, status in statuses if status not in OK_STATUSES and url)
+    )
     if not failed:
         return None
     shown = ", ".join(f"<{url}>" for url in failed[:FAILED_LIMIT])

@@ -32,6 +32,7 @@ def test_discord_file_links_become_placeholders() -> None:
 def test_the_failed_links_line() -> None:
     ok = "URL_RETRIEVAL_STATUS_SUCCESS"
     assert failed_line([("https://a.example", ok)]) is None
+    assert failed_line([("https://a.example", "URL_RETRIEVAL_STATUS_UNSPECIFIED")]) is None
     statuses = [("https://a.example", ok), ("https://b.example", "URL_RETRIEVAL_STATUS_ERROR")]
     assert failed_line(statuses) == "-# ⚠ Couldn't open <https://b.example>"
     many = [(f"https://{i}.example", "URL_RETRIEVAL_STATUS_PAYWALL") for i in range(7)]
