@@ -14,6 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from bot.llm import Grounding, Source
+from bot.splitting import scan_fences
 
 SEARCH_URL = "https://www.google.com/search?q={}"
 SOURCES_LIMIT = 1900
@@ -56,7 +57,8 @@ class Citations:
 
     def mark(self, answer: str) -> list[tuple[int, str]]:
         """Where each marker goes in ``answer`` (character offsets, ascending) and its text,
-        e.g. ``(27, "[1][3]")``; markers land before the whitespace a segment ends with."""
+        e.g. ``(27, "[1][3]")``; markers land before the whitespace a segment ends with, and
+        never inside a code block."""
         encoded = answer.encode()
         out: dict[int, str] = {}
         for end, numbers in sorted(self.marks.items()):
@@ -66,6 +68,8 @@ class Citations:
             position = len(encoded[:end].decode(errors="ignore"))
             while position > 0 and answer[position - 1].isspace():
                 position -= 1
+            if scan_fences(answer, 0, position).open:
+                continue  # never inside a code block
             markers = "".join(f"[{n + 1}]" for n in sorted(numbers))
             out[position] = out.get(position, "") + markers
         return sorted(out.items())

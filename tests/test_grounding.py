@@ -53,3 +53,11 @@ def test_search_suggestions_and_the_searching_status() -> None:
     ]
     assert searching_status(["a_b", "c"]) == "-# 🔎 searching: a\\_b · c…"
     assert searching_status([]) == "-# 🔎 searching…"
+
+
+def test_no_marker_lands_inside_a_code_block() -> None:
+    answer = "Run this:\n```python\nx = 1\n```\nDone."
+    citations = Citations()
+    inside = len(b"Run this:\n```python\nx =")
+    citations.add(Grounding((), (A,), (Support(inside, (0,)), Support(len(answer), (0,)))))
+    assert citations.mark(answer) == [(len(answer), "[1]")]
