@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import logging
 import math
@@ -787,7 +788,15 @@ class GeminiStream:
         self._model_version: str | None = None
         self._yielded_text = False
         self._yielded_any = False
-        self.parts: list[ModelPart] = []
+        self._parts: list[tuple[ModelPart, list[str]]] = []  # each part and its text pieces
+
+    @property
+    def parts(self) -> list[ModelPart]:
+        """The model turn's parts so far, as Gemini sent them (see the class docstring)."""
+        return [
+            dataclasses.replace(part, text="".join(pieces)) if len(pieces) > 1 else part
+            for part, pieces in self._parts
+        ]
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -1014,12 +1023,12 @@ class GeminiStream:
         if part.executable_code is not None:
             code = part.executable_code
             language = _enum_name(code.language or "PYTHON")
-            self.parts.append(ModelPart("code", code.code or "", signature, language))
+            self._parts.append((ModelPart("code", code.code or "", signature, language), []))
             self._put(CodeRun(code.code or "", language))
         elif part.code_execution_result is not None:
             result = part.code_execution_result
             outcome = _enum_name(result.outcome or "OUTCOME_UNSPECIFIED")
-            self.parts.append(ModelPart("output", result.output or "", signature, outcome))
+            self._parts.append((ModelPart("output", result.output or "", signature, outcome), []))
             self._put(CodeOutput(result.output or "", outcome))
         elif part.inline_data is not None and part.inline_data.data:
             blob = part.inline_data
@@ -1032,11 +1041,13 @@ class GeminiStream:
 
     def _join(self, kind: Literal["text", "thought"], text: str, signature: bytes | None) -> None:
         """Add text to the open part of its kind (a signature closes it) or start one."""
-        last = self.parts[-1] if self.parts else None
+        last, pieces = self._parts[-1] if self._parts else (None, [])
         if last is not None and last.kind == kind and last.signature is None:
-            self.parts[-1] = ModelPart(kind, last.text + text, signature)
+            pieces.append(text)
+            if signature is not None:
+                self._parts[-1] = (dataclasses.replace(last, signature=signature), pieces)
         elif text or signature is not None:
-            self.parts.append(ModelPart(kind, text, signature))
+            self._parts.append((ModelPart(kind, text, signature), [text]))
 
     def _check_end(self) -> None:
         """The stream ended cleanly: raise Blocked for a block, StreamDropped if cut short."""
