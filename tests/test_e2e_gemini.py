@@ -187,9 +187,10 @@ async def test_thinking_setting_is_per_channel_and_per_model(tmp_path: Path) -> 
 
 
 ANSWER = "Paris is the capital of France. It lies on the Seine, naïvely speaking."
+REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
 SOURCES = [
-    ("https://vertexaisearch.cloud.google.com/grounding-api-redirect/AAA", "wikipedia.org"),
-    ("https://vertexaisearch.cloud.google.com/grounding-api-redirect/BBB", "britannica.com"),
+    (REDIRECT + "AAA", "wikipedia.org"),
+    (REDIRECT + "BBB", "Britannica @everyone <@123>"),  # web titles never ping
 ]
 
 
@@ -221,7 +222,7 @@ async def test_a_grounded_answer_has_markers_sources_and_search_status(tmp_path:
         expected = (
             "Paris is the capital of France.[1] It lies on the Seine,[1][2] naïvely speaking."
             f"\n\n-# Sources: [1] <{SOURCES[0][0]}> wikipedia.org · [2] <{SOURCES[1][0]}>"
-            " britannica.com"
+            " Britannica @everyone <@123\\>"
         )
         for at in (-1, 0):  # the metadata in the last chunk, or early in the first
             w.gemini.script(grounded(at=at))
