@@ -380,3 +380,31 @@ async def test_discord_links_and_forwards_become_quoted_context(tmp_path: Path) 
         question = w.gemini.requests[-1].question_text() or ""
         assert '(forwarded message: "The launch moved to Friday.")' in question
         no_pings_and_no_429(w)
+
+
+async def test_a_long_thought_summary_comes_in_pages_or_as_a_file(tmp_path: Path) -> None:
+    async with fast(tmp_path) as w:
+
+        async def click_thoughts(thoughts: list[str]):  # type: ignore[no-untyped-def]
+            w.gemini.script(Reply(thoughts=thoughts, chunks=["An answer."]))
+            question, _ = await ask(w, w.general, w.alice, "think hard")
+            turn = await reply_turn(w, question.id)
+            assert turn is not None
+            reply = w.discord.message(turn.message_ids[-1])
+            clicked = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
+            await clicked.wait_for_callback()
+            assert clicked.ephemeral
+            return clicked
+
+        paged = await click_thoughts(["**Middle**\n\n" + "x y. " * 700])
+        await w.discord.wait_for(lambda: len(paged.followup_ids) == 1, timeout=5)
+        first = paged.callback["data"]["content"]  # type: ignore[index]
+        [second] = paged.followups
+        assert len(first) <= 2000 and second.flags & 64  # the rest privately too
+        assert (first + second.content).count("x y.") == 700
+
+        filed = await click_thoughts(["**Long**\n\n" + "thinking hard. " * 1200])
+        data = filed.callback["data"]  # type: ignore[index]
+        assert data["content"] == "**💭 Thoughts** (long: attached)"
+        assert [a["filename"] for a in data["attachments"]] == ["thoughts.md"]
+        no_pings_and_no_429(w)
