@@ -34,6 +34,8 @@ MAX_SUGGESTIONS = 5
 """Search Suggestions shown as link buttons (one row)."""
 LABEL_LIMIT = 80
 """Discord's longest button label."""
+MAX_PAGES = 3
+"""A thought summary longer than this many messages is sent as a file."""
 
 
 def reply_buttons(request: Request, live: bool) -> Buttons:
@@ -123,10 +125,6 @@ class ThoughtsButton(
         await _private(interaction, pages[0])
         for page in pages[1:]:
             await interaction.followup.send(page, ephemeral=True, allowed_mentions=NO_PINGS)
-
-
-MAX_PAGES = 3
-"""A longer thought summary is sent as a file."""
 
 
 async def _private(interaction: discord.Interaction, text: str) -> None:
