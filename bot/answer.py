@@ -15,6 +15,7 @@ from bot import ledger
 from bot.admission import Slot
 from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
+from bot.grounding import SOURCES_LIMIT
 from bot.inflight import InFlight
 from bot.links import readable_links
 from bot.llm import BadRequest, GeminiStream, LLMError, Tool
@@ -204,7 +205,7 @@ class Request:
         """Lines to add to a complete answer: files left out, an answer cut short, links
         Gemini could not open, the sources of a grounded answer."""
         lines = [*self.notices, length_notice(self.stream)]
-        lines += self.reply.notices(room=1900 - sum(len(line) + 1 for line in lines if line))
+        lines += self.reply.notices(SOURCES_LIMIT - sum(len(line) + 1 for line in lines if line))
         return "\n".join(line for line in lines if line) or None
 
     async def chunks(self) -> AsyncIterator[str | Status]:
