@@ -17,22 +17,12 @@ from tests.fakes.gemini import (
     output_part,
     url_context_metadata,
 )
-from tests.harness import World, reply_turn, world
+from tests.harness import World, reply_turn
+from tests.test_e2e_chat import ask, fast
 
-FAST = {"GEMCORD_EDIT_WINDOW_SECONDS": "1"}
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-
-
-def fast(tmp_path: Path, env: dict[str, str] | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    """A world whose Discord allows 5 writes a second per channel, the bot paced to match."""
-    return world(tmp_path, {**FAST, **(env or {})}, rate_limit=(5, 1.0), **kw)
-
-
-async def ask(w: World, channel, user, text: str) -> tuple[object, list[str]]:  # type: ignore[no-untyped-def]
-    question = await w.mention(channel, user, text)
-    return question, await w.reply_done(question.id)
 
 
 async def command(w: World, channel, user, name: str, options: dict | None = None):  # type: ignore[no-untyped-def]
