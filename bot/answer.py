@@ -315,15 +315,18 @@ async def answer(
     is stored (`on_admitted` is called when it no longer waits). `buttons(request, live)` gives
     the buttons under the reply (see `render_stream`). A question from a Discord
     message that was asked before (a duplicate delivery) is not answered again: None.
+    A question already stored (`asked_as`) is answered again: its earlier replies are marked
+    replaced once the new one starts.
     """
     store = bot.store
     try:
         if ticket is not None:
             await ticket.wait()
         if question.quote is not None:
-            before = await _history(bot, question.channel_id)
+            settings = await channel_settings(store, question.channel_id, question.parent_id)
+            before = await _history(bot, question, settings)
             question = dataclasses.replace(question, text=with_quote(question, before), quote=None)
-        user_turn = await store.add_user_turn(
+        user_turn = question.asked_as or await store.add_user_turn(
             channel_id=question.channel_id,
             guild_id=question.guild_id,
             thread_id=question.thread_id,
@@ -332,6 +335,7 @@ async def answer(
             text=question.text,
             message_ids=[question.message_id] if question.message_id else [],
             images=question.images,
+            hidden="private" if question.private else None,
         )
     except AlreadyAnswered:
         log.info("message %s was asked before: not answering it again", question.message_id)
@@ -354,7 +358,7 @@ async def answer(
             return None  # stopped (or its question deleted) while it waited
         settings = await channel_settings(store, question.channel_id, question.parent_id)
         model = settings.model or bot.settings.gemini_model
-        history = await _history(bot, question.channel_id, before_turn=user_turn)
+        history = await _history(bot, question, settings, before_turn=user_turn)
         request = Request(
             bot, question, history, model, settings.persona or bot.settings.persona, settings
         )
@@ -369,6 +373,8 @@ async def answer(
         except TurnNotFound:  # the asker ran /forget while the question waited
             log.info("question %s was forgotten before its reply began", question.message_id)
             return None
+        if question.asked_as is not None:
+            await store.replace_replies(user_turn, model_turn)
         result = await render_stream(
             request.chunks(),
             sink,
@@ -427,14 +433,22 @@ async def _attach_images(
         log.warning("could not attach the code's images to the reply: %r", exc)
 
 
-async def _history(bot: Engine, channel_id: int, before_turn: int | None = None) -> list[Turn]:
+async def _history(
+    bot: Engine, question: Question, settings: ChannelSettings, before_turn: int | None = None
+) -> list[Turn]:
+    """The conversation the question continues: the channel's, or with `scope` "user" only
+    the asker's own exchanges there."""
     s = bot.settings
+    if question.private:
+        return []  # a one-off only its asker sees (a summary): it carries what it needs
+    private = effective(settings, "scope") == "user"
     return await bot.store.load_history(
-        channel_id,
+        question.channel_id,
         max_turns=s.history_turns,
         max_tokens=s.history_tokens,
         image_turns=s.history_image_turns,
         before_turn=before_turn,
+        author_id=question.author_id if private else None,
     )
 
 
@@ -490,6 +504,7 @@ async def _finish(
         if stream is not None
         else (),
         thoughts_tokens=outcome.thoughts_tokens if outcome else None,
+        searches=request.reply.citations.queries,
         metrics=ReplyMetrics(
             first_chunk_latency=result.first_chunk_latency,
             first_visible_latency=result.first_visible_latency,

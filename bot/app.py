@@ -22,6 +22,7 @@ from bot.llm import GeminiClient, warn_if_model_unknown
 from bot.metrics import Metrics, RateLimitCounter
 from bot.pacing import PacerRegistry
 from bot.recovery import repair_interrupted
+from bot.regenerate import Offers
 from bot.retention import tidy_forever
 from bot.server import start_server
 from storage import open_store
@@ -31,7 +32,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INITIAL_EXTENSIONS = ("bot.cogs.chat", "bot.cogs.control", "bot.cogs.usage", "bot.cogs.settings")
+INITIAL_EXTENSIONS = (
+    "bot.cogs.chat",
+    "bot.cogs.control",
+    "bot.cogs.usage",
+    "bot.cogs.settings",
+    "bot.cogs.actions",
+)
 SHUTDOWN_GRACE = 7.0
 """Seconds a shutdown waits for running replies to show that they were interrupted."""
 
@@ -70,6 +77,8 @@ class Gemcord(commands.AutoShardedBot):
             requests_per_second=settings.requests_per_second,
         )
         self.inflight = InFlightRegistry()
+        self.offers = Offers(self)
+        """Which reply shows the Regenerate button in each channel."""
         self.admission = Admission(
             settings.replies_per_user,
             settings.replies_per_channel,

@@ -2,7 +2,9 @@
 
 The renderer puts `reply_buttons(request, live)` on the reply's last message (see
 `render_stream`); a click comes back as a component interaction whose custom id one of the
-DynamicItems below matches, so no per-message state lives in discord.py.
+DynamicItems below matches, so no per-message state lives in discord.py. Stop while the reply
+streams; Regenerate on the channel's newest finished reply (see bot/regenerate.py); Thoughts
+and Search Suggestions on every finished reply that has them (bot/model_reply.py).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import io
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
 from bot.checks import may_stop
+from bot.model_reply import THOUGHTS
+from bot.regenerate import REGENERATE, regenerate
 from bot.sink import NO_PINGS
 from bot.splitting import split_message
 from bot.streaming import Button, Buttons
@@ -26,33 +30,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP = "gemcord:stop"
-THOUGHTS = "gemcord:thoughts:{turn}"
 NOT_YOURS = "Only the person who asked, or a moderator, can stop this reply."
 FINISHED = "This reply has already finished."
 NO_THOUGHTS = "The thoughts behind this reply are no longer stored."
-MAX_SUGGESTIONS = 5
-"""Search Suggestions shown as link buttons (one row)."""
-LABEL_LIMIT = 80
-"""Discord's longest button label."""
 MAX_PAGES = 3
 """A thought summary longer than this many messages is sent as a file."""
 
 
 def reply_buttons(request: Request, live: bool) -> Buttons:
-    """Stop while the reply streams. Once it ends: Thoughts (when the model shared any) and
-    each Google search it made as a link to the results (Search Suggestions, which Google's
-    terms ask grounded answers to show)."""
+    """Stop while the reply streams. Once it is final: Regenerate, if it is the channel's
+    newest reply and answers a message (a newer reply's start takes it off again), then the
+    buttons it keeps: Thoughts and Search Suggestions (see `lasting_buttons`)."""
+    stop = (Button("Stop", action=STOP, emoji="🛑"),)
+    if request.question.private:  # only its asker sees it: it leaves the channel's alone
+        return stop if live else ()
+    offers = cast("Gemcord", request.bot).offers
+    channel_id, turn_id = request.question.channel_id, request.turn_id or 0
     if live:
-        return (Button("Stop", action=STOP, emoji="🛑"),)
-    buttons: list[Button] = []
-    if request.reply.thought_summary and request.turn_id is not None:
-        buttons.append(Button("Thoughts", THOUGHTS.format(turn=request.turn_id), emoji="💭"))
-    for query, url in request.reply.citations.suggestions()[:MAX_SUGGESTIONS]:
-        label = " ".join(query.split())
-        if len(label) > LABEL_LIMIT:
-            label = label[: LABEL_LIMIT - 1] + "…"
-        buttons.append(Button(label, url=url, emoji="🔎"))
-    return tuple(buttons)
+        offers.started(channel_id, turn_id)
+        return stop
+    lasting = request.reply.buttons(turn_id)
+    if request.question.message_id is None:
+        # An interaction's answer (/ask, a message action): only that interaction may edit its
+        # messages, so it cannot be regenerated in place; it is newer than the others all the same.
+        offers.started(channel_id, turn_id)
+        return lasting
+    if not offers.finishing(channel_id, turn_id):
+        return lasting
+    return (Button("Regenerate", action=REGENERATE, emoji="🔁"), *lasting)
 
 
 class StopButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.escape(STOP)):
@@ -107,8 +112,9 @@ class ThoughtsButton(
 
     async def callback(self, interaction: discord.Interaction[Gemcord]) -> None:  # type: ignore[override]
         """Send the stored thought summary privately, in as many messages as it takes."""
-        parts = await interaction.client.store.get_parts(self.turn_id)
-        summary = "\n\n".join(p.text.strip() for p in parts or () if p.kind == "thought")
+        turn = await interaction.client.store.get_turn(self.turn_id)
+        parts = turn.parts if turn is not None and turn.role == "model" else []
+        summary = "\n\n".join(p.text.strip() for p in parts if p.kind == "thought")
         if not summary.strip():
             await _private(interaction, NO_THOUGHTS)
             return
@@ -129,3 +135,23 @@ class ThoughtsButton(
 
 async def _private(interaction: discord.Interaction, text: str) -> None:
     await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+class RegenerateButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.escape(REGENERATE)
+):
+    """🔁 Regenerate under the channel's newest finished reply."""
+
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Button(label="Regenerate", custom_id=REGENERATE, emoji="🔁"))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RegenerateButton:
+        """Every Regenerate button is the same: the message clicked says which reply."""
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction[Gemcord]) -> None:  # type: ignore[override]
+        """Answer the question again into the same messages, or say privately why not."""
+        await regenerate(interaction.client, interaction, reply_buttons)

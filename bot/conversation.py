@@ -76,6 +76,11 @@ class Question:
     quote: Quote | None = None
     parent_id: int | None = None
     """For a thread or forum post: its parent channel, whose settings it inherits."""
+    asked_as: int | None = None
+    """The stored turn of a question asked before, whose answer is being regenerated."""
+    private: bool = False
+    """Only the asker sees the exchange: kept out of the channel's history and exports, and
+    answered without that history."""
 
 
 def with_quote(question: Question, history: Sequence[Turn]) -> str:

@@ -93,7 +93,12 @@ class Citations:
 
     def suggestions(self) -> list[tuple[str, str]]:
         """Each search as (query, Google results URL), for the Search Suggestions buttons."""
-        return [(q, SEARCH_URL.format(urllib.parse.quote_plus(q))) for q in self.queries]
+        return [(q, search_url(q)) for q in self.queries]
+
+
+def search_url(query: str) -> str:
+    """Google's results page for a search."""
+    return SEARCH_URL.format(urllib.parse.quote_plus(query))
 
 
 def _title(title: str) -> str:

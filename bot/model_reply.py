@@ -8,13 +8,21 @@ buttons (Thoughts, Search Suggestions) and its files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from bot.grounding import SOURCES_LIMIT, Citations, searching_status
+from bot.grounding import SOURCES_LIMIT, Citations, search_url, searching_status
 from bot.links import failed_line
 from bot.llm import CodeOutput, CodeRun, Event, Grounding, LinkStatus, OutputImage, Thought
-from bot.streaming import Status
+from bot.streaming import Button, Buttons, Status
 from bot.thinking import thought_status
+from storage import Turn
+
+THOUGHTS = "gemcord:thoughts:{turn}"
+"""The Thoughts button's custom id (bot/buttons.py handles the click)."""
+MAX_SUGGESTIONS = 5
+"""Search Suggestions shown as link buttons (one row)."""
+LABEL_LIMIT = 80
+"""Discord's longest button label."""
 
 _FAILED = {
     "OUTCOME_FAILED": "-# ⚠ the code failed",
@@ -102,6 +110,10 @@ class ModelReply:
         out.append(shown[last:])
         return "".join(out)
 
+    def buttons(self, turn_id: int) -> Buttons:
+        """The buttons this reply keeps once finished (see :func:`lasting_buttons`)."""
+        return lasting_buttons(turn_id, bool(self.thought_summary), self.citations.queries)
+
     def notices(self, room: int = SOURCES_LIMIT) -> list[str]:
         """Lines after a complete answer: the links Gemini could not open, then the sources
         (cut to whole entries so that every line fits in ``room`` characters)."""
@@ -109,6 +121,25 @@ class ModelReply:
         room -= len(failed) + 1 if failed else 0
         sources = self.citations.sources_line(room)
         return [line for line in (failed, sources) if line]
+
+
+def lasting_buttons(turn_id: int, thoughts: bool, searches: Sequence[str]) -> Buttons:
+    """The buttons a finished reply keeps: 💭 Thoughts (when the model shared any) and each
+    Google search it made as a link to the results (Search Suggestions, which Google's terms
+    ask grounded answers to show)."""
+    buttons = [Button("Thoughts", THOUGHTS.format(turn=turn_id), emoji="💭")] if thoughts else []
+    for query in searches[:MAX_SUGGESTIONS]:
+        label = " ".join(query.split())
+        if len(label) > LABEL_LIMIT:
+            label = label[: LABEL_LIMIT - 1] + "…"
+        buttons.append(Button(label, url=search_url(query), emoji="🔎"))
+    return tuple(buttons)
+
+
+def stored_buttons(turn: Turn) -> Buttons:
+    """The lasting buttons of a stored reply (see :func:`lasting_buttons`)."""
+    thoughts = any(p.kind == "thought" and p.text.strip() for p in turn.parts)
+    return lasting_buttons(turn.id, thoughts, turn.searches)
 
 
 def _unfence(text: str) -> str:

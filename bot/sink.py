@@ -126,8 +126,10 @@ class ChannelSink:
 class InteractionSink:
     """For a deferred slash command: the first text fills the original response, then follow-ups."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
         self.interaction = interaction
+        self.ephemeral = ephemeral
+        """Follow-ups only the user sees, like the (ephemeral) deferred response."""
         self._original = False
         self._followups: dict[int, discord.WebhookMessage] = {}
         self._original_id: int | None = None
@@ -144,7 +146,7 @@ class InteractionSink:
                 return msg.id
             extra = {"view": view} if view else {}
             follow = await self.interaction.followup.send(
-                text, wait=True, allowed_mentions=NO_PINGS, **extra
+                text, wait=True, ephemeral=self.ephemeral, allowed_mentions=NO_PINGS, **extra
             )
         except discord.HTTPException as exc:
             raise _translate(exc) from exc

@@ -40,6 +40,13 @@ Semantics the bot relies on:
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
   overwritten in the file. It returns how many turns were deleted, replies included.
+  `forget_last(author_id, channel_id)` does the same for that person's newest exchange still in
+  the channel's history.
+- **Hidden** turns stay in the file but leave history for good: a reply whose answer was
+  regenerated (`replace_replies`: "replaced", still in exports, marked) and a "private" exchange
+  (`add_user_turn(hidden="private")`, its replies too), which exports leave out as well.
+- **Scope.** `load_history(..., author_id=X)` keeps only X's questions and the replies to them
+  (a channel where each person has a conversation of their own).
 - **Ledger.** `record_usage` adds one reply's token counts (Gemini's usage metadata) with who
   asked, where, the model and the time; triggers keep per-day totals by (UTC day, channel,
   user, model), which `usage_by_model` and `tokens_used` read, so they cost the same at any
@@ -70,6 +77,7 @@ from storage.models import (
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
+    Hidden,
     ImageIn,
     ReplyMetrics,
     SchemaError,
@@ -97,6 +105,7 @@ __all__ = [
     "AlreadyAnswered",
     "ChannelSettings",
     "GuildBudget",
+    "Hidden",
     "ImageIn",
     "ReplyMetrics",
     "SQLiteStore",
@@ -139,8 +148,9 @@ class Store(Protocol):
         guild_id: int | None = None,
         thread_id: int | None = None,
         images: Sequence[ImageIn] = (),
+        hidden: Hidden | None = None,
     ) -> int:
-        """Store a question; returns its turn id."""
+        """Store a question ("private": only its asker sees the exchange); returns its id."""
         ...
 
     async def start_model_turn(
@@ -169,9 +179,10 @@ class Store(Protocol):
         metrics: ReplyMetrics | None = None,
         parts: Sequence[StoredPart] = (),
         thoughts_tokens: int | None = None,
+        searches: Sequence[str] = (),
     ) -> None:
-        """Record a reply's final text, status, message ids, token counts and metrics, and the
-        parts Gemini sent (thought signatures byte for byte)."""
+        """Record a reply's final text, status, message ids, token counts and metrics, the
+        parts Gemini sent (thought signatures byte for byte) and the searches it made."""
         ...
 
     async def load_history(
@@ -182,16 +193,22 @@ class Store(Protocol):
         max_tokens: int = 24_000,
         image_turns: int = 6,
         before_turn: int | None = None,
+        author_id: int | None = None,
     ) -> list[Turn]:
-        """The channel's recent live turns within the budget, oldest first."""
+        """The channel's recent live turns within the budget, oldest first (with `author_id`:
+        only that person's exchanges, for a channel whose conversations are per person)."""
         ...
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
         """The turn one of whose Discord message ids is `message_id`."""
         ...
 
-    async def get_parts(self, turn_id: int) -> list[StoredPart] | None:
-        """A model turn's parts as Gemini sent them (None: no such model turn)."""
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        """One turn by id, with its image bytes."""
+        ...
+
+    async def replace_replies(self, question_id: int, new_reply: int) -> int:
+        """Mark the question's replies other than `new_reply` "replaced"; returns how many."""
         ...
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
@@ -262,6 +279,10 @@ class Store(Protocol):
 
     async def forget_user(self, author_id: int) -> int:
         """Delete everything the user wrote (and the replies to it); returns turns deleted."""
+        ...
+
+    async def forget_last(self, author_id: int, channel_id: int) -> int:
+        """Delete the user's last exchange in the channel's history; returns turns deleted."""
         ...
 
     async def record_usage(

@@ -15,6 +15,9 @@ Withdrawn = Literal["deleted", "blocked"]
 """Why a turn left the history the model sees: its message was deleted, or the exchange was
 blocked by the safety filter."""
 
+Hidden = Literal["replaced", "private"]
+"""Why a turn kept in the store is never shown to the model again (see `Turn.hidden`)."""
+
 STATUSES: Final[frozenset[str]] = frozenset(get_args(Status))
 FINAL_STATUSES: Final[frozenset[str]] = STATUSES - {"streaming"}
 
@@ -87,9 +90,13 @@ class Turn:
     model: str | None
     withdrawn: Withdrawn | None = None
     """Why the turn is no longer sent to the model (None: it is)."""
+    hidden: Hidden | None = None
+    """A reply regenerated since ("replaced"), or an exchange only its asker saw ("private")."""
     parts: list[StoredPart] = field(default_factory=list)
     """A model turn's parts as Gemini sent them (empty for user turns and older replies)."""
     thoughts_tokens: int | None = None
+    searches: list[str] = field(default_factory=list)
+    """The Google searches a model turn made (its Search Suggestions)."""
 
 
 @dataclass

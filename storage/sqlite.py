@@ -50,6 +50,7 @@ from storage.models import (
     AlreadyAnswered,
     ChannelSettings,
     GuildBudget,
+    Hidden,
     ImageIn,
     ReplyMetrics,
     Stats,
@@ -89,17 +90,18 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size))
           FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
          WHERE ti.turn_id = t.id) AS images,
-       t.archived, t.archived_at, t.withdrawn, t.parts, t.thoughts_tokens
+       t.archived, t.archived_at, t.withdrawn, t.hidden, t.parts, t.thoughts_tokens, t.searches
   FROM turns AS t
 """
 
 _HISTORY_SQL = (
     _TURN_SELECT
     + """
- WHERE t.channel_id = ? AND t.archived = 0 AND t.pair_key < ? AND t.status <> 'streaming'
-   AND t.withdrawn IS NULL
+ WHERE t.channel_id = :channel AND t.archived = 0 AND t.pair_key < :before
+   AND t.status <> 'streaming' AND t.withdrawn IS NULL AND t.hidden IS NULL
+   AND (:author IS NULL OR (SELECT q.author_id FROM turns AS q WHERE q.id = t.pair_key) = :author)
  ORDER BY t.pair_key DESC, t.id DESC
- LIMIT ?
+ LIMIT :limit
 """
 )
 
@@ -107,6 +109,7 @@ _EXPORT_SQL = (
     _TURN_SELECT
     + """
  WHERE t.channel_id = ? AND t.archived = ? AND (t.pair_key, t.id) > (?, ?)
+   AND t.hidden IS NOT 'private'
  ORDER BY t.pair_key, t.id
  LIMIT ?
 """
@@ -220,8 +223,10 @@ class _Row:
             message_ids=[m[1] for m in messages],
             images=[StoredImage(sha, mime, None) for sha, mime, _ in self.image_refs],
             withdrawn=row[18],
-            parts=_parts_from_json(row[19]),
-            thoughts_tokens=row[20],
+            hidden=row[19],
+            parts=_parts_from_json(row[20]),
+            thoughts_tokens=row[21],
+            searches=json.loads(row[22]) if row[22] else [],
         )
 
 
@@ -517,11 +522,13 @@ class SQLiteStore:
         guild_id: int | None = None,
         thread_id: int | None = None,
         images: Sequence[ImageIn] = (),
+        hidden: Hidden | None = None,
     ) -> int:
         """Store a user's question (with its images); returns the new turn's id.
 
         The first of `message_ids` is the Discord message the question came from: a second
-        question from the same message raises AlreadyAnswered and stores nothing.
+        question from the same message raises AlreadyAnswered and stores nothing. A "private"
+        question (and so its replies) stays out of history and exports.
         """
         prepared = await _prepare_images(images)
         values = (
@@ -532,14 +539,15 @@ class SQLiteStore:
             _clean(author_name),
             _clean(text),
             time.time(),
+            hidden,
         )
         ids = [int(m) for m in message_ids]
 
         async def op(conn: aiosqlite.Connection) -> int:
             rows = await conn.execute_fetchall(
                 "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                " author_name, text, status, created_at)"
-                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?) RETURNING id",
+                " author_name, text, status, created_at, hidden)"
+                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?, ?) RETURNING id",
                 values,
             )
             turn_id = int(next(iter(rows))[0])
@@ -580,8 +588,8 @@ class SQLiteStore:
     ) -> int:
         """Open a model turn ("streaming") answering user turn `reply_to`; returns its id.
 
-        The reply joins its question's side of a reset: answering an archived question gives
-        an archived reply.
+        The reply joins its question's side of a reset (answering an archived question gives
+        an archived reply), and a private question's reply is private too.
         """
         values = (
             channel_id,
@@ -599,9 +607,9 @@ class SQLiteStore:
                 await conn.execute_fetchall(
                     "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
                     " author_name, text, status, reply_to, created_at, model, archived,"
-                    " archived_at)"
+                    " archived_at, hidden)"
                     " SELECT ?, ?, ?, 'model', ?, ?, '', 'streaming', id, ?, ?, archived,"
-                    " archived_at FROM turns WHERE id = ? AND role = 'user'"
+                    " archived_at, hidden FROM turns WHERE id = ? AND role = 'user'"
                     " RETURNING id",
                     values,
                 )
@@ -624,9 +632,10 @@ class SQLiteStore:
         metrics: ReplyMetrics | None = None,
         parts: Sequence[StoredPart] = (),
         thoughts_tokens: int | None = None,
+        searches: Sequence[str] = (),
     ) -> None:
-        """Record a model turn's final text, status, parts (signatures byte for byte) and
-        thinking tokens (and its metrics), all at once.
+        """Record a model turn's final text, status, parts (signatures byte for byte), thinking
+        tokens and Google searches (and its metrics), all at once.
 
         A "blocked" reply withdraws its exchange (question and reply) from history.
 
@@ -643,6 +652,7 @@ class SQLiteStore:
             output_tokens,
             _parts_to_json(parts),
             thoughts_tokens,
+            json.dumps([_clean(q) for q in searches]) if searches else None,
             turn_id,
         )
         ids = [int(m) for m in message_ids]
@@ -653,7 +663,8 @@ class SQLiteStore:
                 "UPDATE turns SET text = ?, status = ?, finished_at = ?,"
                 " prompt_tokens = coalesce(?, prompt_tokens),"
                 " output_tokens = coalesce(?, output_tokens),"
-                " parts = coalesce(?, parts), thoughts_tokens = coalesce(?, thoughts_tokens)"
+                " parts = coalesce(?, parts), thoughts_tokens = coalesce(?, thoughts_tokens),"
+                " searches = coalesce(?, searches)"
                 " WHERE id = ? AND role = 'model'",
                 values,
             )
@@ -690,6 +701,20 @@ class SQLiteStore:
                 )
 
         await self._write(op, transaction=bool(ids or metrics is not None or status == "blocked"))
+
+    async def replace_replies(self, question_id: int, new_reply: int) -> int:
+        """A question's answer was regenerated as `new_reply`: its other replies are marked
+        "replaced" (out of history, kept for exports); returns how many."""
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            return await _rowcount(
+                conn,
+                "UPDATE turns SET hidden = 'replaced'"
+                " WHERE reply_to = ? AND id <> ? AND role = 'model' AND hidden IS NULL",
+                (question_id, new_reply),
+            )
+
+        return await self._write(op, transaction=False)
 
     async def add_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
         """Attach Discord message ids to a turn (in order; ids it already has are skipped)."""
@@ -770,15 +795,20 @@ class SQLiteStore:
         max_tokens: int = 24_000,
         image_turns: int = 6,
         before_turn: int | None = None,
+        author_id: int | None = None,
     ) -> list[Turn]:
-        """The channel's recent live turns, oldest first, within budget (see the package doc)."""
+        """The channel's recent live turns, oldest first, within budget (see the package doc);
+        with `author_id`, only that person's questions and the replies to them."""
         if max_turns <= 0 or max_tokens <= 0:
             return []
         image_turns = max(0, image_turns)
         before = MAX_ID if before_turn is None else before_turn
 
         async def op(conn: aiosqlite.Connection) -> list[Turn]:
-            rows = await conn.execute_fetchall(_HISTORY_SQL, (channel_id, before, max_turns))
+            rows = await conn.execute_fetchall(
+                _HISTORY_SQL,
+                {"channel": channel_id, "before": before, "author": author_id, "limit": max_turns},
+            )
             chosen = _trim([_Row(r).turn for r in rows], max_tokens, image_turns)
             window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
             data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
@@ -812,25 +842,13 @@ class SQLiteStore:
 
         return await self._read(op)
 
-    async def get_parts(self, turn_id: int) -> list[StoredPart] | None:
-        """A model turn's stored parts (None when no such model turn exists)."""
-
-        async def op(conn: aiosqlite.Connection) -> list[StoredPart] | None:
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT parts FROM turns WHERE id = ? AND role = 'model'", (turn_id,)
-                )
-            )
-            return _parts_from_json(rows[0][0]) if rows else None
-
-        return await self._read(op)
-
     async def history_plan(self) -> list[str]:
         """How SQLite runs the history query (EXPLAIN QUERY PLAN), to check it uses its index."""
 
         async def op(conn: aiosqlite.Connection) -> list[str]:
             rows = await conn.execute_fetchall(
-                "EXPLAIN QUERY PLAN " + _HISTORY_SQL, (0, MAX_ID, 40)
+                "EXPLAIN QUERY PLAN " + _HISTORY_SQL,
+                {"channel": 0, "before": MAX_ID, "author": None, "limit": 40},
             )
             return [str(r[3]) for r in rows]
 
@@ -888,6 +906,15 @@ class SQLiteStore:
         file (secure_delete) and the WAL is checkpointed, so it does not linger on disk.
         """
         return await self._delete_turns("t.role = 'user' AND t.author_id = ?", (author_id,))
+
+    async def forget_last(self, author_id: int, channel_id: int) -> int:
+        """Delete the user's newest question still in the channel's history, and the replies
+        to it (like :meth:`forget_user`, for one exchange); returns how many turns went."""
+        return await self._delete_turns(
+            "t.id = (SELECT max(id) FROM turns WHERE role = 'user' AND author_id = ?"
+            " AND channel_id = ? AND archived = 0 AND withdrawn IS NULL)",
+            (author_id, channel_id),
+        )
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:
         """Retention: delete the exchanges asked before `older_than` (None: keep them all) and
@@ -1344,6 +1371,7 @@ def _turn_json(row: _Row) -> dict[str, Any]:
         "archived": row.archived,
         "archived_at": _iso(row.archived_at),
         "withdrawn": t.withdrawn,
+        "replaced": t.hidden == "replaced",
     }
 
 
@@ -1384,6 +1412,8 @@ def _export_markdown(channel_id: int, rows: list[_Row], settings: ChannelSetting
             head += f" · {t.status}"
         if t.withdrawn == "deleted":
             head += " · deleted on Discord"
+        if t.hidden == "replaced":
+            head += " · replaced by a regenerated answer"
         out += [head, ""]
         out.append(t.text.replace("\x00", "\ufffd") if t.text else "*(no text)*")
         for sha, mime, size in row.image_refs:

@@ -721,11 +721,11 @@ async def test_forget_erases_only_the_callers_words_everywhere(tmp_path: Path) -
         await ask(w, w.random, w.alice, "and my cat is Tom")
         await ask(w, w.general, w.bob, "I like tea")
 
-        unsure = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": False})
+        unsure = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": False})
         await unsure.wait_for_callback()
         assert unsure.ephemeral and "Nothing deleted" in (unsure.original or object()).content
 
-        done = await w.discord.slash_command(w.random, w.alice, "forget", {"confirm": True})
+        done = await w.discord.slash_command(w.random, w.alice, "forget all", {"confirm": True})
         await done.wait_for_callback()
         assert done.ephemeral and "deleted 4 messages" in (done.original or object()).content
 

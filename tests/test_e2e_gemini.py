@@ -109,7 +109,7 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
 
         # the Thoughts button shows the whole summary to whoever clicks, privately
         [reply] = w.discord.bot_messages(w.general)
-        assert buttons_of(reply) == [f"gemcord:thoughts:{turn.id}"]
+        assert buttons_of(reply) == ["gemcord:regenerate", f"gemcord:thoughts:{turn.id}"]
         clicked = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
         await clicked.wait_for_callback()
         assert clicked.ephemeral and clicked.user_id == w.bob.id
@@ -125,7 +125,12 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
         # the signature goes back with history for the same model, exactly as received
         await ask(w, w.general, w.alice, "and the second one?")
         [*_, plain] = w.discord.bot_messages(w.general)
-        assert buttons_of(plain) == []  # no thoughts, no Thoughts button
+        assert buttons_of(plain) == ["gemcord:regenerate"]  # no thoughts, no Thoughts button
+        # the older reply loses Regenerate to the newer one, and keeps its Thoughts
+        await w.discord.wait_for(
+            lambda: buttons_of(w.discord.message(reply.id)) == [f"gemcord:thoughts:{turn.id}"],
+            timeout=5,
+        )
         [model_turn] = w.gemini.requests[1].model_parts()
         assert [p.get("text") for p in model_turn] == ["".join(answer)]  # no unsigned thoughts
         assert signature_of(model_turn[0]) == b"\x01signature\xff"
@@ -144,7 +149,7 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
         assert stats.original is not None and "thinking" in stats.original.content
 
         # the thoughts live as long as the reply is stored
-        await command(w, w.general, w.alice, "forget", {"confirm": True})
+        await command(w, w.general, w.alice, "forget all", {"confirm": True})
         gone = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
         await gone.wait_for_callback()
         assert gone.ephemeral
@@ -228,12 +233,12 @@ async def test_a_grounded_answer_has_markers_sources_and_search_status(tmp_path:
         assert "-# 🔎 searching: capital of France · Paris river…" in shown
         assert shown[-1] == expected
         # Search Suggestions: each search as a link to Google's results (and Thoughts)
-        assert buttons_of(reply)[1:] == [
+        assert buttons_of(reply)[2:] == [
             "https://www.google.com/search?q=capital+of+France",
             "https://www.google.com/search?q=Paris+river",
         ]
         labels = [c["label"] for row in reply.components for c in row["components"]]
-        assert labels == ["Thoughts", "capital of France", "Paris river"]
+        assert labels == ["Regenerate", "Thoughts", "capital of France", "Paris river"]
         no_pings_and_no_429(w)
 
 

@@ -315,14 +315,28 @@ class Fuzzer:
         cut = self.rng.randint(0, len(words))
         return " ".join([*words[:cut], mention, *words[cut:]])
 
-    def expects_answer(self, content: str, channel: FakeChannel, user: FakeUser) -> bool:
-        """Whether the bot must answer this text (not a bare mention, not 'stop')."""
+    def expects_answer(
+        self, msg: FakeMessage, channel: FakeChannel, user: FakeUser, *, needs_text: bool = True
+    ) -> bool:
+        """Whether the bot must answer this message (not a bare mention, not 'stop', not for
+        @everyone/@here, not mentioning others without the bot)."""
+        content = msg.content
         if user.bot or channel is self.muted:
             return False
         bot = self.w.discord.bot_user.id
+        role = self.w.discord.bot_role(self.w.guild).mention
+        if not channel.is_dm:
+            if msg.pinged_everyone:
+                return False
+            mentioned = re.search(rf"<@!?{bot}>", content) or role in content
+            users = {int(u) for u in re.findall(r"<@!?(\d+)>", content)} | set(msg.pinged_users)
+            roles = set(re.findall(r"<@&\d+>", content)) - {role}
+            if not mentioned and (users - {bot} or roles):
+                return False
+        if not needs_text:
+            return True
         text = re.sub(rf"<@!?{bot}>", "", content)
-        guild = self.w.guild
-        text = text.replace(self.w.discord.bot_role(guild).mention, "")
+        text = text.replace(role, "")
         text = re.sub(r"[ \t]{2,}", " ", text).strip()
         return bool(text) and text.lower() not in ("stop", "/stop")
 
@@ -409,7 +423,7 @@ class Fuzzer:
             chan,
             user,
             "dm" if chan.is_dm else "mention",
-            expects=self.expects_answer(content, chan, user),
+            expects=self.expects_answer(msg, chan, user),
         )
 
     async def mention_with_files(self) -> None:
@@ -419,7 +433,8 @@ class Fuzzer:
         body = self.text(chan, long=False) if self.rng.random() < 0.8 else ""
         content = self.with_bot_mention(body) if not chan.is_dm else body
         msg = await self.w.discord.user_message(chan, user, content, attachments=files)
-        self.remember(msg, chan, user, "files", expects=usable and not user.bot)
+        expects = usable and self.expects_answer(msg, chan, user, needs_text=False)
+        self.remember(msg, chan, user, "files", expects=expects)
 
     async def reply_to_bot(self) -> None:
         target = self.recent_bot_message()
@@ -433,7 +448,7 @@ class Fuzzer:
         msg = await self.w.discord.user_message(
             chan, user, content, reply_to=target, ping_reply=self.rng.random() < 0.5
         )
-        self.remember(msg, chan, user, "reply", expects=self.expects_answer(content, chan, user))
+        self.remember(msg, chan, user, "reply", expects=self.expects_answer(msg, chan, user))
         return None
 
     async def chatter(self) -> None:
@@ -473,9 +488,7 @@ class Fuzzer:
             self.forum, user, f"post {self.step}", content
         )
         self.channels.append(thread)
-        self.remember(
-            msg, thread, user, "forum", expects=self.expects_answer(content, thread, user)
-        )
+        self.remember(msg, thread, user, "forum", expects=self.expects_answer(msg, thread, user))
 
     async def react(self) -> None:
         r = self.rng.random()
@@ -541,7 +554,7 @@ class Fuzzer:
         fake = self.w.discord
         chan = self.rng.choice([*self.channels, self.muted])
         name = self.rng.choices(
-            ["ask", "stop", "reset", "history", "stats", "help", "model", "persona", "forget"],
+            ["ask", "stop", "reset", "history", "stats", "help", "model", "persona", "forget all"],
             [30, 12, 4, 5, 5, 5, 8, 8, 3],
         )[0]
         user = self.rng.choice([*self.people, self.mod, self.mod])
@@ -572,7 +585,7 @@ class Fuzzer:
                 options["instruction"] = self.text(chan, marker=False)[:2000] or "be brief"
             elif r < 0.6:
                 options["clear"] = True
-        elif name == "forget":
+        elif name == "forget all":
             options["confirm"] = self.rng.random() < 0.25
             if options["confirm"]:
                 self.forgot.add(user.id)
@@ -1012,7 +1025,7 @@ async def test_forget_while_the_reply_streams(tmp_path: Path, error_records: Err
         question = await w.mention(w.general, w.alice, "tell me slowly")
         await w.gemini.wait_for_requests(1)
         await w.discord.wait_for(lambda: w.discord.bot_messages(w.general), timeout=10)
-        forget = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": True})
+        forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
         await idle(w)
         replies = [m.content for m in w.discord.bot_messages(w.general)]
@@ -1029,7 +1042,7 @@ async def test_forget_while_the_question_waits(tmp_path: Path, error_records: Er
         await w.gemini.wait_for_requests(1)
         queued = await w.mention(w.general, w.alice, "second, queued behind the first")
         await w.discord.wait_for(lambda: w.discord.message(queued.id).reactions, timeout=10)
-        forget = await w.discord.slash_command(w.general, w.alice, "forget", {"confirm": True})
+        forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
         await idle(w)
         errors = error_records.describe()

@@ -649,7 +649,10 @@ async def test_history_query_uses_the_index(store: SQLiteStore) -> None:
     conn = store._conn
     plan = " | ".join(
         str(r[3])
-        for r in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + _HISTORY_SQL, (1, 2, 3))
+        for r in await conn.execute_fetchall(
+            "EXPLAIN QUERY PLAN " + _HISTORY_SQL,
+            {"channel": 1, "before": 2, "author": 3, "limit": 3},
+        )
     )
     assert "SEARCH t USING INDEX turns_history (channel_id=? AND archived=? AND pair_key<?)" in plan
     assert "SCAN t" not in plan and "TEMP B-TREE" not in plan
@@ -1155,3 +1158,18 @@ async def test_set_setting_sets_clears_and_refuses_unknown_names(tmp_path: Path)
             await store.set_setting(7, "persona; DROP TABLE turns", "x")
     finally:
         await store.close()
+
+
+async def test_history_of_one_author_and_forget_last(store: SQLiteStore) -> None:
+    await pair(store, 1, "alice one", "a1", author=10)
+    await pair(store, 1, "bob one", "b1", author=20)
+    await pair(store, 1, "alice two", "a2", author=10)
+    await pair(store, 2, "alice elsewhere", "e1", author=10)
+    mine = await store.load_history(1, author_id=10)
+    assert [t.text for t in mine] == ["alice one", "a1", "alice two", "a2"]
+    assert [t.text for t in await store.load_history(1, author_id=20)] == ["bob one", "b1"]
+    assert len(await store.load_history(1)) == 6
+    assert await store.forget_last(10, 1) == 2
+    assert [t.text for t in await store.load_history(1)] == ["alice one", "a1", "bob one", "b1"]
+    assert len(await store.load_history(2)) == 2  # another channel keeps its exchange
+    assert await store.forget_last(30, 1) == 0

@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.addressing import addressed_elsewhere, mentions_me
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
@@ -23,18 +24,18 @@ from bot.attachments import Limits, collect_images, human_size, precheck
 from bot.budget import over_budget
 from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
+from bot.cogs.settings import apply as apply_setting
 from bot.conversation import Question, Quote
 from bot.inflight import stop_summary
 from bot.linked import forwarded, linked
-from bot.llm import ModelCheck
+from bot.options import effective, is_on
+from bot.setting_change import suggestions
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
+from bot.threads import open_thread
 from storage import ChannelSettings
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,63}$")
-MODEL_CHECK_WAIT = 2.0
-"""Seconds /model waits for Gemini's model list when it is not cached yet."""
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 BARE_MENTION_HINT = (
     "Hi! Ask me anything: mention me with your question (you can attach an image), "
@@ -48,16 +49,6 @@ SEEN_LIMIT = 4096
 WAITING = "⏳"
 RESTARTING = "↻ I'm restarting — ask again in a moment."
 QUEUE_FULL = "⏳ I'm answering a lot of questions here right now: please ask again in a minute."
-
-
-def model_refusal(check: ModelCheck) -> str:
-    """Why /model refused a name, with a few models that would work."""
-    if check.status == "unsupported":
-        first = f"`{check.name}` can't chat (it doesn't support text generation)."
-    else:
-        first = f"Gemini has no model called `{check.name}`."
-    offer = ", ".join(f"`{n}`" for n in check.suggestions[:4])
-    return f"{first} Try {offer}." if offer else first
 
 
 def cooldown_notice(wait: float) -> str:
@@ -96,15 +87,6 @@ def own_role(message: discord.Message) -> discord.Role | None:
     """The bot's managed role in the message's server (people often mention it by mistake)."""
     guild = message.guild
     return guild.self_role if guild is not None else None
-
-
-def mentions_me(message: discord.Message, bot_id: int) -> bool:
-    """Whether the message mentions the bot, by its user or by its own managed role."""
-    content = message.content
-    if f"<@{bot_id}>" in content or f"<@!{bot_id}>" in content:
-        return True
-    role = own_role(message)
-    return role is not None and f"<@&{role.id}>" in content
 
 
 def prompt_text(message: discord.Message, bot_id: int) -> str:
@@ -183,6 +165,8 @@ class Chat(commands.Cog):
         self.noticed: dict[tuple[int, int], float] = {}
         """When each (channel, user) last got a notice."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self.thread_fallback_told: set[int] = set()
+        """Channels told once why their auto-thread could not be opened."""
         self.history_cooldown: commands.CooldownMapping[int] = (
             commands.CooldownMapping.from_cooldown(1, HISTORY_COOLDOWN, lambda user_id: user_id)
         )
@@ -234,8 +218,11 @@ class Chat(commands.Cog):
         if message.type not in ANSWERED_TYPES:
             return
         in_dm = message.guild is None
+        if not in_dm and addressed_elsewhere(message, me.id):
+            return  # @everyone, @here, or someone else's mention: not a question for the bot
         mentioned = mentions_me(message, me.id)
-        if not (in_dm or mentioned or message.reference is not None):
+        free = not (in_dm or mentioned) and await self._answers_everything(message.channel)
+        if not (in_dm or mentioned or free or message.reference is not None):
             return
         if self._seen_before(message.id):
             log.info("ignored a duplicate delivery of message %s", message.id)
@@ -256,14 +243,26 @@ class Chat(commands.Cog):
         # Taken before the first await: questions are stored in the order they arrived.
         ticket = self.order.ticket(message.channel.id)
         try:
-            if not (in_dm or mentioned or await self._is_reply_to_bot(message)):
+            if not (in_dm or mentioned or free or await self._is_reply_to_bot(message)):
                 return
-            await self._handle(message, in_dm, ticket)
+            await self._handle(message, in_dm, ticket, hint=in_dm or mentioned)
         except Exception:
             log.exception("failed to answer message %s", message.id)
             await self._notice(message, "⚠ Something went wrong on my side; the error was logged.")
         finally:
             ticket.release()
+
+    async def _answers_everything(self, channel: object) -> bool:
+        """Whether every human message here is a question: a free-response channel
+        (`answer_mode` "all", which its threads inherit), or a thread the bot opened."""
+        me = self.bot.user
+        if isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id:
+            return True
+        if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+            return False
+        parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+        settings = await channel_settings(self.bot.store, channel.id, parent_id)
+        return effective(settings, "answer_mode") == "all"
 
     def _seen_before(self, message_id: int) -> bool:
         if message_id in self.seen:
@@ -325,7 +324,9 @@ class Chat(commands.Cog):
         except discord.HTTPException as exc:
             log.info("could not show the waiting sign on %s: %s", message.id, exc)
 
-    async def _handle(self, message: discord.Message, in_dm: bool, ticket: Ticket) -> None:
+    async def _handle(
+        self, message: discord.Message, in_dm: bool, ticket: Ticket, *, hint: bool = True
+    ) -> None:
         assert self.bot.user is not None
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
@@ -337,7 +338,8 @@ class Chat(commands.Cog):
         if context:
             text = "\n".join([*context, text]) if text else "\n".join(context)
         if not text and not message.attachments and (quote is None or quote.by_bot):
-            await self._notice(message, BARE_MENTION_HINT)
+            if hint:  # a sticker or an empty message in a free-response channel: let it be
+                await self._notice(message, BARE_MENTION_HINT)
             return
         author_id = message.author.id
         if wait := self.bot.cooldown_retry_after(author_id, consume=False):
@@ -366,14 +368,17 @@ class Chat(commands.Cog):
                 sign.add_done_callback(self.tasks.discard)
             if collected.problems:
                 await self._notice(message, "\n".join(collected.problems))
-            question = self._question(message.channel, message.author, text)
+            channel: discord.abc.Messageable = message.channel
+            replied = message if can_reference(my_permissions(channel)) else None
+            if (thread := await self._auto_thread(message, text)) is not None:
+                channel, replied = thread, None  # the thread is the answer's own conversation
+            question = self._question(channel, message.author, text)
             question.message_id, question.images = message.id, collected.images
             question.in_dm, question.quote = in_dm, quote
-            replied = message if can_reference(my_permissions(message.channel)) else None
             result = await answer(
                 self.bot,
                 question,
-                ChannelSink(message.channel, replied),
+                ChannelSink(channel, replied),
                 ticket,
                 slot,
                 on_admitted=admitted.set,
@@ -384,6 +389,25 @@ class Chat(commands.Cog):
         finally:
             admitted.set()
             slot.release()
+
+    async def _auto_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
+        """Where `auto_thread` is on in a text channel: a public thread opened on the question
+        and named after it. Without the permission (or when Discord refuses) None, and the
+        channel is told why once."""
+        channel = message.channel
+        if not isinstance(channel, discord.TextChannel):
+            return None
+        if not is_on(await channel_settings(self.bot.store, channel.id, None), "auto_thread"):
+            return None
+        opened = await open_thread(message, text, my_permissions(channel))
+        if isinstance(opened, discord.Thread):
+            return opened
+        if channel.id not in self.thread_fallback_told:
+            self.thread_fallback_told.add(channel.id)
+            await self._notice(
+                message, f"-# Auto-threads are on here, but {opened}, so I answer in the channel."
+            )
+        return None
 
     @staticmethod
     def _question(channel: object, author: discord.abc.User, text: str) -> Question:
@@ -444,21 +468,37 @@ class Chat(commands.Cog):
         if not text:
             await self._reply_privately(interaction, "Ask me something: the prompt is empty.")
             return
+        await self.answer_interaction(interaction, text, [image] if image else [], strict=True)
+
+    async def answer_interaction(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        files: list[discord.Attachment],
+        *,
+        strict: bool = False,
+        quote: Quote | None = None,
+        private: bool = False,
+    ) -> None:
+        """Answer `text` (with `files`, and the message it is about, `quote`) as the response
+        to an interaction, after the checks every question gets. `strict`: a file that cannot
+        be used refuses the question (else it goes without it, saying so); `private`: only
+        the asker sees the exchange, which stays out of the channel's conversation."""
         user_id = interaction.user.id
         if wait := self.bot.cooldown_retry_after(user_id, consume=False):
             await self._reply_privately(interaction, cooldown_notice(wait))
             return
-        if image is not None and (problem := precheck(image, self.limits)) is not None:
-            await self._reply_privately(interaction, refusal([problem]))
+        if strict and (problems := [p for f in files if (p := precheck(f, self.limits))]):
+            await self._reply_privately(interaction, refusal(problems))
             return
         if refused := await self._not_now(interaction.channel, interaction.user):
             await self._reply_privately(interaction, refused)
             return
         ticket = self.order.ticket(interaction.channel_id or 0)  # before the first await
         try:
-            await interaction.response.defer(thinking=True)
-            collected = await collect_images([image] if image else [], self.limits)
-            if image is not None and not collected.images:
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            collected = await collect_images(files, self.limits)
+            if strict and files and not collected.images:
                 await interaction.edit_original_response(
                     content=refusal(collected.problems), allowed_mentions=NO_PINGS
                 )
@@ -472,6 +512,7 @@ class Chat(commands.Cog):
                 text = "\n".join([*context, text])
             question = self._question(interaction.channel, interaction.user, text)
             question.images, question.in_dm = collected.images, interaction.guild_id is None
+            question.quote, question.private = quote, private
             try:
                 slot = self.bot.admission.try_enter(question.channel_id, user_id)
             except QueueFull:
@@ -480,7 +521,7 @@ class Chat(commands.Cog):
                 )
                 return
             try:
-                sink = InteractionSink(interaction)
+                sink = InteractionSink(interaction, ephemeral=private)
                 await answer(self.bot, question, sink, ticket, slot, buttons=reply_buttons)
             finally:
                 slot.release()
@@ -544,36 +585,19 @@ class Chat(commands.Cog):
     )
     @app_commands.describe(name="A model name such as gemini-2.5-flash, or 'default'")
     async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
-        """Without a name, show the model; with one, set it (needs Manage Messages)."""
-        channel_id = interaction.channel_id or 0
-        current = await self._settings(interaction)
+        """Without a name, show the model; with one, set it (`/settings set option:model`)."""
         if name is None:
-            used = current.model or self.bot.settings.gemini_model
+            used = (await self._settings(interaction)).model or self.bot.settings.gemini_model
             await self._reply_privately(interaction, f"This channel uses `{used}`.")
             return
-        if not can_moderate(interaction.channel, interaction.user):
-            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
-            return
-        name = name.strip().lower().removeprefix("models/")
-        if name == "default":
-            await self.bot.store.set_model(channel_id, None)
-            text = f"This channel is back to the default model, `{self.bot.settings.gemini_model}`."
-        elif not MODEL_NAME.match(name):
-            await self._reply_privately(
-                interaction, "That is not a model name (e.g. `gemini-2.5-flash`)."
-            )
-            return
-        else:
-            # The list is cached; a cold fetch gets 2 s, well inside the 3 s to answer.
-            check = await self.bot.llm.check_model(name, wait=MODEL_CHECK_WAIT)
-            if check.refused:
-                await self._reply_privately(interaction, model_refusal(check))
-                return
-            await self.bot.store.set_model(channel_id, name)
-            text = f"This channel now uses `{name}`."
-            if check.status == "unchecked":
-                text += " (I couldn't check it against Gemini's model list just now.)"
-        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+        await apply_setting(self.bot, interaction, "model", name)
+
+    @model.autocomplete("name")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = await suggestions(self.bot, "model", current)
+        return [app_commands.Choice(name=n, value=n) for n in names]
 
     @app_commands.command(name="persona", description="Show, set or clear this channel's persona.")
     @app_commands.describe(
@@ -586,8 +610,7 @@ class Chat(commands.Cog):
         instruction: app_commands.Range[str, 1, 2000] | None = None,
         clear: bool = False,
     ) -> None:
-        """Without arguments, show the persona; otherwise change it (needs Manage Messages)."""
-        channel_id = interaction.channel_id or 0
+        """Without arguments, show the persona; otherwise change it (as `/settings set`)."""
         if instruction is None and not clear:
             current = (await self._settings(interaction)).persona
             text = (
@@ -597,26 +620,29 @@ class Chat(commands.Cog):
             )
             await self._reply_privately(interaction, text[:2000])
             return
-        if not can_moderate(interaction.channel, interaction.user):
-            await self._reply_privately(interaction, NEEDS_MANAGE_MESSAGES)
-            return
-        if clear:
-            await self.bot.store.set_persona(channel_id, None)
-            text = "This channel is back to the default persona."
-        else:
-            await self.bot.store.set_persona(channel_id, instruction)
-            text = "Persona updated for this channel."
-        await interaction.response.send_message(text, allowed_mentions=NO_PINGS)
+        await apply_setting(self.bot, interaction, "persona", "default" if clear else instruction)
 
-    @app_commands.command(
-        name="forget", description="Delete everything you said to me, in every channel."
-    )
+    forget = app_commands.Group(name="forget", description="Delete what you said to me.")
+
+    @forget.command(name="last", description="Delete your last question here and my answer.")
+    async def forget_last(self, interaction: discord.Interaction) -> None:
+        """Erase the caller's newest exchange in this channel's conversation."""
+        count = await self.bot.store.forget_last(interaction.user.id, interaction.channel_id or 0)
+        log.info("forgot the last exchange (%d turns) of user %s", count, interaction.user.id)
+        text = (
+            "🧽 Done: I deleted your last question here and my answer to it from my memory."
+            if count
+            else "There is no question of yours in this conversation to forget."
+        )
+        await self._reply_privately(interaction, text)
+
+    @forget.command(name="all", description="Delete everything you said to me, in every channel.")
     @app_commands.describe(confirm="Yes, delete my questions and the replies to them")
-    async def forget(self, interaction: discord.Interaction, confirm: bool) -> None:
+    async def forget_all(self, interaction: discord.Interaction, confirm: bool) -> None:
         """Erase the caller's questions (and the replies to them) from the bot's memory."""
         if not confirm:
             await self._reply_privately(
-                interaction, "Nothing deleted: run `/forget confirm:True` to do it."
+                interaction, "Nothing deleted: run `/forget all confirm:True` to do it."
             )
             return
         count = await self.bot.store.forget_user(interaction.user.id)

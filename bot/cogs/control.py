@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Gemcord
-from bot.buttons import StopButton, ThoughtsButton
+from bot.buttons import RegenerateButton, StopButton, ThoughtsButton
 from bot.checks import can_moderate, may_stop
 from bot.inflight import stop_summary
 from bot.ledger import cache_ratio, percent
@@ -27,9 +27,15 @@ HELP = """\
   Attach images (PNG, JPEG, WebP, HEIC, GIF) to ask about them.
 • Reply to one of my messages to continue without a mention. In DMs, just write.
 • Press Stop under my reply, or react 🛑 to it (or to your question): the text so far stays.
-• I read web links and linked Discord messages in your question. Press 💭 Thoughts under
-  a reply to see what I thought about. Moderators can turn on Google Search (with sources)
-  and code running here with `/settings`.
+• Press Regenerate under the newest answer for a new one in its place (asker or moderators).
+• Right-click a message → Apps: **Ask Gemini about this** (a question about it, with its files),
+  or **Summarize from here** (only you see the summary).
+• Moderators choose per channel with `/settings`: whose conversation I see (`scope`: everyone's
+  or each person's own), `auto_thread` (answer a mention in a new thread), `answer_mode`
+  (`all`: every message is a question). I never answer @everyone, @here, or a message for
+  someone else.
+• I read web links and linked Discord messages in your question; 💭 Thoughts under a reply
+  shows what I thought. Moderators may turn on Google Search and running code with `/settings`.
 
 **Commands**
 `/ask` — ask, optionally with an image
@@ -42,7 +48,7 @@ HELP = """\
 `/stats` — usage figures
 `/usage` — tokens used and their estimated cost (yours; moderators: channel or server)
 `/budget` — this server's daily token budgets (Manage Server to change them)
-`/forget` — delete everything you said to me, everywhere
+`/forget` — `last`: your last question here and my answer; `all`: everything you said, everywhere
 """
 
 
@@ -75,12 +81,13 @@ class Control(commands.Cog):
         self.stop_emojis = {bot.settings.stop_emoji, *STOP_ALIASES}
 
     async def cog_load(self) -> None:
-        """Clicks on Stop and Thoughts buttons come here whatever message they are on."""
-        self.bot.add_dynamic_items(StopButton, ThoughtsButton)
+        """Clicks on Stop, Regenerate and Thoughts buttons come here whatever message they
+        are on."""
+        self.bot.add_dynamic_items(StopButton, RegenerateButton, ThoughtsButton)
 
     async def cog_unload(self) -> None:
         """No more button clicks."""
-        self.bot.remove_dynamic_items(StopButton, ThoughtsButton)
+        self.bot.remove_dynamic_items(StopButton, RegenerateButton, ThoughtsButton)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

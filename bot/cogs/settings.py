@@ -9,11 +9,30 @@ from discord.ext import commands
 from bot.answer import channel_settings
 from bot.app import Gemcord
 from bot.checks import can_moderate
-from bot.options import OPTIONS, effective
+from bot.options import OPTIONS
+from bot.setting_change import PERSONA_LIMIT, change_setting, suggestions
 from bot.sink import NO_PINGS
 
 NEEDS_MANAGE_MESSAGES = "You need the Manage Messages permission to do that."
-CHOICE_OPTIONS = [name for name, option in OPTIONS.items() if option.choices]
+
+
+async def apply(bot: Gemcord, interaction: discord.Interaction, name: str, value: str) -> None:
+    """Change setting `name` where the interaction was used: Manage Messages needed (anyone in
+    a DM); a change is said to the channel, a refusal only to the caller."""
+    if not can_moderate(interaction.channel, interaction.user):
+        await _private(interaction, NEEDS_MANAGE_MESSAGES)
+        return
+    channel = interaction.channel
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    change = await change_setting(bot, interaction.channel_id or 0, parent_id, name, value)
+    if not change.ok:
+        await _private(interaction, change.text)
+        return
+    await interaction.response.send_message(change.text, allowed_mentions=NO_PINGS)
+
+
+async def _private(interaction: discord.Interaction, text: str) -> None:
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 def show_settings(values: dict[str, str | None], defaults: dict[str, str]) -> str:
@@ -58,37 +77,26 @@ class Settings(commands.Cog):
 
     @group.command(name="set", description="Change one of this channel's settings.")
     @app_commands.describe(option="The setting", value="Its new value, or 'default'")
-    @app_commands.choices(option=[app_commands.Choice(name=n, value=n) for n in CHOICE_OPTIONS])
-    async def set_(self, interaction: discord.Interaction, option: str, value: str) -> None:
-        """Needs Manage Messages; the value must be one of the option's choices or 'default'."""
-        if not can_moderate(interaction.channel, interaction.user):
-            await self._private(interaction, NEEDS_MANAGE_MESSAGES)
-            return
-        choices = OPTIONS[option].choices
-        value = value.strip().lower()
-        if value != "default" and value not in choices:
-            await self._private(
-                interaction,
-                f"`{option}` can be {', '.join(f'`{c}`' for c in choices)} or `default`.",
-            )
-            return
-        channel_id = interaction.channel_id or 0
-        await self.bot.store.set_setting(channel_id, option, None if value == "default" else value)
-        now = effective(await self.bot.store.get_channel_settings(channel_id), option)
-        await interaction.response.send_message(
-            f"`{option}` is now `{now}` in this channel.", allowed_mentions=NO_PINGS
-        )
+    @app_commands.choices(option=[app_commands.Choice(name=n, value=n) for n in OPTIONS])
+    async def set_(
+        self,
+        interaction: discord.Interaction,
+        option: str,
+        value: app_commands.Range[str, 1, PERSONA_LIMIT],
+    ) -> None:
+        """Needs Manage Messages; the value is checked as the option wants (see
+        bot/setting_change.py), also for the persona and the model."""
+        await apply(self.bot, interaction, option, value)
 
     @set_.autocomplete("value")
     async def _values(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        option = OPTIONS.get(getattr(interaction.namespace, "option", "") or "")
-        names = [*option.choices, "default"] if option else ["default"]
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n]
-
-    async def _private(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
+        option = getattr(interaction.namespace, "option", "") or ""
+        if option not in OPTIONS:
+            return []
+        names = await suggestions(self.bot, option, current)
+        return [app_commands.Choice(name=n, value=n) for n in names]
 
 
 async def setup(bot: Gemcord) -> None:

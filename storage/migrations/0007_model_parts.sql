@@ -1,8 +1,10 @@
 -- 0007: a model turn's parts as Gemini sent them (answer text, thought summaries, code and its
 -- output, each with its thought signature, which goes back to the same model byte for byte),
--- and the tokens the model spent thinking, kept per turn and in the per-channel totals.
+-- the Google searches it made (its Search Suggestions), and the tokens the model spent
+-- thinking, kept per turn and in the per-channel totals.
 
 ALTER TABLE turns ADD COLUMN parts TEXT;  -- JSON list of {kind, text, signature (base64), detail}
+ALTER TABLE turns ADD COLUMN searches TEXT;  -- JSON list of search queries
 ALTER TABLE turns ADD COLUMN thoughts_tokens INTEGER;
 
 ALTER TABLE turn_totals ADD COLUMN thoughts_tokens INTEGER NOT NULL DEFAULT 0;

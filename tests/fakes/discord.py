@@ -82,6 +82,7 @@ from tests.fakes.discord_rules import (
     MISSING_PERMISSIONS,
     NON_TEXT_CHANNEL,
     NOT_FOUND,
+    THREAD_ALREADY_CREATED,
     THREAD_ARCHIVED,
     TYPE_DEFAULT,
     TYPE_REPLY,
@@ -1007,6 +1008,41 @@ class FakeDiscord:
         """A user clicks a button the message shows: INTERACTION_CREATE (type 3)."""
         return await self._interaction_routes.click(self.message(message), user, custom_id)
 
+    async def autocomplete(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        name: str,
+        options: Mapping[str, Any],
+        focused: str,
+    ) -> FakeInteraction:
+        """A user types option `focused` of a slash command (``options`` holds what is filled
+        in, the focused one's text included): an autocomplete interaction (type 4); the bot's
+        answer is in :attr:`FakeInteraction.choices`."""
+        return await self._interaction_routes.slash_command(
+            channel, user, name, options, focused=focused
+        )
+
+    async def message_command(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        name: str,
+        target: FakeMessage | int,
+        *,
+        permissions: int | None = None,
+    ) -> FakeInteraction:
+        """A user picks a registered message command (Apps menu) on message `target`."""
+        return await self._interaction_routes.message_command(
+            channel, user, name, target, permissions=permissions
+        )
+
+    async def submit_modal(
+        self, opened_by: FakeInteraction, values: Mapping[str, str]
+    ) -> FakeInteraction:
+        """The user submits the modal the bot opened on `opened_by` (values by input id)."""
+        return await self._interaction_routes.submit_modal(opened_by, values)
+
     # ------------------------------------------------------------------------------------
     # helpers: lookups, permissions, payloads
 
@@ -1406,6 +1442,7 @@ class FakeDiscord:
         r.add_get(msg, a("message_get", self._h_get_message))
         r.add_patch(msg, a("message_edit", self._h_edit_message))
         r.add_delete(msg, a("message_delete", self._h_delete_message))
+        r.add_post(msg + "/threads", a("thread_create", self._h_start_thread))
         r.add_put(react + "/{emoji}/@me", a("reaction", self._h_add_reaction))
         r.add_delete(react + "/{emoji}/@me", a("reaction", self._h_remove_own_reaction))
         r.add_delete(react + "/{emoji}/{user_id}", a("reaction", self._h_remove_user_reaction))
@@ -1909,6 +1946,53 @@ class FakeDiscord:
         self._apply_edit(msg, body, uploads)
         await self._dispatch_message("MESSAGE_UPDATE", msg, require_connection=False)
         return self.message_payload(msg)
+
+    async def _h_start_thread(self, request: web.Request, call: Call) -> Any:
+        """Start Thread from Message: a public thread (an announcement thread in an
+        announcement channel) whose id is the message's; needs Create Public Threads; one per
+        message (160004). THREAD_CREATE goes out (the bot, its creator, is a member)."""
+        chan = self._req_channel(request)
+        if chan.type not in (0, 5):
+            self._require(chan)
+            raise api_error(NON_TEXT_CHANNEL)
+        self._require(chan, Perm.CREATE_PUBLIC_THREADS, Perm.READ_MESSAGE_HISTORY)
+        msg = self._live_message(chan, request.match_info["message_id"])
+        body = call.json if isinstance(call.json, dict) else {}
+        name = body.get("name")
+        errors: dict[str, Any] = {}
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+            errors["name"] = form_error(
+                "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            )
+        duration = body.get("auto_archive_duration")
+        if duration is not None and duration not in (60, 1440, 4320, 10080):
+            errors["auto_archive_duration"] = form_error(
+                "BASE_TYPE_CHOICES", "Value must be one of {60, 1440, 4320, 10080}."
+            )
+        if errors:
+            raise invalid_form(errors)
+        if msg.id in self.channels:
+            raise api_error(THREAD_ALREADY_CREATED)
+        thread = FakeChannel(
+            id=msg.id,
+            type=10 if chan.type == 5 else 11,
+            name=name.strip(),  # type: ignore[union-attr]
+            guild_id=chan.guild_id,
+            parent_id=chan.id,
+            owner_id=self.bot_user.id,
+            member_ids=[self.bot_user.id],
+            auto_archive_duration=int(duration or 1440),
+            parent=chan,
+        )
+        self.channels[thread.id] = thread
+        self._guild(chan.guild_id or 0).thread_ids.append(thread.id)
+        await self._dispatch(
+            "THREAD_CREATE",
+            {**thread.thread_payload(member_of=self.bot_user.id), "newly_created": True},
+            chan.guild_id,
+            require_connection=False,
+        )
+        return (201, thread.thread_payload(member_of=self.bot_user.id))
 
     async def _h_delete_message(self, request: web.Request, call: Call) -> Any:
         chan = self._req_channel(request)

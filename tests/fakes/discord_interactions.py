@@ -44,8 +44,10 @@ from tests.fakes.discord_rules import (
     form_error,
     invalid_form,
     opt_int,
+    validate_choices,
     validate_command,
     validate_message_body,
+    validate_modal,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class InteractionRoutes:
         *,
         permissions: int | None = None,
         locale: str = "en-US",
+        focused: str | None = None,
     ) -> FakeInteraction:
         """A user runs a registered slash command: INTERACTION_CREATE (type 2).
 
@@ -77,6 +80,10 @@ class InteractionRoutes:
         :class:`FakeRole` or :class:`FakeChannel` (or an id) for those types, and an
         :class:`AttachmentSpec` for attachment options (stored and served like any upload).
         ``permissions`` overrides the member's computed channel permissions.
+
+        With ``focused`` (an option with autocomplete), the user is still typing that option:
+        an autocomplete interaction (type 4) whose focused option carries ``"focused": true``
+        and the text typed so far (always a string); required options may be missing.
         """
         chan = self.fake._channel(channel)
         author = self.fake._user(user)
@@ -100,7 +107,16 @@ class InteractionRoutes:
             path.append({"type": match["type"], "name": sub, "options": []})
             defs = match.get("options") or []
         resolved: dict[str, dict[str, Any]] = {}
-        built = self._build_options(chan, guild, defs, dict(options or {}), resolved, name)
+        values = dict(options or {})
+        typed = str(values.pop(focused, "")) if focused is not None else ""
+        built = self._build_options(
+            chan, guild, defs, values, resolved, name, partial=focused is not None
+        )
+        if focused is not None:
+            match = next((d for d in defs if d["name"] == focused), None)
+            if match is None or not match.get("autocomplete"):
+                raise ValueError(f"/{name}: option {focused!r} has no autocomplete")
+            built.append({"name": focused, "type": match["type"], "value": typed, "focused": True})
         if path:
             path[-1]["options"] = built
             for outer, inner in itertools.pairwise(path):
@@ -118,7 +134,8 @@ class InteractionRoutes:
             data["resolved"] = resolved
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        return await self._inject(chan, guild, author, name, 2, data, int(user_perms), locale)
+        kind = 4 if focused is not None else 2
+        return await self._inject(chan, guild, author, name, kind, data, int(user_perms), locale)
 
     async def click(
         self, message: FakeMessage, user: FakeUser | int, custom_id: str
@@ -146,6 +163,90 @@ class InteractionRoutes:
             chan, guild, author, custom_id, 3, data, perms, "en-US", message=message
         )
         return inter
+
+    async def message_command(
+        self,
+        channel: FakeChannel | int,
+        user: FakeUser | int,
+        name: str,
+        target: FakeMessage | int,
+        *,
+        permissions: int | None = None,
+    ) -> FakeInteraction:
+        """A user runs a registered message command (Apps menu of a message): an
+        INTERACTION_CREATE of type 2 whose data has ``type`` 3, ``target_id`` and the message
+        in ``resolved.messages``, as Discord sends it."""
+        chan = self.fake._channel(channel)
+        author = self.fake._user(user)
+        guild = self.fake._guild_of(chan)
+        self.fake._check_participant(chan, guild, author)
+        message = self.fake.message(target)
+        if message.channel_id != chan.id or message.deleted:
+            raise ValueError(f"message {message.id} is not in channel {chan.id}")
+        command = self._find_command(name, guild, kind=3)
+        if command is None:
+            raise LookupError(f"message command {name!r} is not registered")
+        user_perms = chan.permissions_for(guild, author.id) if permissions is None else permissions
+        check_command_usable(command, guild, int(user_perms), name)
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): self.fake.message_payload(message)}},
+        }
+        if command.get("guild_id"):
+            data["guild_id"] = command["guild_id"]
+        return await self._inject(chan, guild, author, name, 2, data, int(user_perms), "en-US")
+
+    async def submit_modal(
+        self, opened_by: FakeInteraction, values: Mapping[str, str]
+    ) -> FakeInteraction:
+        """The user fills in and submits the modal the bot opened in answer to `opened_by`:
+        an INTERACTION_CREATE of type 5 (a new interaction and token) with the modal's
+        ``custom_id`` and its components as Discord sends them back (each text input with its
+        ``value``; labels and action rows kept). ``values`` by the inputs' custom ids; a
+        required input left out raises ValueError."""
+        modal = opened_by.modal
+        if modal is None:
+            raise LookupError("the bot did not answer that interaction with a modal")
+        chan = self.fake._channel(opened_by.channel_id)
+        author = self.fake._user(opened_by.user_id)
+        guild = self.fake._guild_of(chan)
+        left = dict(values)
+
+        def filled(component: dict[str, Any]) -> dict[str, Any]:
+            kind = component["type"]
+            if kind == 1:
+                return {
+                    "type": 1,
+                    "id": component.get("id", 0),
+                    "components": [filled(c) for c in component["components"]],
+                }
+            if kind == 18:
+                return {
+                    "type": 18,
+                    "id": component.get("id", 0),
+                    "component": filled(component["component"]),
+                }
+            if kind != 4:
+                raise ValueError(f"the fake cannot fill a component of type {kind}")
+            custom_id = component["custom_id"]
+            value = left.pop(custom_id, component.get("value") or "")
+            if component.get("required", True) and not value:
+                raise ValueError(f"the modal's input {custom_id!r} is required")
+            low, high = component.get("min_length") or 0, component.get("max_length") or 4000
+            if value and not low <= len(value) <= high:
+                raise ValueError(f"{custom_id!r} takes {low} to {high} characters")
+            return {"type": 4, "id": component.get("id", 0), "custom_id": custom_id, "value": value}
+
+        components = [filled(c) for c in modal["components"]]
+        if left:
+            raise ValueError(f"the modal has no inputs {sorted(left)}")
+        user_perms = chan.permissions_for(guild, author.id)
+        data = {"custom_id": modal["custom_id"], "components": components}
+        label = f"modal {modal['custom_id']}"
+        return await self._inject(chan, guild, author, label, 5, data, int(user_perms), "en-US")
 
     async def _inject(
         self,
@@ -201,6 +302,7 @@ class InteractionRoutes:
             payload=payload,
             t_created=time.monotonic(),
             message_id=None if message is None else message.id,
+            kind=kind,
             _fake=self.fake,
         )
         self.fake.interactions[inter_id] = inter
@@ -234,6 +336,9 @@ class InteractionRoutes:
         data = body.get("data") or {}
         chan = self.fake.channels[inter.channel_id]
         msg: FakeMessage | None = None
+        if inter.kind == 4 and cb_type != 8:
+            inter.errors.append((400, 50035, call.path))
+            raise invalid_form({"type": form_error("BASE_TYPE_CHOICES", "Autocomplete only.")})
         if cb_type == 4:
             validate_message_body(data, uploads=uploads, prefix=("data",))
             msg = self.fake._make_message(
@@ -254,14 +359,20 @@ class InteractionRoutes:
             msg.revisions[0].placeholder = True
         elif cb_type in (6, 7) and inter.message_id is not None:
             if cb_type == 7:  # UPDATE_MESSAGE: the clicked message is edited in place
-                validate_message_body(data, uploads=uploads, prefix=("data",))
                 clicked = self.fake.message(inter.message_id)
+                validate_message_body(
+                    data, uploads=uploads, prefix=("data",), partial=True, existing=clicked
+                )
                 self.fake._apply_edit(clicked, data, uploads)
                 await self.fake._dispatch_message(
                     "MESSAGE_UPDATE", clicked, require_connection=False
                 )
-        elif cb_type in (8, 9, 10, 12):
-            pass  # autocomplete result, modal, premium required, launch activity: no message
+        elif cb_type == 8 and inter.kind == 4:
+            validate_choices(data)
+        elif cb_type == 9 and inter.kind in (2, 3):
+            validate_modal(data)
+        elif cb_type in (10, 12) and inter.kind != 4:
+            pass  # premium required, launch activity: no message
         else:
             inter.errors.append((400, 50035, call.path))
             raise invalid_form(
@@ -281,7 +392,7 @@ class InteractionRoutes:
         result: dict[str, Any] = {
             "interaction": {
                 "id": str(inter.id),
-                "type": 2,
+                "type": inter.kind,
                 "response_message_loading": cb_type == 5,
                 "response_message_ephemeral": bool(msg is not None and msg.ephemeral),
             }
@@ -487,13 +598,15 @@ class InteractionRoutes:
         existing.remove(cmd)
         return None
 
-    def _find_command(self, name: str, guild: FakeGuild | None) -> dict[str, Any] | None:
+    def _find_command(
+        self, name: str, guild: FakeGuild | None, kind: int = 1
+    ) -> dict[str, Any] | None:
         if guild is not None:
             for cmd in self.fake.guild_commands.get(guild.id, []):
-                if cmd["name"] == name and cmd["type"] == 1:
+                if cmd["name"] == name and cmd["type"] == kind:
                     return cmd
         for cmd in self.fake.global_commands:
-            if cmd["name"] == name and cmd["type"] == 1:
+            if cmd["name"] == name and cmd["type"] == kind:
                 return cmd
         return None
 
@@ -505,10 +618,12 @@ class InteractionRoutes:
         values: dict[str, Any],
         resolved: dict[str, dict[str, Any]],
         command: str,
+        *,
+        partial: bool = False,
     ) -> list[dict[str, Any]]:
         by_name = {d["name"]: d for d in defs}
         for d in defs:
-            if d.get("required") and d["name"] not in values:
+            if d.get("required") and d["name"] not in values and not partial:
                 raise ValueError(f"/{command}: required option {d['name']!r} missing")
         out = []
         for key, value in values.items():

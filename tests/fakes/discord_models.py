@@ -888,7 +888,21 @@ class FakeInteraction:
     deferred_first_followup_pending: bool = False
     errors: list[tuple[int, int, str]] = field(default_factory=list)
     """(HTTP status, Discord code, path) of every refused call on this interaction."""
+    kind: int = 2
+    """The interaction type: 2 a command, 3 a component, 4 autocomplete, 5 a modal submit."""
     _fake: Any = field(default=None, repr=False)
+
+    @property
+    def modal(self) -> dict[str, Any] | None:
+        """The modal the bot opened in answer (callback type 9): custom_id, title, components."""
+        return (self.callback or {}).get("data") if self.callback_type == 9 else None
+
+    @property
+    def choices(self) -> list[dict[str, Any]] | None:
+        """The autocomplete choices the bot offered (callback type 8)."""
+        if self.callback_type != 8:
+            return None
+        return list(((self.callback or {}).get("data") or {}).get("choices") or [])
 
     @property
     def acknowledged(self) -> bool:

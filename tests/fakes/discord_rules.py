@@ -26,8 +26,10 @@ __all__ = [
     "nest",
     "opt_int",
     "parse_emoji",
+    "validate_choices",
     "validate_command",
     "validate_message_body",
+    "validate_modal",
     "validate_options",
 ]
 
@@ -49,6 +51,7 @@ TYPE_REPLY = 19
 TYPE_CHAT_INPUT_COMMAND = 20
 
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
+_MENU_NAME = re.compile(r"^[-_' \w]{1,32}$")
 _CUSTOM_EMOJI = re.compile(r"^<?(a)?:?([\w~]{1,32}):(\d{1,20})>?$")
 
 
@@ -108,6 +111,7 @@ MAX_REACTIONS_REACHED = (400, 30010, "Maximum number of reactions reached (20)")
 DM_ACTION = (403, 50003, "Cannot execute action on a DM channel")
 NON_TEXT_CHANNEL = (400, 50008, "Cannot send messages in a non-text channel")
 THREAD_ARCHIVED = (400, 50083, "Thread is archived")
+THREAD_ALREADY_CREATED = (400, 160004, "A thread has already been created for this message")
 UNAUTHORIZED = (401, 0, "401: Unauthorized")
 NOT_FOUND = (404, 0, "404: Not Found")
 
@@ -215,11 +219,9 @@ def validate_command(cmd: Any) -> dict[str, Any]:
         raise invalid_form(form_error("DICT_TYPE_CONVERT", "Only dictionaries may be used."))
     ctype = int(cmd.get("type") or 1)
     name = cmd.get("name")
-    if (
-        not isinstance(name, str)
-        or not _COMMAND_NAME.match(name)
-        or (ctype == 1 and name != name.lower())
-    ):
+    pattern = _COMMAND_NAME if ctype == 1 else _MENU_NAME  # menus: any case, spaces
+    lower = ctype != 1 or name == str(name).lower()
+    if not isinstance(name, str) or not pattern.match(name) or not lower:
         errors["name"] = form_error("APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
     desc = cmd.get("description") or ""
     if ctype == 1 and not 1 <= len(desc) <= 100:
@@ -232,6 +234,69 @@ def validate_command(cmd: Any) -> dict[str, Any]:
     if errors:
         raise invalid_form(errors)
     return cmd
+
+
+def validate_choices(data: Any) -> None:
+    """400 (50035) for autocomplete choices Discord would refuse: at most 25, each with a
+    name of 1-100 characters and a value (a string of at most 100)."""
+    choices = (data or {}).get("choices")
+    if not isinstance(choices, list):
+        raise invalid_form({"data": {"choices": form_error("BASE_TYPE_REQUIRED", "Required")}})
+    if len(choices) > 25:
+        raise invalid_form(
+            {"data": {"choices": form_error("BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer.")}}
+        )
+    for i, choice in enumerate(choices):
+        name, value = choice.get("name"), choice.get("value")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100 or value is None:
+            raise invalid_form(
+                {"data": {"choices": {str(i): form_error("BASE_TYPE_BAD_LENGTH", "Bad choice")}}}
+            )
+        if isinstance(value, str) and len(value) > 100:
+            raise invalid_form(
+                {"data": {"choices": {str(i): form_error("BASE_TYPE_BAD_LENGTH", "Too long")}}}
+            )
+
+
+def validate_modal(data: Any) -> None:
+    """400 (50035) for a modal Discord would refuse: custom_id 1-100 characters, title 1-45,
+    1-5 components, each an action row holding one text input (with its label) or a label
+    (type 18, text 1-45) holding one; a text input: custom_id 1-100, style 1 or 2, lengths
+    within 0-4000."""
+    data = data or {}
+    errors: dict[str, Any] = {}
+    if not 1 <= len(str(data.get("custom_id") or "")) <= 100:
+        errors["custom_id"] = form_error("BASE_TYPE_BAD_LENGTH", "Must be 1-100 in length.")
+    if not 1 <= len(str(data.get("title") or "")) <= 45:
+        errors["title"] = form_error("BASE_TYPE_BAD_LENGTH", "Must be 1-45 in length.")
+    components = data.get("components")
+    if not isinstance(components, list) or not 1 <= len(components) <= 5:
+        errors["components"] = form_error("BASE_TYPE_BAD_LENGTH", "Must be 1-5 in length.")
+        components = []
+    for i, row in enumerate(components):
+        kind = row.get("type")
+        if kind == 1 and len(row.get("components") or []) == 1:
+            text_input, label = row["components"][0], row["components"][0].get("label")
+        elif kind == 18 and isinstance(row.get("component"), dict):
+            text_input, label = row["component"], row.get("label")
+        else:
+            errors[str(i)] = form_error("UNION_TYPE_CHOICES", "Not a valid modal component.")
+            continue
+        if text_input.get("type") != 4:
+            errors[str(i)] = form_error("UNION_TYPE_CHOICES", "Not a text input.")
+        elif not 1 <= len(str(label or "")) <= 45:
+            errors[str(i)] = form_error("BASE_TYPE_BAD_LENGTH", "A label of 1-45 characters.")
+        elif not 1 <= len(str(text_input.get("custom_id") or "")) <= 100:
+            errors[str(i)] = form_error("BASE_TYPE_BAD_LENGTH", "A custom_id of 1-100.")
+        elif text_input.get("style") not in (1, 2):
+            errors[str(i)] = form_error("BASE_TYPE_CHOICES", "Style must be 1 or 2.")
+        elif (
+            not 0 <= int(text_input.get("min_length") or 0) <= 4000
+            or not 1 <= int(text_input.get("max_length") or 4000) <= 4000
+        ):
+            errors[str(i)] = form_error("NUMBER_TYPE_MAX", "Lengths must be within 0-4000.")
+    if errors:
+        raise invalid_form({"data": errors})
 
 
 def validate_options(options: list[Any]) -> dict[str, Any]:
