@@ -1,11 +1,12 @@
 """Gemini adapter: google-genai async streaming → answer events, errors mapped to our types.
 
 This is the only module of gemcord that imports ``google.genai``. Everything else sees
-:class:`ChatTurn` (text, :class:`~storage.models.Media` and :class:`ModelPart` parts) going in, :data:`Event` items coming
-out (``str`` answer text, and :class:`Thought`, :class:`Grounding`, :class:`LinkStatus`,
-:class:`CodeRun`, :class:`CodeOutput`, :class:`OutputImage` for what the model thought,
-searched, read and ran), a :class:`StreamOutcome` and the model turn's :class:`ModelPart` list
-at the end, and :class:`LLMError` subclasses (each with a short ``user_message`` fit for
+:class:`ChatTurn` (text, :class:`~storage.models.Media` and :class:`ModelPart` parts) going
+in, :data:`Event` items coming out (``str`` answer text, and :class:`Thought`,
+:class:`Grounding`, :class:`LinkStatus`, :class:`CodeRun`, :class:`CodeOutput`,
+:class:`OutputImage` for what the model thought, searched, read and ran), a
+:class:`StreamOutcome` and the model turn's :class:`ModelPart` list at the end, and
+:class:`LLMError` subclasses (each with a short ``user_message`` fit for
 Discord) when something goes wrong.
 
 How a stream runs: the SDK's async generator is driven by a private *pump* task that puts
@@ -40,7 +41,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
