@@ -9,18 +9,30 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot import ledger
 from bot.admission import Slot
 from bot.cancel import CancelToken
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.files import attach_uploads, needs_upload
+from bot.grounding import SOURCES_LIMIT
 from bot.inflight import InFlight
-from bot.llm import BadRequest, ChatTurn, GeminiStream, LLMError
-from bot.options import effective, inherit
-from bot.streaming import Buttons, MessageSink, RenderResult, render_stream
-from storage import AlreadyAnswered, ChannelSettings, ReplyMetrics, Store, Turn, TurnNotFound
+from bot.links import readable_links
+from bot.llm import BadRequest, ChatTurn, GeminiStream, LLMError, Tool
+from bot.model_reply import ModelReply
+from bot.options import effective, inherit, is_on
+from bot.streaming import Buttons, MessageSink, RenderResult, Status, render_stream
+from bot.thinking import thinking_for
+from storage import (
+    AlreadyAnswered,
+    ChannelSettings,
+    ReplyMetrics,
+    Store,
+    StoredPart,
+    Turn,
+    TurnNotFound,
+)
 
 if TYPE_CHECKING:
     from bot.breaker import Breaker
@@ -151,33 +163,61 @@ async def channel_settings(store: Store, channel_id: int, parent_id: int | None)
 
 class Request:
     """One question's Gemini request, sent again once without the files Gemini refused and
-    once with half the history when the conversation is too long for the model."""
+    once with half the history when the conversation is too long for the model.
+
+    The channel's settings choose the thinking config and the tools: Google Search when
+    ``search`` is on, code execution when ``code`` is on, URL context when ``links`` is on
+    and the question has links Gemini may read."""
 
     def __init__(
-        self, bot: Engine, question: Question, history: list[Turn], model: str, persona: str | None
+        self,
+        bot: Engine,
+        question: Question,
+        history: list[Turn],
+        model: str,
+        persona: str | None,
+        settings: ChannelSettings | None = None,
     ) -> None:
         self.bot = bot
         self.question = question
         self.history = history
         self.model = model
         self.persona = persona
+        self.settings = settings if settings is not None else ChannelSettings(question.channel_id)
         self.stream: GeminiStream | None = None
         self.notices: list[str] = list(question.notes)
+        self.reply = ModelReply()
+        """What the model sent besides the text: thoughts, sources, links, images."""
         self.turn_id: int | None = None
         """The reply's stored turn, which takes a checkpoint of the text every few seconds."""
 
+    def tools(self) -> list[Tool]:
+        """The built-in tools this channel lets the model use for this question."""
+        tools: list[Tool] = []
+        if is_on(self.settings, "search"):
+            tools.append("search")
+        if is_on(self.settings, "links") and readable_links(self.question.text):
+            tools.append("links")
+        if is_on(self.settings, "code"):
+            tools.append("code")
+        return tools
+
     def end_notice(self) -> str | None:
-        """Lines to add to a complete answer: files left out, an answer cut short."""
+        """Lines to add to a complete answer: files left out, an answer cut short, links
+        Gemini could not open, the sources of a grounded answer."""
         lines = [*self.notices, length_notice(self.stream)]
+        lines += self.reply.notices(SOURCES_LIMIT - sum(len(line) + 1 for line in lines if line))
         return "\n".join(line for line in lines if line) or None
 
-    async def chunks(self) -> AsyncIterator[str]:
-        """The answer's text chunks (see the class docstring for the retries)."""
+    async def chunks(self) -> AsyncIterator[str | Status]:
+        """The answer's text chunks and status lines (see the class docstring for the
+        retries)."""
         bot = self.bot
         bot_name = bot.display_name
         retried: set[str] = set()
         text: list[str] = []  # what has streamed, for the checkpoints
         saved_at = time.monotonic()
+        thinking = thinking_for(self.model, effective(self.settings, "thinking"))
         while True:
             contents = await self._contents()
             self.stream = stream = bot.llm.stream(
@@ -185,16 +225,20 @@ class Request:
                 contents=contents,
                 system_instruction=system_instruction(self.persona, bot_name, self.question.in_dm),
                 max_output_tokens=bot.settings.max_output_tokens,
+                thinking=thinking,
+                tools=self.tools(),
             )
             answered = False
             try:
                 with bot.breaker.call():  # refused at once while Gemini keeps failing
-                    async for chunk in stream:
+                    async for event in stream:
                         answered = True
-                        yield chunk
-                        text.append(chunk)
+                        for item in self.reply.take(event):
+                            yield item
+                            if isinstance(item, str):
+                                text.append(item)
                         due = time.monotonic() - saved_at >= bot.settings.checkpoint_seconds
-                        if self.turn_id is not None and due:
+                        if self.turn_id is not None and due and text:
                             saved_at = time.monotonic()
                             await bot.store.checkpoint(self.turn_id, "".join(text))
                 return
@@ -221,6 +265,7 @@ class Request:
             self.history,
             self.question,
             max_inline_bytes=s.max_inline_bytes,
+            model=self.model,
             uploaded=lambda media: needs_upload(media, s),
         )
         refused = await attach_uploads(contents, self.bot.llm, self.bot.store, s)
@@ -338,7 +383,9 @@ async def answer(
         settings = await channel_settings(store, question.channel_id, question.parent_id)
         model = settings.model or bot.settings.gemini_model
         history = await _history(bot, question, settings, before_turn=user_turn)
-        request = Request(bot, question, history, model, settings.persona or bot.settings.persona)
+        request = Request(
+            bot, question, history, model, settings.persona or bot.settings.persona, settings
+        )
         try:
             model_turn = request.turn_id = await store.start_model_turn(
                 channel_id=question.channel_id,
@@ -359,8 +406,10 @@ async def answer(
             reply.token,
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
             end_notice=request.end_notice,
+            decorate=request.reply.decorate,
             buttons=None if buttons is None else functools.partial(buttons, request),
         )
+        await _attach_images(bot, question.channel_id, sink, result, request)
         return result
     finally:
         try:
@@ -371,6 +420,41 @@ async def answer(
         finally:
             # Only now: a shutdown waits for running replies, and so for this store write too.
             bot.inflight.finish(reply)
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """A sink that can add files to a message it wrote (Discord's can)."""
+
+    async def attach(self, message_id: int, files: list[tuple[str, bytes]]) -> None:
+        """Add these (name, bytes) files to the message."""
+        ...
+
+
+MAX_FILES = 10
+"""Discord's most attachments on one message."""
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+async def _attach_images(
+    bot: Engine, channel_id: int, sink: MessageSink, result: RenderResult, request: Request
+) -> None:
+    """Attach the images the model's code made to the reply's last message (one paced edit)."""
+    images = request.reply.images[:MAX_FILES]
+    if not images or not result.message_ids or result.state == "gone":
+        return
+    if not isinstance(sink, FileSink):
+        log.info("this front-end cannot show the %d image(s) the code made", len(images))
+        return
+    files = [
+        (f"figure-{n}.{_EXTENSIONS.get(image.mime_type, 'png')}", image.data)
+        for n, image in enumerate(images, 1)
+    ]
+    await bot.pacers.get(channel_id).budget("edit").acquire(final=lambda: True)
+    try:
+        await sink.attach(result.message_ids[-1], files)
+    except Exception as exc:  # the answer stands; only its figures are missing
+        log.warning("could not attach the code's images to the reply: %r", exc)
 
 
 async def _history(
@@ -440,6 +524,11 @@ async def _finish(
         message_ids=result.message_ids,
         prompt_tokens=outcome.prompt_tokens if outcome else None,
         output_tokens=outcome.output_tokens if outcome else None,
+        parts=[StoredPart(p.kind, p.text, p.signature, p.detail) for p in stream.parts]
+        if stream is not None
+        else (),
+        thoughts_tokens=outcome.thoughts_tokens if outcome else None,
+        searches=request.reply.citations.queries,
         metrics=ReplyMetrics(
             first_chunk_latency=result.first_chunk_latency,
             first_visible_latency=result.first_visible_latency,

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.attachments import human_size
-from bot.llm import ChatTurn
+from bot.links import without_discord_files
+from bot.llm import ChatTurn, ModelPart
 from storage import Media, StoredImage, Turn
 
 DEFAULT_PERSONA = (
@@ -106,6 +107,14 @@ def with_quote(question: Question, history: Sequence[Turn]) -> str:
     return f"{head}\n{question.text}" if question.text else head
 
 
+def quote_line(label: str, text: str) -> str:
+    """A message shown to the model as context: ``(label: "text")`` on one line, shortened."""
+    snippet = " ".join(text.split())
+    if len(snippet) > QUOTE_LIMIT:
+        snippet = snippet[: QUOTE_LIMIT - 1].rstrip() + "…"
+    return f'({label}: "{snippet}")'
+
+
 def system_instruction(persona: str | None, bot_name: str, in_dm: bool) -> str:
     """The channel's persona (or the default one) followed by the house rules."""
     place = "direct message" if in_dm else "server channel"
@@ -120,8 +129,10 @@ def today_note(today: dt.date | None = None) -> str:
 
 
 def _user_text(name: str, text: str, files: Sequence[Media | StoredImage] = ()) -> str:
+    """A question as the model sees it: the speaker's name, then the text, where Discord file
+    links (signed, expiring; files go as parts) are only named."""
     if text:
-        return f"[{name}] {text}"
+        return f"[{name}] {without_discord_files(text)}"
     sent = ", ".join(f.name or "an image" for f in files)
     return f"[{name}] (sent: {sent})" if sent else f"[{name}] (sent nothing)"
 
@@ -160,6 +171,21 @@ def _model_text(turn: Turn) -> str:
     return turn.text or "(no reply)"
 
 
+def _model_parts(turn: Turn, model: str | None) -> list[str | Media | ModelPart]:
+    """A model turn as sent back: its parts as Gemini sent them (thought signatures exactly
+    as received) when it is complete and from ``model`` (signatures are only valid for the
+    model that made them), else its text. Unsigned thought summaries are left out: the
+    model reads nothing from them."""
+    if turn.status != "complete" or not turn.parts or model is None or turn.model != model:
+        return [_model_text(turn)]
+    parts: list[str | Media | ModelPart] = [
+        ModelPart(p.kind, p.text, p.signature, p.detail)
+        for p in turn.parts
+        if p.kind != "thought" or p.signature is not None
+    ]
+    return parts or [_model_text(turn)]
+
+
 def build_contents(
     history: Sequence[Turn],
     question: Question,
@@ -167,9 +193,13 @@ def build_contents(
     max_inline_bytes: int = MAX_INLINE_BYTES,
     today: dt.date | None = None,
     uploaded: Callable[[Media], bool] = lambda media: False,
+    model: str | None = None,
 ) -> list[ChatTurn]:
     """Gemini contents: history in order (speaker names on user turns), then the new question
     alone as the last user turn, ending with today's date (:func:`today_note`).
+
+    A complete reply by ``model`` goes back as the parts Gemini sent (with their thought
+    signatures); any other reply as its text.
 
     An earlier question without a finished reply (still streaming, or lost) is followed by a
     :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
@@ -185,7 +215,7 @@ def build_contents(
             head = _user_text(turn.author_name, turn.text, turn.images)
             contents.append(ChatTurn("user", [head, *_stored_files(turn)]))
         elif contents and contents[-1].role == "user":
-            contents.append(ChatTurn("model", [_model_text(turn)]))
+            contents.append(ChatTurn("model", _model_parts(turn, model)))
     if contents and contents[-1].role == "user":
         contents.append(ChatTurn("model", [SEPARATE]))
     files = file_parts(question.images)

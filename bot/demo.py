@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, LLMError, StreamOutcome
+from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Tool
 from storage import Media
 
 LABEL = "demo model (scripted, no Gemini)"
@@ -57,8 +57,10 @@ class DemoModel:
         contents: Sequence[ChatTurn],
         system_instruction: str | None = None,
         max_output_tokens: int | None = None,
+        thinking: Thinking | None = None,
+        tools: Sequence[Tool] = (),
     ) -> DemoStream:
-        """One scripted answer to the last question in ``contents``."""
+        """One scripted answer to the last question in ``contents`` (no thinking, no tools)."""
         question = _last_question(contents)
         asked = sum(1 for turn in contents if turn.role == "user")
         if re.search(r"\berror\b", question, re.IGNORECASE):
@@ -82,6 +84,8 @@ class DemoStream:
         self._fail = fail
         self._closed = False
         self.outcome: StreamOutcome | None = None
+        self.parts: list[ModelPart] = []
+        """The model turn's parts (the demo keeps none: its answer is stored as text)."""
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._run()

@@ -1,9 +1,13 @@
-"""Gemini adapter: google-genai async streaming → plain text chunks, errors mapped to our types.
+"""Gemini adapter: google-genai async streaming → answer events, errors mapped to our types.
 
 This is the only module of gemcord that imports ``google.genai``. Everything else sees
-:class:`ChatTurn` (text and :class:`~storage.models.Media` parts) going in, ``str`` chunks
-coming out, a :class:`StreamOutcome` at the end, and :class:`LLMError` subclasses (each with a short
-``user_message`` fit for Discord) when something goes wrong.
+:class:`ChatTurn` (text, :class:`~storage.models.Media` and :class:`ModelPart` parts) going
+in, :data:`Event` items coming out (``str`` answer text, and :class:`Thought`,
+:class:`Grounding`, :class:`LinkStatus`, :class:`CodeRun`, :class:`CodeOutput`,
+:class:`OutputImage` for what the model thought, searched, read and ran), a
+:class:`StreamOutcome` and the model turn's :class:`ModelPart` list at the end, and
+:class:`LLMError` subclasses (each with a short ``user_message`` fit for
+Discord) when something goes wrong.
 
 How a stream runs: the SDK's async generator is driven by a private *pump* task that puts
 text chunks on a queue; the consumer iterates :class:`GeminiStream`, which reads that queue.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import io
 import logging
@@ -36,7 +41,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -51,18 +56,30 @@ __all__ = [
     "BadRequest",
     "Blocked",
     "ChatTurn",
+    "CodeOutput",
+    "CodeRun",
+    "Event",
     "FileRejected",
     "GeminiClient",
     "GeminiStream",
+    "Grounding",
     "KeyRejected",
     "LLMError",
+    "LinkStatus",
     "ModelCheck",
     "ModelInfo",
+    "ModelPart",
+    "OutputImage",
     "RateLimited",
     "ServerError",
+    "Source",
     "StreamDropped",
     "StreamOutcome",
+    "Support",
+    "Thinking",
+    "Thought",
     "Timeout",
+    "Tool",
     "judge_model",
     "warn_if_model_unknown",
 ]
@@ -111,15 +128,118 @@ _MODELS_PREFIX = "models/"
 # --- what goes in -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ModelPart:
+    """One part of a model turn as Gemini sent it: answer text, a thought summary, code the
+    model ran or its output; ``signature`` (a thought signature) goes back byte for byte."""
+
+    kind: Literal["text", "thought", "code", "output"]
+    text: str
+    signature: bytes | None = field(default=None, repr=False)
+    detail: str | None = None
+    """The code's language, or the output's outcome (``OUTCOME_OK``, ``OUTCOME_FAILED``, …)."""
+
+
 @dataclass
 class ChatTurn:
     """One turn of a conversation: the user's or the model's, text and files in order."""
 
     role: Literal["user", "model"]
-    parts: list[str | Media]
+    parts: list[str | Media | ModelPart]
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """How much the model thinks: a Gemini 3 ``level`` or a 2.5 ``budget`` (never both), and
+    whether thought summaries are streamed (``include_thoughts``)."""
+
+    level: str | None = None
+    budget: int | None = None
+    include_thoughts: bool = True
+
+    def __post_init__(self) -> None:
+        if self.level is not None and self.budget is not None:
+            raise ValueError("thinking takes a level or a budget, not both")
+
+
+Tool = Literal["search", "links", "code"]
+"""A built-in Gemini tool: Google Search grounding, URL context, code execution."""
 
 
 # --- what comes out -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thought:
+    """A piece of the model's thought summary (streamed before the answer)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A web page the answer is grounded on."""
+
+    uri: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Support:
+    """A span of the answer text that sources back: it ends ``end`` UTF-8 bytes into the
+    answer text and cites ``sources`` (indices into the same :class:`Grounding`'s sources)."""
+
+    end: int
+    sources: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """One chunk's Google Search grounding metadata (merge them: see bot/grounding.py)."""
+
+    queries: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
+    supports: tuple[Support, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """How URL context fared with each link: ``status`` is e.g. ``URL_RETRIEVAL_STATUS_SUCCESS``."""
+
+    links: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class CodeRun:
+    """Code the model runs (code execution tool)."""
+
+    code: str
+    language: str
+
+
+@dataclass(frozen=True)
+class CodeOutput:
+    """What the code printed; ``outcome`` ``OUTCOME_OK`` or a failure."""
+
+    output: str
+    outcome: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the code ran to the end without an error."""
+        return self.outcome in ("OUTCOME_OK", "OUTCOME_UNSPECIFIED")
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """An image the model's code produced."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+
+
+Event = str | Thought | Grounding | LinkStatus | CodeRun | CodeOutput | OutputImage
+"""What a :class:`GeminiStream` yields: ``str`` is answer text."""
 
 
 @dataclass
@@ -348,13 +468,21 @@ class GeminiClient:
         contents: Sequence[ChatTurn],
         system_instruction: str | None = None,
         max_output_tokens: int | None = None,
+        thinking: Thinking | None = None,
+        tools: Sequence[Tool] = (),
     ) -> GeminiStream:
-        """Prepare one streamed answer; the request goes out on the first iteration."""
+        """Prepare one streamed answer; the request goes out on the first iteration.
+
+        ``thinking``: the thinking config (None: none sent, the model's default);
+        ``tools``: the built-in tools the model may use.
+        """
         sdk_contents = _to_contents(contents)
         config = types.GenerateContentConfig(
             system_instruction=system_instruction or None,
             max_output_tokens=max_output_tokens,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            thinking_config=_thinking_config(thinking),
+            tools=[_TOOLS[name]() for name in dict.fromkeys(tools)] or None,
         )
         return GeminiStream(self, model, sdk_contents, config)
 
@@ -670,6 +798,42 @@ async def warn_if_model_unknown(client: GeminiClient, model: str) -> ModelCheck:
     return check
 
 
+_TOOLS: dict[str, Callable[[], types.Tool]] = {
+    "search": lambda: types.Tool(google_search=types.GoogleSearch()),
+    "links": lambda: types.Tool(url_context=types.UrlContext()),
+    "code": lambda: types.Tool(code_execution=types.ToolCodeExecution()),
+}
+
+
+def _thinking_config(thinking: Thinking | None) -> types.ThinkingConfig | None:
+    if thinking is None:
+        return None
+    return types.ThinkingConfig(
+        include_thoughts=thinking.include_thoughts or None,
+        thinking_budget=thinking.budget,
+        thinking_level=types.ThinkingLevel(thinking.level.upper()) if thinking.level else None,
+    )
+
+
+def _model_part(part: ModelPart) -> types.Part:
+    """A stored model part → the SDK part it came from (signature as received)."""
+    if part.kind == "code":
+        language = types.Language(part.detail or "PYTHON")
+        return types.Part(
+            executable_code=types.ExecutableCode(code=part.text, language=language),
+            thought_signature=part.signature,
+        )
+    if part.kind == "output":
+        outcome = types.Outcome(part.detail or "OUTCOME_OK")
+        return types.Part(
+            code_execution_result=types.CodeExecutionResult(outcome=outcome, output=part.text),
+            thought_signature=part.signature,
+        )
+    return types.Part(
+        text=part.text, thought=part.kind == "thought" or None, thought_signature=part.signature
+    )
+
+
 def _to_contents(turns: Sequence[ChatTurn]) -> list[types.Content]:
     """ChatTurns → SDK Contents (empty text parts and empty turns are dropped)."""
     out: list[types.Content] = []
@@ -683,6 +847,9 @@ def _to_contents(turns: Sequence[ChatTurn]) -> list[types.Content]:
             elif isinstance(part, str):
                 if part:
                     parts.append(types.Part.from_text(text=part))
+            elif isinstance(part, ModelPart):
+                if part.text or part.signature:
+                    parts.append(_model_part(part))
             else:
                 raise TypeError(f"unsupported part {type(part).__name__}")
         if parts:
@@ -695,15 +862,17 @@ def _to_contents(turns: Sequence[ChatTurn]) -> list[types.Content]:
 # --- one stream -----------------------------------------------------------------------------
 
 _Item = (
-    tuple[Literal["text"], str] | tuple[Literal["end"], None] | tuple[Literal["error"], LLMError]
+    tuple[Literal["event"], Event] | tuple[Literal["end"], None] | tuple[Literal["error"], LLMError]
 )
 
 
 class GeminiStream:
-    """An answer being streamed: iterate it for non-empty text chunks.
+    """An answer being streamed: iterate it for :data:`Event` items (``str``: answer text).
 
     Nothing is sent until the first iteration. After the iteration ends (normally, with an
-    :class:`LLMError`, or stopped) ``outcome`` is set. Stop early by cancelling the task that
+    :class:`LLMError`, or stopped) ``outcome`` is set, and ``parts`` holds the model turn's
+    parts as received (consecutive text of one kind joined; a thought signature kept on the
+    part it closes). Stop early by cancelling the task that
     iterates it, or with :meth:`aclose` (or by leaving ``async with``), from any task: the
     HTTP connection is closed at once, so Gemini stops generating. A consumer task that ends
     without doing either still stops the stream when it finishes.
@@ -734,8 +903,18 @@ class GeminiStream:
         self._usage: types.GenerateContentResponseUsageMetadata | None = None
         self._model_version: str | None = None
         self._yielded_text = False
+        self._yielded_any = False
+        self._parts: list[tuple[ModelPart, list[str]]] = []  # each part and its text pieces
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    @property
+    def parts(self) -> list[ModelPart]:
+        """The model turn's parts so far, as Gemini sent them (see the class docstring)."""
+        return [
+            dataclasses.replace(part, text="".join(pieces)) if len(pieces) > 1 else part
+            for part, pieces in self._parts
+        ]
+
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
     async def __aenter__(self) -> Self:
@@ -749,7 +928,7 @@ class GeminiStream:
     ) -> None:
         await self.aclose()
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Event:
         if self._done:
             raise StopAsyncIteration
         if self._pump is None:
@@ -761,8 +940,8 @@ class GeminiStream:
             self._stop_pump()
             self._end()
             raise
-        if kind == "text" and not self._closed:
-            assert isinstance(value, str)
+        if kind == "event" and not self._closed:
+            assert value is not None and not isinstance(value, LLMError)
             return value
         self._end()
         if kind == "error" and not self._closed:
@@ -919,7 +1098,7 @@ class GeminiStream:
         self._check_end()
 
     def _take(self, chunk: types.GenerateContentResponse) -> None:
-        """Record a chunk's metadata and queue its answer text (thought parts are skipped)."""
+        """Record a chunk's metadata and parts, and queue its events."""
         if chunk.usage_metadata is not None:
             self._usage = chunk.usage_metadata
         if chunk.model_version:
@@ -933,13 +1112,58 @@ class GeminiStream:
         candidate = chunk.candidates[0]
         if candidate.finish_reason is not None:
             self._finish = candidate.finish_reason
-        if candidate.content is None or not candidate.content.parts:
-            return
-        for part in candidate.content.parts:
-            if part.thought or not part.text:
-                continue
+        if candidate.content is not None:
+            for part in candidate.content.parts or ():
+                self._take_part(part)
+        if candidate.grounding_metadata is not None:
+            grounding = _grounding(candidate.grounding_metadata)
+            if grounding.queries or grounding.sources or grounding.supports:
+                self._put(grounding)
+        url_meta = candidate.url_context_metadata
+        if url_meta is not None and url_meta.url_metadata:
+            links = tuple(
+                (m.retrieved_url or "", _enum_name(m.url_retrieval_status or "UNSPECIFIED"))
+                for m in url_meta.url_metadata
+            )
+            self._put(LinkStatus(links))
+
+    def _put(self, event: Event) -> None:
+        self._yielded_any = True
+        if isinstance(event, str):
             self._yielded_text = True
-            self._queue.put_nowait(("text", part.text))
+        self._queue.put_nowait(("event", event))
+
+    def _take_part(self, part: types.Part) -> None:
+        """Queue one part's event and add it to :attr:`parts`."""
+        signature = part.thought_signature
+        if part.executable_code is not None:
+            code = part.executable_code
+            language = _enum_name(code.language or "PYTHON")
+            self._parts.append((ModelPart("code", code.code or "", signature, language), []))
+            self._put(CodeRun(code.code or "", language))
+        elif part.code_execution_result is not None:
+            result = part.code_execution_result
+            outcome = _enum_name(result.outcome or "OUTCOME_UNSPECIFIED")
+            self._parts.append((ModelPart("output", result.output or "", signature, outcome), []))
+            self._put(CodeOutput(result.output or "", outcome))
+        elif part.inline_data is not None and part.inline_data.data:
+            blob = part.inline_data
+            self._put(OutputImage(blob.data or b"", blob.mime_type or "image/png"))
+        elif part.text is not None or signature is not None:
+            kind: Literal["text", "thought"] = "thought" if part.thought else "text"
+            self._join(kind, part.text or "", signature)
+            if part.text:
+                self._put(Thought(part.text) if part.thought else part.text)
+
+    def _join(self, kind: Literal["text", "thought"], text: str, signature: bytes | None) -> None:
+        """Add text to the open part of its kind (a signature closes it) or start one."""
+        last, pieces = self._parts[-1] if self._parts else (None, [])
+        if last is not None and last.kind == kind and last.signature is None:
+            pieces.append(text)
+            if signature is not None:
+                self._parts[-1] = (dataclasses.replace(last, signature=signature), pieces)
+        elif text or signature is not None:
+            self._parts.append((ModelPart(kind, text, signature), [text]))
 
     def _check_end(self) -> None:
         """The stream ended cleanly: raise Blocked for a block, StreamDropped if cut short."""
@@ -968,7 +1192,7 @@ class GeminiStream:
     def _classify(self, exc: Exception, attempt: int) -> tuple[float | None, LLMError]:
         """Map a failure to our error type, and say how long to wait before a retry (or None)."""
         client = self._client
-        can_retry = not self._yielded_text and attempt < client.retry_attempts
+        can_retry = not self._yielded_any and attempt < client.retry_attempts
         if isinstance(exc, genai_errors.APIError):
             error, server_delay = self._map_api_error(exc)
             code = exc.code or 0
@@ -981,7 +1205,7 @@ class GeminiStream:
             return self._backoff(attempt), error
         if isinstance(exc, (*_CONNECTION_ERRORS, _EndedEarly)):
             detail = client._scrub(f"{type(exc).__name__}: {exc}")
-            if self._yielded_text:
+            if self._yielded_any:
                 return None, StreamDropped(detail=detail)
             error = StreamDropped(
                 "⚠ Couldn't get an answer from Gemini (connection problem) — try again shortly.",
@@ -1041,6 +1265,20 @@ def _map_api_error(
         return Timeout(detail=detail, code=code), server_delay
     refused = f"⚠ Gemini refused the request: {message}"
     return BadRequest(refused, detail=detail, code=code), None
+
+
+def _grounding(meta: types.GroundingMetadata) -> Grounding:
+    """SDK grounding metadata → :class:`Grounding` (web sources only; indices kept)."""
+    sources = tuple(
+        Source((c.web.uri or "") if c.web else "", (c.web.title or "") if c.web else "")
+        for c in meta.grounding_chunks or ()
+    )
+    supports = tuple(
+        Support(s.segment.end_index or 0, tuple(s.grounding_chunk_indices or ()))
+        for s in meta.grounding_supports or ()
+        if s.segment is not None and s.grounding_chunk_indices
+    )
+    return Grounding(tuple(q for q in meta.web_search_queries or () if q), sources, supports)
 
 
 def _enum_name(value: Any) -> str:

@@ -21,7 +21,8 @@ from bot.answer import Request, answer
 from bot.budget import over_budget
 from bot.checks import allowed_here, may_stop
 from bot.conversation import Question
-from bot.sink import NO_PINGS, ChannelSink
+from bot.model_reply import stored_buttons
+from bot.sink import NO_PINGS, ChannelSink, view_of
 from bot.streaming import Buttons
 from storage import Media, Turn
 
@@ -84,7 +85,7 @@ class Offers:
         try:
             await self.bot.pacers.get(channel_id).budget("edit").acquire()
             await channel.get_partial_message(turn.message_ids[-1]).edit(
-                view=None, allowed_mentions=NO_PINGS
+                view=view_of(stored_buttons(turn)), allowed_mentions=NO_PINGS
             )
         except discord.HTTPException as exc:
             log.info("could not take the Regenerate button off %s: %s", turn.message_ids, exc)
@@ -146,7 +147,7 @@ async def regenerate(
         await _private(interaction, BUSY)
         return
     if not await _newest(bot, turn):
-        await _take_off(interaction, NOT_LAST)
+        await _take_off(interaction, NOT_LAST, stored_buttons(turn))
         return
     if not allowed_here(bot.settings, channel, interaction.user):
         await _private(interaction, "I'm not enabled in this channel.")
@@ -200,9 +201,10 @@ async def _newest(bot: Gemcord, turn: Turn) -> bool:
     return bool(questions) and questions[-1] == turn.reply_to
 
 
-async def _take_off(interaction: discord.Interaction, text: str) -> None:
-    """Remove the stale button (the click's own response) and tell the clicker why."""
-    await interaction.response.edit_message(view=None, allowed_mentions=NO_PINGS)
+async def _take_off(interaction: discord.Interaction, text: str, keep: Buttons = ()) -> None:
+    """Remove the stale button (the click's own response; the `keep` ones stay) and tell the
+    clicker why."""
+    await interaction.response.edit_message(view=view_of(keep), allowed_mentions=NO_PINGS)
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 
 import discord
@@ -37,6 +38,10 @@ def view_of(buttons: Buttons) -> discord.ui.View | None:
             )
     view.stop()
     return view
+
+
+def _files(files: list[tuple[str, bytes]]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
 
 
 def _translate(exc: discord.HTTPException) -> Exception:
@@ -91,6 +96,14 @@ class ChannelSink:
             else:
                 partial = self.channel.get_partial_message(message_id)  # type: ignore[attr-defined]
                 await partial.edit(content=text, view=view, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+
+    async def attach(self, message_id: int, files: list[tuple[str, bytes]]) -> None:
+        """Add files to a message already written (its text and buttons stay)."""
+        msg = self._messages.get(message_id) or self.channel.get_partial_message(message_id)  # type: ignore[attr-defined]
+        try:
+            await msg.edit(attachments=_files(files), allowed_mentions=NO_PINGS)
         except discord.HTTPException as exc:
             raise _translate(exc) from exc
 
@@ -151,6 +164,20 @@ class InteractionSink:
             else:
                 await self.interaction.followup.edit_message(
                     message_id, content=text, view=view, allowed_mentions=NO_PINGS
+                )
+        except discord.HTTPException as exc:
+            raise _translate(exc) from exc
+
+    async def attach(self, message_id: int, files: list[tuple[str, bytes]]) -> None:
+        """Add files to the original response or a follow-up (its text and buttons stay)."""
+        try:
+            if message_id == self._original_id:
+                await self.interaction.edit_original_response(
+                    attachments=_files(files), allowed_mentions=NO_PINGS
+                )
+            else:
+                await self.interaction.followup.edit_message(
+                    message_id, attachments=_files(files), allowed_mentions=NO_PINGS
                 )
         except discord.HTTPException as exc:
             raise _translate(exc) from exc

@@ -5,7 +5,9 @@ which a Discord adapter, a console or a test implements.
 
 How a reply is shown:
 
-- Until the first non-blank text, the typing indicator (re-triggered every ~8 s).
+- Until the first non-blank text, the typing indicator (re-triggered every ~8 s), and the
+  latest :class:`Status` line the stream gave, if any (what the model is doing: thinking,
+  searching), shown live in the first message until the answer's text replaces it.
 - The first message is sent as soon as that text arrives (when the channel's budget allows),
   then edited as more text comes, with a live marker (``▌``) at the end.
 - Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that
@@ -60,6 +62,7 @@ __all__ = [
     "RenderStyle",
     "SinkMessageGone",
     "SinkRateLimited",
+    "Status",
     "render_stream",
 ]
 
@@ -116,6 +119,14 @@ class MessageSink(Protocol):
 
 
 @dataclass(frozen=True)
+class Status:
+    """A live-only line the stream may yield between text chunks (say, "-# 💭 Planning…"):
+    shown while the reply has no text yet, never part of the text or the final messages."""
+
+    line: str
+
+
+@dataclass(frozen=True)
 class RenderStyle:
     """The marker and notices the renderer adds to a reply."""
 
@@ -167,7 +178,8 @@ class RenderResult:
     contents: list[str] = field(default_factory=list)
     """The last content written to each message."""
     pieces: list[Piece] = field(default_factory=list)
-    """Which span of ``text`` (and which repairs) each final message holds."""
+    """Which span of ``text`` (of the decorated text, if ``decorate`` changed it), and which
+    repairs, each final message holds."""
     notice: str | None = None
     """The stopped / failed / empty notice shown, if any."""
     max_lag: float | None = None
@@ -197,7 +209,7 @@ class _Write:
 
 
 async def render_stream(
-    chunks: AsyncIterable[str],
+    chunks: AsyncIterable[str | Status],
     sink: MessageSink,
     pacer: ChannelPacer,
     cancel: CancelToken,
@@ -213,6 +225,7 @@ async def render_stream(
     max_rate_limits: int = 10,
     write_timeout: float | None = 60.0,
     end_notice: Callable[[], str | None] | None = None,
+    decorate: Callable[[str], str] | None = None,
     buttons: Callable[[bool], Buttons] | None = None,
 ) -> RenderResult:
     """Stream ``chunks`` into ``sink`` until they end, fail, or ``cancel`` fires.
@@ -232,6 +245,8 @@ async def render_stream(
     ``max_rate_limits`` in a row. Then the reply is "failed". Sends and edits count their
     failures separately. ``end_notice()``, asked once when a stream with text ends normally, may
     return a short line to add to a complete reply (say, that the answer hit its length limit).
+    ``decorate(text)``, asked once too, may return the text a complete reply shows instead
+    (say, with citation markers); earlier messages are then edited to match.
     ``buttons(live)`` gives the buttons of the reply's last message: asked once with True for
     its writes while the text streams, once with False for its final state (no write of its
     own: a message's final text always differs from its live text). Earlier messages have none.
@@ -252,6 +267,7 @@ async def render_stream(
         max_rate_limits=max_rate_limits,
         write_timeout=write_timeout,
         end_notice=end_notice,
+        decorate=decorate,
         buttons=buttons,
     )
     return await renderer.run()
@@ -270,7 +286,7 @@ class _End:
 class _Renderer:
     def __init__(
         self,
-        chunks: AsyncIterable[str],
+        chunks: AsyncIterable[str | Status],
         sink: MessageSink,
         pacer: ChannelPacer,
         cancel: CancelToken,
@@ -286,6 +302,7 @@ class _Renderer:
         max_rate_limits: int,
         write_timeout: float | None,
         end_notice: Callable[[], str | None] | None = None,
+        decorate: Callable[[str], str] | None = None,
         buttons: Callable[[bool], Buttons] | None = None,
     ) -> None:
         if limit < MIN_LIMIT + len(style.live_marker):
@@ -314,6 +331,8 @@ class _Renderer:
         self.max_rate_limits = max(1, max_rate_limits)
         self.write_timeout = write_timeout
         self.end_notice = end_notice
+        self.decorate = decorate
+        self._status: str | None = None  # the live-only line shown until text arrives
         self.buttons = buttons
         self._buttons: dict[bool, Buttons] = {}  # live / final, each asked for once
 
@@ -377,9 +396,16 @@ class _Renderer:
             self._has_text = True
         self._changed()
 
+    def _set_status(self, line: str) -> None:
+        line = " ".join(line.split())[: self.limit - len(self.style.live_marker)]
+        if line and line != self._status:
+            self._status = line
+            if not self._has_text:
+                self._changed()
+
     # -- reading -------------------------------------------------------------------------------
 
-    async def _read(self, it: AsyncIterator[str]) -> None:
+    async def _read(self, it: AsyncIterator[str | Status]) -> None:
         not_ours: asyncio.CancelledError | None = None
         try:
             if self.cancel.cancelled:
@@ -389,6 +415,8 @@ class _Renderer:
                 async for chunk in it:
                     if isinstance(chunk, str):
                         self._add(chunk)
+                    elif isinstance(chunk, Status):
+                        self._set_status(chunk.line)
                     elif chunk is not None:
                         raise TypeError(f"stream yielded {type(chunk).__name__}, not str")
                     if self.cancel.cancelled:
@@ -436,10 +464,12 @@ class _Renderer:
         self._on_cancel()
 
     async def _keep_typing(self) -> None:
-        while not self._messages and not self._done:
+        while self._t_first_visible is None and not self._done:
+            if not self.pacer.spare_request():  # optional: never at the expense of a write
+                await self.sleep(min(0.25, self.typing_interval))  # look again soon
+                continue
             try:
-                if self.pacer.spare_request():  # optional: never at the expense of a write
-                    await self.sink.typing()
+                await self.sink.typing()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -473,6 +503,8 @@ class _Renderer:
             await asyncio.wait(lanes)
             for task in helpers:
                 task.cancel()
+            if self._typing is not None:
+                self._typing.cancel()
             if self._reader is not None and not self._reader.done():
                 self._conclude("stopped")
                 self._stop_reading()
@@ -529,8 +561,8 @@ class _Renderer:
             if write is None:
                 log.debug("a %s slot went unused", kind)
                 continue
-            if kind == "send" and write.index == 0 and self._typing is not None:
-                self._typing.cancel()
+            if self._typing is not None and write.end > write.start:
+                self._typing.cancel()  # a status line alone keeps the typing indicator
             await self._perform(kind, write)
 
     def _layout(self) -> tuple[list[str], list[tuple[int, int]]] | None:
@@ -544,7 +576,7 @@ class _Renderer:
             )
             return contents, spans
         if not self._has_text:
-            return None
+            return None if self._status is None else ([self._status], [(0, 0)])
         new, self._seg_start, self._seg_state = commit_pieces(
             text, self._seg_start, self._seg_state, self.limit
         )
@@ -619,13 +651,17 @@ class _Renderer:
             return self._final
         style = self.style
         pieces: list[Piece] = []
-        if self._has_text:
+        end = self._end
+        shown = self.decorate(text) if self.decorate and end is None and self._has_text else text
+        if shown != text:  # decorated: split afresh (earlier messages are edited to match)
+            text = shown
+            pieces = split_pieces(text, self.limit)
+        elif self._has_text:
             pieces = self._committed + split_pieces(
                 text, self.limit, start=self._seg_start, state=self._seg_state
             )
         contents = [p.render(text) for p in pieces]
         notice: str | None = None
-        end = self._end
         if end is not None and end.state == "stopped" and self.cancel.reason == "restart":
             notice = style.interrupted
         elif end is not None and end.state == "stopped":
@@ -636,7 +672,7 @@ class _Renderer:
             notice = style.empty
         elif self.end_notice is not None and (extra := self.end_notice()):
             lines = (" ".join(line.split()) for line in extra.splitlines())
-            notice = "\n".join(line for line in lines if line)[: min(style.max_notice, self.limit)]
+            notice = "\n".join(line for line in lines if line)[: self.limit]
         if notice is not None:
             if contents and len(contents[-1]) + len(style.separator) + len(notice) <= self.limit:
                 contents[-1] += style.separator + notice
@@ -675,6 +711,11 @@ class _Renderer:
                 )
                 self._messages.append(_Message(message_id, write.content, write.start, write.end))
                 self._sends += 1
+                if write.end == write.start and self._typing is not None:
+                    # Discord ends the typing indicator when the bot posts: show it again
+                    # below the status line.
+                    self._typing.cancel()
+                    self._typing = asyncio.create_task(self._keep_typing())
                 if self.on_message is not None:
                     try:
                         outcome = self.on_message(message_id)

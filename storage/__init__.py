@@ -94,6 +94,7 @@ from storage.models import (
     StorageError,
     StoreClosed,
     StoredImage,
+    StoredPart,
     StoreLocked,
     TokenUsage,
     Turn,
@@ -127,6 +128,7 @@ __all__ = [
     "StoreClosed",
     "StoreLocked",
     "StoredImage",
+    "StoredPart",
     "TokenUsage",
     "Turn",
     "TurnNotFound",
@@ -188,8 +190,12 @@ class Store(Protocol):
         prompt_tokens: int | None = None,
         output_tokens: int | None = None,
         metrics: ReplyMetrics | None = None,
+        parts: Sequence[StoredPart] = (),
+        thoughts_tokens: int | None = None,
+        searches: Sequence[str] = (),
     ) -> None:
-        """Record a reply's final text, status, message ids, token counts and metrics."""
+        """Record a reply's final text, status, message ids, token counts and metrics, the
+        parts Gemini sent (thought signatures byte for byte) and the searches it made."""
         ...
 
     async def load_history(

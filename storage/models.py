@@ -81,6 +81,18 @@ class Upload:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class StoredPart:
+    """One part of a model turn as Gemini sent it: ``kind`` is "text", "thought" (a thought
+    summary), "code" (code the model ran) or "output" (what it printed); ``signature`` is the
+    thought signature, kept byte for byte; ``detail`` the code's language or the outcome."""
+
+    kind: Literal["text", "thought", "code", "output"]
+    text: str
+    signature: bytes | None = field(default=None, repr=False)
+    detail: str | None = None
+
+
 @dataclass
 class Turn:
     """One stored user question or model reply."""
@@ -105,6 +117,11 @@ class Turn:
     """Why the turn is no longer sent to the model (None: it is)."""
     hidden: Hidden | None = None
     """A reply regenerated since ("replaced"), or an exchange only its asker saw ("private")."""
+    parts: list[StoredPart] = field(default_factory=list)
+    """A model turn's parts as Gemini sent them (empty for user turns and older replies)."""
+    thoughts_tokens: int | None = None
+    searches: list[str] = field(default_factory=list)
+    """The Google searches a model turn made (its Search Suggestions)."""
 
 
 @dataclass
@@ -212,6 +229,7 @@ class Stats:
     replies_measured: int
     avg_first_chunk_latency: float | None
     avg_total_time: float | None
+    thoughts_tokens: int = 0
 
 
 class StorageError(Exception):

@@ -26,6 +26,7 @@ the file with `recover_streaming=False`, which takes no lock.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import fcntl
 import functools
@@ -57,6 +58,7 @@ from storage.models import (
     StorageError,
     StoreClosed,
     StoredImage,
+    StoredPart,
     StoreLocked,
     TokenUsage,
     Turn,
@@ -89,7 +91,7 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
        (SELECT json_group_array(json_array(ti.position, ti.sha256, i.mime_type, i.size, ti.name))
           FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
          WHERE ti.turn_id = t.id) AS images,
-       t.archived, t.archived_at, t.withdrawn, t.hidden
+       t.archived, t.archived_at, t.withdrawn, t.hidden, t.parts, t.thoughts_tokens, t.searches
   FROM turns AS t
 """
 
@@ -227,7 +229,41 @@ class _Row:
             ],
             withdrawn=row[18],
             hidden=row[19],
+            parts=_parts_from_json(row[20]),
+            thoughts_tokens=row[21],
+            searches=json.loads(row[22]) if row[22] else [],
         )
+
+
+def _parts_to_json(parts: Sequence[StoredPart]) -> str | None:
+    """A model turn's parts as JSON (signatures in base64), None when there are none."""
+    if not parts:
+        return None
+    return json.dumps(
+        [
+            {
+                "kind": p.kind,
+                "text": _clean(p.text),
+                "signature": base64.b64encode(p.signature).decode() if p.signature else None,
+                "detail": p.detail,
+            }
+            for p in parts
+        ]
+    )
+
+
+def _parts_from_json(raw: str | None) -> list[StoredPart]:
+    if not raw:
+        return []
+    return [
+        StoredPart(
+            p["kind"],
+            p["text"],
+            base64.b64decode(p["signature"]) if p.get("signature") else None,
+            p.get("detail"),
+        )
+        for p in json.loads(raw)
+    ]
 
 
 async def _fetch_image_data(conn: aiosqlite.Connection, hashes: Iterable[str]) -> dict[str, bytes]:
@@ -604,8 +640,12 @@ class SQLiteStore:
         prompt_tokens: int | None = None,
         output_tokens: int | None = None,
         metrics: ReplyMetrics | None = None,
+        parts: Sequence[StoredPart] = (),
+        thoughts_tokens: int | None = None,
+        searches: Sequence[str] = (),
     ) -> None:
-        """Record a model turn's final text and status (and its metrics), all at once.
+        """Record a model turn's final text, status, parts (signatures byte for byte), thinking
+        tokens and Google searches (and its metrics), all at once.
 
         A "blocked" reply withdraws its exchange (question and reply) from history.
 
@@ -614,7 +654,17 @@ class SQLiteStore:
         """
         if status not in FINAL_STATUSES:
             raise ValueError(f"a finished turn's status must be one of {sorted(FINAL_STATUSES)}")
-        values = (_clean(text), status, time.time(), prompt_tokens, output_tokens, turn_id)
+        values = (
+            _clean(text),
+            status,
+            time.time(),
+            prompt_tokens,
+            output_tokens,
+            _parts_to_json(parts),
+            thoughts_tokens,
+            json.dumps([_clean(q) for q in searches]) if searches else None,
+            turn_id,
+        )
         ids = [int(m) for m in message_ids]
 
         async def op(conn: aiosqlite.Connection) -> None:
@@ -622,7 +672,9 @@ class SQLiteStore:
                 conn,
                 "UPDATE turns SET text = ?, status = ?, finished_at = ?,"
                 " prompt_tokens = coalesce(?, prompt_tokens),"
-                " output_tokens = coalesce(?, output_tokens)"
+                " output_tokens = coalesce(?, output_tokens),"
+                " parts = coalesce(?, parts), thoughts_tokens = coalesce(?, thoughts_tokens),"
+                " searches = coalesce(?, searches)"
                 " WHERE id = ? AND role = 'model'",
                 values,
             )
@@ -1197,7 +1249,8 @@ class SQLiteStore:
         async def op(conn: aiosqlite.Connection) -> Stats:
             # `where` is one of the two constant filters above; the value is bound.
             groups = await conn.execute_fetchall(
-                "SELECT role, status, sum(turns), sum(prompt_tokens), sum(output_tokens)"
+                "SELECT role, status, sum(turns), sum(prompt_tokens), sum(output_tokens),"
+                " sum(thoughts_tokens)"
                 f" FROM turn_totals WHERE turns > 0{where} GROUP BY role, status",
                 params,
             )
@@ -1224,12 +1277,13 @@ class SQLiteStore:
             )
             by_status: dict[str, int] = {}
             counts = {"user": 0, "model": 0}
-            prompt = output = 0
-            for role, status, n, p, o in groups:
+            prompt = output = thoughts = 0
+            for role, status, n, p, o, th in groups:
                 by_status[status] = by_status.get(status, 0) + n
                 counts[role] += n
                 prompt += p
                 output += o
+                thoughts += th
             return Stats(
                 turns=counts["user"] + counts["model"],
                 user_turns=counts["user"],
@@ -1242,6 +1296,7 @@ class SQLiteStore:
                 replies_measured=int(replies),
                 avg_first_chunk_latency=first_sum / first_n if first_n else None,
                 avg_total_time=total_sum / replies if replies else None,
+                thoughts_tokens=int(thoughts),
             )
 
         return await self._read(op)

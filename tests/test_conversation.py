@@ -133,3 +133,28 @@ def test_files_text_placeholders_and_the_inline_cap() -> None:
         "[file notes.md]\nline one\n",
     ]
     assert contents[4].parts == ["[bob] (sent: clip.mp4, big.pdf)", video, big, today_note()]
+
+
+def test_a_complete_reply_goes_back_as_its_parts_to_the_same_model_only() -> None:
+    from dataclasses import replace
+
+    from bot.llm import ModelPart
+    from storage import StoredPart
+
+    parts = [
+        StoredPart("thought", "unsigned summary"),
+        StoredPart("thought", "signed thought", b"t"),
+        StoredPart("text", "Hello!", b"\x00sig"),
+    ]
+    reply = replace(turn(2, "model", "Hello!", reply_to=1), model="gemini-3-pro", parts=parts)
+    history = [turn(1, "user", "hi"), reply]
+    q = Question(channel_id=1, author_id=11, author_name="bob", text="and?")
+    same = build_contents(history, q, model="gemini-3-pro")
+    assert same[1].parts == [
+        ModelPart("thought", "signed thought", b"t"),
+        ModelPart("text", "Hello!", b"\x00sig"),
+    ]
+    assert build_contents(history, q, model="gemini-2.5-flash")[1].parts == ["Hello!"]
+    assert build_contents(history, q)[1].parts == ["Hello!"]
+    stopped = [history[0], replace(reply, status="stopped")]
+    assert build_contents(stopped, q, model="gemini-3-pro")[1].parts[0].startswith("Hello!\n\n[")

@@ -128,6 +128,8 @@ async def test_after_sigkill_the_next_start_finishes_the_cut_off_reply(tmp_path:
         assert LIVE not in message.content
         visible = message.revisions[-2].content.removesuffix(LIVE)  # before the repair
         assert saved.startswith(visible)  # the checkpoint had it all (and maybe more)
+        # the store takes the visible text right after that edit returns to the bot
+        await w.discord.wait_for(lambda: statuses(w) == [("interrupted", visible)], timeout=5)
         turn = await reply_turn(w, question.id)
         assert turn is not None and (turn.status, turn.text) == ("interrupted", visible)
         # the next question sees what was visible, marked as cut off by a restart

@@ -128,6 +128,18 @@ async def running(fake: FakeDiscord, bot: commands.AutoShardedBot) -> AsyncItera
         await bot.login(fake.token)
         task = asyncio.create_task(bot.connect())
         await fake.wait_until_ready(timeout=10)
+        # ... and until discord.py has read it: READY's user and every GUILD_CREATE sent (on a
+        # loaded machine the client may still be parsing them when the fake is done)
+        sent = {
+            int(e.data["id"])
+            for e in fake.gateway_events
+            if e.name == "GUILD_CREATE" and e.delivered
+        }
+        await fake.wait_for(
+            lambda: bot.user is not None and all(bot.get_guild(g) for g in sent),
+            timeout=10,
+            message="discord.py never cached the guilds of READY",
+        )
         yield bot
     finally:
         await bot.close()

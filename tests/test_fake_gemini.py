@@ -523,3 +523,26 @@ async def test_model_endpoints_can_be_scripted(fake, sdk):
     model = await sdk.aio.models.get(model=MODEL)  # after the scripted delay
     assert model.name == f"models/{MODEL}"
     assert [r.outcome for r in fake.model_requests] == ["error", "completed"]
+
+
+async def test_unary_answer_merges_parts_like_google(fake: FakeGemini, sdk: genai.Client) -> None:
+    from tests.fakes.gemini import code_part, grounding_metadata, output_part
+
+    answer = "Six times seven is 42."
+    fake.script(
+        Reply(
+            thoughts=["**Plan**", " it"],
+            chunks=["Six times ", code_part("print(6*7)"), output_part("42\n"), "seven is 42."],
+            signature=b"sig",
+            metadata={-1: grounding_metadata(answer, queries=["6*7"], sources=[("u", "t")])},
+        )
+    )
+    response = await sdk.aio.models.generate_content(model=MODEL, contents="x")
+    candidate = response.candidates[0]  # type: ignore[index]
+    parts = candidate.content.parts  # type: ignore[union-attr]
+    assert [(p.thought, p.text) for p in parts][:2] == [(True, "**Plan** it"), (None, "Six times ")]
+    assert parts[2].executable_code.code == "print(6*7)"  # type: ignore[union-attr]
+    assert parts[3].code_execution_result.output == "42\n"  # type: ignore[union-attr]
+    assert parts[4].text == "seven is 42." and parts[4].thought_signature == b"sig"
+    assert candidate.grounding_metadata.web_search_queries == ["6*7"]  # type: ignore[union-attr]
+    assert candidate.finish_reason == types.FinishReason.STOP

@@ -13,19 +13,37 @@ from bot.llm import (
     BadRequest,
     Blocked,
     ChatTurn,
+    CodeOutput,
+    CodeRun,
     GeminiClient,
     GeminiStream,
+    Grounding,
     KeyRejected,
+    LinkStatus,
     LLMError,
     ModelInfo,
+    ModelPart,
+    OutputImage,
     RateLimited,
     ServerError,
     StreamDropped,
+    Thinking,
+    Thought,
     Timeout,
     warn_if_model_unknown,
 )
 from storage import Media
-from tests.fakes.gemini import FakeGemini, Reply, Usage
+from tests.fakes.gemini import (
+    FakeGemini,
+    Reply,
+    Usage,
+    code_part,
+    decode_base64,
+    grounding_metadata,
+    image_part,
+    output_part,
+    url_context_metadata,
+)
 
 KEY = "AIza-unit-test-secret-9876"
 MODEL = "gemini-2.5-flash"
@@ -114,11 +132,120 @@ async def test_the_request_goes_out_on_first_iteration(fake, client):
     await stream.aclose()
 
 
-async def test_thought_parts_are_not_yielded(fake, client):
-    fake.script(Reply(thoughts=["Thinking about it", "more thinking"], chunks=["Answer."]))
-    chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
+async def test_thought_parts_come_as_thoughts_and_the_signature_closes_the_answer(fake, client):
+    fake.script(
+        Reply(
+            thoughts=["**Planning**\n\nThinking about it", " more thinking"],
+            chunks=["Ans", "wer."],
+            signature=b"\x00sig\xff",
+        )
+    )
+    stream = client.stream(model=MODEL, contents=HELLO)
+    chunks, error = await drain(stream)
     assert error is None
-    assert chunks == ["Answer."]
+    assert chunks == [
+        Thought("**Planning**\n\nThinking about it"),
+        Thought(" more thinking"),
+        "Ans",
+        "wer.",
+    ]
+    assert stream.parts == [
+        ModelPart("thought", "**Planning**\n\nThinking about it more thinking"),
+        ModelPart("text", "Answer.", b"\x00sig\xff"),
+    ]
+
+
+async def test_thinking_and_tools_are_sent_as_asked(fake, client):
+    await drain(
+        client.stream(
+            model="gemini-3-pro-preview",
+            contents=HELLO,
+            thinking=Thinking(level="low"),
+            tools=["search", "links", "code"],
+        )
+    )
+    await drain(client.stream(model=MODEL, contents=HELLO, thinking=Thinking(budget=1024)))
+    await drain(client.stream(model=MODEL, contents=HELLO))
+    first, second, third = fake.requests
+    assert first.thinking_config() == {"includeThoughts": True, "thinkingLevel": "LOW"}
+    assert first.tools() == ["googleSearch", "urlContext", "codeExecution"]
+    assert second.thinking_config() == {"includeThoughts": True, "thinkingBudget": 1024}
+    assert second.tools() == []
+    assert third.thinking_config() is None
+    with pytest.raises(ValueError):
+        Thinking(level="low", budget=5)
+
+
+async def test_signatures_go_back_exactly_as_received(fake, client):
+    signature = bytes(range(256))
+    history = [
+        ChatTurn("user", ["Hi"]),
+        ChatTurn(
+            "model",
+            [
+                ModelPart("thought", "unsigned summary"),
+                ModelPart("text", "Hello!", signature),
+                ModelPart("code", "print(1)", None, "PYTHON"),
+                ModelPart("output", "1\n", None, "OUTCOME_OK"),
+            ],
+        ),
+        ChatTurn("user", ["Again"]),
+    ]
+    await drain(client.stream(model=MODEL, contents=history))
+    (sent,) = fake.requests[0].model_parts()
+    assert sent[0] == {"text": "unsigned summary", "thought": True}
+    assert sent[1]["text"] == "Hello!"
+    assert decode_base64(sent[1]["thoughtSignature"]) == signature
+    assert sent[2] == {"executableCode": {"code": "print(1)", "language": "PYTHON"}}
+    assert sent[3] == {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "1\n"}}
+
+
+async def test_grounding_links_and_code_come_as_events(fake, client):
+    answer = "Paris is the capital. It is on the Seine."
+    grounding = grounding_metadata(
+        answer,
+        queries=["capital of France"],
+        sources=[("https://a.example/x", "a.example"), ("https://b.example/y", "b.example")],
+        cites=[("Paris is the capital.", [0]), ("It is on the Seine.", [0, 1])],
+    )
+    links = url_context_metadata(
+        ("https://ok.example", "URL_RETRIEVAL_STATUS_SUCCESS"),
+        ("https://bad.example", "URL_RETRIEVAL_STATUS_ERROR"),
+    )
+    png = b"\x89PNG\r\n\x1a\nfake"
+    fake.script(
+        Reply(
+            chunks=[
+                "Paris is the capital. ",
+                code_part("print(6 * 7)"),
+                output_part("42\n"),
+                image_part(png),
+                "It is on the Seine.",
+            ],
+            metadata={0: links, -1: grounding},
+        )
+    )
+    stream = client.stream(model=MODEL, contents=HELLO, tools=["search"])
+    chunks, error = await drain(stream)
+    assert error is None
+    assert chunks[:6] == [
+        "Paris is the capital. ",  # a chunk's parts, then its metadata
+        LinkStatus(
+            (
+                ("https://ok.example", "URL_RETRIEVAL_STATUS_SUCCESS"),
+                ("https://bad.example", "URL_RETRIEVAL_STATUS_ERROR"),
+            )
+        ),
+        CodeRun("print(6 * 7)", "PYTHON"),
+        CodeOutput("42\n", "OUTCOME_OK"),
+        OutputImage(png, "image/png"),
+        "It is on the Seine.",
+    ]
+    ground = chunks[6]
+    assert isinstance(ground, Grounding)
+    assert ground.queries == ("capital of France",)
+    assert [s.uri for s in ground.sources] == ["https://a.example/x", "https://b.example/y"]
+    assert [(s.end, s.sources) for s in ground.supports] == [(21, (0,)), (41, (0, 1))]
 
 
 async def test_max_tokens_is_not_an_error(fake, client):

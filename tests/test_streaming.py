@@ -28,6 +28,7 @@ from bot.streaming import (
     RenderStyle,
     SinkMessageGone,
     SinkRateLimited,
+    Status,
     render_stream,
 )
 
@@ -1451,5 +1452,81 @@ def test_end_notice_is_added_to_a_complete_reply_only() -> None:
         failed = FakeChannel()
         result = await render([(0.0, "Hi"), (0.1, ModelError("⚠ broke"))], failed, end_notice=note)
         assert final_contents(failed, result) == ["Hi\n\n⚠ broke"]
+
+    vrun(main)
+
+
+def test_a_status_line_shows_until_the_answer_replaces_it() -> None:
+    async def main() -> None:
+        channel = FakeChannel()
+        script = [
+            (0.5, Status("-# 💭 Planning…")),
+            (2.0, Status("-# 💭 Comparing the two approaches…")),
+            (9.5, "The answer"),
+            (0.5, " is 42."),
+        ]
+        result = await render(script, channel)
+        shown = [w.content for w in channel.writes]
+        assert shown[0] == "-# 💭 Planning…"
+        assert "-# 💭 Comparing the two approaches…" in shown
+        assert shown.index("-# 💭 Comparing the two approaches…") < shown.index("The answer" + MARK)
+        assert result.state == "complete" and result.text == "The answer is 42."
+        assert final_contents(channel, result) == ["The answer is 42."]
+        assert len(result.message_ids) == 1
+        # The typing indicator stays while only the status line shows (Discord clears it
+        # when the bot posts, so it is shown again right after the status line's send).
+        assert channel.typing == [0.0, pytest.approx(0.55), pytest.approx(8.55)]
+        # First *text* visible: the answer, not the status line.
+        assert result.first_visible_latency is not None
+        assert result.first_visible_latency >= 12.0
+        check_final(channel, result)
+
+    vrun(main)
+
+
+def test_a_status_line_alone_ends_as_an_empty_reply_or_a_stop() -> None:
+    async def main() -> None:
+        channel = FakeChannel()
+        result = await render([(0.1, Status("-# 💭 Thinking…")), (1.0, "")], channel)
+        assert result.state == "empty"
+        assert final_contents(channel, result) == [STYLE.empty]
+
+        token = CancelToken()
+        stopped = FakeChannel()
+
+        async def stop_later() -> None:
+            await asyncio.sleep(2.0)
+            token.cancel()
+
+        task = asyncio.create_task(stop_later())
+        result = await render(
+            [(0.1, Status("-# 💭 Thinking…")), (10.0, "late")], stopped, cancel=token
+        )
+        await task
+        assert result.state == "stopped"
+        assert final_contents(stopped, result) == [STYLE.stopped_before_text]
+
+    vrun(main)
+
+
+def test_decorate_changes_the_final_text_of_every_message() -> None:
+    async def main() -> None:
+        channel = FakeChannel()
+        text = prose(3000, seed=3)
+        marked = text[:100] + "[1]" + text[100:2900] + "[2]" + text[2900:]
+        result = await render(even_script(text, 30, 6.0), channel, decorate=lambda t: marked)
+        assert result.text == text
+        contents = final_contents(channel, result)
+        assert "".join(p.render(marked) for p in result.pieces) == "".join(contents)
+        assert "[1]" in contents[0] and "[2]" in contents[-1]
+        assert not channel.violations
+        # Each message is final once, the earlier ones edited again for the markers at the end.
+        assert max(channel.max_per_window().values()) <= 5
+
+        plain = FakeChannel()
+        result = await render(
+            [(0.0, "Hi"), (0.1, ModelError("⚠ broke"))], plain, decorate=lambda t: t + "[1]"
+        )
+        assert final_contents(plain, result) == ["Hi\n\n⚠ broke"]
 
     vrun(main)

@@ -28,6 +28,7 @@ from bot.cogs.settings import apply as apply_setting
 from bot.conversation import Question, Quote
 from bot.files import delete_gone_uploads
 from bot.inflight import stop_summary
+from bot.linked import forwarded, linked
 from bot.options import effective, is_on
 from bot.setting_change import suggestions
 from bot.sink import NO_PINGS, ChannelSink, InteractionSink
@@ -363,6 +364,9 @@ class Chat(commands.Cog):
             await self._notice(message, stop_summary(count))
             return
         quote, quoted_files = await self._quote(message)
+        context = forwarded(message) + await linked(self.bot, text, message.author)
+        if context:
+            text = "\n".join([*context, text]) if text else "\n".join(context)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             if hint:  # a sticker or an empty message in a free-response channel: let it be
                 await self._notice(message, BARE_MENTION_HINT)
@@ -536,6 +540,8 @@ class Chat(commands.Cog):
                     content=cooldown_notice(wait), allowed_mentions=NO_PINGS
                 )
                 return
+            if context := await linked(self.bot, text, interaction.user):
+                text = "\n".join([*context, text])
             question = self._question(interaction.channel, interaction.user, text)
             question.images, question.in_dm = collected.files, interaction.guild_id is None
             question.quote, question.private = quote, private

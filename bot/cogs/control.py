@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Gemcord
-from bot.buttons import RegenerateButton, StopButton
+from bot.buttons import RegenerateButton, StopButton, ThoughtsButton
 from bot.checks import can_moderate, may_stop
 from bot.inflight import stop_summary
 from bot.ledger import cache_ratio, percent
@@ -35,6 +35,8 @@ HELP = """\
   or each person's own), `auto_thread` (answer a mention in a new thread), `answer_mode`
   (`all`: every message is a question). I never answer @everyone, @here, or a message for
   someone else.
+• I read web links and linked Discord messages in your question; 💭 Thoughts under a reply
+  shows what I thought. Moderators may turn on Google Search and running code with `/settings`.
 
 **Commands**
 `/ask` — ask, optionally with a file
@@ -80,12 +82,13 @@ class Control(commands.Cog):
         self.stop_emojis = {bot.settings.stop_emoji, *STOP_ALIASES}
 
     async def cog_load(self) -> None:
-        """Clicks on Stop and Regenerate buttons come here whatever message they are on."""
-        self.bot.add_dynamic_items(StopButton, RegenerateButton)
+        """Clicks on Stop, Regenerate and Thoughts buttons come here whatever message they
+        are on."""
+        self.bot.add_dynamic_items(StopButton, RegenerateButton, ThoughtsButton)
 
     async def cog_unload(self) -> None:
         """No more button clicks."""
-        self.bot.remove_dynamic_items(StopButton, RegenerateButton)
+        self.bot.remove_dynamic_items(StopButton, RegenerateButton, ThoughtsButton)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -223,7 +226,9 @@ class Control(commands.Cog):
                 f"**{title}** — {_count(s.user_turns, 'question')}, "
                 f"{_count(s.model_turns, 'reply', 'replies')}"
                 + (f" in {_count(s.channels, 'channel')}" if title == "Everywhere" else "")
-                + f"; tokens in/out {s.prompt_tokens}/{s.output_tokens}; "
+                + f"; tokens in/out {s.prompt_tokens}/{s.output_tokens}"
+                + (f", thinking {s.thoughts_tokens}" if s.thoughts_tokens else "")
+                + "; "
                 f"first text {_fmt_ms(s.avg_first_chunk_latency)}, "
                 f"whole reply {_fmt_ms(s.avg_total_time)} on average"
             )

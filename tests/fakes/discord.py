@@ -777,8 +777,13 @@ class FakeDiscord:
         ping_reply: bool = True,
         message_id: int | None = None,
         flags: int = 0,
+        forward_of: FakeMessage | int | None = None,
     ) -> FakeMessage:
         """A user posts a message: stored, then MESSAGE_CREATE goes to the bot.
+
+        ``forward_of`` makes it a forward, as Discord sends one: a ``message_reference`` of
+        type 1 (FORWARD) and ``message_snapshots`` holding the forwarded message's content,
+        embeds and attachments (no author), with no ``referenced_message``.
 
         ``<@id>`` in ``content`` (and ``mentions``) become the message's mentions;
         ``reply_to`` makes it a reply (pinging the replied-to author unless ``ping_reply`` is
@@ -805,10 +810,15 @@ class FakeDiscord:
         self._check_participant(chan, guild, author)
         reference = None
         replied_author = None
+        snapshots: list[dict[str, Any]] = []
         if reply_to is not None:
             ref_msg = self.message(reply_to)
             reference = self._reference_of(ref_msg)
             replied_author = ref_msg.author_id if ping_reply else None
+        elif forward_of is not None:
+            fwd = self.message(forward_of)
+            reference = {**self._reference_of(fwd), "type": 1}
+            snapshots.append({"message": self._snapshot_of(fwd)})
         pings = compute_pings(
             content,
             None,
@@ -833,11 +843,12 @@ class FakeDiscord:
             guild_id=chan.guild_id,
             author_id=author.id,
             revisions=[Revision(content, time.monotonic(), iso_now(), None, pings)],
-            type=TYPE_REPLY if reference else TYPE_DEFAULT,
+            type=TYPE_REPLY if reference and not snapshots else TYPE_DEFAULT,
             attachments=[a.payload for a in stored],
             embeds=[dict(e) for e in embeds],
             reference=reference,
             flags=flags,
+            snapshots=snapshots,
         )
         self._add_message(msg)
         await self._dispatch_message("MESSAGE_CREATE", msg, require_connection=True)
@@ -1107,6 +1118,21 @@ class FakeDiscord:
         self._messages[msg.id] = msg
         self.channels[msg.channel_id].message_ids.append(msg.id)
 
+    def _snapshot_of(self, msg: FakeMessage) -> dict[str, Any]:
+        """A forwarded message's snapshot: what it showed, without its author."""
+        return {
+            "type": msg.type,
+            "content": msg.content,
+            "embeds": [dict(e) for e in msg.embeds],
+            "attachments": [dict(a) for a in msg.attachments],
+            "timestamp": msg.timestamp,
+            "edited_timestamp": msg.edited_timestamp,
+            "flags": msg.flags,
+            "mentions": [],
+            "mention_roles": [],
+            "components": [],
+        }
+
     def _reference_of(self, msg: FakeMessage) -> dict[str, Any]:
         ref: dict[str, Any] = {
             "type": 0,
@@ -1215,7 +1241,11 @@ class FakeDiscord:
                 if inter.original_id is not None and inter.original_id != msg.id:
                     meta["original_response_message_id"] = str(inter.original_id)
                 data["interaction_metadata"] = meta
-        if msg.reference is not None:
+        if msg.snapshots:
+            data["message_snapshots"] = [dict(snap) for snap in msg.snapshots]
+        if msg.reference is not None and msg.reference.get("type") == 1:
+            data["message_reference"] = dict(msg.reference)  # a forward: no referenced_message
+        elif msg.reference is not None:
             data["message_reference"] = dict(msg.reference)
             ref_id = opt_int(msg.reference.get("message_id"))
             ref = self._messages.get(ref_id) if ref_id else None

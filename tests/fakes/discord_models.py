@@ -701,6 +701,8 @@ class FakeMessage:
     components: list[dict[str, Any]] = field(default_factory=list)
     flags: int = 0
     reference: dict[str, Any] | None = None
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    """A forward's ``message_snapshots`` (each ``{"message": {...}}``)."""
     webhook_id: int | None = None
     application_id: int | None = None
     interaction_id: int | None = None

@@ -26,6 +26,15 @@ implicit cache model reports ``cachedContentTokenCount`` for the longest prompt 
 (system instruction, then contents part by part) byte-identical to one an earlier request
 had, from :attr:`FakeGemini.cache_min_tokens` tokens on.
 
+Thinking and tools, as the REST API streams them: a reply's ``thoughts`` go out as parts with
+``thought: true`` before the answer, its ``signature`` as a ``thoughtSignature`` on an empty
+text part in the last event (as Gemini 3 does); a chunk may be a raw part (:func:`code_part`,
+:func:`output_part`, :func:`image_part`), and ``metadata`` adds candidate fields to chosen
+events (:func:`grounding_metadata` → ``groundingMetadata``, :func:`url_context_metadata` →
+``urlContextMetadata``), so grounding can arrive early, last, or in pieces.
+:meth:`RecordedRequest.tools` and :meth:`RecordedRequest.thinking_config` read what a request
+asked for.
+
 Model requests are recorded apart, in :attr:`FakeGemini.model_requests`, so that
 :attr:`FakeGemini.requests` keeps holding the generation requests only; scripted
 :meth:`FakeGemini.script_models` replies (an error, or a delay) apply to them.
@@ -60,7 +69,12 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Usage",
+    "code_part",
     "echo_reply",
+    "grounding_metadata",
+    "image_part",
+    "output_part",
+    "url_context_metadata",
 ]
 
 API_KEY_HEADER = "x-goog-api-key"
@@ -133,13 +147,71 @@ class Usage:
     """Prompt tokens of tool results (search, URL context, code execution)."""
 
 
+def code_part(code: str, language: str = "PYTHON") -> dict[str, Any]:
+    """An ``executableCode`` part (the model runs this code)."""
+    return {"executableCode": {"language": language, "code": code}}
+
+
+def output_part(output: str, outcome: str = "OUTCOME_OK") -> dict[str, Any]:
+    """A ``codeExecutionResult`` part (what the code printed, or its error)."""
+    return {"codeExecutionResult": {"outcome": outcome, "output": output}}
+
+
+def image_part(data: bytes, mime_type: str = "image/png") -> dict[str, Any]:
+    """An ``inlineData`` part (an image the model's code produced), standard base64 like Google."""
+    return {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(data).decode()}}
+
+
+def grounding_metadata(
+    answer: str,
+    *,
+    queries: Sequence[str] = (),
+    sources: Sequence[tuple[str, str]] = (),
+    cites: Sequence[tuple[str, Sequence[int]]] = (),
+) -> dict[str, Any]:
+    """Google Search ``groundingMetadata`` (a candidate field) for ``answer``: each of
+    ``cites`` is a segment of the answer (found by its text) and the indices of ``sources``
+    (uri, title) it rests on. Segment indices are UTF-8 byte offsets into the answer text,
+    as the API documents."""
+    supports = []
+    for segment, indices in cites:
+        start = answer.index(segment)
+        byte_start = len(answer[:start].encode())
+        byte_end = byte_start + len(segment.encode())
+        supports.append(
+            {
+                "segment": {"startIndex": byte_start, "endIndex": byte_end, "text": segment},
+                "groundingChunkIndices": list(indices),
+            }
+        )
+    out: dict[str, Any] = {
+        "webSearchQueries": list(queries),
+        "groundingChunks": [{"web": {"uri": uri, "title": title}} for uri, title in sources],
+        "groundingSupports": supports,
+    }
+    if queries:
+        chips = "".join(f'<a class="chip">{q}</a>' for q in queries)
+        out["searchEntryPoint"] = {"renderedContent": f"<style>.chip{{}}</style>{chips}"}
+    return {"groundingMetadata": out}
+
+
+def url_context_metadata(*links: tuple[str, str]) -> dict[str, Any]:
+    """``urlContextMetadata`` (a candidate field) for (url, status) pairs, the status such as
+    ``URL_RETRIEVAL_STATUS_SUCCESS`` or ``URL_RETRIEVAL_STATUS_ERROR``."""
+    found = [{"retrievedUrl": url, "urlRetrievalStatus": status} for url, status in links]
+    return {"urlContextMetadata": {"urlMetadata": found}}
+
+
 @dataclass
 class Reply:
     """What the fake answers to one request.
 
     Streaming replies send one SSE event per entry of ``thoughts`` (as thought parts), then
-    one per entry of ``chunks``; a STOP/MAX_TOKENS finish rides on the last text chunk, any
-    other finish reason (SAFETY, ...) comes in a final event of its own without content.
+    one per entry of ``chunks`` (text, or a raw part such as :func:`code_part`); a
+    STOP/MAX_TOKENS finish rides on the last chunk, any other finish reason (SAFETY, ...)
+    comes in a final event of its own without content. With a ``signature``, the last event
+    carries it on an empty text part (with the finish). ``metadata[i]`` adds candidate fields
+    (``groundingMetadata``, ``urlContextMetadata``) to event ``i`` (negative: from the end).
     ``delays[i]`` (else ``delay``) is slept before event ``i``; ``first_delay`` overrides the
     wait before the first event. ``drop_after=n`` aborts the connection after ``n`` events
     without ending the chunked body; ``stall_after=n`` sends ``n`` events and then nothing
@@ -148,7 +220,7 @@ class Reply:
     :meth:`mid_stream_error`).
     """
 
-    chunks: Sequence[str] = ()
+    chunks: Sequence[str | Mapping[str, Any]] = ()
     delay: float = 0.0
     delays: Sequence[float] | None = None
     first_delay: float | None = None
@@ -156,6 +228,8 @@ class Reply:
     usage: Usage | Mapping[str, int] | None = None
     model_version: str | None = None
     thoughts: Sequence[str] = ()
+    signature: bytes | None = field(default=None, repr=False)
+    metadata: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     drop_after: int | None = None
     stall_after: int | None = None
     status: int = 200
@@ -433,6 +507,24 @@ class RecordedRequest:
         if not isinstance(self.body, dict):
             return {}
         return dict(_get(self.body, "generationConfig", "generation_config") or {})
+
+    def tools(self) -> list[str]:
+        """The tools asked for, by name (``googleSearch``, ``urlContext``, ``codeExecution``)."""
+        if not isinstance(self.body, dict):
+            return []
+        return [name for tool in self.body.get("tools") or [] for name in tool]
+
+    def thinking_config(self) -> dict[str, Any] | None:
+        """``generationConfig.thinkingConfig`` with camelCase keys (google-genai 3.x sends
+        them snake_case inside, ``include_thoughts``; Google accepts both), None if absent."""
+        config = _get(self.generation_config(), "thinkingConfig", "thinking_config")
+        if not isinstance(config, dict):
+            return None
+        return {re.sub(r"_([a-z])", lambda m: m[1].upper(), k): v for k, v in config.items()}
+
+    def model_parts(self) -> list[list[dict[str, Any]]]:
+        """The parts of each model turn of the contents, as sent."""
+        return [list(c.get("parts") or []) for c in self.contents() if c.get("role") == "model"]
 
     def image_parts(
         self, role: str | None = None, *, last_turn_only: bool = False
@@ -816,12 +908,14 @@ class FakeGemini:
                 usage=reply.usage,
                 model_version=reply.model_version,
                 finish_reason=None,
+                metadata=reply.metadata,
             )
             error = reply.error_body or Reply.error(500).error_body
             return [*self._events(rec, normal)[: reply.error_after], dict(error or {})]
 
         texts = list(reply.chunks)
-        inline_finish = reply.finish_reason in _INLINE_FINISH and bool(texts)
+        signed = reply.signature is not None
+        inline_finish = reply.finish_reason in _INLINE_FINISH and bool(texts) and not signed
         for thought in reply.thoughts:
             thoughts_so_far += _tokens(thought)
             events.append(
@@ -841,10 +935,11 @@ class FakeGemini:
                 }
             )
         for i, text in enumerate(texts):
-            output_so_far += _tokens(text)
+            part = {"text": text} if isinstance(text, str) else dict(text)
+            output_so_far += _tokens(text if isinstance(text, str) else json.dumps(part))
             last = i == len(texts) - 1
             candidate: dict[str, Any] = {
-                "content": {"parts": [{"text": text}], "role": "model"},
+                "content": {"parts": [part], "role": "model"},
                 "index": 0,
             }
             if last and inline_finish:
@@ -859,6 +954,12 @@ class FakeGemini:
             )
         if reply.finish_reason is not None and not inline_finish:
             final: dict[str, Any] = {"finishReason": reply.finish_reason, "index": 0}
+            if signed:
+                signature = base64.b64encode(reply.signature or b"").decode()
+                final["content"] = {
+                    "parts": [{"text": "", "thoughtSignature": signature}],
+                    "role": "model",
+                }
             if reply.finish_reason not in _INLINE_FINISH:
                 final["safetyRatings"] = _safety_ratings(reply.finish_reason)
             events.append(
@@ -869,6 +970,9 @@ class FakeGemini:
                     "responseId": response_id,
                 }
             )
+        for index, extra in reply.metadata.items():
+            if -len(events) <= index < len(events):
+                events[index]["candidates"][0].update(extra)
         return events
 
     def _cache_lookup(self, rec: RecordedRequest) -> int:
@@ -1040,24 +1144,21 @@ def _merge_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     if "promptFeedback" in events[0]:
         merged["promptFeedback"] = events[0]["promptFeedback"]
         return merged
-    thoughts = "".join(
-        p["text"]
-        for e in events
-        for p in e["candidates"][0].get("content", {}).get("parts", [])
-        if p.get("thought")
-    )
-    text = "".join(
-        p["text"]
-        for e in events
-        for p in e["candidates"][0].get("content", {}).get("parts", [])
-        if not p.get("thought")
-    )
     parts: list[dict[str, Any]] = []
-    if thoughts:
-        parts.append({"text": thoughts, "thought": True})
-    if text:
-        parts.append({"text": text})
     candidate: dict[str, Any] = {"index": 0}
+    for event in events:
+        for key in ("groundingMetadata", "urlContextMetadata"):
+            if key in event["candidates"][0]:
+                candidate[key] = event["candidates"][0][key]
+        for part in event["candidates"][0].get("content", {}).get("parts", []):
+            last_part = parts[-1] if parts else None
+            same = last_part is not None and "text" in part and "text" in last_part
+            if same and bool(part.get("thought")) == bool(last_part.get("thought")):
+                last_part["text"] += part["text"]
+                if "thoughtSignature" in part:
+                    last_part["thoughtSignature"] = part["thoughtSignature"]
+            else:
+                parts.append(dict(part))
     if parts:
         candidate["content"] = {"parts": parts, "role": "model"}
     last = events[-1]["candidates"][0]
