@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
 import math
 import re
@@ -44,6 +45,7 @@ from storage.models import (
     Status,
     StorageError,
     StoreClosed,
+    StoredPart,
     StoreLocked,
     TokenUsage,
     Turn,
@@ -62,6 +64,7 @@ from storage.sqlite import (
     _export_markdown,
     _log_abandoned_failure,
     _pair_key,
+    _parts_to_json,
     _prepare_images,
     _remember,
     _Row,
@@ -89,7 +92,8 @@ SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.autho
                                             ti.name))
                    FROM turn_images AS ti JOIN images AS i ON i.sha256 = ti.sha256
                   WHERE ti.turn_id = t.id), '[]')::text AS images,
-       t.archived, t.archived_at, t.withdrawn, t.hidden
+       t.archived, t.archived_at, t.withdrawn, t.hidden, t.parts, t.thoughts_tokens,
+       t.searches
   FROM turns AS t
 """
 
@@ -536,19 +540,37 @@ class PostgresStore:
         prompt_tokens: int | None = None,
         output_tokens: int | None = None,
         metrics: ReplyMetrics | None = None,
+        parts: Sequence[StoredPart] = (),
+        thoughts_tokens: int | None = None,
+        searches: Sequence[str] = (),
     ) -> None:
-        """Record a model turn's final text and status (and its metrics), all at once."""
+        """Record a model turn's final text, status, parts (signatures byte for byte), thinking
+        tokens and Google searches (and its metrics), all at once."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"a finished turn's status must be one of {sorted(FINAL_STATUSES)}")
-        values = (_put(text), status, time.time(), prompt_tokens, output_tokens, turn_id)
+        # The JSON is ASCII (json.dumps escapes the rest), so `_put` leaves it as SQLite has it.
+        parts_json = _parts_to_json(parts)
+        values = (
+            _put(text),
+            status,
+            time.time(),
+            prompt_tokens,
+            output_tokens,
+            None if parts_json is None else _put(parts_json),
+            thoughts_tokens,
+            _put(json.dumps([_clean(q) for q in searches])) if searches else None,
+            turn_id,
+        )
         ids = [int(m) for m in message_ids]
 
         async def op(conn: asyncpg.Connection) -> None:
             changed = await conn.fetchval(
                 "UPDATE turns SET text = $1, status = $2, finished_at = $3,"
                 " prompt_tokens = coalesce($4, prompt_tokens),"
-                " output_tokens = coalesce($5, output_tokens)"
-                " WHERE id = $6 AND role = 'model' RETURNING id",
+                " output_tokens = coalesce($5, output_tokens),"
+                " parts = coalesce($6, parts), thoughts_tokens = coalesce($7, thoughts_tokens),"
+                " searches = coalesce($8, searches)"
+                " WHERE id = $9 AND role = 'model' RETURNING id",
                 *values,
             )
             if changed is None:
@@ -1077,7 +1099,8 @@ class PostgresStore:
 
         async def op(conn: asyncpg.Connection) -> Stats:
             groups = await conn.fetch(
-                "SELECT role, status, sum(turns), sum(prompt_tokens), sum(output_tokens)"
+                "SELECT role, status, sum(turns), sum(prompt_tokens), sum(output_tokens),"
+                " sum(thoughts_tokens)"
                 f" FROM turn_totals WHERE turns > 0{where} GROUP BY role, status",
                 channel_id,
             )
@@ -1101,12 +1124,13 @@ class PostgresStore:
             )
             by_status: dict[str, int] = {}
             counts = {"user": 0, "model": 0}
-            prompt = output = 0
-            for role, status, n, p, o in groups:
+            prompt = output = thoughts = 0
+            for role, status, n, p, o, th in groups:
                 by_status[status] = by_status.get(status, 0) + int(n)
                 counts[role] += int(n)
                 prompt += int(p)
                 output += int(o)
+                thoughts += int(th)
             return Stats(
                 turns=counts["user"] + counts["model"],
                 user_turns=counts["user"],
@@ -1119,6 +1143,7 @@ class PostgresStore:
                 replies_measured=int(replies),
                 avg_first_chunk_latency=first_sum / first_n if first_n else None,
                 avg_total_time=total_sum / replies if replies else None,
+                thoughts_tokens=thoughts,
             )
 
         return await self._read(op)

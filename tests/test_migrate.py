@@ -21,6 +21,7 @@ from storage import (
     Media,
     ReplyMetrics,
     StorageError,
+    StoredPart,
     StoreLocked,
     TokenUsage,
     Upload,
@@ -75,7 +76,8 @@ async def fill(path: Path) -> dict[str, Any]:
         await store.set_persona(1, "a pirate \x00")
         await store.set_model(3, "gemini-x")
         await store.set_guild_budget(GuildBudget(77, 5000, None))
-        # 0005-0007: settings, a regenerated reply, a private exchange, named files, uploads
+        # 0005-0008: settings, a regenerated reply with its parts, a private exchange, named
+        # files, uploads
         await store.set_setting(1, "scope", "user")
         await store.set_setting(3, "answer_mode", "thread")
         pdf = Media(b"%PDF-1.7 report", "application/pdf", name="report \x00 é.pdf")
@@ -84,7 +86,14 @@ async def fill(path: Path) -> dict[str, Any]:
         )
         for n in range(2):
             a = await store.start_model_turn(channel_id=1, reply_to=q, model="g-1")
-            await store.finish_model_turn(a, text=f"take {n}", status="complete")
+            await store.finish_model_turn(
+                a,
+                text=f"take {n}",
+                status="complete",
+                parts=[StoredPart("thought", "hm \x00"), StoredPart("text", f"take {n}", b"\0s")],
+                thoughts_tokens=7 + n,
+                searches=["search é"],
+            )
         await store.replace_replies(q, a)
         p = await store.add_user_turn(
             channel_id=3, author_id=5, author_name="e", text="just me", hidden="private"
@@ -125,6 +134,7 @@ async def test_everything_is_copied_verified_and_a_rerun_converges(
 ) -> None:
     path = tmp_path / "gemcord.db"
     before = await fill(path)
+    assert before["stats"].thoughts_tokens == 7 + 8
     lines: list[str] = []
     reports = await migrate_database(
         f"sqlite:///{path}", pg_backend.location, progress=lines.append

@@ -1,14 +1,14 @@
 """The store keeps a model turn's parts (thought signatures byte for byte) and its thinking
-tokens, counted in the stats; forget-me takes them along."""
+tokens, counted in the stats; forget-me takes them along. On both engines (tests/backends.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from storage import SQLiteStore, StoredPart, open_store
+from storage import Store, StoredPart
+from tests.backends import Backend
 
 SIGNATURE = bytes(range(256))
 PARTS = [
@@ -16,19 +16,19 @@ PARTS = [
     StoredPart("text", "Answer ", None),
     StoredPart("code", "print(1)", None, "PYTHON"),
     StoredPart("output", "1\n", None, "OUTCOME_OK"),
+    StoredPart("thought", "NUL \x00, U+FFFF \uffff, é"),  # text PostgreSQL cannot hold as is
     StoredPart("text", "done.", SIGNATURE),
 ]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await open_store(tmp_path / "gemcord.db")
-    assert isinstance(s, SQLiteStore)
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    s = await backend.open()
     yield s
     await s.close()
 
 
-async def test_parts_and_thinking_tokens_round_trip(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_parts_and_thinking_tokens_round_trip(store: Store, backend: Backend) -> None:
     question = await store.add_user_turn(channel_id=1, author_id=7, author_name="a", text="q")
     reply = await store.start_model_turn(channel_id=1, reply_to=question, model="gemini-x")
     await store.finish_model_turn(
@@ -37,13 +37,13 @@ async def test_parts_and_thinking_tokens_round_trip(store: SQLiteStore, tmp_path
         status="complete",
         parts=PARTS,
         thoughts_tokens=42,
-        searches=["q1", "q2"],
+        searches=["q1", "q2 é"],
     )
     [_, turn] = await store.load_history(1)
     assert turn.parts == PARTS and turn.parts[-1].signature == SIGNATURE
     assert turn.thoughts_tokens == 42
     again = await store.get_turn(reply)
-    assert again is not None and again.parts == PARTS and again.searches == ["q1", "q2"]
+    assert again is not None and again.parts == PARTS and again.searches == ["q1", "q2 é"]
     asked = await store.get_turn(question)
     assert asked is not None and asked.parts == [] and asked.searches == []
     assert (await store.stats(1)).thoughts_tokens == 42
@@ -58,7 +58,7 @@ async def test_parts_and_thinking_tokens_round_trip(store: SQLiteStore, tmp_path
 
     # kept across a restart; gone with the asker's turns
     await store.close()
-    reopened = await open_store(tmp_path / "gemcord.db")
+    reopened = await backend.open()
     try:
         kept = await reopened.get_turn(reply)
         assert kept is not None and kept.parts == PARTS
