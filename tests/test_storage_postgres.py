@@ -4,13 +4,14 @@ and text PostgreSQL cannot hold as it is (NUL)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from storage import SchemaError, ShardSet, Store, StoreLocked, open_store
+from storage import Media, SchemaError, ShardSet, Store, StoreLocked, Upload, open_store
 from storage.pg_schema import load_pg_migrations, migrate_pg, pg_version
 from storage.schema import load_migrations
 from tests.backends import Backend
@@ -123,11 +124,39 @@ async def test_nul_and_its_escape_round_trip(pg: Backend, text: str) -> None:
     store = await pg.open()
     try:
         await store.set_persona(1, text)
-        u = await store.add_user_turn(channel_id=1, author_id=1, author_name=text, text=text)
+        await store.set_setting(1, "scope", text)
+        file = Media(b"bytes", "text/plain", name=text)
+        u = await store.add_user_turn(
+            channel_id=1, author_id=1, author_name=text, text=text, images=[file]
+        )
+        await store.save_upload(Upload(file.sha256, text, text, "text/plain", 1e10))
         store._settings.clear()  # type: ignore[attr-defined]
-        assert (await store.get_channel_settings(1)).persona == text
+        settings = await store.get_channel_settings(1)
+        assert (settings.persona, settings.scope) == (text, text)
         [turn] = await store.load_history(1)
-        assert (turn.id, turn.text, turn.author_name) == (u, text, text)
+        assert (turn.id, turn.text, turn.author_name, turn.images[0].name) == (u, text, text, text)
+        [upload] = (await store.get_uploads([file.sha256])).values()
+        assert (upload.name, upload.uri) == (text, text)
+        await store.forget_user(1)
+        assert await store.take_gone_uploads() == [text]
+    finally:
+        await store.close()
+
+
+async def test_history_query_uses_the_index(pg: Backend) -> None:
+    """Whole channel or one author's exchanges: an index range scan, newest first."""
+    from storage.postgres import _HISTORY_SQL, MAX_ID, _plan
+
+    store = await pg.open()
+    try:
+        for author in (None, 7):
+            plan = "\n".join(
+                await store._read(  # type: ignore[attr-defined]
+                    functools.partial(_plan, _HISTORY_SQL, (1, MAX_ID, author, 40))
+                )
+            )
+            assert "Index Scan Backward using turns_history on turns t" in plan
+            assert "Seq Scan" not in plan and "Sort" not in plan
     finally:
         await store.close()
 
