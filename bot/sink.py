@@ -44,10 +44,14 @@ def _files(files: list[tuple[str, bytes]]) -> list[discord.File]:
     return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
 
 
+THREAD_ARCHIVED = 50083
+"""Discord's error code for a write in a thread someone archived (or locked) meanwhile."""
+
+
 def _translate(exc: discord.HTTPException) -> Exception:
-    # Deleted, or no longer allowed to write here: either way the reply cannot go on, and
-    # retrying a 403 only counts towards Discord's invalid-request ban.
-    if isinstance(exc, discord.NotFound | discord.Forbidden):
+    # Deleted, archived, or no longer allowed to write here: either way the reply cannot go
+    # on, and retrying a 403 only counts towards Discord's invalid-request ban.
+    if isinstance(exc, discord.NotFound | discord.Forbidden) or exc.code == THREAD_ARCHIVED:
         return SinkMessageGone(str(exc))
     if exc.status == 429:
         retry = getattr(exc, "retry_after", None) or 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sqlite3
 import subprocess
@@ -344,6 +345,26 @@ async def test_deleting_a_question_stops_its_reply_and_forgets_it(tmp_path: Path
         assert w.gemini.requests[-1].roles() == ["user"]
         assert w.bot is not None
         assert "regret" not in await w.bot.store.export_channel(w.general.id)
+
+
+async def test_a_thread_archived_mid_reply_ends_it_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with fast(tmp_path) as w:
+        thread = w.discord.add_thread(w.general, "side talk")
+        w.gemini.script(Reply(chunks=[f"w{i} " for i in range(200)], delay=0.05))
+        question = await w.mention(thread, w.alice, "a long one")
+        [request] = await w.gemini.wait_for_requests(1)
+        await w.discord.wait_for(lambda: w.discord.bot_messages(thread))
+        await w.discord.archive_thread(thread)  # a moderator archives it: edits get 50083
+        await request.wait_closed()
+        assert request.outcome != "completed"
+        await w.discord.wait_for(lambda: w.bot is not None and not len(w.bot.inflight))
+        turn = await reply_turn(w, question.id)
+        assert turn is not None and turn.status == "failed" and turn.text.startswith("w0 w1")
+        refused = [c for c in w.discord.calls if c.status == 400]
+        assert len(refused) == 1, "the reply stopped at the first refused write"
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_deleted_reply_is_no_longer_sent_to_the_model(tmp_path: Path) -> None:
