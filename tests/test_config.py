@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,14 @@ def test_unreachable_discord_exits_1(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "cannot reach Discord" in done.stderr and "Traceback" not in done.stderr
     assert TOKEN not in done.stderr
+
+
+def test_every_setting_is_in_env_example_and_the_readme() -> None:
+    """Each environment variable the bot reads is documented in both places."""
+    root = ROOT
+    source = "\n".join(p.read_text() for p in (root / "bot").rglob("*.py"))
+    names = set(re.findall(r"\"((?:GEMCORD|GEMINI|DISCORD)_[A-Z_]+)\"", source))
+    assert {"DISCORD_TOKEN", "GEMINI_API_KEY", "GEMCORD_DB"} <= names
+    example, readme = (root / ".env.example").read_text(), (root / "README.md").read_text()
+    assert not sorted(n for n in names if n not in example), "missing in .env.example"
+    assert not sorted(n for n in names if n not in readme), "missing in README.md"
