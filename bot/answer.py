@@ -54,7 +54,11 @@ class Engine(Protocol):
     inflight: InFlightRegistry
     metrics: Metrics
     breaker: Breaker
-    clock: Callable[[], float]
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds (the ledger's days and budgets); a test may step it."""
+        ...
 
     @property
     def display_name(self) -> str:

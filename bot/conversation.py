@@ -232,7 +232,7 @@ def _cap_inline_bytes(
     fit ``limit``."""
     total = 0
     for turn in reversed(contents):
-        kept: list[str | Media] = []
+        kept: list[str | Media | ModelPart] = []
         for part in reversed(turn.parts):
             if isinstance(part, Media) and not uploaded(part):
                 if total + len(part.data) > limit:

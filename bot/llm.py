@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import difflib
+import inspect
 import io
 import logging
 import math
@@ -122,6 +123,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, Conn
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s)\b")
 #: What a model-list call may raise besides APIError: a refused or dropped connection.
 _NETWORK_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, OSError)
+_UPLOAD_ERRORS: tuple[type[BaseException], ...] = (*_NETWORK_ERRORS, ValueError, KeyError)
 _MODELS_PREFIX = "models/"
 
 
@@ -683,7 +685,7 @@ class GeminiClient:
             ) from None
         except genai_errors.APIError as exc:
             raise _map_api_error(self, exc)[0] from None
-        except (*_NETWORK_ERRORS, ValueError, KeyError) as exc:  # the SDK's own upload checks
+        except _UPLOAD_ERRORS as exc:  # the network, and the SDK's own upload checks
             raise StreamDropped(
                 "⚠ Couldn't send a file to Gemini (connection problem) — try again shortly.",
                 detail=self._scrub(f"cannot {what}: {_network_reason(exc)}"),
@@ -1093,8 +1095,9 @@ class GeminiStream:
                 self._take(chunk)
         finally:
             # Same task that iterated it, and not running: closing here is safe.
-            with contextlib.suppress(Exception):
-                await sdk_stream.aclose()
+            if inspect.isasyncgen(sdk_stream):
+                with contextlib.suppress(Exception):
+                    await sdk_stream.aclose()
         self._check_end()
 
     def _take(self, chunk: types.GenerateContentResponse) -> None:

@@ -76,7 +76,8 @@ class ChannelSink:
             reference = self.question.to_reference(fail_if_not_exists=False)
         extra = {"view": view} if (view := view_of(buttons)) else {}
         try:
-            msg = await self.channel.send(
+            # a view only when there are buttons (discord.py types a given view as not None)
+            msg = await self.channel.send(  # type: ignore[call-overload]
                 text,
                 reference=reference,
                 mention_author=False,
@@ -149,7 +150,7 @@ class InteractionSink:
                 self._original, self._original_id = True, msg.id
                 return msg.id
             extra = {"view": view} if view else {}
-            follow = await self.interaction.followup.send(
+            follow = await self.interaction.followup.send(  # type: ignore[call-overload]
                 text, wait=True, ephemeral=self.ephemeral, allowed_mentions=NO_PINGS, **extra
             )
         except discord.HTTPException as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import discord
 
@@ -10,7 +11,7 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME_LIMIT = 100
 """Discord's longest thread name."""
-ARCHIVE_MINUTES = 1440
+ARCHIVE_MINUTES: Final = 1440
 """A thread nobody writes in is archived after a day (it reopens with the next message)."""
 
 

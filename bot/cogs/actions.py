@@ -76,7 +76,7 @@ class AskModal(discord.ui.Modal):
         )
         self.add_item(discord.ui.Label(text="Your question", component=self.question))
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+    async def on_submit(self, interaction: discord.Interaction) -> None:
         """Answer in the channel, with the message's text and files as context."""
         text = self.question.value.strip()
         if not text:

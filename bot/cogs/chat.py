@@ -147,7 +147,7 @@ def can_reference(perms: discord.Permissions | None) -> bool:
 def guild_and_thread_ids(channel: object) -> tuple[int | None, int | None]:
     """(guild id, thread id) of a channel."""
     guild = getattr(channel, "guild", None)
-    thread = channel.id if isinstance(channel, discord.Thread) else None  # type: ignore[attr-defined]
+    thread = channel.id if isinstance(channel, discord.Thread) else None
     return (guild.id if guild else None), thread
 
 
@@ -321,13 +321,14 @@ class Chat(commands.Cog):
             reference = message.to_reference(fail_if_not_exists=False)
         await self.bot.pacers.get(message.channel.id).budget("send").acquire()
         try:
-            await message.channel.send(
+            sent = await message.channel.send(
                 shorten(text),
                 reference=reference,  # type: ignore[arg-type]
                 mention_author=False,
                 allowed_mentions=NO_PINGS,
-                delete_after=delete_after,
             )
+            if delete_after is not None:
+                await sent.delete(delay=delete_after)
         except discord.HTTPException as exc:
             log.warning("could not send a notice in channel %s: %s", message.channel.id, exc)
 
@@ -653,7 +654,8 @@ class Chat(commands.Cog):
             )
             await self._reply_privately(interaction, text[:2000])
             return
-        await apply_setting(self.bot, interaction, "persona", "default" if clear else instruction)
+        value = "default" if clear or instruction is None else instruction
+        await apply_setting(self.bot, interaction, "persona", value)
 
     forget = app_commands.Group(name="forget", description="Delete what you said to me.")
 
