@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot import ledger
 from bot.admission import Slot
@@ -27,7 +27,9 @@ from bot.thinking import thinking_for
 from storage import (
     AlreadyAnswered,
     ChannelSettings,
+    HistoryBudget,
     ReplyMetrics,
+    ReplyStart,
     Store,
     StoredPart,
     Turn,
@@ -347,6 +349,10 @@ async def answer(
     replaced once the new one starts.
     """
     store = bot.store
+    request: Request | None = None
+    # admitted already, and a new question: it is stored, its reply started and its history
+    # read in one store operation
+    at_once = (slot is None or not slot.waiting) and question.asked_as is None
     try:
         if ticket is not None:
             await ticket.wait()
@@ -354,17 +360,25 @@ async def answer(
             settings = await channel_settings(store, question.channel_id, question.parent_id)
             before = await _history(bot, question, settings)
             question = dataclasses.replace(question, text=with_quote(question, before), quote=None)
-        user_turn = question.asked_as or await store.add_user_turn(
-            channel_id=question.channel_id,
-            guild_id=question.guild_id,
-            thread_id=question.thread_id,
-            author_id=question.author_id,
-            author_name=question.author_name,
-            text=question.text,
-            message_ids=[question.message_id] if question.message_id else [],
-            images=question.images,
-            hidden="private" if question.private else None,
-        )
+        asked: dict[str, Any] = {
+            "channel_id": question.channel_id,
+            "guild_id": question.guild_id,
+            "thread_id": question.thread_id,
+            "author_id": question.author_id,
+            "author_name": question.author_name,
+            "text": question.text,
+            "message_ids": [question.message_id] if question.message_id else [],
+            "images": question.images,
+            "hidden": "private" if question.private else None,
+        }
+        if at_once:
+            settings = await channel_settings(store, question.channel_id, question.parent_id)
+            model = settings.model or bot.settings.gemini_model
+            start = await store.ask(**asked, model=model, **_history_of(bot, question, settings))
+            user_turn = start.user_turn
+            request = _request(bot, question, start, model, settings)
+        else:
+            user_turn = question.asked_as or await store.add_user_turn(**asked)
     except AlreadyAnswered:
         log.info("message %s was asked before: not answering it again", question.message_id)
         return None
@@ -372,37 +386,35 @@ async def answer(
         if ticket is not None:
             ticket.release()
     reply = bot.inflight.start(question.channel_id, question.author_id, question.message_id)
-    model_turn: int | None = None
     result: RenderResult | None = None
-    request: Request | None = None
     try:
-        if slot is not None and slot.waiting:
+        if request is None:
+            if slot is not None and slot.waiting:
+                try:
+                    await _until_admitted(slot, reply.token)
+                finally:
+                    if on_admitted is not None:
+                        on_admitted()
+            if reply.token.cancelled:
+                return None  # stopped (or its question deleted) while it waited
+            settings = await channel_settings(store, question.channel_id, question.parent_id)
+            model = settings.model or bot.settings.gemini_model
             try:
-                await _until_admitted(slot, reply.token)
-            finally:
-                if on_admitted is not None:
-                    on_admitted()
-        if reply.token.cancelled:
-            return None  # stopped (or its question deleted) while it waited
-        settings = await channel_settings(store, question.channel_id, question.parent_id)
-        model = settings.model or bot.settings.gemini_model
-        history = await _history(bot, question, settings, before_turn=user_turn)
-        request = Request(
-            bot, question, history, model, settings.persona or bot.settings.persona, settings
-        )
-        try:
-            model_turn = request.turn_id = await store.start_model_turn(
-                channel_id=question.channel_id,
-                guild_id=question.guild_id,
-                thread_id=question.thread_id,
-                reply_to=user_turn,
-                model=model,
-            )
-        except TurnNotFound:  # the asker ran /forget while the question waited
-            log.info("question %s was forgotten before its reply began", question.message_id)
-            return None
-        if question.asked_as is not None:
-            await store.replace_replies(user_turn, model_turn)
+                start = await store.start_reply(
+                    channel_id=question.channel_id,
+                    guild_id=question.guild_id,
+                    thread_id=question.thread_id,
+                    reply_to=user_turn,
+                    model=model,
+                    **_history_of(bot, question, settings),
+                )
+            except TurnNotFound:  # the asker ran /forget while the question waited
+                log.info("question %s was forgotten before its reply began", question.message_id)
+                return None
+            request = _request(bot, question, start, model, settings)
+            if question.asked_as is not None:
+                await store.replace_replies(user_turn, start.model_turn)
+        model_turn = request.turn_id
         result = await render_stream(
             request.chunks(),
             sink,
@@ -417,13 +429,22 @@ async def answer(
         return result
     finally:
         try:
-            if model_turn is not None and request is not None:
+            if request is not None and request.turn_id is not None:
                 await asyncio.shield(
-                    _finish(bot, question, model_turn, result, request, reply.token)
+                    _finish(bot, question, request.turn_id, result, request, reply.token)
                 )
         finally:
             # Only now: a shutdown waits for running replies, and so for this store write too.
             bot.inflight.finish(reply)
+
+
+def _request(
+    bot: Engine, question: Question, start: ReplyStart, model: str, settings: ChannelSettings
+) -> Request:
+    persona = settings.persona or bot.settings.persona
+    request = Request(bot, question, start.history, model, persona, settings)
+    request.turn_id = start.model_turn
+    return request
 
 
 @runtime_checkable
@@ -461,22 +482,30 @@ async def _attach_images(
         log.warning("could not attach the code's images to the reply: %r", exc)
 
 
-async def _history(
-    bot: Engine, question: Question, settings: ChannelSettings, before_turn: int | None = None
-) -> list[Turn]:
-    """The conversation the question continues: the channel's, or with `scope` "user" only
-    the asker's own exchanges there."""
+def _history_of(bot: Engine, question: Question, settings: ChannelSettings) -> dict[str, Any]:
+    """What history a question's request carries (the store's `history` and
+    `history_author`): the channel's conversation, or with `scope` "user" only the asker's
+    own exchanges there, or none for a private question."""
     s = bot.settings
-    if question.private:
-        return []  # a one-off only its asker sees (a summary): it carries what it needs
+    if question.private:  # a one-off only its asker sees (a summary): it carries what it needs
+        return {"history": HistoryBudget(max_turns=0)}
     private = effective(settings, "scope") == "user"
+    return {
+        "history": HistoryBudget(s.history_turns, s.history_tokens, s.history_image_turns),
+        "history_author": question.author_id if private else None,
+    }
+
+
+async def _history(bot: Engine, question: Question, settings: ChannelSettings) -> list[Turn]:
+    """The conversation the question continues (see :func:`_history_of`)."""
+    of = _history_of(bot, question, settings)
+    budget: HistoryBudget = of["history"]
     return await bot.store.load_history(
         question.channel_id,
-        max_turns=s.history_turns,
-        max_tokens=s.history_tokens,
-        image_turns=s.history_image_turns,
-        before_turn=before_turn,
-        author_id=question.author_id if private else None,
+        max_turns=budget.max_turns,
+        max_tokens=budget.max_tokens,
+        image_turns=budget.image_turns,
+        author_id=of.get("history_author"),
     )
 
 

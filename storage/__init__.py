@@ -13,7 +13,9 @@ Semantics the bot relies on:
 - **Pairs.** A model turn answers one user turn (`reply_to`). History is ordered by pair key
   (the user turn's id for both), the question before its answers, so two replies streaming at
   once in one channel stay next to their questions whatever order they finish in.
-- **Start / finish.** `start_model_turn` writes a "streaming" row; `finish_model_turn` writes the
+- **Start / finish.** `start_model_turn` writes a "streaming" row (`ask` stores a question, starts
+  its reply and loads the history before it in one transaction; `start_reply` starts the reply
+  of a question stored earlier and loads its history); `finish_model_turn` writes the
   final text, status, message ids and metrics in one transaction; `checkpoint` saves the text
   so far while it streams. A crash in between leaves the "streaming" row, which `open_store`
   marks "interrupted" (keeping the last checkpoint) and hands to the bot once through
@@ -86,8 +88,10 @@ from storage.models import (
     ChannelSettings,
     GuildBudget,
     Hidden,
+    HistoryBudget,
     Media,
     ReplyMetrics,
+    ReplyStart,
     SchemaError,
     Stats,
     Status,
@@ -116,8 +120,10 @@ __all__ = [
     "ChannelSettings",
     "GuildBudget",
     "Hidden",
+    "HistoryBudget",
     "Media",
     "ReplyMetrics",
+    "ReplyStart",
     "SQLiteStore",
     "SchemaError",
     "ShardSet",
@@ -178,6 +184,42 @@ class Store(Protocol):
         author_name: str = "",
     ) -> int:
         """Open a "streaming" reply to user turn `reply_to`; returns its turn id."""
+        ...
+
+    async def ask(
+        self,
+        *,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        text: str,
+        model: str,
+        message_ids: Sequence[int] = (),
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        images: Sequence[Media] = (),
+        hidden: Hidden | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """A question answered at once: `add_user_turn`, `start_model_turn` and `load_history`
+        (before the question; `history_author` as its `author_id`) in one transaction;
+        AlreadyAnswered stores nothing."""
+        ...
+
+    async def start_reply(
+        self,
+        *,
+        channel_id: int,
+        reply_to: int,
+        model: str,
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """A stored question's reply begins: `start_model_turn` and `load_history(before_turn=
+        reply_to, author_id=history_author)` in one operation."""
         ...
 
     async def finish_model_turn(

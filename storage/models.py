@@ -254,3 +254,24 @@ class StoreLocked(StorageError):
 
 class TurnNotFound(StorageError, LookupError):
     """The turn asked for does not exist (or is not of the kind the operation needs)."""
+
+
+@dataclass(frozen=True)
+class HistoryBudget:
+    """How much history a request carries (see `Store.load_history`)."""
+
+    max_turns: int = 40
+    max_tokens: int = 24_000
+    image_turns: int = 6
+
+
+@dataclass
+class ReplyStart:
+    """A reply begun in one store operation (`Store.ask`, `Store.start_reply`)."""
+
+    user_turn: int
+    """The question's turn."""
+    model_turn: int
+    """The reply's turn, "streaming"."""
+    history: list[Turn]
+    """The channel's history before the question, as `load_history(before_turn=user_turn)`."""

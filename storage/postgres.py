@@ -39,8 +39,10 @@ from storage.models import (
     ChannelSettings,
     GuildBudget,
     Hidden,
+    HistoryBudget,
     Media,
     ReplyMetrics,
+    ReplyStart,
     Stats,
     Status,
     StorageError,
@@ -220,6 +222,152 @@ async def _insert_message_ids(
         await conn.executemany(
             "INSERT INTO turn_messages (turn_id, position, message_id) VALUES ($1, $2, $3)", rows
         )
+
+
+class _Question:
+    """A question ready to insert (its images read and hashed off the event loop)."""
+
+    def __init__(
+        self,
+        values: tuple[Any, ...],
+        ids: list[int],
+        prepared: list[tuple[str, str, bytes]],
+        names: list[str],
+    ) -> None:
+        self.values = values
+        self.ids = ids
+        self.prepared = prepared
+        self.names = names
+
+    @classmethod
+    async def prepare(
+        cls,
+        channel_id: int,
+        guild_id: int | None,
+        thread_id: int | None,
+        author_id: int,
+        author_name: str,
+        text: str,
+        message_ids: Sequence[int],
+        images: Sequence[Media],
+        hidden: Hidden | None,
+    ) -> _Question:
+        prepared = await _prepare_images(images)
+        values = (
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            _put(author_name),
+            _put(text),
+            time.time(),
+            hidden,
+        )
+        names = [_put(image.name) for image in images]
+        return cls(values, [int(m) for m in message_ids], list(prepared), names)
+
+    @property
+    def needs_transaction(self) -> bool:
+        """Whether inserting it takes more than one statement."""
+        return bool(self.ids or self.prepared)
+
+    async def insert(self, conn: asyncpg.Connection) -> int:
+        """Insert the turn, claim its message, link its images; its turn id."""
+        turn_id = int(
+            await conn.fetchval(
+                "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+                " author_name, text, status, created_at, hidden)"
+                " VALUES ($1, $2, $3, 'user', $4, $5, $6, 'complete', $7, $8) RETURNING id",
+                *self.values,
+            )
+        )
+        ids, prepared = self.ids, self.prepared
+        if ids:
+            claimed = await conn.fetchval(
+                "INSERT INTO answered (message_id, turn_id) VALUES ($1, $2)"
+                " ON CONFLICT (message_id) DO NOTHING RETURNING turn_id",
+                ids[0],
+                turn_id,
+            )
+            if claimed is None:
+                raise AlreadyAnswered(f"message {ids[0]} was asked before")
+        await _insert_message_ids(conn, turn_id, ids)
+        if prepared:
+            now = time.time()
+            await conn.executemany(
+                "INSERT INTO images (sha256, mime_type, size, created_at, data)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+                [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
+            )
+            await conn.executemany(
+                "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES ($1, $2, $3, $4)",
+                [
+                    (turn_id, pos, sha, name)
+                    for pos, ((sha, _, _), name) in enumerate(
+                        zip(prepared, self.names, strict=True)
+                    )
+                ],
+            )
+        return turn_id
+
+
+def _model_turn_values(
+    channel_id: int,
+    guild_id: int | None,
+    thread_id: int | None,
+    author_id: int,
+    author_name: str,
+    model: str,
+    reply_to: int,
+) -> tuple[Any, ...]:
+    return (
+        channel_id,
+        guild_id,
+        thread_id,
+        author_id,
+        _put(author_name),
+        time.time(),
+        _put(model),
+        reply_to,
+    )
+
+
+async def _insert_model_turn(conn: asyncpg.Connection, values: tuple[Any, ...]) -> int:
+    """Insert a "streaming" model turn (see `start_model_turn`); its turn id."""
+    turn_id = await conn.fetchval(
+        "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+        " author_name, text, status, reply_to, created_at, model, archived,"
+        " archived_at, hidden)"
+        " SELECT $1, $2, $3, 'model', $4, $5, '', 'streaming', id, $6, $7, archived,"
+        " archived_at, hidden FROM turns WHERE id = $8 AND role = 'user'"
+        " RETURNING id",
+        *values,
+    )
+    if turn_id is None:
+        raise TurnNotFound(f"no user turn {values[-1]} to reply to")
+    return int(turn_id)
+
+
+async def _load_history(
+    conn: asyncpg.Connection,
+    channel_id: int,
+    before_turn: int | None,
+    budget: HistoryBudget | None,
+    author_id: int | None = None,
+) -> list[Turn]:
+    """See `load_history` (``budget`` None: the default one)."""
+    budget = budget or HistoryBudget()
+    if budget.max_turns <= 0 or budget.max_tokens <= 0:
+        return []
+    image_turns = max(0, budget.image_turns)
+    before = MAX_ID if before_turn is None else before_turn
+    rows = await conn.fetch(_HISTORY_SQL, channel_id, before, author_id, budget.max_turns)
+    chosen = _trim([_row(r).turn for r in rows], budget.max_tokens, image_turns)
+    window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
+    data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
+    for turn in window:
+        _with_data(turn, data)
+    return chosen
 
 
 async def _turn_by_message(conn: asyncpg.Connection, message_id: int) -> Turn | None:
@@ -434,58 +582,80 @@ class PostgresStore:
         question from the same message raises AlreadyAnswered and stores nothing. A "private"
         question (and so its replies) stays out of history and exports.
         """
-        prepared = await _prepare_images(images)
-        values = (
+        question = await _Question.prepare(
             channel_id,
             guild_id,
             thread_id,
             author_id,
-            _put(author_name),
-            _put(text),
-            time.time(),
+            author_name,
+            text,
+            message_ids,
+            images,
             hidden,
         )
-        ids = [int(m) for m in message_ids]
+        return await self._write(question.insert, transaction=question.needs_transaction)
 
-        async def op(conn: asyncpg.Connection) -> int:
-            turn_id = int(
-                await conn.fetchval(
-                    "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                    " author_name, text, status, created_at, hidden)"
-                    " VALUES ($1, $2, $3, 'user', $4, $5, $6, 'complete', $7, $8) RETURNING id",
-                    *values,
-                )
-            )
-            if ids:
-                claimed = await conn.fetchval(
-                    "INSERT INTO answered (message_id, turn_id) VALUES ($1, $2)"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING turn_id",
-                    ids[0],
-                    turn_id,
-                )
-                if claimed is None:
-                    raise AlreadyAnswered(f"message {ids[0]} was asked before")
-            await _insert_message_ids(conn, turn_id, ids)
-            if prepared:
-                now = time.time()
-                await conn.executemany(
-                    "INSERT INTO images (sha256, mime_type, size, created_at, data)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
-                    [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
-                )
-                await conn.executemany(
-                    "INSERT INTO turn_images (turn_id, position, sha256, name)"
-                    " VALUES ($1, $2, $3, $4)",
-                    [
-                        (turn_id, pos, sha, _put(image.name))
-                        for pos, ((sha, _, _), image) in enumerate(
-                            zip(prepared, images, strict=True)
-                        )
-                    ],
-                )
-            return turn_id
+    async def ask(
+        self,
+        *,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        text: str,
+        model: str,
+        message_ids: Sequence[int] = (),
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        images: Sequence[Media] = (),
+        hidden: Hidden | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """`add_user_turn`, `start_model_turn` and `load_history(before_turn=` the question`)`
+        in one transaction on one pooled connection; `history_author` as `load_history`'s
+        `author_id`."""
+        question = await _Question.prepare(
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            author_name,
+            text,
+            message_ids,
+            images,
+            hidden,
+        )
 
-        return await self._write(op, transaction=bool(ids or prepared))
+        async def op(conn: asyncpg.Connection) -> ReplyStart:
+            user_turn = await question.insert(conn)
+            reply = _model_turn_values(channel_id, guild_id, thread_id, 0, "", model, user_turn)
+            model_turn = await _insert_model_turn(conn, reply)
+            turns = await _load_history(conn, channel_id, user_turn, history, history_author)
+            return ReplyStart(user_turn, model_turn, turns)
+
+        return await self._write(op)
+
+    async def start_reply(
+        self,
+        *,
+        channel_id: int,
+        reply_to: int,
+        model: str,
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """`start_model_turn` and `load_history(before_turn=reply_to)` in one transaction
+        (`history_author` as `load_history`'s `author_id`)."""
+        reply = _model_turn_values(channel_id, guild_id, thread_id, 0, "", model, reply_to)
+
+        async def op(conn: asyncpg.Connection) -> ReplyStart:
+            model_turn = await _insert_model_turn(conn, reply)
+            turns = await _load_history(conn, channel_id, reply_to, history, history_author)
+            return ReplyStart(reply_to, model_turn, turns)
+
+        return await self._write(op)
 
     async def start_model_turn(
         self,
@@ -503,32 +673,12 @@ class PostgresStore:
         The reply joins its question's side of a reset (answering an archived question gives
         an archived reply), and a private question's reply is private too.
         """
-        values = (
-            channel_id,
-            guild_id,
-            thread_id,
-            author_id,
-            _put(author_name),
-            time.time(),
-            _put(model),
-            reply_to,
+        values = _model_turn_values(
+            channel_id, guild_id, thread_id, author_id, author_name, model, reply_to
         )
-
-        async def op(conn: asyncpg.Connection) -> int:
-            turn_id = await conn.fetchval(
-                "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                " author_name, text, status, reply_to, created_at, model, archived,"
-                " archived_at, hidden)"
-                " SELECT $1, $2, $3, 'model', $4, $5, '', 'streaming', id, $6, $7, archived,"
-                " archived_at, hidden FROM turns WHERE id = $8 AND role = 'user'"
-                " RETURNING id",
-                *values,
-            )
-            if turn_id is None:
-                raise TurnNotFound(f"no user turn {reply_to} to reply to")
-            return int(turn_id)
-
-        return await self._write(op, transaction=False)
+        return await self._write(
+            functools.partial(_insert_model_turn, values=values), transaction=False
+        )
 
     async def finish_model_turn(
         self,
@@ -759,21 +909,16 @@ class PostgresStore:
     ) -> list[Turn]:
         """The channel's recent live turns, oldest first, within budget (see the package doc);
         with `author_id`, only that person's questions and the replies to them."""
-        if max_turns <= 0 or max_tokens <= 0:
-            return []
-        image_turns = max(0, image_turns)
-        before = MAX_ID if before_turn is None else before_turn
-
-        async def op(conn: asyncpg.Connection) -> list[Turn]:
-            rows = await conn.fetch(_HISTORY_SQL, channel_id, before, author_id, max_turns)
-            chosen = _trim([_row(r).turn for r in rows], max_tokens, image_turns)
-            window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
-            data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
-            for turn in window:
-                _with_data(turn, data)
-            return chosen
-
-        return await self._read(op)
+        budget = HistoryBudget(max_turns, max_tokens, image_turns)
+        return await self._read(
+            functools.partial(
+                _load_history,
+                channel_id=channel_id,
+                before_turn=before_turn,
+                budget=budget,
+                author_id=author_id,
+            )
+        )
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
         """The turn (user or model, archived or not) carried by this Discord message, if any."""

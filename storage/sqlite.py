@@ -51,8 +51,10 @@ from storage.models import (
     ChannelSettings,
     GuildBudget,
     Hidden,
+    HistoryBudget,
     Media,
     ReplyMetrics,
+    ReplyStart,
     Stats,
     Status,
     StorageError,
@@ -70,6 +72,7 @@ from storage.models import (
     utc_day,
 )
 from storage.schema import migrate
+from storage.turnstile import Turnstile
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +294,155 @@ async def _insert_message_ids(
         )
 
 
+class _Question:
+    """A question ready to insert (its images read and hashed off the event loop)."""
+
+    def __init__(
+        self,
+        values: tuple[Any, ...],
+        ids: list[int],
+        prepared: list[tuple[str, str, bytes]],
+        names: list[str],
+    ) -> None:
+        self.values = values
+        self.ids = ids
+        self.prepared = prepared
+        self.names = names
+
+    @classmethod
+    async def prepare(
+        cls,
+        channel_id: int,
+        guild_id: int | None,
+        thread_id: int | None,
+        author_id: int,
+        author_name: str,
+        text: str,
+        message_ids: Sequence[int],
+        images: Sequence[Media],
+        hidden: Hidden | None,
+    ) -> _Question:
+        prepared = await _prepare_images(images)
+        values = (
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            _clean(author_name),
+            _clean(text),
+            time.time(),
+            hidden,
+        )
+        names = [_clean(image.name) for image in images]
+        return cls(values, [int(m) for m in message_ids], list(prepared), names)
+
+    @property
+    def needs_transaction(self) -> bool:
+        """Whether inserting it takes more than one statement."""
+        return bool(self.ids or self.prepared)
+
+    async def insert(self, conn: aiosqlite.Connection) -> int:
+        """Insert the turn, claim its message, link its images; its turn id."""
+        rows = await conn.execute_fetchall(
+            "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+            " author_name, text, status, created_at, hidden)"
+            " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?, ?) RETURNING id",
+            self.values,
+        )
+        turn_id = int(next(iter(rows))[0])
+        ids, prepared = self.ids, self.prepared
+        if ids:
+            claimed = await conn.execute_fetchall(
+                "INSERT INTO answered (message_id, turn_id) VALUES (?, ?)"
+                " ON CONFLICT (message_id) DO NOTHING RETURNING turn_id",
+                (ids[0], turn_id),
+            )
+            if not list(claimed):
+                raise AlreadyAnswered(f"message {ids[0]} was asked before")
+        await _insert_message_ids(conn, turn_id, ids)
+        if prepared:
+            now = time.time()
+            await conn.executemany(
+                "INSERT INTO images (sha256, mime_type, size, created_at, data)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
+            )
+            await conn.executemany(
+                "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES (?, ?, ?, ?)",
+                [
+                    (turn_id, pos, sha, name)
+                    for pos, ((sha, _, _), name) in enumerate(
+                        zip(prepared, self.names, strict=True)
+                    )
+                ],
+            )
+        return turn_id
+
+
+def _model_turn_values(
+    channel_id: int,
+    guild_id: int | None,
+    thread_id: int | None,
+    author_id: int,
+    author_name: str,
+    model: str,
+    reply_to: int,
+) -> tuple[Any, ...]:
+    return (
+        channel_id,
+        guild_id,
+        thread_id,
+        author_id,
+        _clean(author_name),
+        time.time(),
+        _clean(model),
+        reply_to,
+    )
+
+
+async def _insert_model_turn(conn: aiosqlite.Connection, values: tuple[Any, ...]) -> int:
+    """Insert a "streaming" model turn (see `start_model_turn`); its turn id."""
+    rows = list(
+        await conn.execute_fetchall(
+            "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
+            " author_name, text, status, reply_to, created_at, model, archived,"
+            " archived_at, hidden)"
+            " SELECT ?, ?, ?, 'model', ?, ?, '', 'streaming', id, ?, ?, archived,"
+            " archived_at, hidden FROM turns WHERE id = ? AND role = 'user'"
+            " RETURNING id",
+            values,
+        )
+    )
+    if not rows:
+        raise TurnNotFound(f"no user turn {values[-1]} to reply to")
+    return int(rows[0][0])
+
+
+async def _load_history(
+    conn: aiosqlite.Connection,
+    channel_id: int,
+    before_turn: int | None,
+    budget: HistoryBudget | None,
+    author_id: int | None = None,
+) -> list[Turn]:
+    """See `load_history` (``budget`` None: the default one)."""
+    budget = budget or HistoryBudget()
+    if budget.max_turns <= 0 or budget.max_tokens <= 0:
+        return []
+    image_turns = max(0, budget.image_turns)
+    before = MAX_ID if before_turn is None else before_turn
+    rows = await conn.execute_fetchall(
+        _HISTORY_SQL,
+        {"channel": channel_id, "before": before, "author": author_id, "limit": budget.max_turns},
+    )
+    chosen = _trim([_Row(r).turn for r in rows], budget.max_tokens, image_turns)
+    window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
+    data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
+    for turn in window:
+        _with_data(turn, data)
+    return chosen
+
+
 async def _enable_wal(conn: aiosqlite.Connection) -> str:
     """Switch to WAL (kept in the file once set); returns the journal mode in force.
 
@@ -375,7 +527,7 @@ class SQLiteStore:
         self._settings: dict[int, ChannelSettings] = {}
         self._budgets: dict[int, GuildBudget] = {}
         self._generation = 0  # bumped by each of those writes: a read it overtook is not kept
-        self._lock = asyncio.Lock()
+        self._lock = Turnstile()
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
         self._writes: set[asyncio.Task[Any]] = set()
@@ -462,7 +614,7 @@ class SQLiteStore:
     async def _close(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
-        async with self._lock:
+        async with self._lock.hold():
             try:
                 await self._conn.execute("PRAGMA optimize")
             except sqlite3.Error as exc:
@@ -480,16 +632,17 @@ class SQLiteStore:
 
     async def _read(self, op: Op[T]) -> T:
         self._check_open()
-        async with self._lock:
+        async with self._lock.hold():
             if self._closed:
                 raise StoreClosed("the store is closed")
             return await op(self._conn)
 
-    async def _write(self, op: Op[T], *, transaction: bool = True) -> T:
+    async def _write(self, op: Op[T], *, transaction: bool = True, urgent: bool = False) -> T:
         """Run `op` alone on the connection (in a transaction); it completes even if we are
-        cancelled."""
+        cancelled. An `urgent` one (a question waiting for its reply to begin) goes before
+        the other operations waiting."""
         self._check_open()
-        task = asyncio.create_task(self._locked_write(op, transaction))
+        task = asyncio.create_task(self._locked_write(op, transaction, urgent))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         try:
@@ -498,8 +651,8 @@ class SQLiteStore:
             task.add_done_callback(_log_abandoned_failure)
             raise
 
-    async def _locked_write(self, op: Op[T], transaction: bool) -> T:
-        async with self._lock:
+    async def _locked_write(self, op: Op[T], transaction: bool, urgent: bool) -> T:
+        async with self._lock.hold(urgent):
             if self._closed:
                 raise StoreClosed("the store is closed")
             conn = self._conn
@@ -535,55 +688,80 @@ class SQLiteStore:
         question from the same message raises AlreadyAnswered and stores nothing. A "private"
         question (and so its replies) stays out of history and exports.
         """
-        prepared = await _prepare_images(images)
-        values = (
+        question = await _Question.prepare(
             channel_id,
             guild_id,
             thread_id,
             author_id,
-            _clean(author_name),
-            _clean(text),
-            time.time(),
+            author_name,
+            text,
+            message_ids,
+            images,
             hidden,
         )
-        ids = [int(m) for m in message_ids]
+        return await self._write(question.insert, transaction=question.needs_transaction)
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            rows = await conn.execute_fetchall(
-                "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                " author_name, text, status, created_at, hidden)"
-                " VALUES (?, ?, ?, 'user', ?, ?, ?, 'complete', ?, ?) RETURNING id",
-                values,
-            )
-            turn_id = int(next(iter(rows))[0])
-            if ids:
-                claimed = await conn.execute_fetchall(
-                    "INSERT INTO answered (message_id, turn_id) VALUES (?, ?)"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING turn_id",
-                    (ids[0], turn_id),
-                )
-                if not list(claimed):
-                    raise AlreadyAnswered(f"message {ids[0]} was asked before")
-            await _insert_message_ids(conn, turn_id, ids)
-            if prepared:
-                now = time.time()
-                await conn.executemany(
-                    "INSERT INTO images (sha256, mime_type, size, created_at, data)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                    [(sha, mime, len(data), now, data) for sha, mime, data in prepared],
-                )
-                await conn.executemany(
-                    "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES (?, ?, ?, ?)",
-                    [
-                        (turn_id, pos, sha, _clean(image.name))
-                        for pos, ((sha, _, _), image) in enumerate(
-                            zip(prepared, images, strict=True)
-                        )
-                    ],
-                )
-            return turn_id
+    async def ask(
+        self,
+        *,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        text: str,
+        model: str,
+        message_ids: Sequence[int] = (),
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        images: Sequence[Media] = (),
+        hidden: Hidden | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """`add_user_turn`, `start_model_turn` and `load_history(before_turn=` the question`)`
+        in one transaction (one trip to the database thread's queue instead of three);
+        `history_author` as `load_history`'s `author_id`."""
+        question = await _Question.prepare(
+            channel_id,
+            guild_id,
+            thread_id,
+            author_id,
+            author_name,
+            text,
+            message_ids,
+            images,
+            hidden,
+        )
 
-        return await self._write(op, transaction=bool(ids or prepared))
+        async def op(conn: aiosqlite.Connection) -> ReplyStart:
+            user_turn = await question.insert(conn)
+            reply = _model_turn_values(channel_id, guild_id, thread_id, 0, "", model, user_turn)
+            model_turn = await _insert_model_turn(conn, reply)
+            turns = await _load_history(conn, channel_id, user_turn, history, history_author)
+            return ReplyStart(user_turn, model_turn, turns)
+
+        return await self._write(op, urgent=True)
+
+    async def start_reply(
+        self,
+        *,
+        channel_id: int,
+        reply_to: int,
+        model: str,
+        guild_id: int | None = None,
+        thread_id: int | None = None,
+        history: HistoryBudget | None = None,
+        history_author: int | None = None,
+    ) -> ReplyStart:
+        """`start_model_turn` and `load_history(before_turn=reply_to)` in one operation
+        (`history_author` as `load_history`'s `author_id`)."""
+        reply = _model_turn_values(channel_id, guild_id, thread_id, 0, "", model, reply_to)
+
+        async def op(conn: aiosqlite.Connection) -> ReplyStart:
+            model_turn = await _insert_model_turn(conn, reply)
+            turns = await _load_history(conn, channel_id, reply_to, history, history_author)
+            return ReplyStart(reply_to, model_turn, turns)
+
+        return await self._write(op, transaction=False, urgent=True)
 
     async def start_model_turn(
         self,
@@ -601,34 +779,12 @@ class SQLiteStore:
         The reply joins its question's side of a reset (answering an archived question gives
         an archived reply), and a private question's reply is private too.
         """
-        values = (
-            channel_id,
-            guild_id,
-            thread_id,
-            author_id,
-            _clean(author_name),
-            time.time(),
-            _clean(model),
-            reply_to,
+        values = _model_turn_values(
+            channel_id, guild_id, thread_id, author_id, author_name, model, reply_to
         )
-
-        async def op(conn: aiosqlite.Connection) -> int:
-            rows = list(
-                await conn.execute_fetchall(
-                    "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id,"
-                    " author_name, text, status, reply_to, created_at, model, archived,"
-                    " archived_at, hidden)"
-                    " SELECT ?, ?, ?, 'model', ?, ?, '', 'streaming', id, ?, ?, archived,"
-                    " archived_at, hidden FROM turns WHERE id = ? AND role = 'user'"
-                    " RETURNING id",
-                    values,
-                )
-            )
-            if not rows:
-                raise TurnNotFound(f"no user turn {reply_to} to reply to")
-            return int(rows[0][0])
-
-        return await self._write(op, transaction=False)
+        return await self._write(
+            functools.partial(_insert_model_turn, values=values), transaction=False
+        )
 
     async def finish_model_turn(
         self,
@@ -867,24 +1023,16 @@ class SQLiteStore:
     ) -> list[Turn]:
         """The channel's recent live turns, oldest first, within budget (see the package doc);
         with `author_id`, only that person's questions and the replies to them."""
-        if max_turns <= 0 or max_tokens <= 0:
-            return []
-        image_turns = max(0, image_turns)
-        before = MAX_ID if before_turn is None else before_turn
-
-        async def op(conn: aiosqlite.Connection) -> list[Turn]:
-            rows = await conn.execute_fetchall(
-                _HISTORY_SQL,
-                {"channel": channel_id, "before": before, "author": author_id, "limit": max_turns},
+        budget = HistoryBudget(max_turns, max_tokens, image_turns)
+        return await self._read(
+            functools.partial(
+                _load_history,
+                channel_id=channel_id,
+                before_turn=before_turn,
+                budget=budget,
+                author_id=author_id,
             )
-            chosen = _trim([_Row(r).turn for r in rows], max_tokens, image_turns)
-            window = chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
-            data = await _fetch_image_data(conn, (i.sha256 for t in window for i in t.images))
-            for turn in window:
-                _with_data(turn, data)
-            return chosen
-
-        return await self._read(op)
+        )
 
     async def find_turn_by_message(self, message_id: int) -> Turn | None:
         """The turn (user or model, archived or not) carried by this Discord message, if any."""
