@@ -127,7 +127,9 @@ async def test_after_sigkill_the_next_start_finishes_the_cut_off_reply(tmp_path:
         await w.discord.wait_for(lambda: message.content.endswith(MARK), timeout=5)
         assert LIVE not in message.content
         visible = message.revisions[-2].content.removesuffix(LIVE)  # before the repair
-        assert saved.startswith(visible)  # the checkpoint had it all (and maybe more)
+        # the last checkpoint may be ahead of what was shown or (on a loaded machine) behind it,
+        # never different; the restart keeps what was shown either way
+        assert saved.startswith(visible) or visible.startswith(saved)
         # the store takes the visible text right after that edit returns to the bot
         await w.discord.wait_for(lambda: statuses(w) == [("interrupted", visible)], timeout=5)
         turn = await reply_turn(w, question.id)
