@@ -105,6 +105,9 @@ class WriteBudget:
         self.then = then
         """A wider budget every write of this one also takes a slot of (the bot's global
         budget), taken inside this one's turn so that the recorded start is the real one."""
+        self.yields = False
+        """Whether its progress writes (neither final nor closing) give way to every other
+        write in :attr:`then`: they go only when it has a slot free."""
         self.writes = 0
         """Slots handed out so far."""
         self.rate_limited = 0
@@ -241,6 +244,9 @@ class WriteBudget:
                     wait = self.delay(is_final, is_closing)
                     if wait <= 0 and self.client is not None:
                         wait = self.client.delay(self, is_closing)
+                    if wait <= 0 and self.then is not None and self.yields and not is_closing:
+                        # progress goes only when the global budget has a slot free now
+                        wait = self.then.delay() if not self.then.busy else self.then.window
                     if wait <= 0:
                         break
                 await me.pause(min(max(wait, MIN_WAIT), self.window))
@@ -253,7 +259,7 @@ class WriteBudget:
                 self._wake_head()
         try:
             if self.then is not None:
-                await self.then.acquire(final=True)
+                await self.then.acquire(final=True)  # progress only went when it was free
             opened = self._record(slot is not None)
             if slot is not None:
                 slot.opened, slot.budget, slot.started = opened, self, self._clock()
@@ -568,6 +574,7 @@ class ChannelPacer:
         self.live = 0
         """Replies in the channel with a message whose last edit is still to come."""
         self.edits.reserve = self._finals_to_come
+        self.edits.yields = True
         self.client = ClientLimiter(max_writes, clock, 2 * margin * window)
         """discord.py's merged view of the channel's two message routes."""
         self.client.live = lambda: self.live
