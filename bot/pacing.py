@@ -253,16 +253,22 @@ class WriteBudget:
             self._taking = granted = True
             if self.client is not None:
                 slot = self.client.grant(self, track)
+            elif track:
+                slot = Slot(None, self.max_writes, math.inf)
         finally:
             self._waiting.remove(me)
             if not granted:
                 self._wake_head()
         try:
-            if self.then is not None:
-                await self.then.acquire(final=True)  # progress only went when it was free
+            # (progress only went when the global budget had a slot free); a write that
+            # discord.py holds after its response until the reset cannot tell when Discord
+            # answered it
+            told = slot is not None and slot.remaining >= 1
+            outer = None if self.then is None else await self.then._take(True, _no, track=told)
             opened = self._record(slot is not None)
             if slot is not None:
                 slot.opened, slot.budget, slot.started = opened, self, self._clock()
+                slot.then = outer
         except BaseException:
             if slot is not None:
                 slot.done()
@@ -279,7 +285,9 @@ class WriteBudget:
         windows = self._alive(now)
         for w in windows:
             w[1] += 1
-        span = self.window + self.slack
+        # a write that never tells when Discord answered it may have reached Discord as late
+        # as the slowest recent write took
+        span = self.window + max(self.slack, self.transit)
         # a write surely in a window it opens ends when its response tells (inf until then)
         sure_end = math.inf if track else now + span
         latest = windows[-1] if windows else None
@@ -345,7 +353,7 @@ class WriteBudget:
 class Slot:
     """A write in flight in a channel; :meth:`done` when it has ended (however it ended)."""
 
-    __slots__ = ("_client", "budget", "hold_until", "opened", "remaining", "started")
+    __slots__ = ("_client", "budget", "hold_until", "opened", "remaining", "started", "then")
 
     def __init__(self, client: ClientLimiter | None, remaining: int, hold_until: float) -> None:
         self._client = client
@@ -359,6 +367,8 @@ class Slot:
         """The budget of that window."""
         self.started = 0.0
         """When the write started (by the budget's clock)."""
+        self.then: Slot | None = None
+        """The same write's slot in the bot's global budget."""
 
     def done(self, reached: bool = True) -> None:
         """The write has ended: its response is in. ``reached`` False: it failed in a way that
@@ -379,6 +389,9 @@ class Slot:
         client, self._client = self._client, None
         if client is not None:
             client.release(self)
+        then, self.then = self.then, None
+        if then is not None:
+            then.done(reached)
 
 
 class ClientLimiter:
