@@ -43,18 +43,20 @@ class WriteBudget:
 
     Discord counts a route's requests in fixed windows: a window opens at the first request
     after the previous one ended and allows ``max_writes`` in ``window`` seconds. The budget
-    keeps the same windows from the moments our writes *start* (a discord.py request that uses
-    up a bucket returns only after the reset, so timing from the end would lose a window), with
-    ``margin`` (a fraction of the window) of doubt at each window's edges: a write that starts
-    that close to an edge is counted in both windows it may land in. Waiters are served first
-    come, first served, except that final writes go first (see :meth:`acquire`).
+    keeps the same windows: one opens when a write *starts*, and surely ends ``window`` after
+    the response of the write that opened it (Discord opened it before it answered), or, for
+    a write that says nothing of its response, ``margin`` (a fraction of the window) or the
+    slowest recent write later. A write that could land in either of two windows (it starts
+    within :attr:`transit` of a window's end) waits until the first has surely ended. Waiters
+    are served first come, first served, except that final writes go first (see
+    :meth:`acquire`).
 
     ``burst`` 1 spreads progress writes evenly (``interval`` apart, the window divided by the
     writes progress may use in it): steady progress, right for edits. A larger ``burst`` lets
     writes go as soon as the window has room (message creates). ``reserve()``, when given, is
-    how many slots of each window progress writes leave free for final writes (a channel keeps
-    one for each reply that will need its last edit, so replies that end together are not held
-    behind progress). A final write may use every slot left in the window at once.
+    how many slots of each window progress writes leave free for final writes (see
+    :meth:`ChannelPacer._finals_to_come`). A final write may use every slot left in the window
+    at once.
 
     After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after``, then spreads every
     write at a doubled interval (up to ``max_slowdown`` times) until it has been quiet a while.
@@ -407,9 +409,9 @@ class ClientLimiter:
     the pacer counted it, so the pacer grants a write only when discord.py will let it through
     at once: at most two in flight, two only while both leave at least two; a write that
     empties its window only alone and, as it closes the channel's other route until the reset,
-    only when the reset is near or that route has nothing waiting that could go sooner (when
-    both routes are down to their last slot, the one with more final or closing writes waiting
-    goes first).
+    only when the reset is near or that route has nothing waiting that could go sooner and no
+    live reply that may need its last edit meanwhile (when both routes are down to their last
+    slot, the one with more final or closing writes waiting goes first).
     """
 
     def __init__(self, max_writes: int, clock: Clock, near: float) -> None:
@@ -532,10 +534,13 @@ class ChannelPacer:
     channel has two :class:`WriteBudget` s: :attr:`sends` and :attr:`edits`. ``max_writes`` per
     ``window`` sets both; ``max_sends`` / ``send_window`` override the one for sends.
 
-    Progress edits are spread evenly (a live reply progresses steadily) and leave one slot of
-    each window per reply still to end (:attr:`live`); sends go as soon as the window has room
-    (``send_burst`` 1 spreads them too), so replies asked together all show their first text at
-    once. :attr:`client` keeps every write where discord.py lets it through at once.
+    Progress edits are spread evenly (a live reply progresses steadily) and never cost a
+    window: they leave free the slots the :attr:`live` replies' last edits would need if they
+    all ended now. Sends go as soon as the window has room (``send_burst`` 1 spreads them too),
+    so replies asked together all show their first text at once. :attr:`client` keeps every
+    write where discord.py lets it through at once; a send that would empty its window, and so
+    hold the channel's edits in discord.py until its end, waits for the end of the window while
+    a live reply may still need its last edit.
 
     ``requests``, when given, is the bot's global budget (Discord allows about 50 requests a
     second across all channels): every write also takes one of its slots.

@@ -15,8 +15,9 @@ How a reply is shown:
   creates) and one for edits, each at most ``max_writes`` in each of Discord's fixed windows,
   its slots reserved when a write starts and handed to the longest-waiting reply first, a
   reply's last text (final) before a message's last text (closing) before progress. Progress
-  edits are spread evenly and leave one slot of each window per reply still to end; sends and
-  final writes go as soon as the window has room and discord.py will let them through at once.
+  edits are spread evenly and never push the channel's last final into a later window; sends
+  and final writes go as soon as the window has room and discord.py will let them through at
+  once.
   Each write carries the latest text at the moment its slot comes up; text that arrives in
   between is buffered, never dropped, and nothing is written when nothing visible changed.
 - A reply writes its sends and its edits in two lanes, each one write at a time. A new message is
