@@ -245,7 +245,7 @@ class WriteBudget:
                     is_closing = is_final or me.is_closing()
                     wait = self.delay(is_final, is_closing)
                     if wait <= 0 and self.client is not None:
-                        wait = self.client.delay(self, is_closing)
+                        wait = self.client.delay(self)
                     if wait <= 0 and self.then is not None and self.yields and not is_closing:
                         # progress goes only when the global budget has a slot free now
                         wait = self.then.delay() if not self.then.busy else self.then.window
@@ -327,7 +327,7 @@ class WriteBudget:
         """Take a slot only if one is free now and nobody waits (for optional requests)."""
         if self.busy or self.delay() > 0:
             return False
-        if self.client is not None and self.client.delay(self, False) > 0:
+        if self.client is not None and self.client.delay(self) > 0:
             return False
         if self.client is not None:
             self.client.grant(self, False)
@@ -432,10 +432,9 @@ class ClientLimiter:
             return self.max_writes - len(self._in_flight)
         return self._remaining
 
-    def delay(self, budget: WriteBudget, urgent: bool) -> float:
-        """Seconds until discord.py would let ``budget``'s next write (``urgent``: final or
-        closing) through at once (a short look-again interval when that depends on a write in
-        flight)."""
+    def delay(self, budget: WriteBudget) -> float:
+        """Seconds until discord.py would let ``budget``'s next write through at once (a short
+        look-again interval when that depends on a write in flight)."""
         now = self._clock()
         if now < self._closed_until:
             return self._closed_until - now
@@ -446,20 +445,39 @@ class ClientLimiter:
         flying = self._in_flight
         if len(flying) >= 2 or (flying and (left < 2 or flying[0].remaining < 2)):
             return recheck
+        if left >= 1:
+            return 0.0
+        # a write that empties its window closes the other route until the window's end: it
+        # goes only near that end (both routes' last slots then go, the earlier window's first)
+        # or when the other route has nothing to lose. When both windows end together only
+        # one last slot can go: the route with more writes to come takes it.
         hold = end - now - self.near
-        if left < 1 and hold > 0:
-            mine = budget.urgent_waiting() if urgent else 0
-            for other in self.budgets:
-                if other is budget:
-                    continue
-                if budget is not other and self.live() and other.reserve is not None:
-                    return min(recheck, hold)  # a live reply's last edit may come any time
-                if not other.busy or other.head_delay() >= hold:
-                    continue  # it waits about as long anyway
-                if other.landing()[0] < 1 and other.urgent_waiting() <= mine:
-                    continue  # it needs its last slot too: the route with more urgent writes first
+        for other in self.budgets:
+            if other is budget or not other.busy or other.head_delay() > 0:
+                continue
+            their_left, their_end = other.landing()
+            if their_left >= 1:
+                continue  # it does not need its last slot
+            if abs(their_end - end) < self.near:
+                if (self._backlog(other), end) > (self._backlog(budget), their_end):
+                    return recheck
+            elif their_end < end and their_end - now - self.near <= 0:
+                return recheck  # its window ends first: its last slot goes first
+        if hold <= 0:
+            return 0.0
+        if self.live() and not budget.yields:
+            return min(recheck, hold)  # a live reply's last edit may come any time
+        for other in self.budgets:
+            if other is budget or not other.busy or other.head_delay() >= hold:
+                continue
+            if not other.yields or other.urgent_waiting():  # not mere progress
                 return min(recheck, hold)  # closing it would cost it
         return 0.0
+
+    def _backlog(self, budget: WriteBudget) -> int:
+        """Writes ``budget`` will surely need: a last edit per live reply (edits), or the
+        writes waiting (sends)."""
+        return self.live() if budget.yields else len(budget._waiting)
 
     def grant(self, budget: WriteBudget, track: bool) -> Slot | None:
         """A write of ``budget`` starts now."""
@@ -589,8 +607,7 @@ class ChannelPacer:
             default_send_burst(sends) if send_burst is None else send_burst,
         )
         """Message creates (POST /channels/{id}/messages)."""
-        self.live = 0
-        """Replies in the channel with a message whose last edit is still to come."""
+        self._replies: set[Callable[[], bool]] = set()
         self.edits.reserve = self._finals_to_come
         self.edits.yields = True
         self.client = ClientLimiter(max_writes, clock, 2 * margin * window)
@@ -600,22 +617,37 @@ class ChannelPacer:
             b.client = self.client
             self.client.budgets.append(b)
 
+    def follow(self, needs_final: Callable[[], bool]) -> None:
+        """Count a reply streaming in the channel among :attr:`live` while ``needs_final()``."""
+        self._replies.add(needs_final)
+
+    def forget(self, needs_final: Callable[[], bool]) -> None:
+        """The reply has ended: it needs no more writes."""
+        self._replies.discard(needs_final)
+        self.wake()
+
+    @property
+    def live(self) -> int:
+        """Replies in the channel that will need a last edit: their first message is out (or
+        waits for its slot while the model still streams) and their last text is not."""
+        return sum(1 for needs_final in self._replies if needs_final())
+
     def wake(self) -> None:
         """A waiting write may have become final (its reply ended): let the budgets look again."""
         for b in (self.sends, self.edits):
             b._wake_head()
 
     def _finals_to_come(self) -> int:
-        """Edit slots progress leaves free in each window: as many as the live replies' last
-        edits would use of it if they all ended now (after the whole windows they fill), so
-        that a progress edit never pushes the channel's last final into a later window (and
-        one more while creates wait: the edit that empties a window holds them, see
-        :class:`ClientLimiter`)."""
-        most = self.edits.max_writes
-        reserve = 0 if self.live == 0 else (self.live - 1) % most + 1
-        if self.sends.busy:  # a write that empties the window would hold the waiting creates
-            reserve += 1
-        return min(reserve, most)
+        """Edit slots progress leaves free in each window: one per live reply (all of them in
+        a channel with a window's worth of live replies, where more may well come), and one
+        more while creates wait (the edit that empties a window holds them, see
+        :class:`ClientLimiter`), so that a progress edit never pushes the channel's last final
+        into a later window."""
+        most, live = self.edits.max_writes, self.live
+        if live >= most:  # a channel this busy needs its windows for last edits
+            return most
+        reserve = live + 1 if self.sends.busy else live  # (the edit that empties a window
+        return min(reserve, most)  # would hold the creates waiting)
 
     def budget(self, kind: WriteKind) -> WriteBudget:
         """The budget a write of ``kind`` uses."""

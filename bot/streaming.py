@@ -374,8 +374,6 @@ class _Renderer:
         self._consecutive_429: dict[WriteKind, int] = {"send": 0, "edit": 0}
         self._t_first_visible: float | None = None
         self._t_last_write: float | None = None
-        self._live: bool | None = False  # counted among the channel's replies to be final
-        # (None once the reply has left that count)
         self._max_lag: float | None = None
         self._warned_extra = False
 
@@ -508,6 +506,7 @@ class _Renderer:
             helpers.append(asyncio.create_task(self._watch_cancel()))
             self._typing = asyncio.create_task(self._keep_typing())
             helpers.append(self._typing)
+        self.pacer.follow(self._needs_final)
         kinds: tuple[WriteKind, ...] = ("send", "edit")
         self._lanes = {kind: asyncio.create_task(self._lane(kind)) for kind in kinds}
         lanes = list(self._lanes.values())
@@ -519,7 +518,7 @@ class _Renderer:
             try:
                 await asyncio.wait(lanes)
             finally:
-                self._set_live(False)
+                self.pacer.forget(self._needs_final)
             for task in helpers:
                 task.cancel()
             if self._typing is not None:
@@ -733,8 +732,6 @@ class _Renderer:
                 msg.content, msg.start, msg.end = write.content, write.start, write.end
                 self._edits += 1
             else:
-                if not self._done:
-                    self._set_live(True)  # from now on this reply will need a last edit
                 message_id = await asyncio.wait_for(
                     self.sink.send(write.content, write.buttons), self.write_timeout
                 )
@@ -781,16 +778,12 @@ class _Renderer:
         self._note_visible(now)
         return True
 
-    def _set_live(self, live: bool) -> None:
-        """Count the reply among the channel's replies still to be final (once), or not."""
-        if live and self._live is False:
-            self._live = True
-            self.pacer.live += 1
-        elif not live and self._live is True:
-            self.pacer.live -= 1
-            self.pacer.wake()  # progress the reserve held back may go now
-        if not live:
-            self._live = None  # for good
+    def _needs_final(self) -> bool:
+        """Whether the reply will need a last edit: a message is out, or the first one waits
+        to be sent while the model still streams (see :attr:`ChannelPacer.live`)."""
+        return bool(self._messages) or (
+            not self._done and (self._has_text or self._status is not None)
+        )
 
     def _give_up(self, exc: BaseException) -> None:
         log.error(
