@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Tool
-from storage import Media
+from storage import Media, Upload
 
 LABEL = "demo model (scripted, no Gemini)"
 
@@ -71,6 +72,18 @@ class DemoModel:
             text += "".join(LONG_EXTRA.format(n=n, total=total) for n in range(1, total + 1))
         return DemoStream(_chunks(text, self.chunk_words), self.delay)
 
+    async def upload_file(self, media: Media, sha256: str) -> Upload:
+        """A stand-in for a Files API upload (a video, a large file): nothing leaves."""
+        name = f"files/demo-{sha256[:16]}"
+        return Upload(sha256, name, f"demo://{name}", media.mime_type, time.time() + 48 * 3600)
+
+    async def upload_alive(self, upload: Upload) -> bool:
+        """Whether a stand-in upload is still "kept" (48 hours, as Gemini keeps them)."""
+        return upload.expires_at > time.time()
+
+    async def delete_file(self, name: str) -> None:
+        """Nothing to delete."""
+
     async def aclose(self) -> None:
         """Nothing to release."""
 
@@ -123,11 +136,15 @@ def _last_question(contents: Sequence[ChatTurn]) -> str:
 
 
 def _images_note(contents: Sequence[ChatTurn]) -> str:
-    """`` (+N image(s))`` for the images of the newest user turn, or nothing."""
+    """`` (+N image(s), +N file(s))`` for the files of the newest user turn, or nothing."""
     for turn in reversed(contents):
         if turn.role == "user":
-            n = sum(1 for p in turn.parts if isinstance(p, Media))
-            return f" (+{n} image{'s' if n != 1 else ''})" if n else ""
+            media = [p for p in turn.parts if isinstance(p, Media)]
+            images = sum(1 for p in media if p.mime_type.startswith("image/"))
+            texts = sum(1 for p in turn.parts if isinstance(p, str) and p.startswith("[file "))
+            counts = [(images, "image"), (len(media) - images + texts, "file")]
+            said = [f"+{n} {what}{'s' if n != 1 else ''}" for n, what in counts if n]
+            return f" ({', '.join(said)})" if said else ""
     return ""
 
 

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.cancel import CancelToken
 from bot.pacing import ChannelPacer, Clock, Sleep, WriteKind
@@ -63,6 +63,7 @@ __all__ = [
     "SinkMessageGone",
     "SinkRateLimited",
     "Status",
+    "StatusSink",
     "render_stream",
 ]
 
@@ -112,6 +113,16 @@ class MessageSink(Protocol):
 
     async def typing(self) -> None:
         """Show the typing indicator once (it lasts about 10 s on Discord)."""
+        ...
+
+
+@runtime_checkable
+class StatusSink(Protocol):
+    """A sink that shows the live :class:`Status` line apart from the reply (a web page's
+    status), so the renderer never writes it as message text."""
+
+    def show_status(self, line: str) -> None:
+        """Show this status line now; it must not block (schedule any write)."""
         ...
 
 
@@ -398,6 +409,10 @@ class _Renderer:
 
     def _set_status(self, line: str) -> None:
         line = " ".join(line.split())[: self.limit - len(self.style.live_marker)]
+        if isinstance(self.sink, StatusSink):  # shown apart: never a write of the reply's text
+            if line and not self._has_text:
+                self.sink.show_status(line)
+            return
         if line and line != self._status:
             self._status = line
             if not self._has_text:

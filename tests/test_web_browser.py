@@ -108,6 +108,6 @@ async def test_the_chat_page_sends_an_attached_image(tmp_path: Path) -> None:
             assert "What colour is this?” (+1 image)" in reply
 
             await page.reload()
-            await expect(page.locator(".msg.user .files")).to_have_text("📎 1 image")
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 blue.png")
         finally:
             await browser.close()
