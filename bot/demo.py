@@ -2,7 +2,8 @@
 streaming, stop and memory can be seen with no account and no key. It never calls the network.
 
 It offers what the reply engine uses of :class:`bot.llm.GeminiClient`: ``stream(...)`` returns an
-async iterator of text chunks with ``outcome`` (set when it ends) and ``aclose()``.
+async iterator of text chunks (after one thought, shown as the reply's status line) with
+``outcome`` (set when it ends) and ``aclose()``; uploads of the Files API are stood in for.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Tool
+from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Thought, Tool
 from storage import Media, Upload
 
 LABEL = "demo model (scripted, no Gemini)"
@@ -36,6 +37,9 @@ def greet(name: str) -> str:
 Each channel keeps its own history, so a reload shows this conversation again. \
 Ask with the word `long` for a much longer answer, or with `error` to see a failure.
 """
+
+THOUGHT = "**Reading your question**\nThe demo pretends to think for a moment."
+"""The demo's one thought: the page shows its heading while the answer has not begun."""
 
 LONG_EXTRA = (
     "\n\nAnd here is more text, paragraph {n} of {total}, streamed slowly so you can stop it."
@@ -100,10 +104,10 @@ class DemoStream:
         self.parts: list[ModelPart] = []
         """The model turn's parts (the demo keeps none: its answer is stored as text)."""
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[str | Thought]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def _run(self) -> AsyncIterator[str | Thought]:
         sent = 0
         try:
             if self._fail:
@@ -112,6 +116,8 @@ class DemoStream:
                     "⚠ The demo model failed on purpose, because the question said “error”.",
                     detail="demo failure",
                 )
+            await asyncio.sleep(self._delay)
+            yield Thought(THOUGHT)
             for chunk in self._chunks:
                 if self._closed:
                     return

@@ -7,7 +7,8 @@ How a reply is shown:
 
 - Until the first non-blank text, the typing indicator (re-triggered every ~8 s), and the
   latest :class:`Status` line the stream gave, if any (what the model is doing: thinking,
-  searching), shown live in the first message until the answer's text replaces it.
+  searching), shown live in the first message until the answer's text replaces it (a
+  :class:`StatusSink` shows it apart instead).
 - The first message is sent as soon as that text arrives (when the channel's budget allows),
   then edited as more text comes, with a live marker (``▌``) at the end.
 - Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that

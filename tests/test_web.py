@@ -110,12 +110,16 @@ async def test_a_reply_streams_in_steps_then_done_with_metrics(tmp_path: Path) -
         events = await _events_until_end(ws, reply)
         kinds = [e["type"] for e in events]
         assert kinds[0] == "status" and events[0]["state"] == "thinking"
+        (live,) = [e for e in events if e.get("state") == "live"]  # the demo's one thought
+        assert live["line"] == "💭 Reading your question…"
+        assert events.index(live) < kinds.index("chunk")
         chunks = [e["text"] for e in events if e["type"] == "chunk"]
         assert len(chunks) >= 3
         assert all(a != b for a, b in itertools.pairwise(chunks))
         assert chunks[-1].startswith(chunks[0])
         done = events[-1]
         assert done["type"] == "done" and "demo model" in done["text"]
+        assert not any("Reading your question" in text for text in [*chunks, done["text"]])
         assert "What does **streaming** look like?" in done["text"]
         assert done["metrics"]["chunks"] >= 3 and done["metrics"]["total"] > 0
         assert done["metrics"]["first_chunk"] is not None
