@@ -1,7 +1,7 @@
 """The web chat in a real headless Chromium (Debian's `chromium`, driven by Playwright): a reply
 grows on the page, Stop keeps the text so far, a reload shows the stored history, attached
-files go with the question, the model's status shows while it thinks, and its code's images
-show under the answer.
+files go with the question, a voice message recorded in the page is a question, the model's
+status shows while it thinks, and its code's images show under the answer.
 
 Set GEMCORD_SKIP_BROWSER=1 to skip it (scripts/test installs the browser otherwise)."""
 
@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,50 @@ async def test_the_chat_page_sends_any_file_shows_the_status_and_code_images(
                 assert (await drawn.locator(".body").inner_text()).endswith("Drawn.")
             finally:
                 await browser.close()
+
+
+async def test_a_voice_message_recorded_in_the_page_is_a_question(tmp_path: Path) -> None:
+    """Chromium's fake microphone: 🎤 records, ⏹ stops; the recording is attached as a WAV
+    file named like Discord's voice messages and sent alone; the store keeps it."""
+    from playwright.async_api import async_playwright, expect
+
+    from storage import open_store
+
+    async with web_server(tmp_path / "w.db") as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+            ],
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1000, "height": 700})
+            await context.grant_permissions(["microphone"], origin=url)
+            page = await context.new_page()
+            await page.goto(url + "/")
+            await page.wait_for_selector("#channel-list button.active")
+            await page.click("#record")
+            await expect(page.locator("#record")).to_have_text("⏹ 2 s", timeout=15_000)
+            await page.click("#record")
+            name = page.locator(".preview span")
+            await expect(name).to_have_text(re.compile(r"voice message \(\d s\)"))
+            recorded = await name.inner_text()
+            await page.click("#send")  # no text: the recording is the question
+            await page.wait_for_selector(".msg.model.complete")
+            reply = await page.locator(".msg.model.complete .body").inner_text()
+            assert f"(sent: {recorded})” (+1 file)" in reply
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 " + recorded)
+        finally:
+            await browser.close()
+    store = await open_store(tmp_path / "w.db")
+    try:
+        (question, _) = await store.load_history(-1)
+    finally:
+        await store.close()
+    (voice,) = question.images
+    assert (voice.name, voice.mime_type) == (recorded, "audio/wav")
+    assert voice.data is not None and voice.data[:4] == b"RIFF" and voice.data[8:12] == b"WAVE"
+    assert len(voice.data) > 44 + 2 * 16000  # over a second of 16 kHz, 16-bit samples

@@ -3,7 +3,8 @@
 Client → server: ``{type: "ask", channel, text, id?, files?}`` (``files``: ``[{name, type,
 size}]``, each file's bytes following as one binary message: see :mod:`bot.web.uploads`; the text
 may be empty when files go with it), ``{type: "stop", reply}``, ``{type: "history", channel}``.
-Server → client: ``hello`` (channels, model, ``max_file``), ``history``, ``status`` (``queued``
+Server → client: ``hello`` (channels, model, ``max_file``, ``max_voice`` seconds a recording may
+last), ``history``, ``status`` (``queued``
 with the ``reply`` id and the ask's ``id``, then ``thinking``, then ``live`` with the ``line``
 saying what the model is doing, until the answer's text comes), ``chunk`` (the reply's text so
 far), ``files`` (images the model's code drew: ``[{name, type, data}]``, ``data`` in base64),
@@ -135,6 +136,7 @@ class WebChat:
                 "channels": [{"id": c.id, "name": c.name} for c in CHANNELS],
                 "model": self.model_label,
                 "max_file": largest_file(self.limits),
+                "max_voice": self.limits.max_audio_seconds,
             }
         )
         try:

@@ -3,7 +3,7 @@
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1, files: [], maxFile: 0 };
+const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1, files: [], maxFile: 0, maxVoice: 600 };
 
 // --- Markdown, safely: escape everything first, then add only our own tags --------------------
 
@@ -140,6 +140,7 @@ const handlers = {
   hello(e) {
     state.channels = e.channels;
     state.maxFile = e.max_file;
+    state.maxVoice = e.max_voice;
     $("model").textContent = "Model: " + e.model;
     const list = $("channel-list");
     list.innerHTML = "";
@@ -289,16 +290,72 @@ function showPreviews() {
   }
 }
 
+function addFile(file, name) {
+  const url = file.type.startsWith("image/") ? URL.createObjectURL(file) : "";
+  state.files.push({ name: name || file.name, type: file.type, url, file });
+}
+
 $("files").addEventListener("change", () => {
-  for (const file of $("files").files) {
-    const url = file.type.startsWith("image/") ? URL.createObjectURL(file) : "";
-    state.files.push({ name: file.name, type: file.type, url, file });
-  }
+  for (const file of $("files").files) addFile(file);
   $("files").value = "";
   showPreviews();
 });
 
-$("ask").addEventListener("submit", async (ev) => {
+// --- a voice message: recorded here, attached as a 16 kHz WAV file (audio Gemini reads) -------
+
+function wav(buffer) {  // 16-bit PCM of the first channel (a voice is mono)
+  const samples = buffer.getChannelData(0);
+  const out = new DataView(new ArrayBuffer(44 + samples.length * 2));
+  const ascii = (at, s) => { for (let i = 0; i < s.length; i++) out.setUint8(at + i, s.charCodeAt(i)); };
+  ascii(0, "RIFF"); out.setUint32(4, 36 + samples.length * 2, true); ascii(8, "WAVE");
+  ascii(12, "fmt "); out.setUint32(16, 16, true); out.setUint16(20, 1, true); out.setUint16(22, 1, true);
+  out.setUint32(24, buffer.sampleRate, true); out.setUint32(28, buffer.sampleRate * 2, true);
+  out.setUint16(32, 2, true); out.setUint16(34, 16, true);
+  ascii(36, "data"); out.setUint32(40, samples.length * 2, true);
+  samples.forEach((x, i) => out.setInt16(44 + i * 2, Math.max(-1, Math.min(1, x)) * 0x7fff, true));
+  return new Blob([out], { type: "audio/wav" });
+}
+
+let recording = null;
+
+async function record() {
+  const button = $("record");
+  if (recording) { recording.stop(); return; }
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
+  catch (err) { $("connection").textContent = "⚠ The microphone is not available: " + err.message; return; }
+  const recorder = new MediaRecorder(stream);
+  const parts = [];
+  const started = Date.now();
+  const seconds = () => Math.max(1, Math.round((Date.now() - started) / 1000));
+  const tick = setInterval(() => { button.textContent = "⏹ " + seconds() + " s"; }, 250);
+  const limit = setTimeout(() => recorder.stop(), state.maxVoice * 1000);  // as on Discord
+  recorder.ondataavailable = (e) => parts.push(e.data);
+  recorder.onstop = async () => {
+    clearInterval(tick);
+    clearTimeout(limit);
+    for (const track of stream.getTracks()) track.stop();
+    recording = null;
+    button.textContent = "🎤";
+    button.classList.remove("on");
+    const name = "voice message (" + seconds() + " s)";
+    try {
+      const data = await new Blob(parts).arrayBuffer();
+      const decoded = await new OfflineAudioContext(1, 1, 16000).decodeAudioData(data);
+      addFile(wav(decoded), name);
+      showPreviews();
+    } catch (err) { $("connection").textContent = "⚠ The recording could not be read: " + err.message; }
+  };
+  recorder.start();
+  recording = recorder;
+  button.classList.add("on");
+  button.textContent = "⏹ 0 s";
+}
+
+if (navigator.mediaDevices && window.MediaRecorder) $("record").addEventListener("click", record);
+else $("record").hidden = true;  // not over plain http beyond this machine
+
+$("ask").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("text").value.trim();
   if ((!text && !state.files.length) || state.channel === null) return;
