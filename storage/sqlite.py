@@ -315,9 +315,8 @@ class SQLiteStore(BaseStore):
         """The database file's size in use (pages × page size)."""
 
         async def op(db: Db) -> int:
-            return int(await db.fetchval("PRAGMA page_count")) * int(
-                await db.fetchval("PRAGMA page_size")
-            )
+            pages = await db.fetchval("PRAGMA page_count")
+            return int(pages) * int(await db.fetchval("PRAGMA page_size"))
 
         return await self._read(op)
 
