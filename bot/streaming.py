@@ -7,7 +7,8 @@ How a reply is shown:
 
 - Until the first non-blank text, the typing indicator (re-triggered every ~8 s), and the
   latest :class:`Status` line the stream gave, if any (what the model is doing: thinking,
-  searching), shown live in the first message until the answer's text replaces it.
+  searching), shown live in the first message until the answer's text replaces it (a
+  :class:`StatusSink` shows it apart instead).
 - The first message is sent as soon as that text arrives (when the channel's budget allows),
   then edited as more text comes, with a live marker (``▌``) at the end.
 - Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that
@@ -40,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.cancel import CancelToken
 from bot.pacing import ChannelPacer, Clock, Sleep, WriteKind
@@ -65,6 +66,7 @@ __all__ = [
     "SinkMessageGone",
     "SinkRateLimited",
     "Status",
+    "StatusSink",
     "render_stream",
 ]
 
@@ -114,6 +116,16 @@ class MessageSink(Protocol):
 
     async def typing(self) -> None:
         """Show the typing indicator once (it lasts about 10 s on Discord)."""
+        ...
+
+
+@runtime_checkable
+class StatusSink(Protocol):
+    """A sink that shows the live :class:`Status` line apart from the reply (a web page's
+    status), so the renderer never writes it as message text."""
+
+    def show_status(self, line: str) -> None:
+        """Show this status line now; it must not block (schedule any write)."""
         ...
 
 
@@ -400,6 +412,10 @@ class _Renderer:
 
     def _set_status(self, line: str) -> None:
         line = " ".join(line.split())[: self.limit - len(self.style.live_marker)]
+        if isinstance(self.sink, StatusSink):  # shown apart: never a write of the reply's text
+            if line and not self._has_text:
+                self.sink.show_status(line)
+            return
         if line and line != self._status:
             self._status = line
             if not self._has_text:
