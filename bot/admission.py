@@ -70,6 +70,9 @@ class Admission:
         self.per_channel = per_channel
         self.per_process = per_process
         self.queue_per_channel = queue_per_channel
+        self.quiet_reserve = per_process // 8
+        """Process-wide slots only a channel with nothing streaming may take, so a question
+        in a quiet channel starts at once however busy the other channels are."""
         self._by_user: Counter[int] = Counter()
         self._by_channel: Counter[int] = Counter()
         self._queued_by_channel: Counter[int] = Counter()
@@ -107,8 +110,9 @@ class Admission:
         return slot
 
     def _fits(self, slot: Slot) -> bool:
+        busy = self._by_channel[slot.channel_id] > 0
         return (
-            self._streaming < self.per_process
+            self._streaming < self.per_process - (self.quiet_reserve if busy else 0)
             and self._by_channel[slot.channel_id] < self.per_channel
             and self._by_user[slot.user_id] < self.per_user
         )

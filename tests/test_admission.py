@@ -91,6 +91,28 @@ async def test_at_the_process_cap_a_quiet_channel_goes_before_a_busy_one() -> No
     assert_idle(adm, 1, 2)
 
 
+async def test_the_last_slots_of_the_bot_are_kept_for_channels_with_nothing_streaming() -> None:
+    adm = Admission(per_process=16, per_channel=20, per_user=20)
+    assert adm.quiet_reserve == 2
+    busy = [adm.try_enter(1, 1) for _ in range(14)]
+    assert all(s.state == "admitted" for s in busy)
+    fifteenth = adm.try_enter(1, 1)  # the bot has room, but not for a busy channel
+    assert fifteenth.waiting
+    quiet = [adm.try_enter(channel, 2) for channel in (2, 3)]
+    assert [s.state for s in quiet] == ["admitted", "admitted"]  # at once
+    third_quiet = adm.try_enter(4, 3)  # the bot is full now: it waits like anyone
+    assert third_quiet.waiting
+    quiet[0].release()  # a freed slot goes to the quiet channel first
+    assert third_quiet.state == "admitted" and fifteenth.waiting
+    busy[0].release()
+    quiet[1].release()  # 14 streaming: the last two slots are still a quiet channel's
+    assert fifteenth.waiting
+    busy[1].release()
+    assert fifteenth.state == "admitted"
+    release_all(*busy[2:], third_quiet, fifteenth)
+    assert_idle(adm, 1, 2, 3, 4)
+
+
 async def test_waiters_in_a_channel_are_admitted_first_come_first_served() -> None:
     adm = Admission(per_channel=1)
     holder = adm.try_enter(1, 10)
@@ -238,7 +260,8 @@ def test_caps_must_be_positive() -> None:
 
 async def test_random_enter_release_and_cancel_keep_the_invariants() -> None:
     rng = random.Random(20240601)
-    adm = Admission(per_user=2, per_channel=3, per_process=5, queue_per_channel=4)
+    adm = Admission(per_user=2, per_channel=3, per_process=8, queue_per_channel=4)
+    assert adm.quiet_reserve == 1
     channels, users = (1, 2, 3), (10, 11, 12, 13)
     slots: list[Slot] = []  # live slots, in arrival order
     tasks: dict[Slot, asyncio.Task[None]] = {}
@@ -254,10 +277,11 @@ async def test_random_enter_release_and_cancel_keep_the_invariants() -> None:
 
     def fits(channel_id: int, user_id: int) -> bool:
         by_user, by_channel, total = counts()
+        reserve = adm.quiet_reserve if by_channel[channel_id] else 0
         return (
             by_user[user_id] < adm.per_user
             and by_channel[channel_id] < adm.per_channel
-            and total < adm.per_process
+            and total < adm.per_process - reserve
         )
 
     def cancel_a_task() -> None:
