@@ -630,9 +630,11 @@ class SQLiteStore:
         if self._closing is not None:
             raise StoreClosed("the store is closed")
 
-    async def _read(self, op: Op[T]) -> T:
+    async def _read(self, op: Op[T], *, urgent: bool = False) -> T:
+        """Run `op` alone on the connection; an `urgent` one (what a question needs before its
+        reply can begin) goes before the other operations waiting."""
         self._check_open()
-        async with self._lock.hold():
+        async with self._lock.hold(urgent):
             if self._closed:
                 raise StoreClosed("the store is closed")
             return await op(self._conn)
@@ -1226,7 +1228,7 @@ class SQLiteStore:
                 return await _settings(conn, channel_id)
 
             generation = self._generation
-            cached = await self._read(op)
+            cached = await self._read(op, urgent=True)
             if generation == self._generation:
                 _remember(self._settings, channel_id, cached)
         return dataclasses.replace(cached)
@@ -1350,7 +1352,7 @@ class SQLiteStore:
             return GuildBudget(guild_id, rows[0][0], rows[0][1])
 
         generation = self._generation
-        budget = await self._read(op)
+        budget = await self._read(op, urgent=True)
         if generation == self._generation:
             _remember(self._budgets, guild_id, budget)
         return dataclasses.replace(budget)
