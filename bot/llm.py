@@ -975,13 +975,13 @@ class GeminiStream:
             consumer.cancel()  # its wait ends, and the cancellation closes the connection
             # bounded just in case (cancellation reaches an aiohttp read, so this is quick)
             await asyncio.wait({self._closing}, timeout=2.0)
+        self._done = True  # before the await below: the consumer may ask for more meanwhile
+        self._events.clear()
         sdk, self._sdk = self._sdk, None
         if sdk is not None:
             await _close_sdk(sdk)
-        self._events.clear()
         if self._started and self.outcome is None:
             self._set_outcome()
-        self._done = True
         self._forget_consumer()
 
     # --- reading ------------------------------------------------------------------------

@@ -747,6 +747,33 @@ async def test_aclose_from_another_task_ends_the_iteration_quietly(fake, client,
     assert req.outcome == "disconnected"
 
 
+async def test_aclose_from_another_task_between_chunks_ends_the_iteration(fake, client, no_gc):
+    """The consumer is busy with a chunk when another task closes the stream: the connection
+    closes, and the consumer's next step ends the iteration (no second request)."""
+    fake.script(stalled_reply(1))
+    stream = client.stream(model=MODEL, contents=HELLO)
+    busy, closed = asyncio.Event(), asyncio.Event()
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for chunk in stream:
+            received.append(chunk)
+            busy.set()
+            await closed.wait()  # busy elsewhere while the stream is closed
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(busy.wait(), 5)
+    closing = asyncio.create_task(stream.aclose())
+    await asyncio.sleep(0)  # the close is under way when the consumer asks for more
+    closed.set()
+    await asyncio.wait_for(asyncio.gather(task, closing), 5)
+    assert received == ["word0 "]
+    (req,) = fake.requests
+    await req.wait_closed()
+    assert req.outcome == "disconnected"
+    assert stream.attempts == 1
+
+
 async def test_error_event_after_text_is_mapped_not_retried(fake, client):
     fake.script(Reply.mid_stream_error(["partial ", "answer"], after=2, code=503), Reply())
     chunks, error = await drain(client.stream(model=MODEL, contents=HELLO))
