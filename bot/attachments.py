@@ -15,11 +15,14 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image, ImageOps
 
 from storage import Media
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +117,53 @@ class Limits:
         }.get(kind, self.max_text_bytes)
 
 
+def limits_from(settings: Settings) -> Limits:
+    """The caps on a question's files, from the settings (every front-end uses these)."""
+    s = settings
+    return Limits(
+        s.max_image_bytes,
+        s.max_request_image_bytes,
+        s.max_images,
+        s.max_image_pixels,
+        max_files=s.max_files,
+        max_text_bytes=s.max_text_bytes,
+        max_text_chars=s.max_text_chars,
+        max_text_chars_total=s.max_text_chars_total,
+        max_pdf_bytes=s.max_pdf_bytes,
+        max_audio_bytes=s.max_audio_bytes,
+        max_audio_seconds=s.max_voice_seconds,
+        max_video_bytes=s.max_video_bytes,
+    )
+
+
 @dataclass
 class Collected:
     """Files to send, one friendly sentence per attachment we left out, and notes for the
     answer (a text file cut to its first characters)."""
 
     files: list[Media] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """(file name, sentence) for each attachment left out."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """The sentences of the files left out."""
+        return [sentence for _, sentence in self.refused]
 
     @property
     def images(self) -> list[Media]:
         """The images among the files."""
         return [f for f in self.files if f.mime_type.startswith("image/")]
+
+
+NOT_ASKED = "So I didn't ask Gemini: try again with a file I can read, or without the file."
+"""Said when none of a question's files could be used (the question is not sent)."""
+
+
+def refusal(problems: list[str]) -> str:
+    """Why none of a message's files could be used, and that the question was not sent."""
+    return "\n".join([*problems, NOT_ASKED])
 
 
 def human_size(n: int) -> str:
@@ -341,19 +378,20 @@ class _Intake:
         self.image_bytes = 0
         self.text_chars = 0
 
-    def refuse(self, problem: str) -> None:
-        self.out.problems.append(problem)
+    def refuse(self, att: AttachmentLike, problem: str) -> None:
+        self.out.refused.append((att.filename, problem))
 
     def image(self, att: AttachmentLike, image: Media) -> None:
         limits = self.limits
         if len(self.out.images) >= limits.max_images:
             self.refuse(
-                f"`{att.filename}` skipped: at most {limits.max_images} images per message."
+                att, f"`{att.filename}` skipped: at most {limits.max_images} images per message."
             )
         elif self.image_bytes + len(image.data) > limits.max_request_bytes:
             self.refuse(
+                att,
                 f"`{att.filename}` skipped: the images of one message may add up to "
-                f"{human_size(limits.max_request_bytes)}."
+                f"{human_size(limits.max_request_bytes)}.",
             )
         else:
             self.image_bytes += len(image.data)
@@ -364,8 +402,9 @@ class _Intake:
         room = min(limits.max_text_chars, limits.max_text_chars_total - self.text_chars)
         if room <= 0:
             self.refuse(
+                att,
                 f"`{att.filename}` skipped: the text files of one message may add up to "
-                f"{limits.max_text_chars_total:,} characters."
+                f"{limits.max_text_chars_total:,} characters.",
             )
             return
         if len(text) > room:
@@ -388,11 +427,11 @@ async def collect_files(attachments: Sequence[AttachmentLike], limits: Limits) -
     intake = _Intake(limits)
     for att in attachments:
         if (problem := precheck(att, limits)) is not None:
-            intake.refuse(problem)
+            intake.refuse(att, problem)
             continue
         if len(intake.out.files) >= limits.max_files:
             intake.refuse(
-                f"`{att.filename}` skipped: at most {limits.max_files} files per message."
+                att, f"`{att.filename}` skipped: at most {limits.max_files} files per message."
             )
             continue
         try:
@@ -400,7 +439,7 @@ async def collect_files(attachments: Sequence[AttachmentLike], limits: Limits) -
                 data = await att.read()
         except Exception as exc:
             log.warning("could not download attachment %s: %s", att.filename, exc)
-            intake.refuse(f"`{att.filename}` could not be downloaded from Discord.")
+            intake.refuse(att, f"`{att.filename}` could not be downloaded from Discord.")
             continue
         await _take(intake, att, data)
     return intake.out
@@ -409,18 +448,22 @@ async def collect_files(attachments: Sequence[AttachmentLike], limits: Limits) -
 async def _take(intake: _Intake, att: AttachmentLike, data: bytes) -> None:
     """Check one downloaded file and add it (or its refusal) to the intake."""
     limits = intake.limits
+    if not data:
+        intake.refuse(att, f"`{att.filename}` is empty.")
+        return
     if (mime := sniff(data)) is not None:
         if len(data) > limits.max_image_bytes:
             intake.refuse(
+                att,
                 f"`{att.filename}` is {human_size(len(data))}; the limit is "
-                f"{human_size(limits.max_image_bytes)} per image."
+                f"{human_size(limits.max_image_bytes)} per image.",
             )
             return
         try:
             image = await asyncio.to_thread(validate_image, data, att.filename, limits)
         except ImageRejected as exc:
             log.info("rejected attachment %s: %s", att.filename, exc)
-            intake.refuse(str(exc))
+            intake.refuse(att, str(exc))
             return
         intake.image(att, image)
         return
@@ -429,8 +472,9 @@ async def _take(intake: _Intake, att: AttachmentLike, data: bytes) -> None:
         cap = limits.max_bytes(kind)
         if len(data) > cap:
             intake.refuse(
+                att,
                 f"`{att.filename}` is {human_size(len(data))}; the limit is {human_size(cap)} "
-                f"per {KIND_WORDS[kind]}."
+                f"per {KIND_WORDS[kind]}.",
             )
             return
         intake.out.files.append(Media(data, mime, name=display_name(att)))
@@ -440,6 +484,6 @@ async def _take(intake: _Intake, att: AttachmentLike, data: bytes) -> None:
         intake.text(att, text)
         return
     if looks_like_image(att):
-        intake.refuse(f"`{att.filename}` is not a supported image ({ACCEPTED}).")
+        intake.refuse(att, f"`{att.filename}` is not a supported image ({ACCEPTED}).")
     else:
-        intake.refuse(f"`{att.filename}` is not a kind of file I can read ({READABLE}).")
+        intake.refuse(att, f"`{att.filename}` is not a kind of file I can read ({READABLE}).")

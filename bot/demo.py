@@ -2,17 +2,19 @@
 streaming, stop and memory can be seen with no account and no key. It never calls the network.
 
 It offers what the reply engine uses of :class:`bot.llm.GeminiClient`: ``stream(...)`` returns an
-async iterator of text chunks with ``outcome`` (set when it ends) and ``aclose()``.
+async iterator of text chunks (after one thought, shown as the reply's status line) with
+``outcome`` (set when it ends) and ``aclose()``; uploads of the Files API are stood in for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 
-from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Tool
-from storage import Media
+from bot.llm import ChatTurn, LLMError, ModelPart, StreamOutcome, Thinking, Thought, Tool
+from storage import Media, Upload
 
 LABEL = "demo model (scripted, no Gemini)"
 
@@ -35,6 +37,9 @@ def greet(name: str) -> str:
 Each channel keeps its own history, so a reload shows this conversation again. \
 Ask with the word `long` for a much longer answer, or with `error` to see a failure.
 """
+
+THOUGHT = "**Reading your question**\nThe demo pretends to think for a moment."
+"""The demo's one thought: the page shows its heading while the answer has not begun."""
 
 LONG_EXTRA = (
     "\n\nAnd here is more text, paragraph {n} of {total}, streamed slowly so you can stop it."
@@ -71,6 +76,18 @@ class DemoModel:
             text += "".join(LONG_EXTRA.format(n=n, total=total) for n in range(1, total + 1))
         return DemoStream(_chunks(text, self.chunk_words), self.delay)
 
+    async def upload_file(self, media: Media, sha256: str) -> Upload:
+        """A stand-in for a Files API upload (a video, a large file): nothing leaves."""
+        name = f"files/demo-{sha256[:16]}"
+        return Upload(sha256, name, f"demo://{name}", media.mime_type, time.time() + 48 * 3600)
+
+    async def upload_alive(self, upload: Upload) -> bool:
+        """Whether a stand-in upload is still "kept" (48 hours, as Gemini keeps them)."""
+        return upload.expires_at > time.time()
+
+    async def delete_file(self, name: str) -> None:
+        """Nothing to delete."""
+
     async def aclose(self) -> None:
         """Nothing to release."""
 
@@ -87,10 +104,10 @@ class DemoStream:
         self.parts: list[ModelPart] = []
         """The model turn's parts (the demo keeps none: its answer is stored as text)."""
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[str | Thought]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def _run(self) -> AsyncIterator[str | Thought]:
         sent = 0
         try:
             if self._fail:
@@ -99,6 +116,8 @@ class DemoStream:
                     "⚠ The demo model failed on purpose, because the question said “error”.",
                     detail="demo failure",
                 )
+            await asyncio.sleep(self._delay)
+            yield Thought(THOUGHT)
             for chunk in self._chunks:
                 if self._closed:
                     return
@@ -123,11 +142,15 @@ def _last_question(contents: Sequence[ChatTurn]) -> str:
 
 
 def _images_note(contents: Sequence[ChatTurn]) -> str:
-    """`` (+N image(s))`` for the images of the newest user turn, or nothing."""
+    """`` (+N image(s), +N file(s))`` for the files of the newest user turn, or nothing."""
     for turn in reversed(contents):
         if turn.role == "user":
-            n = sum(1 for p in turn.parts if isinstance(p, Media))
-            return f" (+{n} image{'s' if n != 1 else ''})" if n else ""
+            media = [p for p in turn.parts if isinstance(p, Media)]
+            images = sum(1 for p in media if p.mime_type.startswith("image/"))
+            texts = sum(1 for p in turn.parts if isinstance(p, str) and p.startswith("[file "))
+            counts = [(images, "image"), (len(media) - images + texts, "file")]
+            said = [f"+{n} {what}{'s' if n != 1 else ''}" for n, what in counts if n]
+            return f" ({', '.join(said)})" if said else ""
     return ""
 
 

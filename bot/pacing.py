@@ -1,8 +1,12 @@
 """Pacing writes to a chat platform: per-channel budgets for message creates and edits.
 
-Discord limits message creates and message edits in a channel, about 5 of each per 5 s. Every
-reply streaming in a channel shares that channel's :class:`ChannelPacer`; the renderer asks it
-for a slot before each write.
+Discord limits message creates and message edits in a channel, about 5 of each per 5 s, each in
+fixed windows that open at the first request after the last one ended, and answers both routes
+with one bucket hash (so discord.py, which keys its limiter by hash and channel, merges them).
+Every reply streaming in a channel shares that channel's :class:`ChannelPacer`; the renderer
+asks it for a slot before each write (:meth:`WriteBudget.slot`) and says when the write ended.
+The aim is the floor of issue 10: a channel's last reply final as early as its creates and last
+edits allow, with no 429 and no request held back by discord.py.
 """
 
 from __future__ import annotations
@@ -23,26 +27,39 @@ WriteKind = Literal["send", "edit"]
 """A message create (``send``) or a message edit (``edit``): two routes, two rate-limit buckets."""
 
 
+MIN_WAIT = 0.001
+"""The shortest pause a waiter takes (a float remainder of nothing must not spin the loop)."""
+
+MIN_TRANSIT = 0.05
+"""The least time a write is taken to need to reach Discord (see :attr:`WriteBudget.transit`)."""
+
+
+def _no() -> bool:
+    return False
+
+
 class WriteBudget:
     """One route's write budget in one channel (message creates, or message edits).
 
-    A write's slot is reserved when the write *starts* (a discord.py request that uses up the
-    bucket returns only after the bucket resets, so timing from the end would lose a window).
-    Waiters are served first come, first served. No more than ``max_writes`` writes start in any
-    ``window`` (plus ``margin``), counted over a sliding window of our own start times, so a
-    fixed window that opens at any of them (as Discord's does) never sees more.
+    Discord counts a route's requests in fixed windows: a window opens at the first request
+    after the previous one ended and allows ``max_writes`` in ``window`` seconds. The budget
+    keeps the same windows: one opens when a write *starts*, and surely ends ``window`` after
+    the response of the write that opened it (Discord opened it before it answered), or, for
+    a write that says nothing of its response, ``margin`` (a fraction of the window) or the
+    slowest recent write later. A write that could land in either of two windows (it starts
+    within :attr:`transit` of a window's end) waits until the first has surely ended. Waiters
+    are served first come, first served, except that final writes go first (see
+    :meth:`acquire`).
 
-    Within that limit, ``burst`` sets how writes are spread. With ``burst`` 1 they follow one
-    another at least ``interval = window / max_writes`` (plus margin) apart: steady progress,
-    right for edits. With a larger ``burst``, up to ``burst`` writes may start at once, and in
-    general ``j + 1`` consecutive writes for ``j >= burst`` span at least ``j`` intervals: rare
-    events (message creates) go out without delay, yet the write that would use up a window
-    still comes late in it (for ``burst < max_writes``), so a client that waits for the reset
-    after that write (discord.py does) is held for at most about one interval.
+    ``burst`` 1 spreads progress writes evenly (``interval`` apart, the window divided by the
+    writes progress may use in it): steady progress, right for edits. A larger ``burst`` lets
+    writes go as soon as the window has room (message creates). ``reserve()``, when given, is
+    how many slots of each window progress writes leave free for final writes (see
+    :meth:`ChannelPacer._finals_to_come`). A final write may use every slot left in the window
+    at once.
 
-    After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after``, then runs with a
-    burst of 1 at a doubled interval (up to ``max_slowdown`` times) until it has been quiet for
-    a while.
+    After a 429 (:meth:`penalize`) the budget pauses for the ``retry_after``, then spreads every
+    write at a doubled interval (up to ``max_slowdown`` times) until it has been quiet a while.
     """
 
     def __init__(
@@ -55,6 +72,7 @@ class WriteBudget:
         margin: float = 0.05,
         max_slowdown: float = 8.0,
         then: WriteBudget | None = None,
+        reserve: Callable[[], int] | None = None,
     ) -> None:
         if max_writes < 1 or not window > 0:
             raise ValueError("a budget needs max_writes >= 1 and window > 0")
@@ -64,18 +82,34 @@ class WriteBudget:
         self.window = window
         self.burst = burst
         self.margin = margin
+        self.slack = margin * window
+        """Seconds of doubt at the end of a window whose opener never told when it ended."""
+        self.transit = self.slack
+        """How long a write may take to reach Discord: the longest recent write (from start to
+        response), at least ``MIN_TRANSIT``; a write starting that close to the end of a window
+        may land in the next one."""
         self.max_slowdown = max_slowdown
+        self.reserve = reserve
         self._clock = clock
         self._waiting: list[_Waiter] = []  # in arrival order
         self._taking = False  # a waiter was granted and is taking its slot
-        self._starts: deque[float] = deque(maxlen=max_writes)
-        self._next_at = -math.inf
+        # [start, count, doubt, end] of the windows a write may still land in: the earliest
+        # moment the window may have opened, the writes that may count in it, whether its
+        # opener is in doubt (it may have landed in the window before, or never reached
+        # Discord), and the moment it surely ends (see _record and Slot.done)
+        self._windows: deque[list[float]] = deque()
+        self._last_start = -math.inf
         self._blocked_until = -math.inf
         self._slowdown = 1.0
         self._calm_at = -math.inf
+        self.client: ClientLimiter | None = None
+        """discord.py's view of the channel's bucket, shared with the channel's other route."""
         self.then = then
         """A wider budget every write of this one also takes a slot of (the bot's global
         budget), taken inside this one's turn so that the recorded start is the real one."""
+        self.yields = False
+        """Whether its progress writes (neither final nor closing) give way to every other
+        write in :attr:`then`: they go only when it has a slot free."""
         self.writes = 0
         """Slots handed out so far."""
         self.rate_limited = 0
@@ -86,10 +120,23 @@ class WriteBudget:
         """Average spacing between writes when nothing went wrong."""
         return self.window / self.max_writes * (1 + self.margin)
 
+    def _progress_cap(self) -> int:
+        """Slots of a window that progress writes may use."""
+        reserved = self.reserve() if self.reserve is not None else 0
+        return max(0, self.max_writes - max(0, reserved))
+
     def interval(self) -> float:
-        """Spacing between writes now (longer for a while after a 429)."""
+        """Spacing between progress writes now (longer for a while after a 429)."""
         if self._slowdown > 1 and self._clock() >= self._calm_at:
             self._slowdown = 1.0
+        cap = self._progress_cap()
+        if cap == 0:
+            return math.inf
+        return self.window / cap * (1 + self.margin) * self._slowdown
+
+    def base_gap(self) -> float:
+        """Spacing between writes that use the whole window (longer for a while after a 429)."""
+        self.interval()  # ends a slow-down that has run its course
         return self.base_interval * self._slowdown
 
     def current_burst(self) -> int:
@@ -97,24 +144,52 @@ class WriteBudget:
         self.interval()  # ends a slow-down that has run its course
         return self.burst if self._slowdown == 1 else 1
 
-    def delay(self, final: bool = False) -> float:
+    def _alive(self, now: float) -> deque[list[float]]:
+        """The windows a write starting now may still be counted in."""
+        windows = self._windows
+        while windows and now >= windows[0][3]:
+            windows.popleft()
+        return windows
+
+    def landing(self) -> tuple[int, float]:
+        """For a write starting now, at worst: what Discord's ``X-RateLimit-Remaining`` will
+        read after it, and when the window that says so ends (plus the margin of doubt)."""
+        now = self._clock()
+        windows = self._alive(now)
+        span = self.window + self.slack
+        if not windows or now >= windows[-1][0] + self.window - self.transit:
+            fresh = (self.max_writes - 1, now + span)  # it may open a new window
+        else:
+            fresh = (self.max_writes, math.inf)
+        if not windows:
+            return fresh
+        fullest = max(windows, key=lambda w: w[1])
+        return min((self.max_writes - 1 - int(fullest[1]), fullest[3]), fresh)
+
+    def delay(self, final: bool = False, closing: bool = False) -> float:
         """Seconds until the next slot is free (0 if one is free now), ignoring waiters.
 
-        A ``final`` write (a reply's last text) may use the window's remaining slots in a burst
-        like sends, instead of waiting for the steady spacing of progress edits.
+        A ``final`` write (a reply's last text) may use every slot left in the window, without
+        the spacing and the reserve of progress writes; a ``closing`` one (a message's last
+        text while the reply goes on) may use the reserve but keeps the spacing.
         """
         now = self._clock()
-        burst = self.current_burst()
-        if final and burst == self.burst:
-            burst = max(burst, default_send_burst(self.max_writes))
         at = self._blocked_until
-        if burst == 1:
-            at = max(at, self._next_at)
-        # j + 1 consecutive starts span at least j intervals (j >= burst); for j = max_writes
-        # that is the window itself: never more than max_writes in any window (plus margin)
-        starts, base = self._starts, self.base_interval
-        for j in range(max(burst, 2), len(starts) + 1):
-            at = max(at, starts[-j] + j * base)
+        cap = self.max_writes
+        if self.current_burst() == 1 and (not final or self._slowdown > 1):
+            # progress is spread over the slots it may use; a message's last text as evenly
+            # as the whole window allows
+            at = max(at, self._last_start + (self.interval() if not closing else self.base_gap()))
+        if not (final or closing):
+            cap = self._progress_cap()
+            if cap == 0:  # every slot is kept for the live replies' last edits
+                return math.inf
+        windows = self._alive(now)
+        for w in windows:
+            if w[1] >= cap:
+                at = max(at, w[3])
+        if windows and now >= windows[-1][0] + self.window - self.transit:
+            at = max(at, windows[-1][3])  # it could land in either window: wait until sure
         return max(0.0, at - now)
 
     @property
@@ -122,45 +197,126 @@ class WriteBudget:
         """Whether a reply is waiting for (or taking) a slot right now."""
         return bool(self._waiting) or self._taking
 
-    async def acquire(self, final: bool | Callable[[], bool] = False) -> None:
+    def urgent_waiting(self) -> int:
+        """How many final or closing writes are waiting for a slot."""
+        return sum(1 for w in self._waiting if w.is_final() or w.is_closing())
+
+    def head_delay(self) -> float:
+        """Seconds until the write first in line could go (inf if none waits)."""
+        head = self._head()
+        if head is None:
+            return math.inf
+        final = head.is_final()
+        return self.delay(final, final or head.is_closing())
+
+    async def acquire(
+        self, final: bool | Callable[[], bool] = False, closing: Callable[[], bool] = _no
+    ) -> None:
         """Wait for the next slot and take it; the write must start right after.
 
         Waiters are served first come, first served, except that a ``final`` write (see
         :meth:`delay`) goes before every progress write: when several replies end together,
-        their last texts show first. A callable ``final`` is asked again while it waits (a
-        reply can end meanwhile).
+        their last texts show first, then ``closing`` ones (see :meth:`delay`). A callable
+        ``final`` is asked again while it waits (a reply can end meanwhile), as is ``closing``.
         """
-        me = _Waiter(final if callable(final) else lambda: final)
+        await self._take(final, closing, track=False)
+
+    async def slot(
+        self, final: bool | Callable[[], bool] = False, closing: Callable[[], bool] = _no
+    ) -> Slot:
+        """Like :meth:`acquire`, for a write that says when it has ended (``Slot.done()``), so
+        that the channel knows how many of its writes are in flight."""
+        slot = await self._take(final, closing, track=True)
+        assert slot is not None
+        return slot
+
+    async def _take(
+        self, final: bool | Callable[[], bool], closing: Callable[[], bool], *, track: bool
+    ) -> Slot | None:
+        me = _Waiter(final if callable(final) else lambda: final, closing)
         self._waiting.append(me)
         granted = False
+        slot: Slot | None = None
         try:
             while True:
                 wait = self.base_interval  # not first in line: look again now and then
                 if not self._taking and self._head() is me:
-                    wait = self.delay(me.is_final())
+                    is_final = me.is_final()
+                    is_closing = is_final or me.is_closing()
+                    wait = self.delay(is_final, is_closing)
+                    if wait <= 0 and self.client is not None:
+                        wait = self.client.delay(self)
+                    if wait <= 0 and self.then is not None and self.yields and not is_closing:
+                        # progress goes only when the global budget has a slot free now
+                        wait = self.then.delay() if not self.then.busy else self.then.window
                     if wait <= 0:
                         break
-                await me.pause(wait)
+                await me.pause(min(max(wait, MIN_WAIT), self.window))
             self._taking = granted = True
+            if self.client is not None:
+                slot = self.client.grant(self, track)
+            elif track:
+                slot = Slot(None, self.max_writes, math.inf)
         finally:
             self._waiting.remove(me)
             if not granted:
                 self._wake_head()
         try:
-            if self.then is not None:
-                await self.then.acquire(final=True)
-            now = self._clock()
-            self._starts.append(now)
-            self._next_at = now + self.interval()
-            self.writes += 1
+            # (progress only went when the global budget had a slot free); a write that
+            # discord.py holds after its response until the reset cannot tell when Discord
+            # answered it
+            told = slot is not None and slot.remaining >= 1
+            outer = None if self.then is None else await self.then._take(True, _no, track=told)
+            opened = self._record(slot is not None)
+            if slot is not None:
+                slot.opened, slot.budget, slot.started = opened, self, self._clock()
+                slot.then = outer
+        except BaseException:
+            if slot is not None:
+                slot.done()
+            raise
         finally:
             self._taking = False
             self._wake_head()
+        return slot
+
+    def _record(self, track: bool = False) -> list[float] | None:
+        """Count a write starting now in every window it may land in; for a ``track`` ed write,
+        the window its response will tell the end of (see :meth:`Slot.done`)."""
+        now = self._clock()
+        windows = self._alive(now)
+        for w in windows:
+            w[1] += 1
+        # a write that never tells when Discord answered it may have reached Discord as late
+        # as the slowest recent write took
+        span = self.window + max(self.slack, self.transit)
+        # a write surely in a window it opens ends when its response tells (inf until then)
+        sure_end = math.inf if track else now + span
+        latest = windows[-1] if windows else None
+        if latest is None or now >= latest[0] + self.window - self.transit:
+            # it opens a new window, surely unless the one before may still be open
+            doubt = latest is not None
+            latest = [now, 1, int(doubt), now + span if doubt else sure_end]
+            windows.append(latest)
+        elif latest[2] and len(windows) == 1:
+            # the window before has surely ended: this write is surely in the latest one
+            latest[2], latest[3] = 0, max(now + span, sure_end)
+        elif latest[2]:  # still in doubt: this write may be the one that opens it
+            latest[3] = max(latest[3], now + span)
+        self._last_start = now
+        self.writes += 1
+        return latest if track else None
 
     def _head(self) -> _Waiter | None:
-        """The waiter that goes next: the first final one, else the first one."""
-        waiting = self._waiting
-        return next((w for w in waiting if w.is_final()), waiting[0] if waiting else None)
+        """The waiter that goes next: the first final one, else the first closing one, else
+        the first one."""
+        closing = None
+        for w in self._waiting:
+            if w.is_final():
+                return w
+            if closing is None and w.is_closing():
+                closing = w
+        return closing or (self._waiting[0] if self._waiting else None)
 
     def _wake_head(self) -> None:
         """Let the waiter now first in line look at its slot at once."""
@@ -171,10 +327,11 @@ class WriteBudget:
         """Take a slot only if one is free now and nobody waits (for optional requests)."""
         if self.busy or self.delay() > 0:
             return False
-        now = self._clock()
-        self._starts.append(now)
-        self._next_at = now + self.interval()
-        self.writes += 1
+        if self.client is not None and self.client.delay(self) > 0:
+            return False
+        if self.client is not None:
+            self.client.grant(self, False)
+        self._record()
         return True
 
     def penalize(self, retry_after: float) -> None:
@@ -190,9 +347,164 @@ class WriteBudget:
         """Seconds since the last write started (inf if none), or 0 while someone is waiting."""
         if self.busy:
             return 0.0
-        if not self._starts:
+        if self._last_start == -math.inf:
             return math.inf
-        return max(0.0, self._clock() - max(self._starts[-1], self._blocked_until))
+        return max(0.0, self._clock() - max(self._last_start, self._blocked_until))
+
+
+class Slot:
+    """A write in flight in a channel; :meth:`done` when it has ended (however it ended)."""
+
+    __slots__ = ("_client", "budget", "hold_until", "opened", "remaining", "started", "then")
+
+    def __init__(self, client: ClientLimiter | None, remaining: int, hold_until: float) -> None:
+        self._client = client
+        self.remaining = remaining
+        """What the write's response will say is left in its window (at worst)."""
+        self.hold_until = hold_until
+        """When the write's window ends (discord.py holds a write that empties it until then)."""
+        self.opened: list[float] | None = None
+        """The window whose end the write's response tells (see :meth:`done`)."""
+        self.budget: WriteBudget | None = None
+        """The budget of that window."""
+        self.started = 0.0
+        """When the write started (by the budget's clock)."""
+        self.then: Slot | None = None
+        """The same write's slot in the bot's global budget."""
+
+    def done(self, reached: bool = True) -> None:
+        """The write has ended: its response is in. ``reached`` False: it failed in a way that
+        leaves in doubt whether Discord counted it (a window it opened may open later)."""
+        w, budget = self.opened, self.budget
+        if budget is not None:
+            now = budget._clock()
+            if reached:
+                budget.transit = max(MIN_TRANSIT, now - self.started, 0.8 * budget.transit)
+        if w is not None and budget is not None:
+            if not reached:  # if it reached Discord at all, it did before now: the window
+                # may open with the next write, or have opened as late as now
+                w[0], w[2], w[3] = now, 1, now + budget.window + budget.slack
+            elif w[2]:  # it may have opened the window: it did before its response
+                w[3] = max(w[3], now + budget.window)
+            else:  # surely in the window: Discord opened it before this response
+                w[3] = min(w[3], now + budget.window)
+        client, self._client = self._client, None
+        if client is not None:
+            client.release(self)
+        then, self.then = self.then, None
+        if then is not None:
+            then.done(reached)
+
+
+class ClientLimiter:
+    """What discord.py's own rate limiter will do with a channel's message writes.
+
+    Discord answers message creates and message edits with one ``X-RateLimit-Bucket`` hash,
+    and discord.py keys its limiter by hash and channel, so it treats the two routes as one
+    bucket: its ``remaining`` is whatever the last response said (creates and edits are counted
+    in different windows), less the requests in flight. A request that finds it at 0 waits, and
+    a response that leaves fewer tokens than requests still in flight (one reading ``Remaining:
+    0``, or two or more in flight when it reads 1) makes discord.py hold that request, and every
+    later one of the channel, until the reset. A held request would reach Discord later than
+    the pacer counted it, so the pacer grants a write only when discord.py will let it through
+    at once: at most two in flight, two only while both leave at least two; a write that
+    empties its window only alone and, as it closes the channel's other route until the reset,
+    only when the reset is near or that route has nothing waiting that could go sooner and no
+    live reply that may need its last edit meanwhile (when both routes are down to their last
+    slot, the one with more final or closing writes waiting goes first).
+    """
+
+    def __init__(self, max_writes: int, clock: Clock, near: float) -> None:
+        self.max_writes = max_writes
+        self._clock = clock
+        self.near = near
+        """A hold this short is taken even when the other route has writes waiting."""
+        self.budgets: list[WriteBudget] = []
+        self._in_flight: list[Slot] = []
+        self._remaining = 1  # discord.py's view; a new bucket lets one request through
+        self._expires = math.inf  # until the first response says when it resets
+        self._closed_until = -math.inf
+        self.live: Callable[[], int] = lambda: 0
+        """How many replies of the channel will need a last edit (the channel sets it)."""
+
+    def _tokens(self, now: float) -> int:
+        if now > self._expires:  # discord.py resets an expired bucket to its limit
+            return self.max_writes - len(self._in_flight)
+        return self._remaining
+
+    def delay(self, budget: WriteBudget) -> float:
+        """Seconds until discord.py would let ``budget``'s next write through at once (a short
+        look-again interval when that depends on a write in flight)."""
+        now = self._clock()
+        if now < self._closed_until:
+            return self._closed_until - now
+        recheck = budget.base_interval
+        if self._tokens(now) < 1:
+            return recheck
+        left, end = budget.landing()
+        flying = self._in_flight
+        if len(flying) >= 2 or (flying and (left < 2 or flying[0].remaining < 2)):
+            return recheck
+        if left >= 1:
+            return 0.0
+        # a write that empties its window closes the other route until the window's end: it
+        # goes only near that end (both routes' last slots then go, the earlier window's first)
+        # or when the other route has nothing to lose. When both windows end together only
+        # one last slot can go: the route with more writes to come takes it.
+        hold = end - now - self.near
+        for other in self.budgets:
+            if other is budget or not other.busy or other.head_delay() > 0:
+                continue
+            their_left, their_end = other.landing()
+            if their_left >= 1:
+                continue  # it does not need its last slot
+            if abs(their_end - end) < self.near:
+                if (self._backlog(other), end) > (self._backlog(budget), their_end):
+                    return recheck
+            elif their_end < end and their_end - now - self.near <= 0:
+                return recheck  # its window ends first: its last slot goes first
+        if hold <= 0:
+            return 0.0
+        if self.live() and not budget.yields:
+            return min(recheck, hold)  # a live reply's last edit may come any time
+        for other in self.budgets:
+            if other is budget or not other.busy or other.head_delay() >= hold:
+                continue
+            if not other.yields or other.urgent_waiting():  # not mere progress
+                return min(recheck, hold)  # closing it would cost it
+        return 0.0
+
+    def _backlog(self, budget: WriteBudget) -> int:
+        """Writes ``budget`` will surely need: a last edit per live reply (edits), or the
+        writes waiting (sends)."""
+        return self.live() if budget.yields else len(budget._waiting)
+
+    def grant(self, budget: WriteBudget, track: bool) -> Slot | None:
+        """A write of ``budget`` starts now."""
+        now = self._clock()
+        left, end = budget.landing()
+        if left < 1:
+            self._closed_until = max(self._closed_until, end)
+        if not track:  # a write that never says when it ends: not counted in flight
+            return None
+        self._remaining = self._tokens(now) - 1
+        slot = Slot(self, left, end)
+        self._in_flight.append(slot)
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        """``slot``'s response is in."""
+        if slot in self._in_flight:
+            self._in_flight.remove(slot)
+        n = len(self._in_flight)
+        if slot.remaining < 1:  # discord.py held it until the reset, then reset the bucket
+            self._remaining = self.max_writes - n
+            self._expires = -math.inf
+        else:
+            self._remaining = min(slot.remaining, self.max_writes - n - 1)
+            self._expires = slot.hold_until
+        for budget in self.budgets:
+            budget._wake_head()
 
 
 REACTION_INTERVAL = 0.25
@@ -202,10 +514,11 @@ REACTION_INTERVAL = 0.25
 class _Waiter:
     """A write waiting for a slot: whether it is final now, and how to wake it early."""
 
-    __slots__ = ("_waker", "is_final")
+    __slots__ = ("_waker", "is_closing", "is_final")
 
-    def __init__(self, is_final: Callable[[], bool]) -> None:
+    def __init__(self, is_final: Callable[[], bool], is_closing: Callable[[], bool]) -> None:
         self.is_final = is_final
+        self.is_closing = is_closing
         self._waker: asyncio.Future[None] | None = None
 
     async def pause(self, seconds: float) -> None:
@@ -226,12 +539,9 @@ class _Waiter:
 
 
 def default_send_burst(max_sends: int) -> int:
-    """How many message creates may go out at once in a channel allowing ``max_sends``.
-
-    One less than the bucket: the write that fills a window then comes late in it. discord.py
-    holds the request that empties a bucket until the bucket resets, so a burst that filled it
-    would keep one reply's new message from being edited for most of a window.
-    """
+    """The sends' ``burst`` in a channel allowing ``max_sends``: more than 1 (when the bucket
+    allows), so creates go as soon as the window has room; the one that empties it waits for
+    a moment that costs the edits nothing (see :class:`ClientLimiter`)."""
     return max(1, max_sends - 1)
 
 
@@ -242,9 +552,13 @@ class ChannelPacer:
     channel has two :class:`WriteBudget` s: :attr:`sends` and :attr:`edits`. ``max_writes`` per
     ``window`` sets both; ``max_sends`` / ``send_window`` override the one for sends.
 
-    Edits are spread evenly (a live reply progresses steadily). Sends are rare events: up to
-    ``send_burst`` of them go out at once (by default :func:`default_send_burst`), so replies
-    asked together all show their first text at once.
+    Progress edits are spread evenly (a live reply progresses steadily) and never cost a
+    window: they leave free the slots the :attr:`live` replies' last edits would need if they
+    all ended now. Sends go as soon as the window has room (``send_burst`` 1 spreads them too),
+    so replies asked together all show their first text at once. :attr:`client` keeps every
+    write where discord.py lets it through at once; a send that would empty its window, and so
+    hold the channel's edits in discord.py until its end, waits for the end of the window while
+    a live reply may still need its last edit.
 
     ``requests``, when given, is the bot's global budget (Discord allows about 50 requests a
     second across all channels): every write also takes one of its slots.
@@ -293,6 +607,47 @@ class ChannelPacer:
             default_send_burst(sends) if send_burst is None else send_burst,
         )
         """Message creates (POST /channels/{id}/messages)."""
+        self._replies: set[Callable[[], bool]] = set()
+        self.edits.reserve = self._finals_to_come
+        self.edits.yields = True
+        self.client = ClientLimiter(max_writes, clock, 2 * margin * window)
+        """discord.py's merged view of the channel's two message routes."""
+        self.client.live = lambda: self.live
+        for b in (self.sends, self.edits):
+            b.client = self.client
+            self.client.budgets.append(b)
+
+    def follow(self, needs_final: Callable[[], bool]) -> None:
+        """Count a reply streaming in the channel among :attr:`live` while ``needs_final()``."""
+        self._replies.add(needs_final)
+
+    def forget(self, needs_final: Callable[[], bool]) -> None:
+        """The reply has ended: it needs no more writes."""
+        self._replies.discard(needs_final)
+        self.wake()
+
+    @property
+    def live(self) -> int:
+        """Replies in the channel that will need a last edit: their first message is out (or
+        waits for its slot while the model still streams) and their last text is not."""
+        return sum(1 for needs_final in self._replies if needs_final())
+
+    def wake(self) -> None:
+        """A waiting write may have become final (its reply ended): let the budgets look again."""
+        for b in (self.sends, self.edits):
+            b._wake_head()
+
+    def _finals_to_come(self) -> int:
+        """Edit slots progress leaves free in each window: one per live reply (all of them in
+        a channel with a window's worth of live replies, where more may well come), and one
+        more while creates wait (the edit that empties a window holds them, see
+        :class:`ClientLimiter`), so that a progress edit never pushes the channel's last final
+        into a later window."""
+        most, live = self.edits.max_writes, self.live
+        if live >= most:  # a channel this busy needs its windows for last edits
+            return most
+        reserve = live + 1 if self.sends.busy else live  # (the edit that empties a window
+        return min(reserve, most)  # would hold the creates waiting)
 
     def budget(self, kind: WriteKind) -> WriteBudget:
         """The budget a write of ``kind`` uses."""

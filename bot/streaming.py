@@ -7,21 +7,24 @@ How a reply is shown:
 
 - Until the first non-blank text, the typing indicator (re-triggered every ~8 s), and the
   latest :class:`Status` line the stream gave, if any (what the model is doing: thinking,
-  searching), shown live in the first message until the answer's text replaces it.
+  searching), shown live in the first message until the answer's text replaces it (a
+  :class:`StatusSink` shows it apart instead).
 - The first message is sent as soon as that text arrives (when the channel's budget allows),
   then edited as more text comes, with a live marker (``▌``) at the end.
 - Writes go through the channel's :class:`ChannelPacer`, shared by every reply streaming in that
-  channel. Like Discord, it keeps two budgets: one for sends (message creates) and one for edits,
-  each at most ``max_writes`` in any ``window``, its slots reserved when a write starts and
-  handed to the longest-waiting reply first. Edits are spread evenly (steady progress); sends,
-  rare events, go out in bursts (replies asked together all show their first text at once),
-  the one that fills a window late in it. Each write carries the latest text at the moment its
-  slot comes up; text that arrives in between is buffered, never dropped, and nothing is
-  written when nothing visible changed.
+  channel (see :mod:`bot.pacing`). Like Discord, it keeps two budgets, one for sends (message
+  creates) and one for edits, each at most ``max_writes`` in each of Discord's fixed windows,
+  its slots reserved when a write starts and handed to the longest-waiting reply first, a
+  reply's last text (final) before a message's last text (closing) before progress. Progress
+  edits are spread evenly and never push the channel's last final into a later window; sends
+  and final writes go as soon as the window has room and discord.py will let them through at
+  once.
+  Each write carries the latest text at the moment its slot comes up; text that arrives in
+  between is buffered, never dropped, and nothing is written when nothing visible changed.
 - A reply writes its sends and its edits in two lanes, each one write at a time. A new message is
   sent only when every earlier message shows its final content or has its final edit in flight,
-  so at a message break the old message's final edit and the new message's send go out together,
-  each from its own budget, and no text shows twice for longer than that edit takes.
+  so at a message break the old message's final edit and the new message's send go out together
+  (each from its own budget) or one response apart, and no text shows twice for longer.
 - A message is finished at 2,000 characters (see :mod:`bot.splitting`: paragraph, line, then
   word boundaries; code blocks closed and reopened) and the text continues in a new message.
 - The final write of each message removes the marker. A stopped reply keeps its text and ends
@@ -38,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.cancel import CancelToken
 from bot.pacing import ChannelPacer, Clock, Sleep, WriteKind
@@ -63,6 +66,7 @@ __all__ = [
     "SinkMessageGone",
     "SinkRateLimited",
     "Status",
+    "StatusSink",
     "render_stream",
 ]
 
@@ -112,6 +116,16 @@ class MessageSink(Protocol):
 
     async def typing(self) -> None:
         """Show the typing indicator once (it lasts about 10 s on Discord)."""
+        ...
+
+
+@runtime_checkable
+class StatusSink(Protocol):
+    """A sink that shows the live :class:`Status` line apart from the reply (a web page's
+    status), so the renderer never writes it as message text."""
+
+    def show_status(self, line: str) -> None:
+        """Show this status line now; it must not block (schedule any write)."""
         ...
 
 
@@ -398,6 +412,10 @@ class _Renderer:
 
     def _set_status(self, line: str) -> None:
         line = " ".join(line.split())[: self.limit - len(self.style.live_marker)]
+        if isinstance(self.sink, StatusSink):  # shown apart: never a write of the reply's text
+            if line and not self._has_text:
+                self.sink.show_status(line)
+            return
         if line and line != self._status:
             self._status = line
             if not self._has_text:
@@ -435,6 +453,7 @@ class _Renderer:
         self._phase = "closing"
         self._t_end = self.clock()
         self._changed()
+        self.pacer.wake()  # a progress write waiting for its slot is now the final one
         try:
             await _aclose(it)
         finally:
@@ -446,6 +465,17 @@ class _Renderer:
     def _done(self) -> bool:
         """Whether the text is final (reading ended; the stream may still be closing)."""
         return self._phase in ("closing", "done")
+
+    def _is_done(self) -> bool:
+        return self._done
+
+    def _closing_edit(self) -> bool:
+        """Whether a message that is complete (the text has moved on to the next one) still
+        shows less: its last edit is due, and the next message waits for it."""
+        committed, messages = self._committed_contents, self._messages
+        return any(
+            messages[i].content != committed[i] for i in range(min(len(messages), len(committed)))
+        )
 
     def _stop_reading(self) -> None:
         """Stop reading now; the reader task closes the stream on its way out."""
@@ -489,6 +519,7 @@ class _Renderer:
             forget_cancel = self.cancel.on_cancel(self._on_cancel)
             self._typing = asyncio.create_task(self._keep_typing())
             helpers.append(self._typing)
+        self.pacer.follow(self._needs_final)
         kinds: tuple[WriteKind, ...] = ("send", "edit")
         self._lanes = {kind: asyncio.create_task(self._lane(kind)) for kind in kinds}
         lanes = list(self._lanes.values())
@@ -497,7 +528,10 @@ class _Renderer:
         finally:
             for task in lanes:
                 task.cancel()
-            await asyncio.wait(lanes)
+            try:
+                await asyncio.wait(lanes)
+            finally:
+                self.pacer.forget(self._needs_final)
             for task in helpers:
                 task.cancel()
             if forget_cancel is not None:
@@ -553,16 +587,20 @@ class _Renderer:
                     return
                 await self._wait_for_change()
                 continue
-            await budget.acquire(final=lambda: self._done)
-            # The slot is ours: write the latest text. The send goes even if, rarely, an earlier
-            # message's final edit failed meanwhile (the edit lane retries it; the end is exact).
-            write = self._pick(kind, self._layout(), ready_only=False)
-            if write is None:
-                log.debug("a %s slot went unused", kind)
-                continue
-            if self._typing is not None and write.end > write.start:
-                self._typing.cancel()  # a status line alone keeps the typing indicator
-            await self._perform(kind, write)
+            slot = await budget.slot(final=self._is_done, closing=self._closing_edit)
+            reached = True
+            try:
+                # The slot is ours: write the latest text. The send goes even if, rarely, an
+                # earlier message's final edit failed meanwhile (the edit lane retries it).
+                write = self._pick(kind, self._layout(), ready_only=False)
+                if write is None:
+                    log.debug("a %s slot went unused", kind)
+                    continue
+                if self._typing is not None and write.end > write.start:
+                    self._typing.cancel()  # a status line alone keeps the typing indicator
+                reached = await self._perform(kind, write)
+            finally:
+                slot.done(reached)
 
     def _layout(self) -> tuple[list[str], list[tuple[int, int]]] | None:
         """What every message should show now, and the span of the text each shows."""
@@ -579,8 +617,10 @@ class _Renderer:
         new, self._seg_start, self._seg_state = commit_pieces(
             text, self._seg_start, self._seg_state, self.limit
         )
-        self._committed += new
-        self._committed_contents += [p.render(text) for p in new]
+        if new:
+            self._committed += new
+            self._committed_contents += [p.render(text) for p in new]
+            self.pacer.wake()  # a waiting edit of the message just completed is now final
         live, shown = live_view(
             text, self._seg_start, self._seg_state, self.limit, self.style.live_marker
         )
@@ -682,15 +722,17 @@ class _Renderer:
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def _perform(self, kind: WriteKind, write: _Write) -> None:
+    async def _perform(self, kind: WriteKind, write: _Write) -> bool:
+        """Write once; whether the platform surely counted the write (not after a 429, a
+        timeout or a network failure)."""
         self._writing.add(kind)
         try:
-            await self._attempt(kind, write)
+            return await self._attempt(kind, write)
         finally:
             self._writing.discard(kind)
             self._changed()
 
-    async def _attempt(self, kind: WriteKind, write: _Write) -> None:
+    async def _attempt(self, kind: WriteKind, write: _Write) -> bool:
         try:
             if kind == "edit":
                 msg = self._messages[write.index]
@@ -729,26 +771,34 @@ class _Renderer:
             log.warning("%s rate-limited (retry after %.2f s)", kind, exc.retry_after)
             if self._consecutive_429[kind] >= self.max_rate_limits:
                 self._give_up(exc)
-            return
+            return False
         except SinkMessageGone as exc:
             log.info("a message of the reply was deleted; stopping the reply: %s", exc)
             self._conclude("gone", exc, halted=True)
             self._halt()
-            return
+            return True
         except Exception as exc:  # network trouble and the like: retry a few times, then give up
             self._failures[kind] += 1
             if self._failures[kind] >= self.max_attempts:
                 self._give_up(exc)
-                return
+                return False
             log.warning("%s failed (attempt %d): %r", kind, self._failures[kind], exc)
             await self.sleep(self.retry_backoff * 2 ** (self._failures[kind] - 1))
-            return
+            return False
         self._failures[kind] = self._consecutive_429[kind] = 0
         now = self.clock()
         self._t_last_write = now
         if write.end > write.start and self._t_first_visible is None:
             self._t_first_visible = now
         self._note_visible(now)
+        return True
+
+    def _needs_final(self) -> bool:
+        """Whether the reply will need a last edit: a message is out, or the first one waits
+        to be sent while the model still streams (see :attr:`ChannelPacer.live`)."""
+        return bool(self._messages) or (
+            not self._done and (self._has_text or self._status is not None)
+        )
 
     def _give_up(self, exc: BaseException) -> None:
         log.error(

@@ -42,8 +42,7 @@ Semantics the bot relies on:
 - **Reset** is soft: `reset_channel` archives the channel's turns. They leave history for good
   but stay in the file: `export_channel(include_archived=True)` (the default) shows them, and so
   does `find_turn_by_message`. A reply still streaming when the channel is reset is archived with
-  its question. Settings (persona, model) survive a reset. `SQLiteStore.purge_channel` is the
-  hard delete.
+  its question. Settings (persona, model) survive a reset. `purge_channel` is the hard delete.
 - **Forget me.** `forget_user(author_id)` deletes every user turn that person wrote, archived or
   not, in every channel, and the model's replies to them (a reply is built from the question and
   may quote it); images no longer carried by any turn are deleted too, and deleted content is

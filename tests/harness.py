@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,9 @@ class World:
     bob: FakeUser
     env: dict[str, str]
     bot: Gemcord | None = None
+    at_end: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    """Checks run once the test's body is done and the bot has shut down, when nothing can
+    change any more (e.g. that a finished reply was never written to again)."""
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start_bot(self) -> Gemcord:
@@ -162,6 +165,9 @@ async def world(
             if start:
                 await w.start_bot()
             yield w
+            await w.stop_bot()
+            for check in w.at_end:
+                check()
         finally:
             await w.stop_bot()
             discord.http.Route.BASE = route_base

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from pathlib import Path
 
 import pytest
@@ -170,7 +169,7 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         w.env["GEMCORD_ALLOWED_CHANNELS"] = str(w.general.id)
         await w.start_bot()
         outside = await w.mention(w.random, w.alice, "are you here?")
-        inside, _ = await ask(w, w.general, w.alice, "and here?")
+        inside, inside_contents = await ask(w, w.general, w.alice, "and here?")
         assert len(w.gemini.requests) == 5
         assert "and here?" in (w.gemini.requests[4].question_text() or "")
         assert not w.discord.calls_for("typing", channel=w.random)
@@ -179,7 +178,10 @@ async def test_reply_dm_bots_bare_mention_and_allowed_channels(tmp_path: Path) -
         assert refused.ephemeral and "not enabled" in (refused.original or object()).content
         assert len(w.gemini.requests) == 5
         assert not [m for m in w.discord.bot_messages(w.random) if not m.ephemeral]
-        assert outside.id and inside.id
+        assert await reply_turn(w, outside.id) is None  # not even stored as a question
+        answered = await reply_turn(w, inside.id)
+        assert answered is not None and answered.status == "complete"
+        assert answered.text == "".join(inside_contents) == model_text(w.gemini.requests[4])
 
 
 # --- attachments ----------------------------------------------------------------------------
@@ -287,14 +289,13 @@ async def test_rate_limits_retry_briefly_or_say_so_quickly(tmp_path: Path) -> No
         assert contents == ["Fine now."]
         assert [r.outcome for r in w.gemini.requests] == ["error", "completed"]
         gap = w.gemini.requests[1].received_at - w.gemini.requests[0].received_at
-        assert 0.25 <= gap < 2.0
+        assert gap >= 0.3  # it waited as asked (a busy machine only makes it longer)
         assert (await model_turn(w, question.id)).status == "complete"
 
-        # asked to wait a minute: a clear rate-limit message, quickly, no retry
+        # asked to wait a minute: a clear rate-limit message, no retry (reply_done gives up
+        # long before the minute)
         w.gemini.script(Reply.error(429, retry_delay="60s"))
-        start = time.monotonic()
         question, contents = await ask(w, w.random, w.alice, "second")
-        assert time.monotonic() - start < 5.0  # not the 60 s asked for
         assert len(w.gemini.requests) == 3
         [content] = contents
         assert_clear(content, "rate-limited", "60 seconds")
@@ -378,8 +379,8 @@ async def test_ask_streams_into_the_interaction_response(tmp_path: Path) -> None
         w.gemini.script(Reply(chunks=chunks, delay=0.03))
         inter = await w.discord.slash_command(w.general, w.alice, "ask", {"prompt": "tell me"})
         contents = await w.interaction_done(inter)
+        # deferred in time: the fake refuses a callback after Discord's 3 s (10062, an error)
         assert inter.deferred and inter.response_latency is not None
-        assert inter.response_latency < 3.0
         assert not inter.ephemeral and not inter.errors
         assert "".join(contents) == "".join(chunks)
         original = inter.original
@@ -567,13 +568,17 @@ async def test_model_names_are_checked_against_gemini_list(tmp_path: Path) -> No
 async def test_concurrent_questions(tmp_path: Path) -> None:
     async with fast(tmp_path) as w:
         chunks = [f"c{i} " for i in range(25)]
-        w.gemini.script(Reply(chunks=chunks, delay=0.04), Reply(chunks=chunks, delay=0.04))
+        release = asyncio.Event()  # the first answer's end waits for it
+        w.gemini.script(
+            Reply(chunks=chunks, delay=0.01, hold=release), Reply(chunks=chunks, delay=0.01)
+        )
         in_general = await w.mention(w.general, w.alice, "long one here")
         in_random = await w.mention(w.random, w.bob, "long one there")
+        first, second = await w.gemini.wait_for_requests(2, timeout=10)
+        assert first.outcome == "pending"  # the second was asked while the first streamed
+        release.set()
         a, b = await asyncio.gather(w.reply_done(in_general.id), w.reply_done(in_random.id))
         assert "".join(a) == "".join(b) == "".join(chunks)
-        first, second = w.gemini.requests[:2]
-        assert second.received_at < (first.finished_at or 0)  # they streamed at the same time
         assert second.roles() == ["user"]  # and each channel has its own history
 
         # two questions in one channel, asked at once: each gets its own reply (the first
@@ -686,7 +691,7 @@ async def test_channels_where_the_bot_may_not_write_or_reply(tmp_path: Path) -> 
         await w.start_bot()
 
         # can't write there: no model call (no quota spent), no refused requests
-        await w.mention(read_only, w.alice, "anyone?")
+        unanswerable = await w.mention(read_only, w.alice, "anyone?")
         # can write but not read history (so no Discord reply): answered as a plain message
         question, contents = await ask(w, no_history, w.alice, "hello?")
         assert len(w.gemini.requests) == 1
@@ -696,7 +701,10 @@ async def test_channels_where_the_bot_may_not_write_or_reply(tmp_path: Path) -> 
         assert reply.reply_to is None and reply.mentions_disabled
         assert not w.discord.bot_messages(read_only)
         assert w.discord.invalid_request_count == 0
-        assert question.id
+        stored = await reply_turn(w, question.id)
+        assert stored is not None and stored.status == "complete"
+        assert stored.message_ids == [reply.id] and stored.text == "".join(contents)
+        assert await reply_turn(w, unanswerable.id) is None
 
 
 async def test_a_long_ask_answer_continues_in_follow_ups(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 Timings (how far the visible text trails the model) are printed by bench/bench_e2e_stream.py;
 these tests check what must hold exactly: no 429, the fewest messages, text equal to the
-model's, and in any 5-second window of the channel no more than 5 message creates nor more than
-5 message edits (Discord counts the two routes in separate windows).
+model's, and in each of the channel's fixed 5-second windows no more than 5 message creates nor
+more than 5 message edits (Discord counts the two routes in separate windows).
 
 Each test runs under the fake's three bucket models (tests/fakes/discord_ratelimit.py):
 "discord" (separate windows, one shared ``X-RateLimit-Bucket`` hash, so discord.py merges the
 two routes in one client-side limiter), "separate" (separate windows and hashes) and "shared"
-(one window for creates and edits together, where the bound is 5 writes in all).
+(one window for creates and edits together, where the bound is 5 writes in all: the pacer
+paces each route, and discord.py, which then reads the shared window's ``Remaining``, holds
+the excess; as the pacer keeps at most two writes of a channel in flight, none of the burst
+that used to follow each reset reaches Discord).
 """
 
 from __future__ import annotations
@@ -20,33 +23,12 @@ import pytest
 from bot.splitting import split_message
 from tests.harness import world
 from tests.scenarios import stream_replies
-
-SHARED_WINDOW = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "one window for creates and edits: the renderer paces each route to 5 per 5 s, so "
-        "discord.py queues the excess and releases it in a burst at every reset (6-7 writes in "
-        "5 s of wall clock); and as discord.py takes the first response after a reset at its "
-        "Remaining while other requests of the burst are in flight, a 6th write reaches the "
-        "window and gets a 429 in about half the runs with three replies"
-    ),
-)
+from tests.test_streaming import max_in_fixed_windows
 
 pytestmark = [
     pytest.mark.timeout(90),
-    pytest.mark.parametrize(
-        "bucket_model", ["discord", "separate", pytest.param("shared", marks=SHARED_WINDOW)]
-    ),
+    pytest.mark.parametrize("bucket_model", ["discord", "separate", "shared"]),
 ]
-
-
-def max_writes_in_window(times: list[float], window: float = 5.0) -> int:
-    """The most writes that fall in any `window`-second span."""
-    times = sorted(times)
-    best = 0
-    for i, t in enumerate(times):
-        best = max(best, sum(1 for u in times[i:] if u < t + window))
-    return best
 
 
 def channel_write_times(w, channel_id: int, route: str) -> list[float]:
@@ -59,16 +41,17 @@ def channel_write_times(w, channel_id: int, route: str) -> list[float]:
 
 
 def check_buckets(w, channel_id: int) -> None:
-    """At most 5 creates, and at most 5 edits, in any 5 s of the channel; both routes used.
-    Under the "shared" bucket model, at most 5 writes of either kind in any 5 s."""
+    """At most 5 creates, and at most 5 edits, in each of Discord's fixed 5 s windows of the
+    channel (a window opens at the first request after the one before ended); both routes used.
+    Under the "shared" bucket model, at most 5 writes of either kind in a window."""
     both: list[float] = []
     for route in ("message_create", "message_edit"):
         times = channel_write_times(w, channel_id, route)
         assert times, f"no {route} in the channel"
-        assert max_writes_in_window(times) <= 5, route
+        assert max_in_fixed_windows(times, 5.0) <= 5, route
         both += times
     if w.discord.bucket_model == "shared":
-        assert max_writes_in_window(both) <= 5, "creates and edits together"
+        assert max_in_fixed_windows(both, 5.0) <= 5, "creates and edits together"
 
 
 async def test_long_reply_is_paced_split_and_exact(tmp_path: Path, bucket_model: str) -> None:

@@ -58,9 +58,9 @@ async def start_process(w: World, **env: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log,
     )
+    # the cogs load and the slash commands sync in setup_hook, before the gateway connects
     await w.discord.wait_for(lambda: len(w.discord.identifies) > ready, timeout=30)
     await w.discord.wait_until_ready(timeout=20)
-    await asyncio.sleep(0.5)  # the slash-command sync and cogs finish with READY
     return proc
 
 
@@ -112,7 +112,10 @@ async def test_after_sigkill_the_next_start_finishes_the_cut_off_reply(tmp_path:
             await w.discord.wait_for(
                 lambda: len(w.discord.bot_messages(w.general)[0].edits) >= 3, timeout=20
             )
-            await asyncio.sleep(0.5)  # a checkpoint or two
+            await w.discord.wait_for(  # a checkpoint of the streamed text is in the file
+                lambda: [s for s, text in statuses(w) if text.startswith("word0 word1")],
+                timeout=20,
+            )
             proc.kill()
             await proc.wait()
         finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,15 +127,16 @@ async def running(fake: FakeDiscord, bot: commands.AutoShardedBot) -> AsyncItera
         await bot.login(fake.token)
         task = asyncio.create_task(bot.connect())
         await fake.wait_until_ready(timeout=10)
-        # ... and until discord.py has read it: READY's user and every GUILD_CREATE sent (on a
-        # loaded machine the client may still be parsing them when the fake is done)
-        sent = {
-            int(e.data["id"])
-            for e in fake.gateway_events
-            if e.name == "GUILD_CREATE" and e.delivered
-        }
+        # ... and until discord.py has read it: READY and every guild's GUILD_CREATE (on a
+        # loaded machine the client may still be parsing them when the fake is done). They go
+        # out on the session, not through fake.gateway_events: every guild of the fake is sent.
+
+        def cached(guild_id: int) -> bool:  # READY's stub is unavailable until GUILD_CREATE
+            guild = bot.get_guild(guild_id)
+            return guild is not None and not guild.unavailable
+
         await fake.wait_for(
-            lambda: bot.user is not None and all(bot.get_guild(g) for g in sent),
+            lambda: bot.user is not None and all(cached(g) for g in fake.guilds),
             timeout=10,
             message="discord.py never cached the guilds of READY",
         )
@@ -369,7 +369,7 @@ async def test_slash_command_defer_followups_and_edit(fake: FakeDiscord) -> None
         await fake.wait_for(lambda: len(bot.command_log) >= 3, timeout=5)
         assert bot.command_log[0][:2] == ("invoked", "hi")
         assert inter.callback_type == 5 and inter.deferred and not inter.ephemeral
-        assert inter.response_latency is not None and inter.response_latency < 3
+        assert inter.response_latency is not None  # in time, or the fake refuses it (below)
         original = inter.original
         assert original is not None
         # the first follow-up after a deferral fills the "thinking…" message
@@ -551,9 +551,9 @@ async def test_bucket_models_headers(
             assert edit_headers["X-RateLimit-Remaining"] == str(edit_remaining)
             assert (edit_headers["X-RateLimit-Bucket"] == create_bucket) is one_hash
             # Reset-After is that of the window the request was counted in: the edit's own
-            # window opened at the edit, 0.2 s after the create's
+            # window opened at the edit (all of it left), the create's 0.2 s or more before
             reset_after = float(edit_headers["X-RateLimit-Reset-After"])
-            assert reset_after > 4.9 if bucket_model != "shared" else reset_after < 4.9
+            assert reset_after == 5.0 if bucket_model != "shared" else reset_after <= 4.8
             statuses = []
             for i in range(1, 7):
                 async with http.post(url, json={"content": f"m{i}"}, headers=auth) as resp:
@@ -599,15 +599,17 @@ async def test_discord_py_holds_an_edit_behind_an_exhausted_create_window(
             fifth = asyncio.create_task(channel.send("m4"))  # the create window's last request
             await fake.wait_for(lambda: len(fake.calls_for("message_create", status=200)) == 5)
             edit = asyncio.create_task(first.edit(content="m0, again"))
-            await asyncio.gather(fifth, edit)
+            sixth = asyncio.create_task(channel.send("m5"))  # held until the window resets
+            await asyncio.gather(fifth, edit, sixth)
         assert fake.rate_limit_hits == []
         creates = fake.calls_for("message_create", channel=chan)
         late_edit = fake.calls_for("message_edit", channel=chan)[-1]
         create_window_end = creates[0].t_start + 2.0
+        assert len(creates) == 6 and creates[-1].t_start >= create_window_end - 0.05
         if held:
             assert late_edit.t_start >= create_window_end - 0.05
-        else:
-            assert late_edit.t_start < create_window_end - 1.0
+        else:  # sent inside the exhausted window: before the create that had to wait for it
+            assert late_edit.t_start < creates[-1].t_start
 
 
 async def test_permissions_and_global_limit() -> None:
@@ -670,10 +672,8 @@ async def test_user_message_requires_a_connected_bot(fake: FakeDiscord) -> None:
     _, chan, alice = world(fake)
     with pytest.raises(RuntimeError, match="wait_until_ready"):
         await fake.user_message(chan, alice, "anyone?")
-    started = time.monotonic()
     with pytest.raises(TimeoutError):
         await fake.wait_until_ready(timeout=0.1)
-    assert time.monotonic() - started < 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from tests.fakes.discord_models import (
     FakeUser,
 )
 from tests.fakes.gemini import RecordedRequest, Reply
-from tests.harness import World, world
+from tests.harness import World, reply_turn, world
 from tests.scenarios import chunked, model_text
 
 pytestmark = pytest.mark.timeout(150)
@@ -995,10 +995,14 @@ def slow_reply(words: int = 20, delay: float = 0.1) -> Reply:
 
 
 async def idle(w: World, timeout: float = 20.0) -> None:
-    """Wait until no reply is in flight (and a moment for the last writes)."""
-    assert w.bot is not None
-    await w.discord.wait_for(lambda: len(w.bot.inflight) == 0, timeout=timeout)  # type: ignore[union-attr]
-    await asyncio.sleep(0.5)
+    """Wait until the bot is done with every question asked: no reply in flight (a queued
+    question counts from when it is stored), and no waiting sign ⏳ left to take off (the
+    only write that outlives a reply)."""
+    bot = w.bot
+    assert bot is not None
+    chat = bot.get_cog("Chat")
+    assert chat is not None
+    await w.discord.wait_for(lambda: len(bot.inflight) == 0 and not chat.tasks, timeout=timeout)  # type: ignore[attr-defined]
 
 
 async def test_waiting_sign_where_the_bot_cannot_read_history(tmp_path: Path) -> None:
@@ -1015,7 +1019,9 @@ async def test_waiting_sign_where_the_bot_cannot_read_history(tmp_path: Path) ->
         await w.gemini.wait_for_requests(1)
         second = await w.mention(chan, w.alice, "second, queued behind the first")
         await w.reply_done(second.id, timeout=20)
-        assert first.id and second.id
+        for question in (first, second):  # both answered, one after the other
+            turn = await reply_turn(w, question.id)
+            assert turn is not None and turn.status == "complete"
         refused = [c for c in w.discord.calls if c.status == 403]
         assert not refused, [(c.method, c.path, c.response) for c in refused]
 
@@ -1032,7 +1038,7 @@ async def test_forget_while_the_reply_streams(tmp_path: Path, error_records: Err
         replies = [m.content for m in w.discord.bot_messages(w.general)]
         assert not error_records.describe(), error_records.describe()
         assert not [r for r in replies if "went wrong" in r], replies
-        assert question.id
+        assert await reply_turn(w, question.id) is None  # forgotten, reply and all
 
 
 async def test_forget_while_the_question_waits(tmp_path: Path, error_records: ErrorRecords) -> None:

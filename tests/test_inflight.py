@@ -89,21 +89,33 @@ async def test_wait_for_a_message_registered_later() -> None:
     reg = InFlightRegistry()
     reply = reg.start(channel_id=1, requester_id=10, question_id=100)
     assert await reg.wait_for_message(100, timeout=0) is reply  # known: no wait
-    waiting = [asyncio.create_task(reg.wait_for_message(200, timeout=5)) for _ in range(2)]
-    await asyncio.sleep(0.01)
+    waiting = [asyncio.create_task(reg.wait_for_message(200, timeout=5)) for _ in range(3)]
+    await asyncio.sleep(0)  # each task runs up to its wait
     assert not any(t.done() for t in waiting)
-    reg.add_message(reply, 200)  # the send returned: both 🛑s find their reply
+    waiting.pop().cancel()  # one 🛑 handler gives up (the bot shutting down)
+    await asyncio.sleep(0)
+    reg.add_message(reply, 200)  # the send returned: the other two 🛑s find their reply
     assert [await t for t in waiting] == [reply, reply]
-    assert reg._waiters == {}
+    # the message stays known while the reply runs: a later 🛑 finds it at once
+    assert await reg.wait_for_message(200, timeout=0) is reply
+    reg.finish(reply)
+    assert await reg.wait_for_message(200, timeout=0) is None
 
 
 async def test_wait_for_a_message_that_never_comes() -> None:
     reg = InFlightRegistry()
     reply = reg.start(channel_id=1, requester_id=10, question_id=None)
-    started = time.monotonic()
-    assert await reg.wait_for_message(300, timeout=0.05) is None
-    assert time.monotonic() - started >= 0.04
-    assert reg._waiters == {}  # nothing left behind
+    waiting = asyncio.create_task(reg.wait_for_message(300, timeout=0.05))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # it waits for the message to be registered ...
+    assert await waiting is None  # ... and gives up at its timeout
+    # the message can still be waited for after a wait gave up on it, and found once registered
+    other = reg.start(channel_id=1, requester_id=11, question_id=None)
+    later = asyncio.create_task(reg.wait_for_message(300, timeout=5))
+    await asyncio.sleep(0)
+    reg.add_message(other, 300)
+    assert await later is other
+    reg.finish(other)
     reg.finish(reply)
     reg.add_message(reply, 300)  # too late: the reply ended
     assert await reg.wait_for_message(300, timeout=0.01) is None

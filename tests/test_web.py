@@ -4,7 +4,6 @@ in a subprocess on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import itertools
 import sys
@@ -15,20 +14,21 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from bot.attachments import Limits
 from bot.web.chat import MAX_MESSAGE_BYTES
-from bot.web.uploads import message_cap
 from tests.web_server import ROOT, web_env, web_server
 
 END = ("done", "stopped", "error")
 MB = 1024 * 1024
-SMALL_CAPS = {"GEMCORD_MAX_IMAGE_MB": "0.01", "GEMCORD_MAX_REQUEST_MB": "0.02"}
-"""Upload caps small enough to test: 10 KiB per image, 20 KiB per question."""
-
-
-def _cap(image_mb: float, request_mb: float) -> int:
-    """The server's WebSocket message cap for these upload caps (as the settings read them)."""
-    return message_cap(Limits(int(image_mb * MB), int(request_mb * MB)), MAX_MESSAGE_BYTES)
+SMALL_CAPS = {
+    "GEMCORD_MAX_IMAGE_MB": "0.01",
+    "GEMCORD_MAX_REQUEST_MB": "0.02",
+    "GEMCORD_MAX_TEXT_MB": "0.01",
+    "GEMCORD_MAX_PDF_MB": "0.01",
+    "GEMCORD_MAX_AUDIO_MB": "0.01",
+    "GEMCORD_MAX_VIDEO_MB": "0.05",
+}
+"""Upload caps small enough to test: 10 KiB per image, 20 KiB of images per question, 50 KiB
+per video (the largest file, under the 64 KiB of a question's text message)."""
 
 
 def _png(size: int = 8) -> bytes:
@@ -38,21 +38,31 @@ def _png(size: int = 8) -> bytes:
     return out.getvalue()
 
 
-def _file(name: str, data: bytes, kind: str = "image/png") -> dict[str, str]:
-    """One ``files`` entry as the page sends it."""
-    return {"name": name, "type": kind, "data": base64.b64encode(data).decode()}
+def _file(name: str, data: bytes, kind: str = "image/png") -> tuple[dict[str, Any], bytes]:
+    """One ``files`` entry as the page lists it, and the bytes it sends after the ask."""
+    return {"name": name, "type": kind, "size": len(data)}, data
 
 
 async def _ask_with_files(
-    ws: aiohttp.ClientWebSocketResponse, text: str, files: list[dict[str, str]]
-) -> tuple[str, list[dict]]:
-    """Ask in #general with files; the reply id and the error events about the files."""
-    await ws.send_json({"type": "ask", "channel": -1, "text": text, "id": "f1", "files": files})
+    ws: aiohttp.ClientWebSocketResponse,
+    text: str,
+    files: list[tuple[dict[str, Any], bytes]],
+    channel: int = -1,
+) -> tuple[str | None, list[dict]]:
+    """Ask with files as the page does (the ask, then each file's bytes as a binary message);
+    the reply id (None: not asked) and the error events about the question."""
+    entries = [entry for entry, _ in files]
+    ask = {"type": "ask", "channel": channel, "text": text, "id": "f1", "files": entries}
+    await ws.send_json(ask)
+    for _, data in files:
+        await ws.send_bytes(data)
     errors = []
     while True:
         event = await ws.receive_json()
         if event["type"] == "error" and event.get("id") == "f1":
             errors.append(event)
+            if "file" not in event:  # about the question itself: it was not asked
+                return None, errors
         elif event["type"] == "status" and event.get("id") == "f1":
             return event["reply"], errors
 
@@ -100,12 +110,16 @@ async def test_a_reply_streams_in_steps_then_done_with_metrics(tmp_path: Path) -
         events = await _events_until_end(ws, reply)
         kinds = [e["type"] for e in events]
         assert kinds[0] == "status" and events[0]["state"] == "thinking"
+        (live,) = [e for e in events if e.get("state") == "live"]  # the demo's one thought
+        assert live["line"] == "💭 Reading your question…"
+        assert events.index(live) < kinds.index("chunk")
         chunks = [e["text"] for e in events if e["type"] == "chunk"]
         assert len(chunks) >= 3
         assert all(a != b for a, b in itertools.pairwise(chunks))
         assert chunks[-1].startswith(chunks[0])
         done = events[-1]
         assert done["type"] == "done" and "demo model" in done["text"]
+        assert not any("Reading your question" in text for text in [*chunks, done["text"]])
         assert "What does **streaming** look like?" in done["text"]
         assert done["metrics"]["chunks"] >= 3 and done["metrics"]["total"] > 0
         assert done["metrics"]["first_chunk"] is not None
@@ -141,8 +155,11 @@ async def test_errors_are_one_clear_sentence(tmp_path: Path) -> None:
         assert event["type"] == "error" and "too long" in event["message"]
         await ws.send_str("not json")
         assert (await ws.receive_json())["message"] == "That message was not JSON."
-        await ws.send_str("x" * (70 * 1024))  # not JSON, yet within the bound (images fit)
-        assert (await ws.receive_json())["message"] == "That message was not JSON."
+        await ws.send_str("x" * (70 * 1024))  # a question's text message is smaller
+        assert (await ws.receive_json())["message"].startswith("That message is too large")
+        await ws.send_bytes(b"stray")  # bytes outside a question are ignored
+        await ws.send_json({"type": "history", "channel": -2})
+        assert (await ws.receive_json())["type"] == "history"
 
 
 async def test_two_clients_each_get_their_own_reply(tmp_path: Path) -> None:
@@ -248,7 +265,7 @@ async def test_an_attached_image_reaches_the_model(tmp_path: Path) -> None:
         assert done["type"] == "done"
         assert "What is in this picture?” (+1 image)" in done["text"]
         user = (await _history(ws, -1))[0]
-        assert user["role"] == "user" and user["images"] == 1
+        assert user["role"] == "user" and user["files"] == ["red.png"]
         await ws.close()
 
 
@@ -261,28 +278,47 @@ async def test_refused_files_get_a_sentence_and_the_question_still_goes(tmp_path
             _file("notes.txt", b"just some text", "text/plain"),
             _file("good.png", _png()),
             _file("big.png", big),
-            {"name": "broken.png", "type": "image/png", "data": "not base64!"},
+            _file("data.bin", bytes(range(256)) * 4, ""),
+            ({"name": "huge.mp4", "type": "video/mp4", "size": 200 * MB}, b""),  # not sent
         ]
         reply, errors = await _ask_with_files(ws, "Look at these", files)
+        assert reply is not None
         sentences = {e["file"]: e["message"] for e in errors}
-        assert list(sentences) == ["notes.txt", "big.png", "broken.png"]
+        assert list(sentences) == ["big.png", "data.bin", "huge.mp4"]
         assert all(e["channel"] == -1 and "reply" not in e for e in errors)
-        assert sentences["notes.txt"] == (
-            "`notes.txt` is not a supported image (PNG, JPEG, WebP, HEIC, HEIF or GIF)."
-        )
+        # the sentences Discord's intake gives
         assert sentences["big.png"] == "`big.png` is 20 KB; the limit is 10 KB per image."
-        assert sentences["broken.png"] == (
-            "`broken.png` could not be read: its data is not valid base64."
+        assert sentences["data.bin"].startswith("`data.bin` is not a kind of file I can read (")
+        assert sentences["huge.mp4"] == "`huge.mp4` is 200 MB; the limit is 51 KB per video."
+        done = (await _events_until_end(ws, reply))[-1]
+        assert done["type"] == "done" and "Look at these” (+1 image, +1 file)" in done["text"]
+        user = (await _history(ws, -1))[0]
+        assert user["files"] == ["notes.txt", "good.png"]
+
+        # every file refused: the question is not asked, as on Discord
+        reply, errors = await _ask_with_files(ws, "Only this", [_file("a.bin", b"\x00\x01")])
+        assert reply is None
+        assert [e.get("file") for e in errors] == ["a.bin", None]
+        assert errors[-1]["message"] == (
+            "So I didn't ask Gemini: try again with a file I can read, or without the file."
         )
-        done = (await _events_until_end(ws, reply))[-1]
-        assert done["type"] == "done" and "Look at these” (+1 image)" in done["text"]
+        assert len(await _history(ws, -1)) == 2
 
-        reply, errors = await _ask_with_files(ws, "Only text left", [_file("a.txt", b"hi")])
-        assert [e["file"] for e in errors] == ["a.txt"]
+        # a file alone is a question (as a voice message is on Discord)
+        reply, errors = await _ask_with_files(ws, "", [_file("todo.md", b"- buy milk\n")])
+        assert reply is not None and errors == []
         done = (await _events_until_end(ws, reply))[-1]
-        assert done["type"] == "done" and "Only text left” —" in done["text"]
+        assert done["type"] == "done" and "(sent: todo.md)” (+1 file)" in done["text"]
 
-        await ws.send_str("x" * (_cap(0.01, 0.02) + 1))  # beyond the bound: the socket is closed
+        # a question whose files never come is refused in one sentence
+        await ws.send_json({"type": "ask", "channel": -1, "text": "hm", "id": "f1", "files": [{}]})
+        await ws.send_json({"type": "history", "channel": -1})
+        event = await ws.receive_json()
+        assert event["message"] == "The files of that question did not arrive: try again."
+        await ws.send_json({"type": "history", "channel": -1})  # the socket goes on
+        assert (await ws.receive_json())["type"] == "history"
+
+        await ws.send_bytes(bytes(MAX_MESSAGE_BYTES + 1))  # beyond the bound: the socket closes
         closing = await ws.receive()
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

@@ -1,13 +1,17 @@
 """The web chat in a real headless Chromium (Debian's `chromium`, driven by Playwright): a reply
-grows on the page, Stop keeps the text so far, a reload shows the stored history, and an
-attached image goes with the question.
+grows on the page, Stop keeps the text so far, a reload shows the stored history, attached
+files go with the question, a voice message recorded in the page is a question, the model's
+status shows while it thinks, and its code's images show under the answer.
 
 Set GEMCORD_SKIP_BROWSER=1 to skip it (scripts/test installs the browser otherwise)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -108,6 +112,124 @@ async def test_the_chat_page_sends_an_attached_image(tmp_path: Path) -> None:
             assert "What colour is this?” (+1 image)" in reply
 
             await page.reload()
-            await expect(page.locator(".msg.user .files")).to_have_text("📎 1 image")
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 blue.png")
         finally:
             await browser.close()
+
+
+async def test_the_chat_page_sends_any_file_shows_the_status_and_code_images(
+    tmp_path: Path,
+) -> None:
+    """With Gemini (the fake): a PDF and a code file go with the question; while the model
+    thinks the page shows its status line apart from the answer; the code's image is shown."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests.fakes.gemini import FakeGemini, Reply, code_part, image_part
+    from tests.test_e2e_files import PY, pdf
+
+    key = "web-browser-key-0123456789"
+    figure = _png()
+    held = asyncio.Event()
+    paper = pdf()
+    async with FakeGemini(api_key=key) as gemini:
+        gemini.script(
+            Reply(
+                thoughts=["**Reading the paper**\nIt is short."], chunks=["Both read."], hold=held
+            ),
+            Reply(chunks=[code_part("draw()"), image_part(figure), "Drawn."]),
+        )
+        env = {"GEMINI_API_KEY": key, "GEMINI_BASE_URL": gemini.base_url}
+        async with (
+            web_server(tmp_path / "w.db", demo=False, **env) as url,
+            async_playwright() as pw,
+        ):
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1000, "height": 700})
+                await page.goto(url + "/")
+                await page.wait_for_selector("#channel-list button.active")
+                await page.set_input_files(
+                    "#files",
+                    files=[
+                        {"name": "paper.pdf", "mimeType": "application/pdf", "buffer": paper},
+                        {"name": "greet.py", "mimeType": "text/x-python", "buffer": PY},
+                    ],
+                )
+                await expect(page.locator(".preview .icon")).to_have_text(["📕", "📄"])
+                await page.fill("#text", "Compare these")
+                await page.press("#text", "Enter")
+                await expect(page.locator(".msg.user .files")).to_have_text(
+                    "📎 paper.pdf, greet.py"
+                )
+                status = page.locator(".msg.model.live .state.live-status")
+                await expect(status).to_have_text("💭 Reading the paper…")
+                assert await page.locator(".msg.model.live .body").inner_text() == ""
+                held.set()
+                await page.wait_for_selector(".msg.model.complete")
+                done = page.locator(".msg.model.complete")
+                assert await done.locator(".body").inner_text() == "Both read."
+                assert await done.locator(".state").inner_text() == ""
+                request = gemini.requests[0]
+                inline = request.image_parts("user", last_turn_only=True)
+                assert [(p.mime_type, p.data) for p in inline] == [("application/pdf", paper)]
+                assert "[file greet.py]\n" + PY.decode() in request.texts("user")
+
+                await page.fill("#text", "Draw it")
+                await page.press("#text", "Enter")
+                await expect(page.locator(".msg.model.complete")).to_have_count(2)
+                drawn = page.locator(".msg.model.complete").last
+                await expect(drawn.locator(".figures img")).to_have_count(1)
+                src = await drawn.locator(".figures img").get_attribute("src")
+                assert src == "data:image/png;base64," + base64.b64encode(figure).decode()
+                assert (await drawn.locator(".body").inner_text()).endswith("Drawn.")
+            finally:
+                await browser.close()
+
+
+async def test_a_voice_message_recorded_in_the_page_is_a_question(tmp_path: Path) -> None:
+    """Chromium's fake microphone: 🎤 records, ⏹ stops; the recording is attached as a WAV
+    file named like Discord's voice messages and sent alone; the store keeps it."""
+    from playwright.async_api import async_playwright, expect
+
+    from storage import open_store
+
+    async with web_server(tmp_path / "w.db") as url, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+            ],
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1000, "height": 700})
+            await context.grant_permissions(["microphone"], origin=url)
+            page = await context.new_page()
+            await page.goto(url + "/")
+            await page.wait_for_selector("#channel-list button.active")
+            await page.click("#record")
+            await expect(page.locator("#record")).to_have_text("⏹ 2 s", timeout=15_000)
+            await page.click("#record")
+            name = page.locator(".preview span")
+            await expect(name).to_have_text(re.compile(r"voice message \(\d s\)"))
+            recorded = await name.inner_text()
+            await page.click("#send")  # no text: the recording is the question
+            await page.wait_for_selector(".msg.model.complete")
+            reply = await page.locator(".msg.model.complete .body").inner_text()
+            assert f"(sent: {recorded})” (+1 file)" in reply
+            await expect(page.locator(".msg.user .files")).to_have_text("📎 " + recorded)
+        finally:
+            await browser.close()
+    store = await open_store(tmp_path / "w.db")
+    try:
+        (question, _) = await store.load_history(-1)
+    finally:
+        await store.close()
+    (voice,) = question.images
+    assert (voice.name, voice.mime_type) == (recorded, "audio/wav")
+    assert voice.data is not None and voice.data[:4] == b"RIFF" and voice.data[8:12] == b"WAVE"
+    assert len(voice.data) > 44 + 2 * 16000  # over a second of 16 kHz, 16-bit samples

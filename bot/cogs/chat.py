@@ -20,7 +20,14 @@ from bot.addressing import addressed_elsewhere, mentions_me
 from bot.admission import QueueFull
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
-from bot.attachments import Collected, Limits, collect_files, human_size, precheck
+from bot.attachments import (
+    Collected,
+    collect_files,
+    human_size,
+    limits_from,
+    precheck,
+    refusal,
+)
 from bot.budget import over_budget
 from bot.buttons import reply_buttons
 from bot.checks import allowed_here, can_moderate
@@ -72,16 +79,6 @@ def split_bytes(data: bytes, limit: int) -> list[bytes]:
         parts.append(data[:cut])
         data = data[cut:]
     return [*parts, data]
-
-
-def refusal(problems: list[str]) -> str:
-    """Why none of a message's files could be used, and that the question was not sent."""
-    return "\n".join(
-        [
-            *problems,
-            "So I didn't ask Gemini: try again with a file I can read, or without the file.",
-        ]
-    )
 
 
 def own_role(message: discord.Message) -> discord.Role | None:
@@ -156,21 +153,7 @@ class Chat(commands.Cog):
 
     def __init__(self, bot: Gemcord) -> None:
         self.bot = bot
-        s = bot.settings
-        self.limits = Limits(
-            s.max_image_bytes,
-            s.max_request_image_bytes,
-            s.max_images,
-            s.max_image_pixels,
-            max_files=s.max_files,
-            max_text_bytes=s.max_text_bytes,
-            max_text_chars=s.max_text_chars,
-            max_text_chars_total=s.max_text_chars_total,
-            max_pdf_bytes=s.max_pdf_bytes,
-            max_audio_bytes=s.max_audio_bytes,
-            max_audio_seconds=s.max_voice_seconds,
-            max_video_bytes=s.max_video_bytes,
-        )
+        self.limits = limits_from(bot.settings)
         self.order = ArrivalOrder()
         self.seen: OrderedDict[int, None] = OrderedDict()
         """Recent message ids, so a duplicate delivery is dropped before anything is done."""

@@ -95,7 +95,7 @@ def make_web_app(engine: WebEngine, token: str | None) -> web.Application:
     app = operator_app(engine.metrics, engine.health)
     llm = engine.llm
     label = llm.label if isinstance(llm, DemoModel) else engine.settings.gemini_model
-    # the demo model stands in for GeminiClient: the engine only calls its stream()
+    # the demo model stands in for GeminiClient: the engine calls its stream() and Files API calls
     WebChat(engine, token=token, model_label=label).add_routes(app)  # type: ignore[arg-type]
     return app
 

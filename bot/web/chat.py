@@ -1,12 +1,17 @@
 """The web chat's routes: the page at ``/``, its static files, and the ``/ws`` WebSocket protocol.
 
 Client → server: ``{type: "ask", channel, text, id?, files?}`` (``files``: ``[{name, type,
-data}]``, ``data`` in base64: images, checked like Discord attachments), ``{type: "stop", reply}``,
-``{type: "history", channel}``. Server → client: ``hello`` (channels, model), ``history``,
-``status`` (``queued`` with the ``reply`` id and the ask's ``id``, then ``thinking``), ``chunk``
-(the reply's text so far), ``done`` (final text and metrics), ``stopped``, ``error`` (one
-sentence; for a refused file it names the file, carries ``file``, ``id`` and ``channel``, and the
-question still goes with its other images). Every reply event carries ``reply`` and ``channel``.
+size}]``, each file's bytes following as one binary message: see :mod:`bot.web.uploads`; the text
+may be empty when files go with it), ``{type: "stop", reply}``, ``{type: "history", channel}``.
+Server → client: ``hello`` (channels, model, ``max_file``, ``max_voice`` seconds a recording may
+last), ``history``, ``status`` (``queued``
+with the ``reply`` id and the ask's ``id``, then ``thinking``, then ``live`` with the ``line``
+saying what the model is doing, until the answer's text comes), ``chunk`` (the reply's text so
+far), ``files`` (images the model's code drew: ``[{name, type, data}]``, ``data`` in base64),
+``done`` (final text and metrics), ``stopped``, ``error`` (one sentence; for a refused file it
+names the file, carries ``file``, ``id`` and ``channel``, and the question still goes with its
+other files, unless none is left: then one more error says it was not asked). Every reply event
+carries ``reply`` and ``channel``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
+from aiohttp.http import WS_CLOSED_MESSAGE
 
 from bot.answer import Engine, answer
+from bot.attachments import NOT_ASKED, collect_files, limits_from
 from bot.conversation import Question
 from bot.streaming import DEFAULT_STYLE, RenderResult
 from bot.web.sink import WebSocketSink
-from bot.web.uploads import collect_uploads, limits_for, message_cap, parse_files
+from bot.web.uploads import (
+    FILE_WAIT,
+    largest_file,
+    message_cap,
+    parse_files,
+    receive_files,
+)
 
 if TYPE_CHECKING:
     from storage import Turn
@@ -38,8 +51,8 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 8000
 """Characters one question may have."""
 MAX_MESSAGE_BYTES = 64 * 1024
-"""Largest WebSocket message a client may send without files (the images' allowance is added:
-see :func:`bot.web.uploads.message_cap`)."""
+"""Largest text message a client may send (a file's binary message may be as large as the
+largest file allowed: see :func:`bot.web.uploads.message_cap`)."""
 STOP_WAIT = 5.0
 """Seconds a stop waits for a reply that is still being stored to start."""
 AUTHOR_ID = 1
@@ -67,7 +80,7 @@ class WebChat:
         self.token = token
         self.model_label = model_label
         self.channels = {c.id: c for c in CHANNELS}
-        self.limits = limits_for(engine.settings)
+        self.limits = limits_from(engine.settings)
         self.max_message = message_cap(self.limits, MAX_MESSAGE_BYTES)
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,10 +135,15 @@ class WebChat:
                 "type": "hello",
                 "channels": [{"id": c.id, "name": c.name} for c in CHANNELS],
                 "model": self.model_label,
+                "max_file": largest_file(self.limits),
+                "max_voice": self.limits.max_audio_seconds,
             }
         )
         try:
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:  # the bytes of a question already refused
+                    log.debug("web client sent %d bytes outside a question", len(msg.data))
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     break
                 await session.handle(msg.data)
@@ -176,8 +194,11 @@ class _Session:
 
     async def handle(self, data: str) -> None:
         """One client message."""
-        try:  # a message with images is large: parse it off the event loop
-            event = json.loads(data) if len(data) <= MAX_MESSAGE_BYTES else await _in_thread(data)
+        if len(data) > MAX_MESSAGE_BYTES:
+            await self.error("That message is too large: files go as binary messages.")
+            return
+        try:
+            event = json.loads(data)
         except ValueError:
             await self.error("That message was not JSON.")
             return
@@ -201,14 +222,18 @@ class _Session:
             event.get("text"),
             event.get("id"),
         )
+        files = parse_files(event.get("files"))
+        if isinstance(files, str):
+            await self.error(files, id=ask_id, channel=channel)
+            return
+        if files and (problem := await receive_files(self._file, files, self.chat.limits)):
+            await self.error(problem, id=ask_id, channel=channel)
+            return
         if channel is None:
             await self.error("There is no such channel.", id=ask_id)
             return
-        uploads = parse_files(event.get("files"))
-        if isinstance(uploads, str):
-            await self.error(uploads, id=ask_id, channel=channel)
-            return
-        if not isinstance(text, str) or not text.strip():
+        text = text.strip() if isinstance(text, str) else ""
+        if not text and not files:
             await self.error("Type a question first.", id=ask_id, channel=channel)
             return
         if len(text) > MAX_TEXT:
@@ -218,9 +243,12 @@ class _Session:
                 channel=channel,
             )
             return
-        checked = await collect_uploads(uploads, self.chat.limits)
-        for name, sentence in checked.refused:  # the question still goes without it
+        collected = await collect_files(files, self.chat.limits)
+        for name, sentence in collected.refused:  # the question goes on without it
             await self.error(sentence, id=ask_id, channel=channel, file=name)
+        if files and not collected.files:  # as on Discord: not asked without its files
+            await self.error(NOT_ASKED, id=ask_id, channel=channel)
+            return
         question_id = self.chat.next_id()
         reply = str(question_id)
         self.replies[reply] = question_id
@@ -231,13 +259,22 @@ class _Session:
             channel,
             AUTHOR_ID,
             AUTHOR_NAME,
-            text.strip(),
+            text,
             message_id=question_id,
             in_dm=True,
-            images=checked.images,
+            images=collected.files,
+            notes=collected.notes,
         )
         sink = WebSocketSink(self.emit, reply, channel)
         self.chat.spawn(asyncio.create_task(self._answer(question, sink)))
+
+    async def _file(self) -> WSMessage:
+        """The next message, which should be a file's bytes (a CLOSED one when it never comes)."""
+        try:
+            return await self.ws.receive(timeout=FILE_WAIT)
+        except TimeoutError:
+            log.info("web question: a file's bytes did not come within %.0f s", FILE_WAIT)
+            return WS_CLOSED_MESSAGE
 
     async def _answer(self, question: Question, sink: WebSocketSink) -> None:
         try:
@@ -280,18 +317,13 @@ class _Session:
                 running.token.cancel("stopped")
 
 
-async def _in_thread(data: str) -> Any:
-    """``json.loads`` in a worker thread."""
-    return await asyncio.to_thread(json.loads, data)
-
-
 def _turn(turn: Turn) -> dict[str, Any]:
     return {
         "role": turn.role,
         "text": turn.text,
         "status": turn.status,
         "id": turn.id,
-        "images": len(turn.images),
+        "files": [f.name or f.mime_type for f in turn.images],
     }
 
 

@@ -1,69 +1,54 @@
-"""Images attached to a web question: ``files: [{name, type, data}]`` with ``data`` in base64,
-checked like Discord attachments (per-image and per-question byte caps, a count cap, a pixel
-cap); what cannot be used becomes one sentence naming the file."""
+"""Files attached to a web question. The ask lists them (``files: [{name, type, size}]``) and the
+page sends each file's bytes right after it, one binary WebSocket message per file in the same
+order (an empty one for a file larger than ``max_file`` in ``hello``). They then go through the
+Discord attachments' intake (:func:`bot.attachments.collect_files`): the same kinds, limits and
+one-sentence refusals."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.attachments import ImageRejected, Limits, human_size, validate_image
-from bot.config import Settings
-from storage import Media
+from aiohttp import WSMessage, WSMsgType
+
+from bot.attachments import Limits, precheck
 
 log = logging.getLogger(__name__)
 
 MAX_NAME = 100
 """Characters of a file name kept (longer names are shortened)."""
-FILE_OVERHEAD = 1024
-"""Bytes of the WebSocket message allowed per file besides its data (name, type, JSON)."""
 MAX_FILES = 16
-"""File entries one question may list at all (beyond the image cap, each gets a sentence)."""
+"""File entries one question may list at all (beyond the file cap, each gets a sentence)."""
+FILE_WAIT = 300.0
+"""Seconds the server waits for each file's bytes once a question listed it."""
+NOT_ARRIVED = "The files of that question did not arrive: try again."
 
 
 @dataclass
-class Checked:
-    """The usable images of one question, and (file name, sentence) for each refused file."""
+class Received:
+    """One file of a question, as the page declared and sent it (an
+    :class:`bot.attachments.AttachmentLike`)."""
 
-    images: list[Media] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
+    filename: str
+    size: int
+    content_type: str | None
+    data: bytes = field(default=b"", repr=False)
 
-
-@dataclass(frozen=True)
-class Upload:
-    """One file as the page sent it: its name and its bytes in base64 (not decoded yet)."""
-
-    name: str
-    data: str
-
-
-def limits_for(settings: Settings) -> Limits:
-    """The attachment caps of the settings, as the Discord cog builds them."""
-    return Limits(
-        settings.max_image_bytes,
-        settings.max_request_image_bytes,
-        settings.max_images,
-        settings.max_image_pixels,
-    )
+    async def read(self) -> bytes:
+        """The file's bytes (already received)."""
+        return self.data
 
 
-def base64_length(n: int) -> int:
-    """Characters ``n`` bytes take in padded standard base64."""
-    return 4 * ((n + 2) // 3)
+def largest_file(limits: Limits) -> int:
+    """The largest file of any kind the limits allow."""
+    kinds = ("image", "text", "pdf", "audio", "video")
+    return max(limits.max_bytes(kind) for kind in kinds)
 
 
 def message_cap(limits: Limits, base: int) -> int:
-    """The largest WebSocket message: ``base`` for the text plus the allowed images in base64."""
-    return base + base64_length(limits.max_request_bytes) + MAX_FILES * FILE_OVERHEAD
-
-
-def decoded_length(data: str) -> int:
-    """Bytes a base64 text decodes to (judged from its length, without decoding it)."""
-    return len(data) * 3 // 4 - data[-2:].count("=")
+    """The largest WebSocket message: ``base`` for a question, or the largest file's bytes."""
+    return max(base, largest_file(limits))
 
 
 def clean_name(value: object, index: int) -> str:
@@ -75,63 +60,43 @@ def clean_name(value: object, index: int) -> str:
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
-def parse_files(value: object) -> list[Upload] | str:
-    """The ask's ``files`` as uploads, or one sentence saying why they cannot be read."""
+def parse_files(value: object) -> list[Received] | str:
+    """The ask's ``files`` (their bytes not received yet), or one sentence saying why they
+    cannot be read."""
     if value is None:
         return []
     if not isinstance(value, list):
-        return "The files must be a list of {name, type, data}."
+        return "The files must be a list of {name, type, size}."
     if len(value) > MAX_FILES:
         return f"Attach at most {MAX_FILES} files to one question."
-    uploads = []
+    files = []
     for index, entry in enumerate(value, start=1):
         entry = entry if isinstance(entry, dict) else {}
-        data = entry.get("data")
-        name = clean_name(entry.get("name"), index)
-        uploads.append(Upload(name, data if isinstance(data, str) else ""))
-    return uploads
-
-
-def decode_and_validate(upload: Upload, limits: Limits) -> Media:
-    """Decode one upload's base64 and check it is a usable image (run it in a thread)."""
-    try:
-        data = base64.b64decode(upload.data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageRejected(
-            f"`{upload.name}` could not be read: its data is not valid base64."
-        ) from None
-    if not data:
-        raise ImageRejected(f"`{upload.name}` is empty.")
-    image = validate_image(data, upload.name, limits)
-    return dataclasses.replace(image, name=upload.name)
-
-
-async def collect_uploads(uploads: list[Upload], limits: Limits) -> Checked:
-    """Check every upload; the usable images (names kept) and one sentence per refused file."""
-    out = Checked()
-    total = 0
-    for upload in uploads:
-        problem = None
-        size = decoded_length(upload.data)
-        if size > limits.max_image_bytes:
-            problem = (
-                f"`{upload.name}` is {human_size(size)}; the limit is "
-                f"{human_size(limits.max_image_bytes)} per image."
+        kind, size = entry.get("type"), entry.get("size")
+        files.append(
+            Received(
+                clean_name(entry.get("name"), index),
+                size if isinstance(size, int) and size >= 0 else 0,
+                kind if isinstance(kind, str) and kind else None,
             )
-        elif len(out.images) >= limits.max_images:
-            problem = f"`{upload.name}` skipped: at most {limits.max_images} images per question."
-        elif total + size > limits.max_request_bytes:
-            problem = (
-                f"`{upload.name}` skipped: the images of one question may add up to "
-                f"{human_size(limits.max_request_bytes)}."
-            )
-        else:
-            try:
-                out.images.append(await asyncio.to_thread(decode_and_validate, upload, limits))
-                total += size
-            except ImageRejected as exc:
-                problem = str(exc)
-        if problem is not None:
-            log.info("refused web upload %s: %s", upload.name, problem)
-            out.refused.append((upload.name, problem))
-    return out
+        )
+    return files
+
+
+async def receive_files(
+    receive: Callable[[], Awaitable[WSMessage]], files: list[Received], limits: Limits
+) -> str | None:
+    """Read each file's bytes (its binary message) into ``files``; None, or a sentence when
+    they did not all arrive. The bytes of a file refused by its declared kind and size are
+    not kept."""
+    for file in files:
+        msg = await receive()
+        if msg.type != WSMsgType.BINARY:
+            log.info("web question: %s came instead of the bytes of %s", msg.type, file.filename)
+            return NOT_ARRIVED
+        data: bytes = msg.data
+        if data:
+            file.size = len(data)
+        if precheck(file, limits) is None:
+            file.data = data
+    return None

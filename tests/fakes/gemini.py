@@ -430,6 +430,18 @@ class RecordedRequest:
     chunks_sent: int = 0
     chunk_times: list[float] = field(default_factory=list, repr=False)
     disconnected_at: float | None = None
+    client_closed: bool = False
+    """The fake saw the client close the connection (aiohttp's ``connection_lost`` on the
+    server side: how a client that gives up on a half-read stream shows, since aiohttp's
+    ``ClientResponse.release()``/``close()`` of an unfinished body closes the socket rather
+    than pooling it, and google-genai releases the response when its stream is closed)."""
+    handler_cancelled: bool = False
+    """aiohttp cancelled the fake's handler (the client's connection was lost, or the fake
+    stopped while the handler had not ended by itself) instead of it returning."""
+    next_due: float | None = None
+    """When the fake sends its next event (``time.monotonic()``) while it waits out the
+    event's delay; None while nothing is due (sending, stalled, held, done). Left as it was
+    when the client went away, so a test can see whether a chunk was still to come."""
     finished_at: float | None = None
     usage: dict[str, int] | None = None
     """The ``usageMetadata`` of the last event sent (what the client was told it used)."""
@@ -592,6 +604,7 @@ class FakeGemini:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._tick = asyncio.Event()
         self.base_url = ""
         self.files = FakeFiles(self)
         """The Files API (uploads, files.get/delete) and its checks of the files a request names."""
@@ -666,6 +679,19 @@ class FakeGemini:
                 await self._changed.wait_for(lambda: len(self.requests) >= n)
         return self.requests[:n]
 
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until ``predicate()`` is truthy and return it; it is checked again whenever a
+        request arrives, a chunk goes out, a stream stalls or a request is done with."""
+        async with asyncio.timeout(timeout):
+            while not (value := predicate()):
+                await self._tick.wait()
+        return value
+
+    def _touched(self) -> None:
+        """Wake :meth:`wait_for` callers: something they may wait for changed."""
+        self._tick.set()
+        self._tick = asyncio.Event()
+
     # --- serving ---------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> RecordedRequest:
@@ -696,6 +722,7 @@ class FakeGemini:
         async with self._changed:
             into.append(rec)
             self._changed.notify_all()
+        self._touched()
         return rec
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -706,6 +733,11 @@ class FakeGemini:
             return await self._serve(request, rec)
         except asyncio.CancelledError:
             now = time.monotonic()
+            # handler_cancellation: aiohttp cancels the handler from connection_lost, which
+            # first drops the protocol's transport; a transport still there means the handler
+            # was cancelled for another reason (the fake stopping).
+            rec.handler_cancelled = True
+            rec.client_closed = request.transport is None and not self._stopping.is_set()
             if rec.outcome in ("pending", "stalled"):
                 if self._stopping.is_set():
                     rec.outcome = "stopped"
@@ -716,6 +748,7 @@ class FakeGemini:
         except ConnectionError:  # the client went away while we wrote: a disconnect, as Google
             rec.outcome = "disconnected"  # sees it (aiohttp would log it as a server error)
             rec.disconnected_at = time.monotonic()
+            rec.client_closed = True
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=499)
@@ -723,6 +756,7 @@ class FakeGemini:
             if rec.finished_at is None:
                 rec.finished_at = time.monotonic()
             rec.closed.set()
+            self._touched()
 
     def _key_refusal(self, rec: RecordedRequest) -> Reply | None:
         """Google's answer to a missing (403) or wrong (400 API_KEY_INVALID) key, if any."""
@@ -1052,16 +1086,22 @@ class FakeGemini:
                 return self._abort(request, rec, "dropped")
             if reply.stall_after is not None and i >= reply.stall_after:
                 return await self._stall(request, rec)
-            if not await self._pause(reply.wait_before(i)):
+            wait = reply.wait_before(i)
+            rec.next_due = time.monotonic() + wait
+            if not await self._pause(wait):
                 return self._abort(request, rec, "stopped")
-            if reply.hold is not None and i == len(events) - 1 and not await self._held(reply.hold):
-                return self._abort(request, rec, "stopped")
+            if reply.hold is not None and i == len(events) - 1:
+                rec.next_due = None
+                if not await self._held(reply.hold):
+                    return self._abort(request, rec, "stopped")
+            rec.next_due = None
             if not resp.prepared:
                 await resp.prepare(request)
             await resp.write(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
             rec.chunks_sent += 1
             rec.usage = event.get("usageMetadata", rec.usage)
             rec.chunk_times.append(time.monotonic())
+            self._touched()
         if reply.drop_after is not None and reply.drop_after <= len(events):
             return self._abort(request, rec, "dropped")
         if reply.stall_after is not None and reply.stall_after <= len(events):
@@ -1076,6 +1116,7 @@ class FakeGemini:
     async def _stall(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         """Send nothing more until the client goes away (handler cancelled) or the fake stops."""
         rec.outcome = "stalled"
+        self._touched()
         await self._stopping.wait()
         return self._abort(request, rec, "stopped")
 

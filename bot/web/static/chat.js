@@ -3,7 +3,7 @@
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1, files: [] };
+const state = { ws: null, channels: [], channel: null, replies: new Map(), asks: new Map(), next: 1, files: [], maxFile: 0, maxVoice: 600 };
 
 // --- Markdown, safely: escape everything first, then add only our own tags --------------------
 
@@ -61,10 +61,10 @@ function renderMarkdown(source) {
 function addMessage(role, text, files) {
   const el = document.createElement("div");
   el.className = "msg " + role;
-  el.innerHTML = '<div class="who"></div><div class="body"></div><div class="state"></div>';
+  el.innerHTML = '<div class="who"></div><div class="body"></div><div class="figures"></div><div class="state"></div>';
   el.querySelector(".who").textContent = role === "user" ? "you" : "gemcord";
   el.querySelector(".body").innerHTML = renderMarkdown(text || "");
-  if (files) {  // the attached file names, or how many images a stored question had
+  if (files) {  // the names of the attached files
     const f = document.createElement("div");
     f.className = "files";
     f.textContent = "📎 " + files;
@@ -73,6 +73,18 @@ function addMessage(role, text, files) {
   $("messages").appendChild(el);
   $("messages").scrollTop = $("messages").scrollHeight;
   return el;
+}
+
+function showFigures(el, figures) {  // the images the model's code drew
+  const box = el.querySelector(".figures");
+  box.innerHTML = "";
+  for (const f of figures) {
+    const img = document.createElement("img");
+    img.src = "data:" + f.type + ";base64," + f.data;
+    img.alt = f.name;
+    img.title = f.name;
+    box.appendChild(img);
+  }
 }
 
 function setState(el, text, kind) {
@@ -127,6 +139,8 @@ function send(event) {
 const handlers = {
   hello(e) {
     state.channels = e.channels;
+    state.maxFile = e.max_file;
+    state.maxVoice = e.max_voice;
     $("model").textContent = "Model: " + e.model;
     const list = $("channel-list");
     list.innerHTML = "";
@@ -147,13 +161,13 @@ const handlers = {
     $("messages").innerHTML = "";
     for (const t of e.turns) {
       if (t.status === "streaming") continue;  // shown live below, if it is ours
-      const n = t.images || 0;
-      const el = addMessage(t.role, t.text, n ? n + (n === 1 ? " image" : " images") : "");
+      const el = addMessage(t.role, t.text, (t.files || []).join(", "));
       if (t.role === "model" && t.status !== "complete") setState(el, "■ " + t.status, t.status === "failed" ? "error" : "");
     }
     for (const [reply, r] of state.replies) {
       if (r.channel !== state.channel) continue;
       r.el = addMessage("model", r.text);
+      showFigures(r.el, r.figures);
       if (!r.over) { r.el.classList.add("live"); stopButton(r.el, reply); }
     }
   },
@@ -164,12 +178,15 @@ const handlers = {
       const el = ask ? ask.el : addMessage("model", "");
       el.dataset.reply = e.reply;
       el.classList.add("live");
-      state.replies.set(e.reply, { channel: e.channel, el, text: "", question: ask ? ask.text : "" });
+      state.replies.set(e.reply, { channel: e.channel, el, text: "", figures: [], question: ask ? ask.text : "" });
       stopButton(el, e.reply);
       setState(el, "waiting…");
+    } else if (e.state === "live") {  // what the model is doing, until its answer comes
+      const el = replyElement(e.reply);
+      if (el && !state.replies.get(e.reply).text) setState(el, e.line, "live-status");
     } else {
       const el = replyElement(e.reply);
-      if (el) setState(el, e.state + "…");
+      if (el && !el.querySelector(".state.live-status")) setState(el, e.state + "…");
     }
   },
   chunk(e) {
@@ -186,6 +203,13 @@ const handlers = {
     p.className = "metrics";
     p.textContent = `first chunk ${fmt(m.first_chunk)} · first visible ${fmt(m.first_visible)} · total ${fmt(m.total)} · ${m.chunks} chunks`;
     el.appendChild(p);
+  },
+  files(e) {
+    const r = state.replies.get(e.reply);
+    if (!r) return;
+    r.figures.push(...e.files);
+    const el = replyElement(e.reply);
+    if (el) showFigures(el, r.figures);
   },
   stopped(e) { finish(e, "stopped", "■ stopped"); },
   error(e) {
@@ -229,16 +253,9 @@ function selectChannel(id) {
   send({ type: "history", channel: id });
 }
 
-// --- attached images: read as base64, previewed with a remove ×, sent with the next question ---
+// --- attached files: previewed with a remove ×, sent with the next question as binary messages ---
 
-function readBase64(file) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(String(reader.result).replace(/^[^,]*,/, ""));
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(file);
-  });
-}
+const ICONS = [[/^audio\//, "🎵"], [/^video\//, "🎬"], [/pdf$/, "📕"]];
 
 function showPreviews() {
   const box = $("previews");
@@ -246,9 +263,16 @@ function showPreviews() {
   for (const f of state.files) {
     const p = document.createElement("div");
     p.className = "preview";
-    const img = document.createElement("img");
-    img.src = f.url;
-    img.alt = "";
+    let img;
+    if (f.url) {
+      img = document.createElement("img");
+      img.src = f.url;
+      img.alt = "";
+    } else {
+      img = document.createElement("b");
+      img.className = "icon";
+      img.textContent = (ICONS.find(([re]) => re.test(f.type)) || [null, "📄"])[1];
+    }
     const name = document.createElement("span");
     name.textContent = f.name;
     const remove = document.createElement("button");
@@ -257,7 +281,7 @@ function showPreviews() {
     remove.title = "Remove " + f.name;
     remove.textContent = "×";
     remove.addEventListener("click", () => {
-      URL.revokeObjectURL(f.url);
+      if (f.url) URL.revokeObjectURL(f.url);
       state.files = state.files.filter((x) => x !== f);
       showPreviews();
     });
@@ -266,20 +290,75 @@ function showPreviews() {
   }
 }
 
+function addFile(file, name) {
+  const url = file.type.startsWith("image/") ? URL.createObjectURL(file) : "";
+  state.files.push({ name: name || file.name, type: file.type, url, file });
+}
+
 $("files").addEventListener("change", () => {
-  for (const file of $("files").files) {
-    const data = readBase64(file);
-    data.catch(() => {});  // reported when sending
-    state.files.push({ name: file.name, type: file.type, url: URL.createObjectURL(file), data });
-  }
+  for (const file of $("files").files) addFile(file);
   $("files").value = "";
   showPreviews();
 });
 
-$("ask").addEventListener("submit", async (ev) => {
+// --- a voice message: recorded here, attached as a 16 kHz WAV file (audio Gemini reads) -------
+
+function wav(buffer) {  // 16-bit PCM of the first channel (a voice is mono)
+  const samples = buffer.getChannelData(0);
+  const out = new DataView(new ArrayBuffer(44 + samples.length * 2));
+  const ascii = (at, s) => { for (let i = 0; i < s.length; i++) out.setUint8(at + i, s.charCodeAt(i)); };
+  ascii(0, "RIFF"); out.setUint32(4, 36 + samples.length * 2, true); ascii(8, "WAVE");
+  ascii(12, "fmt "); out.setUint32(16, 16, true); out.setUint16(20, 1, true); out.setUint16(22, 1, true);
+  out.setUint32(24, buffer.sampleRate, true); out.setUint32(28, buffer.sampleRate * 2, true);
+  out.setUint16(32, 2, true); out.setUint16(34, 16, true);
+  ascii(36, "data"); out.setUint32(40, samples.length * 2, true);
+  samples.forEach((x, i) => out.setInt16(44 + i * 2, Math.max(-1, Math.min(1, x)) * 0x7fff, true));
+  return new Blob([out], { type: "audio/wav" });
+}
+
+let recording = null;
+
+async function record() {
+  const button = $("record");
+  if (recording) { recording.stop(); return; }
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
+  catch (err) { $("connection").textContent = "⚠ The microphone is not available: " + err.message; return; }
+  const recorder = new MediaRecorder(stream);
+  const parts = [];
+  const started = Date.now();
+  const seconds = () => Math.max(1, Math.round((Date.now() - started) / 1000));
+  const tick = setInterval(() => { button.textContent = "⏹ " + seconds() + " s"; }, 250);
+  const limit = setTimeout(() => recorder.stop(), state.maxVoice * 1000);  // as on Discord
+  recorder.ondataavailable = (e) => parts.push(e.data);
+  recorder.onstop = async () => {
+    clearInterval(tick);
+    clearTimeout(limit);
+    for (const track of stream.getTracks()) track.stop();
+    recording = null;
+    button.textContent = "🎤";
+    button.classList.remove("on");
+    const name = "voice message (" + seconds() + " s)";
+    try {
+      const data = await new Blob(parts).arrayBuffer();
+      const decoded = await new OfflineAudioContext(1, 1, 16000).decodeAudioData(data);
+      addFile(wav(decoded), name);
+      showPreviews();
+    } catch (err) { $("connection").textContent = "⚠ The recording could not be read: " + err.message; }
+  };
+  recorder.start();
+  recording = recorder;
+  button.classList.add("on");
+  button.textContent = "⏹ 0 s";
+}
+
+if (navigator.mediaDevices && window.MediaRecorder) $("record").addEventListener("click", record);
+else $("record").hidden = true;  // not over plain http beyond this machine
+
+$("ask").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("text").value.trim();
-  if (!text || state.channel === null) return;
+  if ((!text && !state.files.length) || state.channel === null) return;
   const chosen = state.files;
   state.files = [];
   showPreviews();
@@ -289,13 +368,12 @@ $("ask").addEventListener("submit", async (ev) => {
   const el = addMessage("model", "");
   setState(el, "sending…");
   state.asks.set(id, { el, text, user });
-  const files = [];
-  for (const f of chosen) {
-    URL.revokeObjectURL(f.url);
-    try { files.push({ name: f.name, type: f.type, data: await f.data }); }
-    catch { files.push({ name: f.name, type: f.type, data: "" }); }  // the server names it
-  }
+  const files = chosen.map((f) => ({ name: f.name, type: f.type, size: f.file.size }));
   send({ type: "ask", channel: state.channel, text, id, files });
+  for (const f of chosen) {  // then each file's bytes; none for one over every limit
+    if (f.url) URL.revokeObjectURL(f.url);
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(f.file.size <= state.maxFile ? f.file : new Blob());
+  }
 });
 
 $("text").addEventListener("keydown", (ev) => {
