@@ -8,7 +8,11 @@ through the fake Discord (Discord's real limits) from the fake Gemini, all on 12
     .venv/bin/python bench/bench_load.py --summarize-profile /tmp/bot.raw
 
 A point ``RxC`` asks R questions at once, spread round-robin over C channels, each from its own
-user (so the per-user cap never binds); every answer is scripted as ``--chunks`` chunks (60) at
+user (so the per-user cap never binds). The admission caps are raised so that every question is
+admitted at once, unless ``--default-caps`` runs the bot with its own (5 replies per channel, 2
+per user, 64 in all, 10 waiting per channel: then some questions wait for a slot and some are
+refused, and the latency figures are also given over the questions admitted at once). Every
+answer is scripted as ``--chunks`` chunks (60) at
 ``--rate`` chunks per second (10), ``--length`` characters (1,200: one Discord message). In the
 middle of the load (half a stream after the last question) one more question is asked in an
 otherwise quiet channel: the *quiet-channel probe*.
@@ -43,6 +47,10 @@ RSS
 m->req p95
     the fake Discord's MESSAGE_CREATE dispatch of a question -> the fake Gemini's receipt of
     its request.
+adm/wait/ref, m->req adm p95
+    how many questions were admitted at once, waited for a slot (the bot put ⏳ on them) and
+    were refused (the bot answered that its queue is full); m->req p95 over those admitted at
+    once.
 quiet
     the probe's MESSAGE_CREATE dispatch -> the first Discord message of its reply.
 
@@ -65,6 +73,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import inspect
 import itertools
@@ -81,6 +90,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,6 +116,8 @@ CAP_ENV = {
     "replies_max": "GEMCORD_REPLIES_MAX",
     "queue_per_channel": "GEMCORD_QUEUE_PER_CHANNEL",
 }
+QUEUE_FULL_PREFIX = "⏳ I'm answering a lot of questions"  # bot.cogs.chat.QUEUE_FULL
+WAITING = "⏳"  # bot.cogs.chat.WAITING: the reaction on a question waiting for a slot
 QUESTION_TAG = re.compile(r"\[q(\d+)\]")
 STALL_SECONDS = 20.0
 """A point is given up when replies are unfinished and the bot made no Discord call for this
@@ -369,7 +381,8 @@ class Config:
     chunks: int
     rate: float
     length: int
-    caps: dict[str, int]
+    caps: dict[str, int] | None
+    """None: the bot's own defaults."""
     timeout: float | None
     bucket_model: str | None
     global_limit: tuple[int, float] | None
@@ -399,6 +412,8 @@ class ReplyFigures:
     progress_gap: float | None = None
     shown_after_end: bool = False
     mention_to_request: float | None = None
+    admission: str = "admitted"
+    """"admitted" (at once), "waited" (for a slot) or "refused" (the bot's queue was full)."""
     segments: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -458,6 +473,42 @@ def _finished_replies(db_path: Path, questions: dict[int, int]) -> dict[int, tup
     for turn, (mid, status) in turn_ids.items():
         out[by_message[mid]] = (status, [m for _, m in sorted(ids[turn])])
     return out
+
+
+class Admissions:
+    """Which questions the bot queued (it put ⏳ on them) or refused (its notice that the queue
+    is full replies to them), read from the fake Discord's calls as they come."""
+
+    _REACTION_PATH = re.compile(r"/messages/(\d+)/reactions/([^/]+)/@me$")
+
+    def __init__(self, w: World, asked: dict[int, int]) -> None:
+        self.w = w
+        self.by_message = {mid: i for i, mid in asked.items()}
+        self.waited: set[int] = set()
+        self.refused: set[int] = set()
+        self._seen = 0
+
+    def update(self) -> None:
+        """Read the calls made since the last update."""
+        calls = self.w.discord.calls
+        for c in calls[self._seen :]:
+            if c.route == "message_create" and isinstance(c.json, dict):
+                ref = c.json.get("message_reference") or {}
+                if str(c.json.get("content") or "").startswith(QUEUE_FULL_PREFIX):
+                    i = self.by_message.get(int(ref.get("message_id") or 0))
+                    if i is not None:
+                        self.refused.add(i)
+            elif c.method == "PUT" and (m := self._REACTION_PATH.search(c.path)):
+                i = self.by_message.get(int(m[1]))
+                if i is not None and urllib.parse.unquote(m[2]) == WAITING:
+                    self.waited.add(i)
+        self._seen = len(calls)
+
+    def of(self, index: int) -> str:
+        """ "refused", "waited" or "admitted" (at once)."""
+        if index in self.refused:
+            return "refused"
+        return "waited" if index in self.waited else "admitted"
 
 
 def _reply_figures(
@@ -526,7 +577,7 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
         "LOG_LEVEL": "WARNING",
         "GEMCORD_COOLDOWN_SECONDS": "0",
         "GEMCORD_NOTICE_SECONDS": "0",
-        **{CAP_ENV[k]: str(v) for k, v in cfg.caps.items()},
+        **{CAP_ENV[k]: str(v) for k, v in (cfg.caps or {}).items()},
     }
     result: dict[str, Any] = {"point": label, "replies": replies, "channels": channels}
     with tempfile.TemporaryDirectory(prefix="gemcord-load-") as tmp:
@@ -587,6 +638,7 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                 await asyncio.sleep(stream_s / 2)
                 probe = await w.mention(quiet, people[replies], f"[q{replies}] a quiet question")
                 asked = {i: q.id for i, q in enumerate([*questions, probe])}
+                admissions = Admissions(w, asked)
 
                 finished: dict[int, tuple[str, list[int]]] = {}
                 deadline = t0 + timeout
@@ -596,7 +648,8 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                     # in a thread: a busy database must never stall the fakes' event loop
                     with contextlib.suppress(sqlite3.Error):
                         finished = await asyncio.to_thread(_finished_replies, w.db_path, asked)
-                    if len(finished) == len(asked):
+                    admissions.update()
+                    if len(finished.keys() | admissions.refused) == len(asked):
                         break
                     if len(w.discord.calls) != calls:
                         calls, last_call = len(w.discord.calls), time.monotonic()
@@ -658,6 +711,10 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                 )
                 for i in range(replies + 1)
             ]
+            await asyncio.sleep(0.5)  # a last ⏳ may still be on its way (its own slow bucket)
+            admissions.update()
+            for f in figs:
+                f.admission = admissions.of(f.index)
             load, probe_fig = figs[:replies], figs[replies]
             by_channel: dict[int, list[ReplyFigures]] = defaultdict(list)
             for f in load:
@@ -690,9 +747,15 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
             def vals(name: str) -> list[float]:
                 return [getattr(f, name) for f in load if getattr(f, name) is not None]
 
+            admitted_m2r = [
+                f.mention_to_request
+                for f in load
+                if f.admission == "admitted" and f.mention_to_request is not None
+            ]
+
             result.update(
                 wall_s=round(t1 - t0, 2),
-                timed_out=len(finished) < len(asked),
+                timed_out=len(finished.keys() | admissions.refused) < len(asked),
                 finished=sum(f.finished for f in load),
                 exact=sum(f.exact for f in load),
                 statuses=dict(Counter(finished[i][0] for i in finished if i < replies)),
@@ -740,6 +803,13 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                     "p95": ms(percentile(vals("mention_to_request"), 95)),
                     "max": ms(max(vals("mention_to_request"), default=None)),
                 },
+                admission=dict(Counter(f.admission for f in load)),
+                mention_to_request_admitted_ms={
+                    "p50": ms(percentile(admitted_m2r, 50)),
+                    "p95": ms(percentile(admitted_m2r, 95)),
+                    "max": ms(max(admitted_m2r, default=None)),
+                },
+                quiet_probe_admission=probe_fig.admission,
                 quiet_probe_ms=ms(probe_first),
                 quiet_probe_exact=probe_fig.exact,
                 quiet_probe_mention_to_request_ms=ms(probe_fig.mention_to_request),
@@ -780,6 +850,8 @@ COLUMNS = (
     ("RSS MB", 7),
     ("m->req p95 ms", 14),
     ("quiet ms", 9),
+    ("adm/wait/ref", 14),
+    ("m->req adm p95", 15),
 )
 
 
@@ -797,6 +869,8 @@ def table_row(r: dict[str, Any]) -> str:
         _f(r["bot_rss_peak_mb"], ".0f"),
         _f(r["mention_to_request_ms"]["p95"], ".0f"),
         _f(r["quiet_probe_ms"], ".0f"),
+        "/".join(str(r["admission"].get(k, 0)) for k in ("admitted", "waited", "refused")),
+        _f(r["mention_to_request_admitted_ms"]["p95"], ".0f"),
     ]
     return "".join(f"{c:>{wd}}" for c, (_, wd) in zip(cells, COLUMNS, strict=True))
 
@@ -954,6 +1028,20 @@ def summarize_profile(path: Path, top: int = 20) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _default_caps() -> dict[str, int]:
+    """The bot's own admission caps (bot.config.Settings), by environment variable."""
+    from bot.config import Settings
+
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    names = {
+        "GEMCORD_REPLIES_PER_USER": "replies_per_user",
+        "GEMCORD_REPLIES_PER_CHANNEL": "replies_per_channel",
+        "GEMCORD_REPLIES_MAX": "replies_per_process",
+        "GEMCORD_QUEUE_PER_CHANNEL": "queue_per_channel",
+    }
+    return {env: fields[name] for env, name in names.items()}
+
+
 def parse_points(spec: str) -> list[tuple[int, int]]:
     points = []
     for item in spec.split(","):
@@ -969,7 +1057,7 @@ async def main(args: argparse.Namespace) -> int:
     points = parse_points(args.points or (QUICK_POINTS if args.quick else ALL_POINTS))
     chunks = args.chunks or (20 if args.quick else 60)
     rate = args.rate or (20.0 if args.quick else 10.0)
-    caps = {k: getattr(args, k) for k in CAP_ENV}
+    caps = None if args.default_caps else {k: getattr(args, k) for k in CAP_ENV}
     gl = None
     if args.global_limit:
         if args.global_limit == "none":
@@ -1004,7 +1092,13 @@ async def main(args: argparse.Namespace) -> int:
     )
     print(
         "admission caps: "
-        + ", ".join(f"{CAP_ENV[k]}={v}" for k, v in caps.items())
+        + (
+            ", ".join(f"{CAP_ENV[k]}={v}" for k, v in caps.items())
+            if caps is not None
+            else "the bot's defaults ("
+            + ", ".join(f"{k}={v}" for k, v in _default_caps().items())
+            + ")"
+        )
         + "; GEMCORD_COOLDOWN_SECONDS=0, GEMCORD_NOTICE_SECONDS=0"
     )
     print(f"machine: {mach['nproc']} CPUs, {mach['cpu_model']}, Python {mach['python']}")
@@ -1037,7 +1131,9 @@ async def main(args: argparse.Namespace) -> int:
         print(table_row(r) if "error" not in r else f"{r['point']:>8}  FAILED: {r['error']}")
     print(
         "late (floor): replies first shown after their stream ended (of those, the floor schedule "
-        "shows that many late too); quiet: probe channel's mention -> first text"
+        "shows that many late too); quiet: probe channel's mention -> first text; adm/wait/ref: "
+        "questions admitted at once / waiting for a slot / refused (queue full), m->req adm over "
+        "those admitted at once"
     )
     out = args.output or ROOT / "bench" / "results" / f"load-{datetime.date.today():%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1050,7 +1146,9 @@ async def main(args: argparse.Namespace) -> int:
             "chunks_per_second": rate,
             "length": cfg.length,
             "rate_limit": [5, 5.0],
-            "caps_env": {CAP_ENV[k]: v for k, v in caps.items()},
+            "caps_env": {CAP_ENV[k]: v for k, v in caps.items()}
+            if caps is not None
+            else {"defaults": _default_caps()},
             "cooldown_seconds": 0,
             "notice_seconds": 0,
         },
@@ -1078,6 +1176,11 @@ if __name__ == "__main__":
     p.add_argument("--replies-per-channel", type=int, default=1000)
     p.add_argument("--replies-max", type=int, default=10000)
     p.add_argument("--queue-per-channel", type=int, default=1000)
+    p.add_argument(
+        "--default-caps",
+        action="store_true",
+        help="run the bot with its own admission caps (the four options above are ignored)",
+    )
     p.add_argument("--bucket-model", help="FakeDiscord bucket_model (default: the fake's own)")
     p.add_argument(
         "--global-limit",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from bot import ledger
 from bot.admission import Slot
 from bot.cancel import CancelToken
+from bot.coalesce import coalesced
 from bot.conversation import Question, build_contents, system_instruction, with_quote
 from bot.files import attach_uploads, needs_upload
 from bot.grounding import SOURCES_LIMIT
@@ -161,10 +162,17 @@ def stored_status(result: RenderResult, token: CancelToken | None = None) -> str
 
 async def channel_settings(store: Store, channel_id: int, parent_id: int | None) -> ChannelSettings:
     """The channel's settings; a thread inherits what it does not set from its parent."""
-    own = await store.get_channel_settings(channel_id)
+    own = await _settings_of(store, channel_id)
     if parent_id is None:
         return own
-    return inherit(own, await store.get_channel_settings(parent_id))
+    return inherit(own, await _settings_of(store, parent_id))
+
+
+async def _settings_of(store: Store, channel_id: int) -> ChannelSettings:
+    """One channel's own settings (a read in progress for it is shared; each gets a copy)."""
+    key = ("settings", id(store), channel_id)
+    found = await coalesced(key, functools.partial(store.get_channel_settings, channel_id))
+    return dataclasses.replace(found)
 
 
 class Request:

@@ -8,9 +8,11 @@ refused with one sentence saying when the budget resets.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from bot.checks import can_moderate
+from bot.coalesce import coalesced
 from bot.ledger import next_reset
 from storage import utc_day
 
@@ -24,7 +26,9 @@ async def budgets(bot: Gemcord, guild_id: int | None) -> tuple[int, int]:
     per_user, per_server = s.daily_tokens_per_user, s.daily_tokens_per_server
     if guild_id is None:
         return per_user, 0
-    own = await bot.store.get_guild_budget(guild_id)
+    store = bot.store
+    key = ("budget", id(store), guild_id)
+    own = await coalesced(key, functools.partial(store.get_guild_budget, guild_id))
     if own.user_tokens is not None:
         per_user = own.user_tokens
     if own.server_tokens is not None:

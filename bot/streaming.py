@@ -489,10 +489,6 @@ class _Renderer:
         self._stop_reading()
         self._changed()
 
-    async def _watch_cancel(self) -> None:
-        await self.cancel.wait()
-        self._on_cancel()
-
     async def _keep_typing(self) -> None:
         while self._t_first_visible is None and not self._done:
             if not self.pacer.spare_request():  # optional: never at the expense of a write
@@ -512,6 +508,7 @@ class _Renderer:
         self._t0 = self.clock()
         it = aiter(self.chunks)
         helpers: list[asyncio.Task[None]] = []
+        forget_cancel: Callable[[], None] | None = None
         if self.cancel.cancelled:  # never start the request
             self._conclude("stopped")
             self._phase = "done"
@@ -519,7 +516,7 @@ class _Renderer:
             await _aclose(it)
         else:
             self._reader = asyncio.create_task(self._read(it))
-            helpers.append(asyncio.create_task(self._watch_cancel()))
+            forget_cancel = self.cancel.on_cancel(self._on_cancel)
             self._typing = asyncio.create_task(self._keep_typing())
             helpers.append(self._typing)
         self.pacer.follow(self._needs_final)
@@ -537,6 +534,8 @@ class _Renderer:
                 self.pacer.forget(self._needs_final)
             for task in helpers:
                 task.cancel()
+            if forget_cancel is not None:
+                forget_cancel()
             if self._typing is not None:
                 self._typing.cancel()
             if self._reader is not None and not self._reader.done():

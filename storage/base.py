@@ -206,8 +206,9 @@ class BaseStore(ABC):
     # ----------------------------------------------------------------- engine
 
     @abstractmethod
-    async def _read(self, op: Op[T]) -> T:
-        """Run `op` on a connection."""
+    async def _read(self, op: Op[T], urgent: bool = False) -> T:
+        """Run `op` on a connection; an `urgent` one (what a question needs before it can be
+        admitted and stored) goes before the other operations waiting, where they queue."""
 
     @abstractmethod
     async def _run_write(self, op: Op[T], transaction: bool, consistent: bool, urgent: bool) -> T:
@@ -726,7 +727,9 @@ class BaseStore(ABC):
         """The channel's persona and model (None where unset)."""
         if (cached := self._settings.get(channel_id)) is None:
             generation = self._generation
-            cached = await self._read(functools.partial(self._read_settings, channel_id))
+            cached = await self._read(
+                functools.partial(self._read_settings, channel_id), urgent=True
+            )
             if generation == self._generation:
                 _remember(self._settings, channel_id, cached)
         return dataclasses.replace(cached)
@@ -843,7 +846,7 @@ class BaseStore(ABC):
             return GuildBudget(guild_id) if row is None else GuildBudget(guild_id, row[0], row[1])
 
         generation = self._generation
-        budget = await self._read(op)
+        budget = await self._read(op, urgent=True)
         if generation == self._generation:
             _remember(self._budgets, guild_id, budget)
         return dataclasses.replace(budget)

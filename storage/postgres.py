@@ -265,7 +265,7 @@ class PostgresStore(BaseStore):
 
     # ----------------------------------------------------------------- plumbing
 
-    async def _read(self, op: Op[T]) -> T:
+    async def _read(self, op: Op[T], urgent: bool = False) -> T:
         self._check_open()
         async with self._pool.acquire() as conn:
             return await op(_PgDb(conn))

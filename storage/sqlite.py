@@ -251,9 +251,9 @@ class SQLiteStore(BaseStore):
 
     # ----------------------------------------------------------------- plumbing
 
-    async def _read(self, op: Op[T]) -> T:
+    async def _read(self, op: Op[T], urgent: bool = False) -> T:
         self._check_open()
-        async with self._lock.hold():
+        async with self._lock.hold(urgent):
             if self._closed:
                 raise StoreClosed("the store is closed")
             return await op(self._db)

@@ -218,6 +218,37 @@ async def test_per_user_cap_lets_other_people_through(tmp_path: Path) -> None:
         assert user_turns(w.gemini.requests[2])[-1] == "[alice] two"
 
 
+async def test_a_refused_question_does_not_hold_up_the_next_one(tmp_path: Path) -> None:
+    """A refusal's notice may wait long for the channel's send budget; the questions asked
+    after it go to Gemini meanwhile (the refused one is never stored, so there is no order to
+    keep with it)."""
+    env = {
+        "GEMCORD_REPLIES_PER_USER": "1",
+        "GEMCORD_QUEUE_PER_CHANNEL": "0",
+        # one write per window: a create waits while the streaming reply may need its last edit
+        "GEMCORD_EDITS_PER_WINDOW": "1",
+        "GEMCORD_EDIT_WINDOW_SECONDS": "3",
+    }
+    async with world(tmp_path, env) as w:
+        hold = asyncio.Event()
+        w.gemini.default_reply = held_echo(hold)
+        first = await w.mention(w.general, w.alice, "one")
+        await w.gemini.wait_for_requests(1)
+        refused = await w.mention(w.general, w.alice, "two")  # her cap: refused, notice waits
+        await w.mention(w.general, w.bob, "bob's")
+        requests = await w.gemini.wait_for_requests(2, timeout=10)
+        assert user_turns(requests[1])[-1] == "[bob] bob's"
+        waiting = [m for m in w.discord.bot_messages(w.general) if m.reply_to == refused.id]
+        assert waiting == []  # bob's question went while the notice still waited
+        hold.set()
+        await w.reply_done(first.id)
+        notice = await w.discord.wait_for_message(
+            w.general, lambda m: m.reply_to == refused.id, timeout=20
+        )
+        assert "ask again in a minute" in notice.content
+        assert await reply_turn(w, refused.id) is None
+
+
 async def test_notices_are_throttled_per_person_and_channel(tmp_path: Path) -> None:
     async with fast(tmp_path, {"GEMCORD_NOTICE_SECONDS": "60"}) as w:
         first = await w.mention(w.general, w.alice, "")

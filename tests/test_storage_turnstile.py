@@ -89,3 +89,37 @@ async def test_a_question_is_stored_before_the_writes_queued_ahead_of_it(tmp_pat
         assert done == ["ask", "checkpoint 0", "checkpoint 1", "checkpoint 2"]
     finally:
         await store.close()
+
+
+async def test_settings_and_budget_reads_go_before_the_writes_queued_ahead(tmp_path: Path) -> None:
+    """What a question needs before it can be admitted and stored (its channel's settings,
+    its server's budget) is read before the stores queued under load."""
+    store = await open_store(tmp_path / "gemcord.db")
+    assert isinstance(store, SQLiteStore)
+    try:
+        asker = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
+        streaming = await store.start_model_turn(channel_id=1, reply_to=asker, model="m")
+        done: list[str] = []
+
+        async def checkpoint(k: int) -> None:
+            await store.checkpoint(streaming, f"text {k}")
+            done.append(f"checkpoint {k}")
+
+        async def settings() -> None:
+            await store.get_channel_settings(7)
+            done.append("settings")
+
+        async def budget() -> None:
+            await store.get_guild_budget(8)
+            done.append("budget")
+
+        async with store._lock.hold():  # a write in progress; others queue behind it
+            tasks = [asyncio.create_task(checkpoint(k)) for k in range(2)]
+            await asyncio.sleep(0.01)
+            tasks += [asyncio.create_task(settings()), asyncio.create_task(budget())]
+            await asyncio.sleep(0.01)
+            assert done == []
+        await asyncio.gather(*tasks)
+        assert done == ["settings", "budget", "checkpoint 0", "checkpoint 1"]
+    finally:
+        await store.close()

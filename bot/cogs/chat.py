@@ -338,6 +338,15 @@ class Chat(commands.Cog):
         except discord.HTTPException as exc:
             log.info("could not show the waiting sign on %s: %s", message.id, exc)
 
+    async def _drop(
+        self, message: discord.Message, ticket: Ticket, text: str, delete_after: float | None = None
+    ) -> None:
+        """Turn a question down with a notice. It is never stored, so it gives up its place in
+        the channel's arrival order first: the questions after it need not wait for the notice,
+        which may wait seconds for the channel's send budget."""
+        ticket.release()
+        await self._notice(message, text, delete_after)
+
     async def _handle(
         self, message: discord.Message, in_dm: bool, ticket: Ticket, *, hint: bool = True
     ) -> None:
@@ -345,7 +354,7 @@ class Chat(commands.Cog):
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
-            await self._notice(message, stop_summary(count))
+            await self._drop(message, ticket, stop_summary(count))
             return
         quote, quoted_files = await self._quote(message)
         context = forwarded(message) + await linked(self.bot, text, message.author)
@@ -353,26 +362,30 @@ class Chat(commands.Cog):
             text = "\n".join([*context, text]) if text else "\n".join(context)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             if hint:  # a sticker or an empty message in a free-response channel: let it be
-                await self._notice(message, BARE_MENTION_HINT)
+                await self._drop(message, ticket, BARE_MENTION_HINT)
             return
         author_id = message.author.id
         if wait := self.bot.cooldown_retry_after(author_id, consume=False):
-            await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
+            await self._drop(
+                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL
+            )
             return
         if refused := await self._not_now(message.channel, message.author):
-            await self._notice(message, refused)
+            await self._drop(message, ticket, refused)
             return
         collected = await collect_files([*message.attachments, *quoted_files], self.limits)
         if message.attachments and not collected.files:
-            await self._notice(message, refusal(collected.problems))
+            await self._drop(message, ticket, refusal(collected.problems))
             return
         if wait := self.bot.cooldown_retry_after(author_id):
-            await self._notice(message, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL)
+            await self._drop(
+                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL
+            )
             return
         try:
             slot = self.bot.admission.try_enter(message.channel.id, author_id)
         except QueueFull:
-            await self._notice(message, QUEUE_FULL)
+            await self._drop(message, ticket, QUEUE_FULL)
             return
         admitted = asyncio.Event()
         try:
