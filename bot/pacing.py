@@ -86,8 +86,9 @@ class WriteBudget:
         """Seconds of doubt at the end of a window whose opener never told when it ended."""
         self.transit = self.slack
         """How long a write may take to reach Discord: the longest recent write (from start to
-        response), at least ``MIN_TRANSIT``; a write starting that close to the end of a window
-        may land in the next one."""
+        response; one that long a window ago counts half), at least ``MIN_TRANSIT``; a write
+        starting that close to the end of a window may land in the next one."""
+        self._transit_at = clock()
         self.max_slowdown = max_slowdown
         self.reserve = reserve
         self._clock = clock
@@ -114,6 +115,13 @@ class WriteBudget:
         """Slots handed out so far."""
         self.rate_limited = 0
         """429s reported so far."""
+
+    def _took(self, seconds: float) -> None:
+        """A write took ``seconds`` from its start to its response."""
+        now = self._clock()
+        fading = 0.5 ** ((now - self._transit_at) / self.window)
+        self.transit = max(MIN_TRANSIT, seconds, self.transit * fading)
+        self._transit_at = now
 
     @property
     def base_interval(self) -> float:
@@ -378,8 +386,8 @@ class Slot:
         w, budget = self.opened, self.budget
         if budget is not None:
             now = budget._clock()
-            if reached:
-                budget.transit = max(MIN_TRANSIT, now - self.started, 0.8 * budget.transit)
+            if reached and self.remaining >= 1:  # (discord.py holds one that empties its
+                budget._took(now - self.started)  # window after its response: not its transit)
         if w is not None and budget is not None:
             if not reached:  # if it reached Discord at all, it did before now: the window
                 # may open with the next write, or have opened as late as now
@@ -426,6 +434,8 @@ class ClientLimiter:
         self._closed_until = -math.inf
         self.live: Callable[[], int] = lambda: 0
         """How many replies of the channel will need a last edit (the channel sets it)."""
+        self.edits: WriteBudget | None = None
+        """The channel's edit budget (the channel sets it)."""
 
     def _tokens(self, now: float) -> int:
         if now > self._expires:  # discord.py resets an expired bucket to its limit
@@ -465,19 +475,19 @@ class ClientLimiter:
                 return recheck  # its window ends first: its last slot goes first
         if hold <= 0:
             return 0.0
-        if self.live() and not budget.yields:
+        if self.live() and budget is not self.edits:
             return min(recheck, hold)  # a live reply's last edit may come any time
         for other in self.budgets:
             if other is budget or not other.busy or other.head_delay() >= hold:
                 continue
-            if not other.yields or other.urgent_waiting():  # not mere progress
+            if other is not self.edits or other.urgent_waiting():  # not mere progress
                 return min(recheck, hold)  # closing it would cost it
         return 0.0
 
     def _backlog(self, budget: WriteBudget) -> int:
         """Writes ``budget`` will surely need: a last edit per live reply (edits), or the
         writes waiting (sends)."""
-        return self.live() if budget.yields else len(budget._waiting)
+        return self.live() if budget is self.edits else len(budget._waiting)
 
     def grant(self, budget: WriteBudget, track: bool) -> Slot | None:
         """A write of ``budget`` starts now."""
@@ -597,7 +607,9 @@ class ChannelPacer:
             max_slowdown=max_slowdown,
             then=requests,
         )
-        """Reactions the bot adds or removes (Discord allows about one per 0.25 s a channel)."""
+        """Reactions the bot adds or removes (Discord allows about one per 0.25 s a channel):
+        signs (⏳), which give way to every message write in the bot's global budget."""
+        self.reactions.yields = True
         self.edits = budget(max_writes, window, 1)
         """Message edits (PATCH /channels/{id}/messages/{mid})."""
         sends = max_writes if max_sends is None else max_sends
@@ -612,7 +624,7 @@ class ChannelPacer:
         self.edits.yields = True
         self.client = ClientLimiter(max_writes, clock, 2 * margin * window)
         """discord.py's merged view of the channel's two message routes."""
-        self.client.live = lambda: self.live
+        self.client.live, self.client.edits = (lambda: self.live), self.edits
         for b in (self.sends, self.edits):
             b.client = self.client
             self.client.budgets.append(b)
