@@ -73,6 +73,7 @@ class WriteBudget:
         max_slowdown: float = 8.0,
         then: WriteBudget | None = None,
         reserve: Callable[[], int] | None = None,
+        sliding: bool = False,
     ) -> None:
         if max_writes < 1 or not window > 0:
             raise ValueError("a budget needs max_writes >= 1 and window > 0")
@@ -111,6 +112,9 @@ class WriteBudget:
         self.yields = False
         """Whether its progress writes (neither final nor closing) give way to every other
         write in :attr:`then`: they go only when it has a slot free."""
+        self._starts: deque[float] | None = deque(maxlen=max_writes) if sliding else None
+        """With ``sliding``, the latest starts: no more than ``max_writes`` in any window
+        (plus the margin), wherever Discord's own windows begin."""
         self.writes = 0
         """Slots handed out so far."""
         self.rate_limited = 0
@@ -196,6 +200,9 @@ class WriteBudget:
         for w in windows:
             if w[1] >= cap:
                 at = max(at, w[3])
+        starts = self._starts
+        if starts is not None and len(starts) == starts.maxlen:
+            at = max(at, starts[0] + self.window + self.slack)
         if windows and now >= windows[-1][0] + self.window - self.transit:
             at = max(at, windows[-1][3])  # it could land in either window: wait until sure
         return max(0.0, at - now)
@@ -313,6 +320,8 @@ class WriteBudget:
             latest[3] = max(latest[3], now + span)
         self._last_start = now
         self.writes += 1
+        if self._starts is not None:
+            self._starts.append(now)
         return latest if track else None
 
     def _head(self) -> _Waiter | None:
@@ -716,7 +725,9 @@ class PacerRegistry:
         self.requests = None
         """The bot's global budget, shared by every channel (None: no global limit)."""
         if requests_per_second is not None:
-            self.requests = WriteBudget(requests_per_second, 1.0, clock=clock, margin=margin)
+            self.requests = WriteBudget(
+                requests_per_second, 1.0, clock=clock, margin=margin, sliding=True
+            )
         self._new = functools.partial(
             ChannelPacer,
             max_writes,
