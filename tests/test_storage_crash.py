@@ -143,8 +143,12 @@ async def check_file(backend: Backend, log: Log) -> None:
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             db.execute("PRAGMA foreign_keys = ON")
             assert db.execute("PRAGMA foreign_key_check").fetchall() == []
-    elif await backend.fetch("SELECT to_regclass('turns')") == [(None,)]:
-        return  # killed before the first migration committed: nothing there, nothing torn
+            made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'turns'").fetchall()
+    else:
+        made = await backend.fetch("SELECT to_regclass('turns')") != [(None,)]
+    if not made:  # killed before the first migration committed: nothing there, nothing torn
+        assert not log.user and not log.started, "a write returned before the schema existed"
+        return
     turns = {
         r[0]: r[1:]
         for r in await backend.fetch(
