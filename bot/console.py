@@ -20,18 +20,25 @@ from bot.inflight import InFlightRegistry
 from bot.llm import GeminiClient
 from bot.metrics import Metrics
 from bot.pacing import PacerRegistry
-from bot.streaming import DEFAULT_STYLE, Buttons
+from bot.streaming import DEFAULT_STYLE, Buttons, plain_status
 from storage import Store
 
 CHANNEL_ID = 0  # the console's own "channel" in the store
 
 
 class ConsoleSink:
-    """Prints each message once, growing in place: an edit prints only what it added."""
+    """Prints each message once, growing in place: an edit prints only what it added. The live
+    status line (thinking, searching) goes to ``err``, never into the answer."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
         self.out = out
+        self.err = err
         self._shown: dict[int, str] = {}
+
+    def show_status(self, line: str) -> None:
+        """Print what the model is doing (``💭 Planning…``) on its own line of ``err``."""
+        self.err.write(plain_status(line) + "\n")
+        self.err.flush()
 
     def _visible(self, text: str) -> str:
         return text.removesuffix(DEFAULT_STYLE.live_marker)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -67,6 +68,7 @@ __all__ = [
     "SinkRateLimited",
     "Status",
     "StatusSink",
+    "plain_status",
     "render_stream",
 ]
 
@@ -117,6 +119,15 @@ class MessageSink(Protocol):
     async def typing(self) -> None:
         """Show the typing indicator once (it lasts about 10 s on Discord)."""
         ...
+
+
+_ESCAPED = re.compile(r"\\([*_~|`>\[\]\\])")
+"""Markdown escaped for Discord."""
+
+
+def plain_status(line: str) -> str:
+    """A status line as plain text: without Discord's small-text prefix and escapes."""
+    return _ESCAPED.sub(r"\1", line.removeprefix("-# "))
 
 
 @runtime_checkable

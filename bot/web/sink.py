@@ -7,19 +7,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.streaming import DEFAULT_STYLE, Buttons
+from bot.streaming import DEFAULT_STYLE, Buttons, plain_status
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 """Sends one event to the browser (a no-op once its socket is closed)."""
-
-SUBTEXT = "-# "
-"""Discord's small-text prefix, which the status lines carry (the page styles them itself)."""
-_ESCAPED = re.compile(r"\\([*_~|`>\[\]\\])")
-"""Markdown escaped for Discord; the page shows a status line as plain text."""
 
 
 class WebSocketSink:
@@ -63,7 +57,7 @@ class WebSocketSink:
 
     def show_status(self, line: str) -> None:
         """Show what the model is doing (``💭 Planning…``) as the reply's live status."""
-        line = _ESCAPED.sub(r"\1", line.removeprefix(SUBTEXT))
+        line = plain_status(line)
         if line == self._status:
             return
         self._status = line
