@@ -427,24 +427,32 @@ class ClientLimiter:
     at once: at most two in flight, two only while both leave at least two; a write that
     empties its window only alone and, as it closes the channel's other route until the reset,
     only when the reset is near or that route has nothing waiting that could go sooner and no
-    live reply that may need its last edit meanwhile (when both routes are down to their last
-    slot, the one with more final or closing writes waiting goes first).
+    live reply that may need its last edit meanwhile (when both routes' windows end together,
+    the route with more writes to come takes the one last slot that can go).
     """
 
-    def __init__(self, max_writes: int, clock: Clock, near: float) -> None:
-        self.max_writes = max_writes
+    def __init__(
+        self,
+        sends: WriteBudget,
+        edits: WriteBudget,
+        live: Callable[[], int],
+        clock: Clock,
+        near: float,
+    ) -> None:
+        self.max_writes = max(sends.max_writes, edits.max_writes)
+        self.budgets = (sends, edits)
+        self.edits = edits
+        self.live = live
+        """How many replies of the channel will need a last edit."""
         self._clock = clock
         self.near = near
         """A hold this short is taken even when the other route has writes waiting."""
-        self.budgets: list[WriteBudget] = []
         self._in_flight: list[Slot] = []
         self._remaining = 1  # discord.py's view; a new bucket lets one request through
         self._expires = math.inf  # until the first response says when it resets
         self._closed_until = -math.inf
-        self.live: Callable[[], int] = lambda: 0
-        """How many replies of the channel will need a last edit (the channel sets it)."""
-        self.edits: WriteBudget | None = None
-        """The channel's edit budget (the channel sets it)."""
+        for budget in self.budgets:
+            budget.client = self
 
     def _tokens(self, now: float) -> int:
         if now > self._expires:  # discord.py resets an expired bucket to its limit
@@ -631,12 +639,10 @@ class ChannelPacer:
         self._replies: set[Callable[[], bool]] = set()
         self.edits.reserve = self._finals_to_come
         self.edits.yields = True
-        self.client = ClientLimiter(max_writes, clock, 2 * margin * window)
+        self.client = ClientLimiter(
+            self.sends, self.edits, lambda: self.live, clock, 2 * margin * window
+        )
         """discord.py's merged view of the channel's two message routes."""
-        self.client.live, self.client.edits = (lambda: self.live), self.edits
-        for b in (self.sends, self.edits):
-            b.client = self.client
-            self.client.budgets.append(b)
 
     def follow(self, needs_final: Callable[[], bool]) -> None:
         """Count a reply streaming in the channel among :attr:`live` while ``needs_final()``."""
