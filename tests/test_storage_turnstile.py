@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from storage import SQLiteStore, open_store
@@ -63,7 +65,11 @@ async def test_a_waiter_cancelled_before_or_at_its_turn_never_blocks_the_others(
         pass
 
 
-async def test_a_question_is_stored_before_the_writes_queued_ahead_of_it(tmp_path: Path) -> None:
+async def order_behind_checkpoints(
+    tmp_path: Path, checkpoints: int, then: dict[str, Callable[[SQLiteStore], Awaitable[object]]]
+) -> list[str]:
+    """The order in which ``checkpoints`` store writes and then the operations ``then``, all
+    queued behind a write in progress, are done."""
     store = await open_store(tmp_path / "gemcord.db")
     assert isinstance(store, SQLiteStore)
     try:
@@ -71,55 +77,48 @@ async def test_a_question_is_stored_before_the_writes_queued_ahead_of_it(tmp_pat
         streaming = await store.start_model_turn(channel_id=1, reply_to=asker, model="m")
         done: list[str] = []
 
-        async def checkpoint(k: int) -> None:
-            await store.checkpoint(streaming, f"text {k}")
-            done.append(f"checkpoint {k}")
+        async def run(name: str, op: Callable[[], Awaitable[object]]) -> None:
+            await op()
+            done.append(name)
 
-        async def ask() -> None:
-            await store.ask(channel_id=2, author_id=2, author_name="b", text="now?", model="m")
-            done.append("ask")
+        async def queued(names: list[str], ops: list[Callable[[], Awaitable[object]]]) -> None:
+            before = store._lock.waiting
+            tasks.extend(asyncio.create_task(run(n, op)) for n, op in zip(names, ops, strict=True))
+            for _ in range(1000):  # a few loop turns: each takes its place in the line
+                if store._lock.waiting == before + len(ops):
+                    break
+                await asyncio.sleep(0)
+            assert store._lock.waiting == before + len(ops)
 
+        tasks: list[asyncio.Task[None]] = []
         async with store._lock.hold():  # a write in progress; others queue behind it
-            tasks = [asyncio.create_task(checkpoint(k)) for k in range(3)]
-            await asyncio.sleep(0.01)
-            tasks.append(asyncio.create_task(ask()))
-            await asyncio.sleep(0.01)
+            names = [f"checkpoint {k}" for k in range(checkpoints)]
+            await queued(names, [partial(store.checkpoint, streaming, n) for n in names])
+            await queued(list(then), [partial(op, store) for op in then.values()])
             assert done == []
         await asyncio.gather(*tasks)
-        assert done == ["ask", "checkpoint 0", "checkpoint 1", "checkpoint 2"]
+        return done
     finally:
         await store.close()
+
+
+async def test_a_question_is_stored_before_the_writes_queued_ahead_of_it(tmp_path: Path) -> None:
+    def ask(store: SQLiteStore) -> Awaitable[object]:
+        return store.ask(channel_id=2, author_id=2, author_name="b", text="now?", model="m")
+
+    done = await order_behind_checkpoints(tmp_path, 3, {"ask": ask})
+    assert done == ["ask", "checkpoint 0", "checkpoint 1", "checkpoint 2"]
 
 
 async def test_settings_and_budget_reads_go_before_the_writes_queued_ahead(tmp_path: Path) -> None:
     """What a question needs before it can be admitted and stored (its channel's settings,
     its server's budget) is read before the stores queued under load."""
-    store = await open_store(tmp_path / "gemcord.db")
-    assert isinstance(store, SQLiteStore)
-    try:
-        asker = await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
-        streaming = await store.start_model_turn(channel_id=1, reply_to=asker, model="m")
-        done: list[str] = []
-
-        async def checkpoint(k: int) -> None:
-            await store.checkpoint(streaming, f"text {k}")
-            done.append(f"checkpoint {k}")
-
-        async def settings() -> None:
-            await store.get_channel_settings(7)
-            done.append("settings")
-
-        async def budget() -> None:
-            await store.get_guild_budget(8)
-            done.append("budget")
-
-        async with store._lock.hold():  # a write in progress; others queue behind it
-            tasks = [asyncio.create_task(checkpoint(k)) for k in range(2)]
-            await asyncio.sleep(0.01)
-            tasks += [asyncio.create_task(settings()), asyncio.create_task(budget())]
-            await asyncio.sleep(0.01)
-            assert done == []
-        await asyncio.gather(*tasks)
-        assert done == ["settings", "budget", "checkpoint 0", "checkpoint 1"]
-    finally:
-        await store.close()
+    done = await order_behind_checkpoints(
+        tmp_path,
+        2,
+        {
+            "settings": lambda store: store.get_channel_settings(7),
+            "budget": lambda store: store.get_guild_budget(8),
+        },
+    )
+    assert done == ["settings", "budget", "checkpoint 0", "checkpoint 1"]
