@@ -66,6 +66,7 @@ async def test_the_status_line_goes_to_stderr_and_never_into_the_answer(tmp_path
         thought = "**Weighing *both* options**\n\nFirst one, then the other."
         fake.script(Reply(chunks=["The answer."], thoughts=[thought]))
         code, out, err = await _console(fake, tmp_path / "c.db", "which one?")
+        assert [r.question_text() for r in fake.requests] == ["[console] which one?"]
     assert code == 0, out + err
     assert out.strip() == "The answer."  # no status line, no Discord markup
     assert "💭 Weighing both options" in err and "-#" not in err
