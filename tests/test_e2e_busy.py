@@ -202,6 +202,30 @@ async def test_caps_queue_in_order_with_a_waiting_sign(tmp_path: Path) -> None:
         assert await reply_turn(w, q4.id) is None
 
 
+async def test_slots_go_in_arrival_order_whatever_the_intake_costs(tmp_path: Path) -> None:
+    """A question whose image is slow to download keeps the slot it arrived first for: the
+    question asked after it, ready at once, waits for it."""
+    async with fast(tmp_path, {"GEMCORD_REPLIES_PER_CHANNEL": "1"}) as w:
+        hold, download = asyncio.Event(), asyncio.Event()
+        w.gemini.default_reply = held_echo(hold)
+        w.discord.cdn_hold = download
+        image = w.discord.attachment("cat.png", png(), "image/png")
+        q1 = await w.mention(w.general, w.alice, "what is this?", attachments=[image])
+        await w.discord.wait_for(lambda: any(c.route == "cdn" for c in w.discord.calls))
+        q2 = await w.mention(w.general, w.bob, "quick one")
+        await w.discord.wait_for(lambda: "⏳" in w.discord.message(q2).reactions)
+        assert w.gemini.requests == []  # bob's question waits for alice's download
+        download.set()
+        first = (await w.gemini.wait_for_requests(1))[0]
+        assert user_turns(first)[-1] == "[alice] what is this?"
+        assert any("inline_data" in p or "inlineData" in p for p in first.contents()[-1]["parts"])
+        hold.set()
+        await asyncio.gather(w.reply_done(q1.id), w.reply_done(q2.id))
+        second = w.gemini.requests[1]
+        assert user_turns(second)[-1] == "[bob] quick one"
+        await w.discord.wait_for(lambda: "⏳" not in w.discord.message(q2).reactions)
+
+
 async def test_per_user_cap_lets_other_people_through(tmp_path: Path) -> None:
     async with fast(tmp_path, {"GEMCORD_REPLIES_PER_USER": "1"}) as w:
         hold = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -17,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.addressing import addressed_elsewhere, mentions_me
-from bot.admission import QueueFull
+from bot.admission import QueueFull, Slot
 from bot.answer import ArrivalOrder, Ticket, answer, channel_settings
 from bot.app import Gemcord
 from bot.attachments import (
@@ -339,12 +340,19 @@ class Chat(commands.Cog):
             log.info("could not show the waiting sign on %s: %s", message.id, exc)
 
     async def _drop(
-        self, message: discord.Message, ticket: Ticket, text: str, delete_after: float | None = None
+        self,
+        message: discord.Message,
+        ticket: Ticket,
+        text: str,
+        delete_after: float | None = None,
+        slot: Slot | None = None,
     ) -> None:
         """Turn a question down with a notice. It is never stored, so it gives up its place in
-        the channel's arrival order first: the questions after it need not wait for the notice,
-        which may wait seconds for the channel's send budget."""
+        the channel's arrival order and its admission slot first: the questions after it need
+        not wait for the notice, which may wait seconds for the channel's send budget."""
         ticket.release()
+        if slot is not None:
+            slot.release()
         await self._notice(message, text, delete_after)
 
     async def _handle(
@@ -356,35 +364,55 @@ class Chat(commands.Cog):
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
             await self._drop(message, ticket, stop_summary(count))
             return
+        author_id = message.author.id
+        # Claimed before the first await, like the ticket: slots go in the order questions
+        # arrived, whatever each one's checks below cost.
+        slot: Slot | None = None
+        with contextlib.suppress(QueueFull):  # refused once it passes the other checks
+            slot = self.bot.admission.try_enter(message.channel.id, author_id)
+        try:
+            await self._checked(message, in_dm, ticket, slot, text, hint)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _checked(
+        self,
+        message: discord.Message,
+        in_dm: bool,
+        ticket: Ticket,
+        slot: Slot | None,
+        text: str,
+        hint: bool,
+    ) -> None:
+        """Answer `message` once it passes the checks every question gets."""
         quote, quoted_files = await self._quote(message)
         context = forwarded(message) + await linked(self.bot, text, message.author)
         if context:
             text = "\n".join([*context, text]) if text else "\n".join(context)
         if not text and not message.attachments and (quote is None or quote.by_bot):
             if hint:  # a sticker or an empty message in a free-response channel: let it be
-                await self._drop(message, ticket, BARE_MENTION_HINT)
+                await self._drop(message, ticket, BARE_MENTION_HINT, slot=slot)
             return
         author_id = message.author.id
         if wait := self.bot.cooldown_retry_after(author_id, consume=False):
             await self._drop(
-                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL
+                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL, slot=slot
             )
             return
         if refused := await self._not_now(message.channel, message.author):
-            await self._drop(message, ticket, refused)
+            await self._drop(message, ticket, refused, slot=slot)
             return
         collected = await collect_files([*message.attachments, *quoted_files], self.limits)
         if message.attachments and not collected.files:
-            await self._drop(message, ticket, refusal(collected.problems))
+            await self._drop(message, ticket, refusal(collected.problems), slot=slot)
             return
         if wait := self.bot.cooldown_retry_after(author_id):
             await self._drop(
-                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL
+                message, ticket, cooldown_notice(wait), delete_after=COOLDOWN_NOTICE_TTL, slot=slot
             )
             return
-        try:
-            slot = self.bot.admission.try_enter(message.channel.id, author_id)
-        except QueueFull:
+        if slot is None:
             await self._drop(message, ticket, QUEUE_FULL)
             return
         admitted = asyncio.Event()
@@ -416,7 +444,6 @@ class Chat(commands.Cog):
                 await self._notice(message, RESTARTING)  # it was still waiting for its turn
         finally:
             admitted.set()
-            slot.release()
 
     async def _auto_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
         """Where `auto_thread` is on in a text channel: a public thread opened on the question

@@ -221,6 +221,8 @@ class FakeDiscord:
 
         self.calls: list[Call] = []
         self.rate_limit_hits: list[RateLimitHit] = []
+        self.cdn_hold: asyncio.Event | None = None
+        """While set to an unset event, CDN downloads wait for it (a slow download)."""
         self._limiter = RateLimiter()
 
         self.application_id = snowflake()
@@ -2199,6 +2201,8 @@ class FakeDiscord:
             t_start=t0,
         )
         self.calls.append(call)
+        if self.cdn_hold is not None:
+            await self.cdn_hold.wait()
         if att is None or str(att.channel_id) != request.match_info["channel_id"]:
             response = web.Response(status=404, text="This content is no longer available.")
         else:
