@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -977,3 +980,48 @@ async def test_startup_check_never_fails(caplog):
     assert check.status == "unchecked"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "Could not check GEMINI_MODEL" in caplog.text and KEY not in caplog.text
+
+
+_FIRST_STREAM = """
+import asyncio
+import pydantic
+from google.genai import types
+from bot.llm import ChatTurn, GeminiClient, Thinking
+from tests.fakes.gemini import FakeGemini, Reply
+
+def unbuilt():
+    return {
+        name for name, model in vars(types).items()
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel)
+        and not model.__pydantic_complete__
+    }
+
+async def main():
+    async with FakeGemini() as fake:
+        fake.default_reply = Reply(chunks=["Hello", " there"])
+        client = GeminiClient("AIza-unit-test-secret-9876", base_url=fake.base_url)
+        before = unbuilt()
+        stream = client.stream(
+            model="gemini-2.5-flash", contents=[ChatTurn("user", ["Hi"])],
+            system_instruction="Be brief.", max_output_tokens=100,
+            thinking=Thinking(budget=0), tools=["search", "links", "code"],
+        )
+        text = "".join([e async for e in stream if isinstance(e, str)])
+        await client.aclose()
+        assert text == "Hello there", text
+        print(" ".join(sorted(before - unbuilt())))
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_answer_after_a_start_builds_no_sdk_model() -> None:
+    """The SDK's models on a streamed answer's path are built when the client is made, so the
+    first question after a start does not pay for it (pydantic builds a model's validator on
+    first use). A fresh interpreter: this one has long built them."""
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_STREAM], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []  # models built during the first stream, if any
