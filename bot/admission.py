@@ -23,6 +23,8 @@ class Slot:
     _admission: Admission = field(repr=False)
     state: State = "waiting"
     _future: asyncio.Future[None] | None = field(default=None, repr=False)
+    unshown: bool = field(default=False, repr=False)
+    """Admitted, and its reply has not shown a first message yet."""
 
     @property
     def waiting(self) -> bool:
@@ -45,6 +47,10 @@ class Slot:
     def release(self) -> None:
         """Free the slot or leave the queue; releasing twice does nothing."""
         self._admission._release(self)
+
+    def shown(self) -> None:
+        """The reply's first message is out (see :meth:`Admission.replies_shown`)."""
+        self._admission._shown(self)
 
     async def __aenter__(self) -> Slot:
         await self.admitted()
@@ -78,6 +84,8 @@ class Admission:
         self._queued_by_channel: Counter[int] = Counter()
         self._waiters: dict[Slot, None] = {}  # insertion-ordered: arrival order
         self._streaming = 0
+        self._unshown: Counter[int] = Counter()
+        self._shown_waiters: dict[int, list[asyncio.Future[None]]] = {}
 
     @property
     def streaming(self) -> int:
@@ -96,6 +104,23 @@ class Admission:
     def queued_in(self, channel_id: int) -> int:
         """Questions waiting for a slot in one channel."""
         return self._queued_by_channel[channel_id]
+
+    async def replies_shown(self, channel_id: int) -> None:
+        """Return once every reply admitted in the channel so far has shown its first message
+        or ended: a refusal's notice waits for it, so that the questions admitted before it get
+        the channel's first message slots."""
+        if not self._unshown[channel_id]:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._shown_waiters.setdefault(channel_id, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters = self._shown_waiters.get(channel_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._shown_waiters[channel_id]
 
     def try_enter(self, channel_id: int, user_id: int) -> Slot:
         """Claim a slot at arrival, admitted or queued; raises QueueFull if the queue is full."""
@@ -119,6 +144,8 @@ class Admission:
 
     def _grant(self, slot: Slot) -> None:
         slot.state = "admitted"
+        slot.unshown = True
+        self._unshown[slot.channel_id] += 1
         self._streaming += 1
         self._by_channel[slot.channel_id] += 1
         self._by_user[slot.user_id] += 1
@@ -132,10 +159,21 @@ class Admission:
             if slot._future is not None:
                 slot._future.cancel()
         elif previous == "admitted":
+            self._shown(slot)
             self._streaming -= 1
             _decrement(self._by_channel, slot.channel_id)
             _decrement(self._by_user, slot.user_id)
             self._admit_waiters()
+
+    def _shown(self, slot: Slot) -> None:
+        if not slot.unshown:
+            return
+        slot.unshown = False
+        _decrement(self._unshown, slot.channel_id)
+        if not self._unshown[slot.channel_id]:
+            for waiter in self._shown_waiters.pop(slot.channel_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _unqueue(self, slot: Slot) -> None:
         del self._waiters[slot]

@@ -428,7 +428,7 @@ async def answer(
             sink,
             bot.pacers.get(question.channel_id),
             reply.token,
-            on_message=lambda mid: _on_message(bot, reply, model_turn, mid),
+            on_message=lambda mid: _on_message(bot, reply, model_turn, mid, slot),
             end_notice=request.end_notice,
             decorate=request.reply.decorate,
             buttons=None if buttons is None else functools.partial(buttons, request),
@@ -530,8 +530,12 @@ async def _until_admitted(slot: Slot, token: CancelToken) -> None:
             slot.release()
 
 
-def _on_message(bot: Engine, reply: InFlight, model_turn: int | None, message_id: int) -> None:
+def _on_message(
+    bot: Engine, reply: InFlight, model_turn: int | None, message_id: int, slot: Slot | None
+) -> None:
     bot.inflight.add_message(reply, message_id)
+    if slot is not None:
+        slot.shown()
     if model_turn is not None:
         task = asyncio.create_task(bot.store.add_message_ids(model_turn, [message_id]))
         task.add_done_callback(_log_task_error)

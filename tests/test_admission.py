@@ -349,3 +349,34 @@ async def test_random_enter_release_and_cancel_keep_the_invariants() -> None:
     assert all(task.done() for task in tasks.values())
     assert_idle(adm, *channels)
     assert refused and admitted_from_queue and cancelled  # every path was exercised
+
+
+async def test_replies_shown_waits_for_the_admitted_replies_first_messages() -> None:
+    adm = Admission(per_channel=2, queue_per_channel=1)
+    a, b = adm.try_enter(1, 10), adm.try_enter(1, 11)
+    queued = adm.try_enter(1, 12)
+    elsewhere = adm.try_enter(2, 13)
+    shown = asyncio.create_task(adm.replies_shown(1))
+    await settle()
+    assert not shown.done()
+    a.shown()
+    a.shown()  # twice: counted once
+    await settle()
+    assert not shown.done()
+    b.release()  # an admitted reply that ends without a message; the queued one is admitted
+    await settle()
+    assert shown.done() and not queued.waiting
+    shown = asyncio.create_task(adm.replies_shown(1))
+    await settle()
+    assert not shown.done()  # the one admitted since has shown nothing yet
+    queued.shown()
+    await settle()
+    assert shown.done()
+    await asyncio.wait_for(adm.replies_shown(1), 1)  # nothing to wait for now
+    other = asyncio.create_task(adm.replies_shown(2))
+    await settle()
+    assert not other.done()  # each channel its own
+    release_all(a, queued, elsewhere)
+    await settle()
+    assert other.done()
+    assert_idle(adm, 1, 2)

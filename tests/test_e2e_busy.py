@@ -273,6 +273,31 @@ async def test_a_refused_question_does_not_hold_up_the_next_one(tmp_path: Path) 
         assert await reply_turn(w, refused.id) is None
 
 
+async def test_a_refusal_waits_for_the_first_message_of_the_replies_admitted_before_it(
+    tmp_path: Path,
+) -> None:
+    """In a channel full up, the refusals' notices would take the message slots the answers
+    admitted before them need: they wait until those answers show their first message."""
+    env = {"GEMCORD_REPLIES_PER_CHANNEL": "1", "GEMCORD_QUEUE_PER_CHANNEL": "0"}
+    async with fast(tmp_path, env) as w:
+        hold = asyncio.Event()
+        w.gemini.default_reply = Reply(chunks=["The answer."], hold=hold)  # no text until set
+        first = await w.mention(w.general, w.alice, "one")
+        await w.gemini.wait_for_requests(1)
+        refused = await w.mention(w.general, w.bob, "two")
+        w.gemini.default_reply = Reply(chunks=["Elsewhere."])
+        later = await w.mention(w.random, w.bob, "meanwhile")  # asked after the refusal
+        await w.reply_done(later.id)
+        assert w.discord.bot_messages(w.general) == []  # the notice waits for the answer
+        hold.set()
+        await w.reply_done(first.id)
+        notice = await w.discord.wait_for_message(w.general, lambda m: m.reply_to == refused.id)
+        assert "ask again in a minute" in notice.content
+        answer, shown = w.discord.bot_messages(w.general)
+        assert (answer.reply_to, answer.content, shown) == (first.id, "The answer.", notice)
+        assert await reply_turn(w, refused.id) is None
+
+
 async def test_notices_are_throttled_per_person_and_channel(tmp_path: Path) -> None:
     async with fast(tmp_path, {"GEMCORD_NOTICE_SECONDS": "60"}) as w:
         first = await w.mention(w.general, w.alice, "")

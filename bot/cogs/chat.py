@@ -349,10 +349,16 @@ class Chat(commands.Cog):
     ) -> None:
         """Turn a question down with a notice. It is never stored, so it gives up its place in
         the channel's arrival order and its admission slot first: the questions after it need
-        not wait for the notice, which may wait seconds for the channel's send budget."""
+        not wait for the notice, which may wait seconds for the channel's send budget. The
+        notice waits for the replies admitted before it to show their first message."""
         ticket.release()
         if slot is not None:
             slot.release()
+        # after the first messages of the replies admitted before it (at most a window later)
+        sends = self.bot.pacers.get(message.channel.id).budget("send")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(sends.window):
+                await self.bot.admission.replies_shown(message.channel.id)
         await self._notice(message, text, delete_after)
 
     async def _handle(
@@ -362,7 +368,8 @@ class Chat(commands.Cog):
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
             count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
-            await self._drop(message, ticket, stop_summary(count))
+            ticket.release()
+            await self._notice(message, stop_summary(count))
             return
         author_id = message.author.id
         # Claimed before the first await, like the ticket: slots go in the order questions
