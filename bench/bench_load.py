@@ -752,6 +752,11 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                 for f in load
                 if f.admission == "admitted" and f.mention_to_request is not None
             ]
+            admitted_fv = [
+                f.first_visible
+                for f in load
+                if f.admission == "admitted" and f.first_visible is not None
+            ]
 
             result.update(
                 wall_s=round(t1 - t0, 2),
@@ -804,6 +809,10 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
                     "max": ms(max(vals("mention_to_request"), default=None)),
                 },
                 admission=dict(Counter(f.admission for f in load)),
+                first_visible_admitted_ms={
+                    "p50": ms(percentile(admitted_fv, 50)),
+                    "p95": ms(percentile(admitted_fv, 95)),
+                },
                 mention_to_request_admitted_ms={
                     "p50": ms(percentile(admitted_m2r, 50)),
                     "p95": ms(percentile(admitted_m2r, 95)),
@@ -852,6 +861,7 @@ COLUMNS = (
     ("quiet ms", 9),
     ("adm/wait/ref", 14),
     ("m->req adm p95", 15),
+    ("first vis adm p50/p95", 22),
 )
 
 
@@ -871,6 +881,7 @@ def table_row(r: dict[str, Any]) -> str:
         _f(r["quiet_probe_ms"], ".0f"),
         "/".join(str(r["admission"].get(k, 0)) for k in ("admitted", "waited", "refused")),
         _f(r["mention_to_request_admitted_ms"]["p95"], ".0f"),
+        "/".join(_f(r.get("first_visible_admitted_ms", {}).get(k), ".0f") for k in ("p50", "p95")),
     ]
     return "".join(f"{c:>{wd}}" for c, (_, wd) in zip(cells, COLUMNS, strict=True))
 
@@ -1132,8 +1143,8 @@ async def main(args: argparse.Namespace) -> int:
     print(
         "late (floor): replies first shown after their stream ended (of those, the floor schedule "
         "shows that many late too); quiet: probe channel's mention -> first text; adm/wait/ref: "
-        "questions admitted at once / waiting for a slot / refused (queue full), m->req adm over "
-        "those admitted at once"
+        "questions admitted at once / waiting for a slot / refused (queue full), m->req adm and "
+        "first vis adm over those admitted at once"
     )
     out = args.output or ROOT / "bench" / "results" / f"load-{datetime.date.today():%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
