@@ -21,7 +21,7 @@ from bot.grounding import SOURCES_LIMIT
 from bot.inflight import InFlight
 from bot.links import readable_links
 from bot.llm import BadRequest, ChatTurn, GeminiStream, LLMError, Tool
-from bot.model_reply import ModelReply
+from bot.model_reply import MAX_FIGURES, ModelReply, figure_name, stored_parts
 from bot.options import effective, inherit, is_on
 from bot.streaming import Buttons, MessageSink, RenderResult, Status, render_stream
 from bot.thinking import thinking_for
@@ -32,7 +32,6 @@ from storage import (
     ReplyMetrics,
     ReplyStart,
     Store,
-    StoredPart,
     Turn,
     TurnNotFound,
 )
@@ -464,25 +463,17 @@ class FileSink(Protocol):
         ...
 
 
-MAX_FILES = 10
-"""Discord's most attachments on one message."""
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-
-
 async def _attach_images(
     bot: Engine, channel_id: int, sink: MessageSink, result: RenderResult, request: Request
 ) -> None:
     """Attach the images the model's code made to the reply's last message (one paced edit)."""
-    images = request.reply.images[:MAX_FILES]
+    images = request.reply.images[:MAX_FIGURES]
     if not images or not result.message_ids or result.state == "gone":
         return
     if not isinstance(sink, FileSink):
         log.info("this front-end cannot show the %d image(s) the code made", len(images))
         return
-    files = [
-        (f"figure-{n}.{_EXTENSIONS.get(image.mime_type, 'png')}", image.data)
-        for n, image in enumerate(images, 1)
-    ]
+    files = [(figure_name(n, image.mime_type), image.data) for n, image in enumerate(images, 1)]
     await bot.pacers.get(channel_id).budget("edit").acquire(final=lambda: True)
     try:
         await sink.attach(result.message_ids[-1], files)
@@ -562,6 +553,9 @@ async def _finish(
         await bot.store.finish_model_turn(turn, text="", status="failed")
         return
     status = stored_status(result, token)
+    parts, figures = stored_parts(
+        stream.parts if stream is not None else (), bot.settings.max_image_bytes
+    )
     await bot.store.finish_model_turn(
         turn,
         text=result.text,
@@ -569,11 +563,10 @@ async def _finish(
         message_ids=result.message_ids,
         prompt_tokens=outcome.prompt_tokens if outcome else None,
         output_tokens=outcome.output_tokens if outcome else None,
-        parts=[StoredPart(p.kind, p.text, p.signature, p.detail) for p in stream.parts]
-        if stream is not None
-        else (),
+        parts=parts,
         thoughts_tokens=outcome.thoughts_tokens if outcome else None,
         searches=request.reply.citations.queries,
+        images=figures,
         metrics=ReplyMetrics(
             first_chunk_latency=result.first_chunk_latency,
             first_visible_latency=result.first_visible_latency,

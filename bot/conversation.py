@@ -173,16 +173,25 @@ def _model_text(turn: Turn) -> str:
 
 def _model_parts(turn: Turn, model: str | None) -> list[str | Media | ModelPart]:
     """A model turn as sent back: its parts as Gemini sent them (thought signatures exactly
-    as received) when it is complete and from ``model`` (signatures are only valid for the
-    model that made them), else its text. Unsigned thought summaries are left out: the
-    model reads nothing from them."""
+    as received, images its code drew inline where they came) when it is complete and from
+    ``model`` (signatures are only valid for the model that made them), else its text and
+    then its images. Unsigned thought summaries are left out: the model reads nothing from
+    them. An image outside the history's file budget is named by a placeholder."""
     if turn.status != "complete" or not turn.parts or model is None or turn.model != model:
-        return [_model_text(turn)]
-    parts: list[str | Media | ModelPart] = [
-        ModelPart(p.kind, p.text, p.signature, p.detail)
-        for p in turn.parts
-        if p.kind != "thought" or p.signature is not None
-    ]
+        return [_model_text(turn), *_stored_files(turn)]
+    files = {f.sha256: f for f in turn.images}
+    parts: list[str | Media | ModelPart] = []
+    for p in turn.parts:
+        if p.kind == "image":
+            if (f := files.get(p.detail or "")) is None:
+                continue
+            if f.data is None:
+                parts.append(earlier(f.name, f.size))
+            else:
+                media = Media(f.data, f.mime_type, name=f.name)
+                parts.append(ModelPart("image", "", p.signature, media=media))
+        elif p.kind != "thought" or p.signature is not None:
+            parts.append(ModelPart(p.kind, p.text, p.signature, p.detail))
     return parts or [_model_text(turn)]
 
 
@@ -199,7 +208,7 @@ def build_contents(
     alone as the last user turn, ending with today's date (:func:`today_note`).
 
     A complete reply by ``model`` goes back as the parts Gemini sent (with their thought
-    signatures); any other reply as its text.
+    signatures and the images its code drew); any other reply as its text and images.
 
     An earlier question without a finished reply (still streaming, or lost) is followed by a
     :data:`SEPARATE` model turn, so roles alternate and nobody's question is answered twice.
@@ -234,10 +243,11 @@ def _cap_inline_bytes(
     for turn in reversed(contents):
         kept: list[str | Media | ModelPart] = []
         for part in reversed(turn.parts):
-            if isinstance(part, Media) and not uploaded(part):
-                if total + len(part.data) > limit:
-                    part = earlier(part.name, len(part.data))
+            media = part.media if isinstance(part, ModelPart) else part
+            if isinstance(media, Media) and not uploaded(media):
+                if total + len(media.data) > limit:
+                    part = earlier(media.name, len(media.data))
                 else:
-                    total += len(part.data)
+                    total += len(media.data)
             kept.append(part)
         turn.parts = kept[::-1]

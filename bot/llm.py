@@ -132,13 +132,16 @@ _MODELS_PREFIX = "models/"
 @dataclass(frozen=True)
 class ModelPart:
     """One part of a model turn as Gemini sent it: answer text, a thought summary, code the
-    model ran or its output; ``signature`` (a thought signature) goes back byte for byte."""
+    model ran, its output, or an image its code drew (``media``, sent back inline as it came);
+    ``signature`` (a thought signature) goes back byte for byte."""
 
-    kind: Literal["text", "thought", "code", "output"]
+    kind: Literal["text", "thought", "code", "output", "image"]
     text: str
     signature: bytes | None = field(default=None, repr=False)
     detail: str | None = None
     """The code's language, or the output's outcome (``OUTCOME_OK``, ``OUTCOME_FAILED``, …)."""
+    media: Media | None = None
+    """An image part's bytes and MIME type."""
 
 
 @dataclass
@@ -851,7 +854,9 @@ def _thinking_config(thinking: Thinking | None) -> types.ThinkingConfig | None:
 def _model_part(part: ModelPart) -> types.PartDict:
     """A stored model part → the part it came from (signature as received)."""
     out: types.PartDict = {}
-    if part.kind == "code":
+    if part.media is not None:
+        out = _media_part(part.media)
+    elif part.kind == "code":
         language = types.Language(part.detail or "PYTHON")
         out["executable_code"] = {"code": part.text, "language": language}
     elif part.kind == "output":
@@ -884,7 +889,7 @@ def _to_contents(turns: Sequence[ChatTurn]) -> list[types.ContentDict]:
                 if part:
                     parts.append({"text": part})
             elif isinstance(part, ModelPart):
-                if part.text or part.signature:
+                if part.text or part.signature or part.media:
                     parts.append(_model_part(part))
             else:
                 raise TypeError(f"unsupported part {type(part).__name__}")
@@ -1174,7 +1179,9 @@ class GeminiStream:
             self._put(CodeOutput(result.output or "", outcome))
         elif part.inline_data is not None and part.inline_data.data:
             blob = part.inline_data
-            self._put(OutputImage(blob.data or b"", blob.mime_type or "image/png"))
+            media = Media(blob.data or b"", blob.mime_type or "image/png")
+            self._parts.append((ModelPart("image", "", signature, media=media), []))
+            self._put(OutputImage(media.data, media.mime_type))
         elif part.text is not None or signature is not None:
             kind: Literal["text", "thought"] = "thought" if part.thought else "text"
             self._join(kind, part.text or "", signature)

@@ -12,10 +12,19 @@ from collections.abc import Iterator, Sequence
 
 from bot.grounding import SOURCES_LIMIT, Citations, search_url, searching_status
 from bot.links import failed_line
-from bot.llm import CodeOutput, CodeRun, Event, Grounding, LinkStatus, OutputImage, Thought
+from bot.llm import (
+    CodeOutput,
+    CodeRun,
+    Event,
+    Grounding,
+    LinkStatus,
+    ModelPart,
+    OutputImage,
+    Thought,
+)
 from bot.streaming import Button, Buttons, Status
 from bot.thinking import thought_status
-from storage import Turn
+from storage import Media, StoredPart, Turn
 
 THOUGHTS = "gemcord:thoughts:{turn}"
 """The Thoughts button's custom id (bot/buttons.py handles the click)."""
@@ -23,6 +32,9 @@ MAX_SUGGESTIONS = 5
 """Search Suggestions shown as link buttons (one row)."""
 LABEL_LIMIT = 80
 """Discord's longest button label."""
+MAX_FIGURES = 10
+"""Images of the code kept with a reply (Discord's most attachments on one message)."""
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 _FAILED = {
     "OUTCOME_FAILED": "-# ⚠ the code failed",
@@ -140,6 +152,30 @@ def stored_buttons(turn: Turn) -> Buttons:
     """The lasting buttons of a stored reply (see :func:`lasting_buttons`)."""
     thoughts = any(p.kind == "thought" and p.text.strip() for p in turn.parts)
     return lasting_buttons(turn.id, thoughts, turn.searches)
+
+
+def figure_name(number: int, mime_type: str) -> str:
+    """The file name of the code's ``number``-th image: ``figure-1.png``."""
+    return f"figure-{number}.{_EXTENSIONS.get(mime_type, 'png')}"
+
+
+def stored_parts(
+    parts: Sequence[ModelPart], max_bytes: int
+) -> tuple[list[StoredPart], list[Media]]:
+    """A model turn's parts as the store keeps them, and the images its code drew as the
+    turn's files (named ``figure-N``; the first :data:`MAX_FIGURES` of at most ``max_bytes``
+    each, the store's limit for an image), which their "image" parts name by hash."""
+    stored: list[StoredPart] = []
+    images: list[Media] = []
+    for part in parts:
+        if part.media is None:
+            stored.append(StoredPart(part.kind, part.text, part.signature, part.detail))
+        elif len(images) < MAX_FIGURES and len(part.media.data) <= max_bytes:
+            mime = part.media.mime_type
+            image = Media(part.media.data, mime, name=figure_name(len(images) + 1, mime))
+            images.append(image)
+            stored.append(StoredPart("image", "", part.signature, image.sha256))
+    return stored, images
 
 
 def _unfence(text: str) -> str:

@@ -6,7 +6,8 @@ chosen by a postgresql:// URL: one database shared by the processes of a sharded
 
 What is kept: turns (a user's question or the model's reply) per channel, with author,
 Discord message ids, status, token counts and time; images once each by SHA-256, linked to
-the turns that carried them; per-channel settings (persona, model); per-reply metrics.
+the turns that carried them (a question's files, the images a reply's code drew); per-channel
+settings (persona, model); per-reply metrics.
 
 Semantics the bot relies on:
 
@@ -234,9 +235,11 @@ class Store(Protocol):
         parts: Sequence[StoredPart] = (),
         thoughts_tokens: int | None = None,
         searches: Sequence[str] = (),
+        images: Sequence[Media] = (),
     ) -> None:
         """Record a reply's final text, status, message ids, token counts and metrics, the
-        parts Gemini sent (thought signatures byte for byte) and the searches it made."""
+        parts Gemini sent (thought signatures byte for byte), the searches it made and the
+        images its code drew (kept as the turn's files, like a question's)."""
         ...
 
     async def load_history(

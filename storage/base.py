@@ -100,7 +100,10 @@ _INSERT_FILE_SQL = (
     "INSERT INTO images (sha256, mime_type, size, created_at, data)"
     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING"
 )
-_LINK_FILE_SQL = "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES ($1, $2, $3, $4)"
+_LINK_FILE_SQL = (
+    "INSERT INTO turn_images (turn_id, position, sha256, name) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (turn_id, position) DO NOTHING"
+)
 # The reply joins its question's side of a reset and its privacy.
 _INSERT_REPLY_SQL = (
     "INSERT INTO turns (channel_id, guild_id, thread_id, role, author_id, author_name, text,"
@@ -416,9 +419,14 @@ class BaseStore(ABC):
         parts: Sequence[StoredPart] = (),
         thoughts_tokens: int | None = None,
         searches: Sequence[str] = (),
+        images: Sequence[Media] = (),
     ) -> None:
         """Record a model turn's final text, status, parts (signatures byte for byte), thinking
         tokens and Google searches (and its metrics), all at once.
+
+        `images` (those its code drew) are stored once by content hash and become the turn's
+        files, as a question's do: history gives them their bytes within its file budget, and
+        an "image" part names its image by hash (`StoredPart.detail`).
 
         A "blocked" reply withdraws its exchange (question and reply) from history.
 
@@ -442,6 +450,8 @@ class BaseStore(ABC):
             turn_id,
         )
         ids = [int(m) for m in message_ids]
+        files = await _prepare_files(images)
+        names = [put(image.name) for image in images]
         measured = None
         if metrics is not None:
             measured = (
@@ -462,12 +472,13 @@ class BaseStore(ABC):
                 log.debug("model turn %d is gone (deleted while streaming)", turn_id)
                 return
             await self._insert_message_ids(db, turn_id, ids)
+            await _insert_files(db, turn_id, files, names)
             if status == "blocked":
                 await db.execute(_BLOCKED_SQL, turn_id)
             if measured is not None:
                 await db.execute(_METRICS_SQL, *measured, time.time(), turn_id)
 
-        several = bool(ids or metrics is not None or status == "blocked")
+        several = bool(ids or files or metrics is not None or status == "blocked")
         await self._write(op, transaction=several, consistent=True)
 
     async def replace_replies(self, question_id: int, new_reply: int) -> int:
@@ -701,11 +712,14 @@ class BaseStore(ABC):
                 "    AND id NOT IN (SELECT id FROM doomed))",
                 *params,
             )
-            hashes = [
+            hashes = [  # the files of those turns and of the replies to them
                 r[0]
                 for r in await db.fetch(
-                    "SELECT DISTINCT ti.sha256 FROM turn_images AS ti"
-                    f" JOIN turns AS t ON t.id = ti.turn_id WHERE {where}",
+                    f"WITH doomed AS (SELECT t.id FROM turns AS t WHERE {where})"
+                    " SELECT DISTINCT ti.sha256 FROM turn_images AS ti"
+                    " JOIN turns AS t ON t.id = ti.turn_id"
+                    " WHERE t.id IN (SELECT id FROM doomed)"
+                    " OR t.reply_to IN (SELECT id FROM doomed)",
                     *params,
                 )
             ]
@@ -962,20 +976,7 @@ class BaseStore(ABC):
         if ids and await db.fetchval(_CLAIM_SQL, ids[0], turn_id) is None:
             raise AlreadyAnswered(f"message {ids[0]} was asked before")
         await self._insert_message_ids(db, turn_id, ids)
-        if files:
-            now = time.time()
-            await db.executemany(
-                _INSERT_FILE_SQL, [(sha, mime, len(data), now, data) for sha, mime, data in files]
-            )
-            await db.executemany(
-                _LINK_FILE_SQL,
-                [
-                    (turn_id, position, sha, name)
-                    for position, ((sha, _, _), name) in enumerate(
-                        zip(files, question.names, strict=True)
-                    )
-                ],
-            )
+        await _insert_files(db, turn_id, files, question.names)
         return turn_id
 
     def _reply(
@@ -1079,6 +1080,25 @@ async def _insert_reply(db: Db, values: tuple[Any, ...]) -> int:
     if turn_id is None:
         raise TurnNotFound(f"no user turn {values[-1]} to reply to")
     return int(turn_id)
+
+
+async def _insert_files(
+    db: Db, turn_id: int, files: list[tuple[str, str, bytes]], names: list[str]
+) -> None:
+    """Store files (sha256, MIME type, bytes) once each and link them to the turn, in order."""
+    if not files:
+        return
+    now = time.time()
+    await db.executemany(
+        _INSERT_FILE_SQL, [(sha, mime, len(data), now, data) for sha, mime, data in files]
+    )
+    await db.executemany(
+        _LINK_FILE_SQL,
+        [
+            (turn_id, position, sha, name)
+            for position, ((sha, _, _), name) in enumerate(zip(files, names, strict=True))
+        ],
+    )
 
 
 async def _executemany(sql: str, rows: list[tuple[Any, ...]], db: Db) -> None:

@@ -84,10 +84,12 @@ class Upload:
 @dataclass(frozen=True)
 class StoredPart:
     """One part of a model turn as Gemini sent it: ``kind`` is "text", "thought" (a thought
-    summary), "code" (code the model ran) or "output" (what it printed); ``signature`` is the
-    thought signature, kept byte for byte; ``detail`` the code's language or the outcome."""
+    summary), "code" (code the model ran), "output" (what it printed) or "image" (an image its
+    code drew); ``signature`` is the thought signature, kept byte for byte; ``detail`` the
+    code's language, the outcome, or an image's SHA-256 (its bytes are among the turn's files:
+    see `Store.finish_model_turn`)."""
 
-    kind: Literal["text", "thought", "code", "output"]
+    kind: Literal["text", "thought", "code", "output", "image"]
     text: str
     signature: bytes | None = field(default=None, repr=False)
     detail: str | None = None

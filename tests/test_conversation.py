@@ -158,3 +158,36 @@ def test_a_complete_reply_goes_back_as_its_parts_to_the_same_model_only() -> Non
     assert build_contents(history, q)[1].parts == ["Hello!"]
     stopped = [history[0], replace(reply, status="stopped")]
     assert build_contents(stopped, q, model="gemini-3-pro")[1].parts[0].startswith("Hello!\n\n[")
+
+
+def test_the_images_a_reply_drew_go_back_with_it() -> None:
+    """In place, with their signature, to the same model; after the text to another; named
+    by a placeholder outside the history's file budget or the request's inline cap."""
+    from dataclasses import replace
+
+    from bot.llm import ModelPart
+    from storage import StoredPart
+
+    png = b"\x89PNG figure"
+    drawn = StoredImage("f1", "image/png", png, name="figure-1.png", size=len(png))
+    parts = [
+        StoredPart("code", "plot()", None, "PYTHON"),
+        StoredPart("image", "", b"sig", "f1"),
+        StoredPart("text", "Drawn."),
+    ]
+    reply = replace(
+        turn(2, "model", "Drawn.", reply_to=1, images=[drawn]), model="gemini-3", parts=parts
+    )
+    history = [turn(1, "user", "draw"), reply]
+    q = Question(channel_id=1, author_id=11, author_name="bob", text="and?")
+    figure = Media(png, "image/png", name="figure-1.png")
+    assert build_contents(history, q, model="gemini-3")[1].parts == [
+        ModelPart("code", "plot()", None, "PYTHON"),
+        ModelPart("image", "", b"sig", media=figure),
+        ModelPart("text", "Drawn."),
+    ]
+    assert build_contents(history, q, model="gemini-2.5")[1].parts == ["Drawn.", figure]
+    capped = build_contents(history, q, model="gemini-3", max_inline_bytes=len(png) - 1)
+    assert capped[1].parts[1] == "(earlier: figure-1.png, 1 KB)"
+    outside = [history[0], replace(reply, images=[replace(drawn, data=None)])]
+    assert build_contents(outside, q, model="gemini-3")[1].parts[1] == capped[1].parts[1]

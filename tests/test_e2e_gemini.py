@@ -303,15 +303,19 @@ async def test_links_are_read_and_the_ones_that_failed_are_named(tmp_path: Path)
 
 
 async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Path) -> None:
+    """The code's image is attached in Discord, kept with the reply (its thought signature
+    too) and goes back to Gemini inline, where it came, with the next question."""
+    signature = b"\x00image-signature\xff"
     async with fast(tmp_path) as w:
         await set_option(w, "code", "on")
+        signed = {**image_part(PNG), "thoughtSignature": base64.b64encode(signature).decode()}
         w.gemini.script(
             Reply(
                 chunks=[
                     "Let me compute it.",
                     code_part("print(6 * 7)"),
                     output_part("42\n"),
-                    image_part(PNG),
+                    signed,
                     code_part("1 / 0"),
                     output_part("ZeroDivisionError: division by zero", "OUTCOME_FAILED"),
                     "The answer is 42.",
@@ -331,7 +335,27 @@ async def test_code_execution_shows_code_output_and_attaches_images(tmp_path: Pa
         reply = w.discord.message(turn.message_ids[-1])
         assert [a["filename"] for a in reply.attachments] == ["figure-1.png"]
         assert reply.content == contents[0]  # attaching kept the text
-        assert [p.kind for p in turn.parts] == ["text", "code", "output", "code", "output", "text"]
+        kinds = ["text", "code", "output", "image", "code", "output", "text"]
+        assert [p.kind for p in turn.parts] == kinds
+        (figure,) = turn.images
+        assert (figure.name, figure.mime_type, figure.data) == ("figure-1.png", "image/png", PNG)
+        assert (turn.parts[3].detail, turn.parts[3].signature) == (figure.sha256, signature)
+
+        w.gemini.script(Reply(chunks=["It was a single pixel."]))
+        await ask(w, w.general, w.alice, "what did the figure show?")
+        (sent,) = w.gemini.requests[1].model_parts()
+        assert [next(iter(k for k in p if k != "thoughtSignature")) for p in sent] == [
+            "text",
+            "executableCode",
+            "codeExecutionResult",
+            "inlineData",
+            "executableCode",
+            "codeExecutionResult",
+            "text",
+        ]
+        assert signature_of(sent[3]) == signature
+        (image,) = w.gemini.requests[1].image_parts("model")
+        assert (image.mime_type, image.data) == ("image/png", PNG)
         no_pings_and_no_429(w)
 
 

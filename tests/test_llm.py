@@ -211,12 +211,16 @@ async def test_signatures_go_back_exactly_as_received(fake, client):
                 ModelPart("text", "Hello!", signature),
                 ModelPart("code", "print(1)", None, "PYTHON"),
                 ModelPart("output", "1\n", None, "OUTCOME_OK"),
+                ModelPart("image", "", b"img-sig", media=Media(b"\x89PNG", "image/png")),
             ],
         ),
         ChatTurn("user", ["Again"]),
     ]
     await drain(client.stream(model=MODEL, contents=history))
     (sent,) = fake.requests[0].model_parts()
+    assert decode_base64(sent[4]["thoughtSignature"]) == b"img-sig"
+    (image,) = fake.requests[0].image_parts("model")
+    assert (image.mime_type, image.data) == ("image/png", b"\x89PNG")
     assert sent[0] == {"text": "unsigned summary", "thought": True}
     assert sent[1]["text"] == "Hello!"
     assert decode_base64(sent[1]["thoughtSignature"]) == signature
@@ -264,6 +268,10 @@ async def test_grounding_links_and_code_come_as_events(fake, client):
         CodeOutput("42\n", "OUTCOME_OK"),
         OutputImage(png, "image/png"),
         "It is on the Seine.",
+    ]
+    assert [(p.kind, p.media) for p in stream.parts][2:4] == [
+        ("output", None),
+        ("image", Media(png, "image/png")),
     ]
     ground = chunks[6]
     assert isinstance(ground, Grounding)

@@ -1,7 +1,7 @@
 """The web chat in a real headless Chromium (Debian's `chromium`, driven by Playwright): a reply
 grows on the page, Stop keeps the text so far, a reload shows the stored history, attached
 files go with the question, a voice message recorded in the page is a question, the model's
-status shows while it thinks, and its code's images show under the answer.
+status shows while it thinks, and its code's images show under the answer (after a reload too).
 
 Set GEMCORD_SKIP_BROWSER=1 to skip it (scripts/test installs the browser otherwise)."""
 
@@ -184,6 +184,12 @@ async def test_the_chat_page_sends_any_file_shows_the_status_and_code_images(
                 src = await drawn.locator(".figures img").get_attribute("src")
                 assert src == "data:image/png;base64," + base64.b64encode(figure).decode()
                 assert (await drawn.locator(".body").inner_text()).endswith("Drawn.")
+
+                await page.reload()  # the stored reply shows its image again
+                await expect(page.locator(".msg.model")).to_have_count(2)
+                again = page.locator(".msg.model").last
+                await expect(again.locator(".figures img")).to_have_count(1)
+                assert await again.locator(".figures img").get_attribute("src") == src
             finally:
                 await browser.close()
 

@@ -243,9 +243,17 @@ async def test_the_status_line_is_live_and_code_images_are_shown(tmp_path: Path)
         assert [(f["name"], f["type"]) for f in images["files"]] == [("figure-1.png", "image/png")]
         assert base64.b64decode(images["files"][0]["data"]) == figure
 
+        # a reload shows the image again, under the reply as when it was drawn
+        await ws.send_json({"type": "history", "channel": GENERAL})
+        history = await ws.receive_json()
+        asked, answered = history["turns"]
+        assert (asked["files"], asked["figures"]) == ([], [])
+        assert (answered["files"], answered["figures"]) == ([], images["files"])
+
     _, answer = await stored(tmp_path)
     assert (answer.status, answer.text) == ("complete", done["text"])
-    assert [p.kind for p in answer.parts][:1] == ["thought"]
+    assert [p.kind for p in answer.parts] == ["thought", "code", "output", "image", "text"]
+    assert [(f.name, f.data) for f in answer.images] == [("figure-1.png", figure)]
 
 
 async def test_a_file_whose_upload_fails_is_named_under_the_answer(tmp_path: Path) -> None:

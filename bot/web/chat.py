@@ -4,7 +4,8 @@ Client → server: ``{type: "ask", channel, text, id?, files?}`` (``files``: ``[
 size}]``, each file's bytes following as one binary message: see :mod:`bot.web.uploads`; the text
 may be empty when files go with it), ``{type: "stop", reply}``, ``{type: "history", channel}``.
 Server → client: ``hello`` (channels, model, ``max_file``, ``max_voice`` seconds a recording may
-last), ``history``, ``status`` (``queued``
+last), ``history`` (the channel's stored ``turns``, each model turn with the ``figures`` its
+code drew, like the ``files`` event's), ``status`` (``queued``
 with the ``reply`` id and the ask's ``id``, then ``thinking``, then ``live`` with the ``line``
 saying what the model is doing, until the answer's text comes), ``chunk`` (the reply's text so
 far), ``files`` (images the model's code drew: ``[{name, type, data}]``, ``data`` in base64),
@@ -17,6 +18,7 @@ carries ``reply`` and ``channel``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import itertools
@@ -303,9 +305,13 @@ class _Session:
         if channel is None:
             await self.error("There is no such channel.")
             return
-        turns = await self.chat.engine.store.load_history(
+        store = self.chat.engine.store
+        turns = await store.load_history(
             channel, max_turns=200, max_tokens=1_000_000, image_turns=0
         )
+        for i, turn in enumerate(turns):  # the images a reply's code drew, with their bytes
+            if turn.role == "model" and turn.images:
+                turns[i] = await store.get_turn(turn.id) or turn
         await self.emit({"type": "history", "channel": channel, "turns": [_turn(t) for t in turns]})
 
     def close(self) -> None:
@@ -318,12 +324,21 @@ class _Session:
 
 
 def _turn(turn: Turn) -> dict[str, Any]:
+    """A stored turn for the page: a question's files by name, a reply's images whole."""
+    asked = turn.role == "user"
     return {
         "role": turn.role,
         "text": turn.text,
         "status": turn.status,
         "id": turn.id,
-        "files": [f.name or f.mime_type for f in turn.images],
+        "files": [f.name or f.mime_type for f in turn.images] if asked else [],
+        "figures": []
+        if asked
+        else [
+            {"name": f.name, "type": f.mime_type, "data": base64.b64encode(f.data).decode()}
+            for f in turn.images
+            if f.data is not None
+        ],
     }
 
 

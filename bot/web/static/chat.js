@@ -162,6 +162,7 @@ const handlers = {
     for (const t of e.turns) {
       if (t.status === "streaming") continue;  // shown live below, if it is ours
       const el = addMessage(t.role, t.text, (t.files || []).join(", "));
+      showFigures(el, t.figures || []);
       if (t.role === "model" && t.status !== "complete") setState(el, "■ " + t.status, t.status === "failed" ? "error" : "");
     }
     for (const [reply, r] of state.replies) {
