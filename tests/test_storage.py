@@ -1168,7 +1168,7 @@ async def test_set_setting_sets_clears_and_refuses_unknown_names(store: AnyStore
         await store.set_setting(7, "persona; DROP TABLE turns", "x")
 
 
-async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
+async def test_history_of_one_author_and_forgetting_the_last_question(store: AnyStore) -> None:
     await pair(store, 1, "alice one", "a1", author=10)
     await pair(store, 1, "bob one", "b1", author=20)
     await pair(store, 1, "alice two", "a2", author=10)
@@ -1177,10 +1177,16 @@ async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
     assert [t.text for t in mine] == ["alice one", "a1", "alice two", "a2"]
     assert [t.text for t in await store.load_history(1, author_id=20)] == ["bob one", "b1"]
     assert len(await store.load_history(1)) == 6
-    assert await store.forget_last(10, 1) == 2
+    last = await store.last_question(10, 1)
+    assert last == mine[2].id
+    assert await store.forget_question(last) == 2
     assert [t.text for t in await store.load_history(1)] == ["alice one", "a1", "bob one", "b1"]
     assert len(await store.load_history(2)) == 2  # another channel keeps its exchange
-    assert await store.forget_last(30, 1) == 0
+    assert await store.forget_question(last) == 0  # gone already
+    assert await store.forget_question(mine[1].id) == 0  # a reply is no question
+    assert await store.last_question(30, 1) is None
+    await store.reset_channel(2)
+    assert await store.last_question(10, 2) is None  # archived: out of history
 
 
 async def test_regenerated_replies_and_private_exchanges_leave_history(store: AnyStore) -> None:
