@@ -155,6 +155,11 @@ class Store(Protocol):
         """Finish writes in flight and release the database."""
         ...
 
+    async def health(self) -> str | None:
+        """Why this process cannot rely on the store now (one sentence, e.g. a shard lock it
+        lost), or None; raises when the database does not answer."""
+        ...
+
     async def add_user_turn(
         self,
         *,

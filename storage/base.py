@@ -268,6 +268,16 @@ class BaseStore(ABC):
         if self._closing is not None:
             raise StoreClosed("the store is closed")
 
+    async def health(self) -> str | None:
+        """Why this process cannot rely on the store now (one sentence), or None; a database
+        that does not answer raises (a real round trip, never a cached answer)."""
+
+        async def op(db: Db) -> None:
+            await db.fetchval("SELECT 1")
+
+        await self._read(op)
+        return None
+
     async def _write(
         self,
         op: Op[T],

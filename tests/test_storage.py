@@ -200,7 +200,11 @@ async def test_memory_database(tmp_path: Path) -> None:
 
 async def test_closed_store_refuses_calls(backend: Backend) -> None:
     store = await backend.open()
+    await store.get_channel_settings(0)  # kept in memory from now on
+    assert await store.health() is None
     await store.close()
+    with pytest.raises(StoreClosed):  # a health check asks the database, not a cache
+        await store.health()
     await store.close()  # twice is fine
     with pytest.raises(StoreClosed):
         await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
