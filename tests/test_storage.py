@@ -566,6 +566,24 @@ async def test_one_owner_per_file(tmp_path: Path) -> None:
     await again.close()
 
 
+async def test_a_deleted_lock_file_makes_the_owner_unhealthy(tmp_path: Path) -> None:
+    path = tmp_path / "owned.db"
+    owner = await open_store(path)
+    second = None
+    try:
+        assert await owner.health() is None
+        (tmp_path / "owned.db.lock").unlink()  # someone tidies up the folder
+        second = await open_store(path)  # which lets a second process in
+        assert await owner.health() == (
+            f"the lock file {path}.lock was deleted or replaced while this process held it, so"
+            " another process could use the database too; restart this one"
+        )
+    finally:
+        if second is not None:
+            await second.close()
+        await owner.close()
+
+
 async def test_deleted_messages_leave_history(store: AnyStore) -> None:
     async def exchange(n: int) -> tuple[int, int]:
         u = await store.add_user_turn(
