@@ -392,7 +392,9 @@ async def answer(
     finally:
         if ticket is not None:
             ticket.release()
-    reply = bot.inflight.start(question.channel_id, question.author_id, question.message_id)
+    reply = bot.inflight.start(
+        question.channel_id, question.author_id, question.message_id, user_turn
+    )
     result: RenderResult | None = None
     try:
         if request is None:
@@ -430,9 +432,12 @@ async def answer(
             on_message=lambda mid: _on_message(bot, reply, model_turn, mid, slot),
             end_notice=request.end_notice,
             decorate=request.reply.decorate,
-            buttons=None if buttons is None else functools.partial(buttons, request),
+            buttons=None
+            if buttons is None
+            else functools.partial(_buttons, buttons, request, reply.token),
         )
-        await _attach_images(bot, question.channel_id, sink, result, request)
+        if reply.token.reason != "deleted":
+            await _attach_images(bot, question.channel_id, sink, result, request)
         return result
     finally:
         try:
@@ -443,6 +448,14 @@ async def answer(
         finally:
             # Only now: a shutdown waits for running replies, and so for this store write too.
             bot.inflight.finish(reply)
+
+
+def _buttons(
+    buttons: Callable[[Request, bool], Buttons], request: Request, token: CancelToken, live: bool
+) -> Buttons:
+    """The reply's buttons; none once it was stopped because its question was deleted (in
+    Discord, or by /forget): there is nothing left to regenerate or to look into."""
+    return () if token.reason == "deleted" else buttons(request, live)
 
 
 def _request(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.cancel import CancelToken
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -16,9 +20,13 @@ class InFlight:
     channel_id: int
     requester_id: int
     question_id: int | None
+    question_turn: int | None = None
+    """The question's stored turn id."""
     token: CancelToken = field(default_factory=CancelToken)
     message_ids: set[int] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the reply has ended: its last write to Discord and to the store are done."""
 
 
 def stop_summary(count: int, *, everyone: bool = False) -> str:
@@ -41,9 +49,15 @@ class InFlightRegistry:
     def __len__(self) -> int:
         return len(self._replies)
 
-    def start(self, channel_id: int, requester_id: int, question_id: int | None) -> InFlight:
+    def start(
+        self,
+        channel_id: int,
+        requester_id: int,
+        question_id: int | None,
+        question_turn: int | None = None,
+    ) -> InFlight:
         """Register a new reply and return it (with a fresh cancellation token)."""
-        reply = InFlight(channel_id, requester_id, question_id)
+        reply = InFlight(channel_id, requester_id, question_id, question_turn)
         self._replies.add(reply)
         if question_id is not None:
             self._register(question_id, reply)
@@ -70,6 +84,7 @@ class InFlightRegistry:
                 del self._by_message[mid]
         if not self._replies:
             self._idle.set()
+        reply.ended.set()
 
     def by_message(self, message_id: int) -> InFlight | None:
         """The running reply that this message (question or answer) belongs to."""
@@ -104,9 +119,30 @@ class InFlightRegistry:
             and (requester_id is None or r.requester_id == requester_id)
         ]
 
+    def asked_by(self, requester_id: int) -> list[InFlight]:
+        """Running replies that one person asked for, in every channel."""
+        return [r for r in self._replies if r.requester_id == requester_id]
+
     def stop(self, channel_id: int, requester_id: int | None, by: int) -> int:
         """Stop running replies in a channel (one user's, or all with None); returns how many."""
         return sum(r.token.cancel("stopped", by) for r in self.in_channel(channel_id, requester_id))
+
+    async def end(
+        self, keep: Callable[[InFlight], bool], reason: str, by: int | None, timeout: float
+    ) -> int:
+        """Stop the running replies `keep` chooses and wait, up to `timeout` seconds, until
+        each has ended (nothing more of it will be written); returns how many there were."""
+        replies = [r for r in self._replies if keep(r)]
+        for reply in replies:
+            reply.token.cancel(reason, by)
+        if replies:
+            waits = [asyncio.ensure_future(r.ended.wait()) for r in replies]
+            _, late = await asyncio.wait(waits, timeout=timeout)
+            for waiter in late:
+                waiter.cancel()
+            if late:
+                log.warning("%d stopped repl(ies) had not ended after %.0f s", len(late), timeout)
+        return len(replies)
 
     def cancel_all(self, reason: str) -> int:
         """Stop every running reply; returns how many were asked to stop."""

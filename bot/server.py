@@ -29,10 +29,9 @@ async def health(bot: Gemcord) -> str | None:
         return "not connected to the Discord gateway"
     try:
         async with asyncio.timeout(DB_TIMEOUT):
-            await bot.store.get_channel_settings(0)
+            return await bot.store.health()  # e.g. a shard lock it lost
     except Exception as exc:
         return f"the database does not answer ({type(exc).__name__})"
-    return None
 
 
 def operator_app(metrics: Metrics, check: Callable[[], Awaitable[str | None]]) -> web.Application:

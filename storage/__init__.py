@@ -49,8 +49,8 @@ Semantics the bot relies on:
   may quote it); images no longer carried by any turn are deleted too, and deleted content is
   overwritten in the file (SQLite; PostgreSQL leaves dead rows to vacuum). It returns how many
   turns were deleted, replies included.
-  `forget_last(author_id, channel_id)` does the same for that person's newest exchange still in
-  the channel's history.
+  `forget_question(turn_id)` does the same for one exchange; `last_question(author_id,
+  channel_id)` names that person's newest one still in the channel's history.
 - **Hidden** turns stay in the file but leave history for good: a reply whose answer was
   regenerated (`replace_replies`: "replaced", still in exports, marked) and a "private" exchange
   (`add_user_turn(hidden="private")`, its replies too), which exports leave out as well.
@@ -154,6 +154,11 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Finish writes in flight and release the database."""
+        ...
+
+    async def health(self) -> str | None:
+        """Why this process cannot rely on the store now (one sentence, e.g. a shard lock it
+        lost), or None; raises when the database does not answer."""
         ...
 
     async def add_user_turn(
@@ -351,8 +356,12 @@ class Store(Protocol):
         """Delete everything the user wrote (and the replies to it); returns turns deleted."""
         ...
 
-    async def forget_last(self, author_id: int, channel_id: int) -> int:
-        """Delete the user's last exchange in the channel's history; returns turns deleted."""
+    async def last_question(self, author_id: int, channel_id: int) -> int | None:
+        """The user's newest question (turn id) still in the channel's history, or None."""
+        ...
+
+    async def forget_question(self, turn_id: int) -> int:
+        """Delete one question and the replies to it; returns turns deleted."""
         ...
 
     async def record_usage(

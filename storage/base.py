@@ -271,6 +271,16 @@ class BaseStore(ABC):
         if self._closing is not None:
             raise StoreClosed("the store is closed")
 
+    async def health(self) -> str | None:
+        """Why this process cannot rely on the store now (one sentence), or None; a database
+        that does not answer raises (a real round trip, never a cached answer)."""
+
+        async def op(db: Db) -> None:
+            await db.fetchval("SELECT 1")
+
+        await self._read(op)
+        return None
+
     async def _write(
         self,
         op: Op[T],
@@ -665,14 +675,25 @@ class BaseStore(ABC):
         """
         return await self._delete_turns("t.role = 'user' AND t.author_id = $1", (author_id,))
 
-    async def forget_last(self, author_id: int, channel_id: int) -> int:
-        """Delete the user's newest question still in the channel's history, and the replies
-        to it (like :meth:`forget_user`, for one exchange); returns how many turns went."""
-        return await self._delete_turns(
-            "t.id = (SELECT max(id) FROM turns WHERE role = 'user' AND author_id = $1"
-            " AND channel_id = $2 AND archived = 0 AND withdrawn IS NULL)",
-            (author_id, channel_id),
-        )
+    async def last_question(self, author_id: int, channel_id: int) -> int | None:
+        """The id of the user's newest question still in the channel's history (the one
+        `/forget last` deletes), or None."""
+
+        async def op(db: Db) -> int | None:
+            found = await db.fetchval(
+                "SELECT max(id) FROM turns WHERE role = 'user' AND author_id = $1"
+                " AND channel_id = $2 AND archived = 0 AND withdrawn IS NULL",
+                author_id,
+                channel_id,
+            )
+            return None if found is None else int(found)
+
+        return await self._read(op)
+
+    async def forget_question(self, turn_id: int) -> int:
+        """Delete one question (a user turn) and the replies to it, like :meth:`forget_user`
+        for one exchange; returns how many turns went (0 if it was gone already)."""
+        return await self._delete_turns("t.id = $1 AND t.role = 'user'", (turn_id,))
 
     async def prune(self, *, older_than: float | None, archived_before: float) -> int:
         """Retention: delete the exchanges asked before `older_than` (None: keep them all) and

@@ -14,7 +14,11 @@ the SQL in which PostgreSQL differs:
   rows belong to the shard Discord gives it, DMs to shard 0). The process that owns shards
   (`recover_streaming=True`) holds a session advisory lock per shard for as long as the store
   is open (PostgreSQL drops it when the connection dies), marks only its own shards'
-  "streaming" turns interrupted, and a second owner of any of them gets StoreLocked.
+  "streaming" turns interrupted, and a second owner of any of them gets StoreLocked. That
+  connection is asked every LOCK_CHECK_SECONDS whether it still holds them (a connection cut
+  without a word is noticed only when used); one that dropped or does not answer is replaced
+  and the locks taken again, and `health()` names the lost lock meanwhile (for good when
+  another process took it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import re
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -44,6 +49,17 @@ EXPORT_CHUNK = 500  # turns an export reads per query
 SHARD_LOCK = 0x67656D73  # "gems": advisory lock class for "a process owns shard N"
 COUNT_LOCK = 0x67656D6E  # "gemn": shared advisory lock class for "owners split into N shards"
 RETRIES = 5  # attempts of a write that meets a deadlock or a serialization failure
+LOCK_CHECK_SECONDS = 15.0
+"""How often the connection that holds the shard locks is asked whether it still holds them:
+a connection cut without a word (a NAT or firewall dropping it, a failover) is noticed only
+when used, and PostgreSQL drops the locks of a session it has ended."""
+LOCK_CHECK_TIMEOUT = 5.0
+"""Seconds that connection may take to answer before it counts as lost."""
+_HELD_SQL = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND ((classid = $1 AND objid = ANY($2::oid[]))"
+    " OR (classid = $3 AND objid = $4)) AND objsubid = 2"
+)
 
 _TURN_SELECT = """
 SELECT t.id, t.channel_id, t.guild_id, t.thread_id, t.role, t.author_id, t.author_name,
@@ -170,6 +186,7 @@ class PostgresStore(BaseStore):
         url: str,
         shards: ShardSet,
         lock_conn: asyncpg.Connection | None = None,
+        lock_name: str = "",
     ) -> None:
         # BaseStore keeps settings and budgets in memory: a channel's or server's change only
         # through the process that runs its shard.
@@ -179,8 +196,16 @@ class PostgresStore(BaseStore):
         self.shards = shards
         self._lock_conn = lock_conn
         self._relocking: asyncio.Task[None] | None = None
+        self._lock_problem: str | None = None
+        """Why this process does not hold its shard locks right now (None: it does)."""
+        self._lock_pid: int | None = None
+        """The server process of the lock connection (to end it if it outlives the connection)."""
+        self._lock_name = lock_name
+        """The lock connection's application_name, this process's own (see `_lock_name`)."""
+        self._lock_watch: asyncio.Task[None] | None = None
         if lock_conn is not None:
-            lock_conn.add_termination_listener(self._lock_lost)
+            self._hold(lock_conn)
+            self._lock_watch = asyncio.ensure_future(self._watch_lock())
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -197,12 +222,13 @@ class PostgresStore(BaseStore):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StorageError(f"cannot open the database {where}: {exc}") from exc
         lock_conn: asyncpg.Connection | None = None
+        lock_name = _lock_name(shards)
         try:
             async with pool.acquire() as conn:
                 await migrate_pg(conn)
             recovered: list[int] = []
             if recover_streaming:
-                lock_conn = await asyncpg.connect(url)
+                lock_conn = await _connect_lock(url, lock_name)
                 await _lock_shards(lock_conn, shards, where)
                 rows = await pool.fetch(
                     "UPDATE turns SET status = 'interrupted', finished_at = $3"
@@ -220,17 +246,62 @@ class PostgresStore(BaseStore):
             raise
         if recovered:
             log.warning("%d reply(ies) were cut off by the last shutdown", len(recovered))
-        store = cls(pool, url, shards, lock_conn)
+        store = cls(pool, url, shards, lock_conn, lock_name)
         store._interrupted = recovered
         return store
 
     async def _close(self) -> None:
-        if self._relocking is not None:
-            self._relocking.cancel()
+        for task in (self._relocking, self._lock_watch):
+            if task is not None:
+                task.cancel()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await _close_quietly(self._pool, self._lock_conn)
         self._lock_conn = None
+
+    async def health(self) -> str | None:
+        """Also: whether this process still holds its shard locks (as the connection that holds
+        them last answered, see :data:`LOCK_CHECK_SECONDS`)."""
+        if self._lock_problem is not None:
+            return self._lock_problem
+        return await super().health()
+
+    def _hold(self, conn: asyncpg.Connection) -> None:
+        """`conn` holds this process's shard locks now."""
+        self._lock_conn, self._lock_pid, self._lock_problem = conn, conn.get_server_pid(), None
+        conn.add_termination_listener(self._lock_lost)
+
+    def _shard_names(self) -> str:
+        ids = self.shards.ids
+        return f"shard{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+    async def _watch_lock(self) -> None:
+        """Ask the lock connection every :data:`LOCK_CHECK_SECONDS` whether it holds the locks."""
+        while True:
+            await asyncio.sleep(LOCK_CHECK_SECONDS)
+            await self._check_lock()
+
+    async def _check_lock(self) -> None:
+        """Drop the lock connection (and so take the locks again) when it does not answer
+        within :data:`LOCK_CHECK_TIMEOUT`, or answers that it no longer holds every lock."""
+        conn = self._lock_conn
+        if conn is None or self._closing is not None:
+            return
+        expected = len(self.shards.ids) + 1  # and the shared one for the shard count
+        try:
+            async with asyncio.timeout(LOCK_CHECK_TIMEOUT):
+                held = await conn.fetchval(
+                    _HELD_SQL, SHARD_LOCK, list(self.shards.ids), COUNT_LOCK, self.shards.count
+                )
+            if held == expected:
+                return
+            why = f"holds {held} of its {expected} locks"
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            why = f"does not answer ({type(exc).__name__})"
+        log.error("the database connection that holds this process's shard lock(s) %s", why)
+        conn.remove_termination_listener(self._lock_lost)
+        conn.terminate()
+        self._lock_lost(conn)
 
     def _lock_lost(self, _conn: asyncpg.Connection) -> None:
         """The connection holding the shard locks died (PostgreSQL restarted, a network cut):
@@ -238,6 +309,10 @@ class PostgresStore(BaseStore):
         if self._closing is not None:
             return
         self._lock_conn = None
+        self._lock_problem = (
+            f"this process lost its PostgreSQL lock on {self._shard_names()} (the database"
+            " connection that held it dropped) and is taking it again"
+        )
         log.error("lost the database connection that holds this process's shard lock(s)")
         self._relocking = asyncio.ensure_future(self._relock())
 
@@ -246,11 +321,20 @@ class PostgresStore(BaseStore):
         while self._closing is None:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.url)
+                conn = await _connect_lock(self.url, self._lock_name)
                 await _lock_shards(conn, self.shards, _redact(self.url))
             except StoreLocked as exc:
+                if conn is not None and await _end_backend(conn, self._lock_pid, self._lock_name):
+                    # the old connection's server process still held them: ended, try again
+                    await _close_quietly(None, conn)
+                    await asyncio.sleep(0.1)  # while it exits
+                    continue
                 await _close_quietly(None, conn)
                 log.critical("%s: two processes now run the same shards; stop one", exc)
+                self._lock_problem = (
+                    f"this process lost its PostgreSQL lock on {self._shard_names()} and another"
+                    " process has taken it: two processes run the same shards; restart this one"
+                )
                 return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 await _close_quietly(None, conn)
@@ -258,8 +342,7 @@ class PostgresStore(BaseStore):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            self._lock_conn = conn
-            conn.add_termination_listener(self._lock_lost)
+            self._hold(conn)
             log.warning("holding this process's shard lock(s) again")
             return
 
@@ -366,6 +449,36 @@ async def _lock_shards(conn: asyncpg.Connection, shards: ShardSet, where: str) -
             raise StoreLocked(
                 f"another gemcord process is already running shard {shard} on the database {where}"
             )
+
+
+def _lock_name(shards: ShardSet) -> str:
+    """The application_name of a process's lock connections: a token of its own (so that it
+    only ever ends its own), and its shards."""
+    return f"gemcord {secrets.token_hex(4)} shards {shards.label()}"[:63]
+
+
+async def _connect_lock(url: str, name: str) -> asyncpg.Connection:
+    """A connection of its own to hold the shard locks."""
+    return await asyncpg.connect(url, server_settings={"application_name": name})
+
+
+async def _end_backend(conn: asyncpg.Connection, pid: int | None, name: str) -> bool:
+    """End server process `pid` if it is still this process's old lock connection (which may
+    hold the locks until PostgreSQL notices that its client is gone); whether it was."""
+    if pid is None:
+        return False
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pid = $1 AND application_name = $2",
+                pid,
+                name,
+            )
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not end the old lock connection's server process: %s", exc)
+        return False
 
 
 async def _plan(sql: str, params: tuple[Any, ...], db: Db) -> list[str]:

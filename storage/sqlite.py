@@ -20,7 +20,8 @@ run on SQLite, and the SQL in which SQLite differs. How it keeps data safe:
 One bot process owns a file: opening it marks "streaming" turns interrupted, which is only right
 when no other process is streaming into it, so the owner holds an exclusive lock on
 `<file>.lock` while the store is open (the OS drops it when the process dies, even by SIGKILL)
-and a second owner gets StoreLocked. A second process that only reads (a health check) opens
+and a second owner gets StoreLocked (`health()` says so when the lock file is deleted or
+replaced, which would let one in). A second process that only reads (a health check) opens
 the file with `recover_streaming=False`, which takes no lock.
 """
 
@@ -249,6 +250,19 @@ class SQLiteStore(BaseStore):
             _unlock(self._lock_fd)
             self._lock_fd = None
 
+    async def health(self) -> str | None:
+        """Also: whether `<file>.lock`, which this process holds, is still the lock file there
+        (deleted or replaced, it would let a second bot process use the database too)."""
+        fd = self._lock_fd
+        if fd is not None and not await asyncio.to_thread(_still_named, fd, f"{self.path}.lock"):
+            problem = (
+                f"the lock file {self.path}.lock was deleted or replaced while this process held"
+                " it, so another process could use the database too; restart this one"
+            )
+            log.error("%s", problem)
+            return problem
+        return await super().health()
+
     # ----------------------------------------------------------------- plumbing
 
     async def _read(self, op: Op[T], urgent: bool = False) -> T:
@@ -385,6 +399,15 @@ def _lock_exclusively(name: str) -> int:
             f"another gemcord process is already running on the database {name}"
         ) from None
     return fd
+
+
+def _still_named(fd: int, name: str) -> bool:
+    """Whether `name` is still the file open as `fd`."""
+    try:
+        named, held = os.stat(name), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _unlock(fd: int | None) -> None:

@@ -735,6 +735,7 @@ async def test_forget_erases_only_the_callers_words_everywhere(tmp_path: Path) -
 
         done = await w.discord.slash_command(w.random, w.alice, "forget all", {"confirm": True})
         await done.wait_for_callback()
+        await w.discord.wait_for(lambda: done.original and not done.original.loading)
         assert done.ephemeral and "deleted 4 messages" in (done.original or object()).content
 
         await ask(w, w.general, w.bob, "what do you remember?")

@@ -149,7 +149,8 @@ async def test_thinking_shows_live_then_the_answer_and_signatures_round_trip(
         assert stats.original is not None and "thinking" in stats.original.content
 
         # the thoughts live as long as the reply is stored
-        await command(w, w.general, w.alice, "forget all", {"confirm": True})
+        forgot = await command(w, w.general, w.alice, "forget all", {"confirm": True})
+        await w.discord.wait_for(lambda: forgot.original and not forgot.original.loading)
         gone = await w.discord.click(reply, w.bob, f"gemcord:thoughts:{turn.id}")
         await gone.wait_for_callback()
         assert gone.ephemeral

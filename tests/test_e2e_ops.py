@@ -13,8 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.retention import tidy
+from tests.backends import Backend
 from tests.fakes.gemini import Reply, Usage
 from tests.harness import World, world
+from tests.pg_relay import Relay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,3 +135,39 @@ async def test_retention_round_deletes_old_exchanges(tmp_path: Path) -> None:
         assert await tidy(w.bot) == 2
         [question, _] = await w.bot.store.load_history(w.general.id)
         assert question.text == "a new one"
+
+
+async def test_healthz_says_when_the_shard_lock_is_lost(
+    tmp_path: Path, pg_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot on PostgreSQL: its lock connection is cut without a word and PostgreSQL ends
+    the session, so another process may take shard 0; the bot's check of that connection
+    notices, and /healthz says so in one sentence (a restart is what it needs)."""
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_SECONDS", 3600.0)  # checked by hand here
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_TIMEOUT", 0.2)
+    async with Relay(pg_backend.location) as relay:
+        env = {"GEMCORD_DATABASE_URL": relay.url, "GEMCORD_HTTP_PORT": str(free_port())}
+        async with world(tmp_path, env) as w:
+            assert w.bot is not None
+            store = w.bot.store
+            assert (await get(w, "/healthz"))[0] == 200
+            [lock] = [link for link in relay.links if link.holds_locks]
+            pid = store._lock_conn.get_server_pid()  # type: ignore[attr-defined]
+            lock.cut = True
+            await pg_backend.fetch("SELECT pg_terminate_backend(?, 60000)", pid)
+            other = await pg_backend.open()  # another process for shard 0: nothing stops it
+            try:
+                await store._check_lock()  # type: ignore[attr-defined]  # what runs every 15 s
+                await store._relocking  # type: ignore[attr-defined]
+                status, body = await get(w, "/healthz")
+                assert (status, json.loads(body)) == (
+                    503,
+                    {
+                        "ok": False,
+                        "reason": "this process lost its PostgreSQL lock on shard 0 and another"
+                        " process has taken it: two processes run the same shards; restart"
+                        " this one",
+                    },
+                )
+            finally:
+                await other.close()

@@ -580,3 +580,97 @@ async def test_stopping_one_of_ten_concurrent_replies(tmp_path: Path) -> None:
         assert all(r.outcome == "completed" for r in requests if r is not target)
         assert not w.discord.rate_limit_hits
         print(f"ten replies done in {asyncio.get_running_loop().time() - started:.1f} s")
+
+
+# --- /forget stops what it forgets ---------------------------------------------------------------
+
+
+async def forget(w: World, channel: FakeChannel, user: FakeUser, name: str, options=None):  # type: ignore[no-untyped-def]
+    """Run `/forget last` or `/forget all`; (its private answer, when the answer was shown)."""
+    inter = await w.discord.slash_command(channel, user, name, options or {})
+    await inter.wait_for_callback()
+    answer = await w.discord.wait_for(
+        lambda: inter.original is not None and not inter.original.loading and inter.original,
+        timeout=30,
+        message=f"/{name} never answered",
+    )
+    assert inter.ephemeral and answer.mentions_disabled
+    return answer.content, answer.revisions[-1].t
+
+
+async def assert_forgotten(
+    w: World, question: FakeMessage, request: RecordedRequest, answered_at: float
+) -> None:
+    """The reply to `question` was stopped before the command answered (its messages show the
+    text so far, marked stopped, written before the answer and never again), the Gemini
+    stream was closed by the stop, and the store holds nothing of the exchange."""
+    assert w.bot is not None
+    assert w.bot.inflight.by_message(question.id) is None
+    await request.wait_closed()
+    assert_closed_by_the_stop(request)
+    messages = [m for m in w.discord.bot_messages() if m.reply_to == question.id]
+    assert len(messages) == 1
+    reply = messages[0]
+    assert reply.content.startswith("word0 ") and reply.content.endswith(STOPPED)
+    assert "▌" not in reply.content and not buttons_of(reply)  # no longer a live answer
+    assert all(r.t < answered_at for r in reply.revisions)
+    touching = [c for c in w.discord.calls if str(reply.id) in c.path or str(question.id) in c.path]
+    assert all(c.t_end is not None and c.t_end <= answered_at for c in touching)
+    assert_never_written_again(w, [reply])
+    store = w.bot.store
+    assert await reply_turn(w, question.id) is None
+    assert await store.find_turn_by_message(question.id) is None
+    assert await store.find_turn_by_message(reply.id) is None
+    export = await store.export_channel(question.channel_id, "json")
+    assert str(question.id) not in export and str(reply.id) not in export
+
+
+async def test_forget_last_stops_the_reply_it_forgets(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        elsewhere, other_request = await start_slow(w, w.random, w.alice)  # not this conversation
+        question, request = await start_slow(w, w.general, w.alice)
+        text, answered_at = await forget(w, w.general, w.alice, "forget last")
+        assert (
+            text == "🧽 Done: I deleted your last question here and my answer to it from my memory."
+        )
+        await assert_forgotten(w, question, request, answered_at)
+        # alice's reply in #random runs on, and is still hers to stop
+        assert still_running(w, elsewhere.id) and other_request.outcome == "stalled"
+        await react(w, w.random, elsewhere.id, w.alice, "🛑")
+        await assert_stopped(w, elsewhere, other_request)
+
+
+async def test_forget_last_cancels_a_question_waiting_for_its_turn(tmp_path: Path) -> None:
+    async with world(tmp_path, env={"GEMCORD_REPLIES_PER_USER": "1"}) as w:
+        first, request = await start_slow(w, w.general, w.alice)
+        waiting = await w.mention(w.general, w.alice, "and a second secret")
+        await w.discord.wait_for(lambda: w.discord.message(waiting.id).reactions)  # ⏳
+        text, _ = await forget(w, w.general, w.alice, "forget last")
+        assert "deleted your last question" in text
+        assert w.bot is not None and w.bot.inflight.by_message(waiting.id) is None
+        assert await w.bot.store.find_turn_by_message(waiting.id) is None
+        # the ⏳ on the question (the bot's own reaction, no part of the exchange) goes when
+        # the channel's reaction budget allows, perhaps after the answer
+        await w.discord.wait_for(lambda: not w.discord.message(waiting.id).reactions)
+        # the first question is the last one now, and still being answered
+        assert still_running(w, first.id) and request.outcome == "stalled"
+        await react(w, w.general, first.id, w.alice, "🛑")
+        await assert_stopped(w, first, request)
+        assert len(w.gemini.requests) == 1  # the forgotten question never reached Gemini
+        assert not [m for m in w.discord.bot_messages() if m.reply_to == waiting.id]
+        export = await w.bot.store.export_channel(w.general.id, "json")
+        assert "second secret" not in export and "long story" in export
+
+
+async def test_forget_all_stops_every_reply_of_the_caller(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        here, here_request = await start_slow(w, w.general, w.alice)
+        there, there_request = await start_slow(w, w.random, w.alice)
+        bobs, bobs_request = await start_slow(w, w.general, w.bob)
+        text, answered_at = await forget(w, w.random, w.alice, "forget all", {"confirm": True})
+        assert text.startswith("🧽 Done: I deleted 4 messages")
+        await assert_forgotten(w, here, here_request, answered_at)
+        await assert_forgotten(w, there, there_request, answered_at)
+        assert still_running(w, bobs.id) and bobs_request.outcome == "stalled"
+        await react(w, w.general, bobs.id, w.bob, "🛑")
+        await assert_stopped(w, bobs, bobs_request)

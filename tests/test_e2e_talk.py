@@ -39,6 +39,8 @@ async def command(w: World, channel, user, name: str, options: dict | None = Non
     """Run a slash command; (ephemeral, text of the response)."""
     inter = await w.discord.slash_command(channel, user, name, options or {})
     await inter.wait_for_callback()
+    if inter.deferred:  # the answer comes as an edit of the "thinking…" response
+        await w.discord.wait_for(lambda: inter.original and not inter.original.loading)
     return inter.ephemeral, (inter.original or object()).content  # type: ignore[attr-defined]
 
 

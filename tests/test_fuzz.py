@@ -1034,6 +1034,7 @@ async def test_forget_while_the_reply_streams(tmp_path: Path, error_records: Err
         await w.discord.wait_for(lambda: w.discord.bot_messages(w.general), timeout=10)
         forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
+        await w.discord.wait_for(lambda: forget.original and not forget.original.loading)
         await idle(w)
         replies = [m.content for m in w.discord.bot_messages(w.general)]
         assert not error_records.describe(), error_records.describe()
@@ -1051,6 +1052,7 @@ async def test_forget_while_the_question_waits(tmp_path: Path, error_records: Er
         await w.discord.wait_for(lambda: w.discord.message(queued.id).reactions, timeout=10)
         forget = await w.discord.slash_command(w.general, w.alice, "forget all", {"confirm": True})
         await forget.wait_for_callback()
+        await w.discord.wait_for(lambda: forget.original and not forget.original.loading)
         await idle(w)
         errors = error_records.describe()
         notices = [m.content for m in w.discord.bot_messages(w.general) if m.reply_to == queued.id]

@@ -119,3 +119,33 @@ async def test_wait_for_a_message_that_never_comes() -> None:
     reg.finish(reply)
     reg.add_message(reply, 300)  # too late: the reply ended
     assert await reg.wait_for_message(300, timeout=0.01) is None
+
+
+async def test_end_stops_the_chosen_replies_and_waits_until_they_ended() -> None:
+    reg = InFlightRegistry()
+    mine = reg.start(channel_id=1, requester_id=10, question_id=100, question_turn=7)
+    other = reg.start(channel_id=1, requester_id=10, question_id=101, question_turn=8)
+    assert set(reg.asked_by(10)) == {mine, other}
+    assert reg.asked_by(11) == []
+    order: list[str] = []
+
+    async def reply_ends() -> None:  # the reply sees its token, writes its last text, ends
+        await mine.token.wait()
+        order.append("last write")
+        reg.finish(mine)
+
+    task = asyncio.create_task(reply_ends())
+    assert await reg.end(lambda r: r.question_turn == 7, "deleted", 10, timeout=60) == 1
+    order.append("ended")
+    await task
+    assert order == ["last write", "ended"]
+    assert (mine.token.reason, mine.token.by) == ("deleted", 10) and mine.ended.is_set()
+    assert not other.token.cancelled and not other.ended.is_set()
+    assert await reg.end(lambda r: r.question_turn == 7, "deleted", 10, timeout=60) == 0
+
+
+async def test_end_gives_up_on_a_reply_that_never_ends() -> None:
+    reg = InFlightRegistry()
+    stuck = reg.start(channel_id=1, requester_id=10, question_id=100)
+    assert await reg.end(lambda r: True, "deleted", 10, timeout=0) == 1
+    assert stuck.token.cancelled and not stuck.ended.is_set()

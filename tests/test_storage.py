@@ -200,7 +200,11 @@ async def test_memory_database(tmp_path: Path) -> None:
 
 async def test_closed_store_refuses_calls(backend: Backend) -> None:
     store = await backend.open()
+    await store.get_channel_settings(0)  # kept in memory from now on
+    assert await store.health() is None
     await store.close()
+    with pytest.raises(StoreClosed):  # a health check asks the database, not a cache
+        await store.health()
     await store.close()  # twice is fine
     with pytest.raises(StoreClosed):
         await store.add_user_turn(channel_id=1, author_id=1, author_name="a", text="q")
@@ -560,6 +564,24 @@ async def test_one_owner_per_file(tmp_path: Path) -> None:
         await owner.close()
     again = await open_store(path)  # released on close
     await again.close()
+
+
+async def test_a_deleted_lock_file_makes_the_owner_unhealthy(tmp_path: Path) -> None:
+    path = tmp_path / "owned.db"
+    owner = await open_store(path)
+    second = None
+    try:
+        assert await owner.health() is None
+        (tmp_path / "owned.db.lock").unlink()  # someone tidies up the folder
+        second = await open_store(path)  # which lets a second process in
+        assert await owner.health() == (
+            f"the lock file {path}.lock was deleted or replaced while this process held it, so"
+            " another process could use the database too; restart this one"
+        )
+    finally:
+        if second is not None:
+            await second.close()
+        await owner.close()
 
 
 async def test_deleted_messages_leave_history(store: AnyStore) -> None:
@@ -1168,7 +1190,7 @@ async def test_set_setting_sets_clears_and_refuses_unknown_names(store: AnyStore
         await store.set_setting(7, "persona; DROP TABLE turns", "x")
 
 
-async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
+async def test_history_of_one_author_and_forgetting_the_last_question(store: AnyStore) -> None:
     await pair(store, 1, "alice one", "a1", author=10)
     await pair(store, 1, "bob one", "b1", author=20)
     await pair(store, 1, "alice two", "a2", author=10)
@@ -1177,10 +1199,16 @@ async def test_history_of_one_author_and_forget_last(store: AnyStore) -> None:
     assert [t.text for t in mine] == ["alice one", "a1", "alice two", "a2"]
     assert [t.text for t in await store.load_history(1, author_id=20)] == ["bob one", "b1"]
     assert len(await store.load_history(1)) == 6
-    assert await store.forget_last(10, 1) == 2
+    last = await store.last_question(10, 1)
+    assert last == mine[2].id
+    assert await store.forget_question(last) == 2
     assert [t.text for t in await store.load_history(1)] == ["alice one", "a1", "bob one", "b1"]
     assert len(await store.load_history(2)) == 2  # another channel keeps its exchange
-    assert await store.forget_last(30, 1) == 0
+    assert await store.forget_question(last) == 0  # gone already
+    assert await store.forget_question(mine[1].id) == 0  # a reply is no question
+    assert await store.last_question(30, 1) is None
+    await store.reset_channel(2)
+    assert await store.last_question(10, 2) is None  # archived: out of history
 
 
 async def test_regenerated_replies_and_private_exchanges_leave_history(store: AnyStore) -> None:

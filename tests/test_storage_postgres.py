@@ -4,8 +4,11 @@ and text PostgreSQL cannot hold as it is (NUL)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +18,7 @@ from storage import Media, SchemaError, ShardSet, Store, StoreLocked, Upload, op
 from storage.pg_schema import load_pg_migrations, migrate_pg, pg_version
 from storage.schema import load_migrations
 from tests.backends import Backend
+from tests.pg_relay import Relay
 
 
 @pytest.fixture
@@ -192,6 +196,98 @@ async def test_a_lost_lock_connection_takes_the_shards_again(pg: Backend) -> Non
             raise AssertionError("the shard lock was not taken again")
         with pytest.raises(StoreLocked, match="shard 1"):
             await pg.open(shards=ShardSet(2, (1,)))
+        assert await owner.health() is None
         await owner.add_user_turn(channel_id=1, author_id=1, author_name="a", text="still here")
     finally:
         await owner.close()
+
+
+# --- a lock connection cut without a word --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def logged(logger: str, text: str) -> Iterator[asyncio.Event]:
+    """An event set when `logger` logs a line containing `text`."""
+    seen = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Watch()
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+
+
+async def test_a_silently_cut_lock_connection_is_noticed_and_its_shard_taken_again(
+    pg: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut leaves the lock's server session running: the bot notices the connection does
+    not answer (its periodic check), ends its own old session and holds its shard again."""
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_SECONDS", 0.01)
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_TIMEOUT", 1.0)
+    async with Relay(pg.location) as relay:
+        owner = await open_store(relay.url, shards=ShardSet(2, (1,)))
+        try:
+            assert await owner.health() is None
+            [lock] = [link for link in relay.links if link.holds_locks]
+            pid = owner._lock_conn.get_server_pid()  # type: ignore[attr-defined]
+            with logged("storage.postgres", "does not answer") as noticed:
+                lock.cut = True
+                await noticed.wait()  # a check found it mute
+            problem = await owner.health()
+            assert problem == (
+                "this process lost its PostgreSQL lock on shard 1 (the database connection that"
+                " held it dropped) and is taking it again"
+            )
+            await owner._relocking  # type: ignore[attr-defined]
+            assert await owner.health() is None
+            with pytest.raises(StoreLocked, match="shard 1"):
+                await pg.open(shards=ShardSet(2, (1,)))
+            assert not await pg.fetch("SELECT 1 FROM pg_stat_activity WHERE pid = ?", pid)
+        finally:
+            await owner.close()
+
+
+async def test_a_shard_lost_to_another_process_makes_the_store_unhealthy(
+    pg: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL ended the lock's session (so dropped its locks) but the cut connection never
+    told the bot; another process for the same shard starts meanwhile, and may: the bot's next
+    check notices, and its health says so until it is restarted."""
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_SECONDS", 3600.0)  # checked by hand here
+    monkeypatch.setattr("storage.postgres.LOCK_CHECK_TIMEOUT", 0.2)
+    async with Relay(pg.location) as relay:
+        owner = await open_store(relay.url, shards=ShardSet(2, (1,)))
+        second = None
+        try:
+            [lock] = [link for link in relay.links if link.holds_locks]
+            pid = owner._lock_conn.get_server_pid()  # type: ignore[attr-defined]
+            lock.cut = True
+            await pg.fetch("SELECT pg_terminate_backend(?, 60000)", pid)  # waits for its end
+            second = await pg.open(shards=ShardSet(2, (1,)))  # nothing stops it now
+            await owner._check_lock()  # type: ignore[attr-defined]  # what runs every 15 s
+            assert "lost its PostgreSQL lock on shard 1" in (await owner.health() or "")
+            await owner._relocking  # type: ignore[attr-defined]
+            assert await owner.health() == (
+                "this process lost its PostgreSQL lock on shard 1 and another process has"
+                " taken it: two processes run the same shards; restart this one"
+            )
+            logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+            assert (
+                "ERROR",
+                "the database connection that holds this process's shard lock(s) does not"
+                " answer (TimeoutError)",
+            ) in logged
+            assert any(
+                level == "CRITICAL" and "another gemcord process is already running shard 1" in m
+                for level, m in logged
+            )
+        finally:
+            if second is not None:
+                await second.close()
+            await owner.close()

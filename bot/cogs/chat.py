@@ -35,6 +35,7 @@ from bot.checks import allowed_here, can_moderate
 from bot.cogs.settings import apply as apply_setting
 from bot.conversation import Question, Quote
 from bot.files import delete_gone_uploads
+from bot.forget import forget_everything, forget_last_exchange
 from bot.inflight import stop_summary
 from bot.linked import forwarded, linked
 from bot.options import effective, is_on
@@ -691,15 +692,19 @@ class Chat(commands.Cog):
 
     @forget.command(name="last", description="Delete your last question here and my answer.")
     async def forget_last(self, interaction: discord.Interaction) -> None:
-        """Erase the caller's newest exchange in this channel's conversation."""
-        count = await self.bot.store.forget_last(interaction.user.id, interaction.channel_id or 0)
+        """Erase the caller's newest exchange in this channel's conversation (its reply is
+        stopped first if it is still being answered, see bot/forget.py)."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        count = await forget_last_exchange(
+            self.bot, interaction.user.id, interaction.channel_id or 0
+        )
         log.info("forgot the last exchange (%d turns) of user %s", count, interaction.user.id)
         text = (
             "🧽 Done: I deleted your last question here and my answer to it from my memory."
             if count
             else "There is no question of yours in this conversation to forget."
         )
-        await self._reply_privately(interaction, text)
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
 
     @forget.command(name="all", description="Delete everything you said to me, in every channel.")
     @app_commands.describe(confirm="Yes, delete my questions and the replies to them")
@@ -710,12 +715,13 @@ class Chat(commands.Cog):
                 interaction, "Nothing deleted: run `/forget all confirm:True` to do it."
             )
             return
-        count = await self.bot.store.forget_user(interaction.user.id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        count = await forget_everything(self.bot, interaction.user.id)
         log.info("forgot %d turns of user %s at their request", count, interaction.user.id)
-        await self._reply_privately(
-            interaction,
-            f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
+        await interaction.edit_original_response(
+            content=f"🧽 Done: I deleted {count} message{'s' if count != 1 else ''} "
             "(your questions and my replies to them) from my memory, in every channel.",
+            allowed_mentions=NO_PINGS,
         )
         # After the answer (Discord waits 3 s for it): Gemini's copies of those files go too.
         await delete_gone_uploads(self.bot.llm, self.bot.store)

@@ -55,10 +55,9 @@ class WebEngine:
         """Why the web chat is unhealthy (one short reason), or None."""
         try:
             async with asyncio.timeout(DB_TIMEOUT):
-                await self.store.get_channel_settings(0)
+                return await self.store.health()
         except Exception as exc:
             return f"the database does not answer ({type(exc).__name__})"
-        return None
 
 
 def check_host(host: str, token: str | None) -> None:
