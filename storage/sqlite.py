@@ -161,6 +161,7 @@ class SQLiteStore(BaseStore):
         self._db = _SQLiteDb(conn)
         self.path = path
         self._lock_fd = lock_fd
+        self._lock_lost = False  # said in the log once
         self._lock = Turnstile()
         self._closed = False
 
@@ -259,7 +260,9 @@ class SQLiteStore(BaseStore):
                 f"the lock file {self.path}.lock was deleted or replaced while this process held"
                 " it, so another process could use the database too; restart this one"
             )
-            log.error("%s", problem)
+            if not self._lock_lost:
+                self._lock_lost = True
+                log.error("%s", problem)
             return problem
         return await super().health()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -566,7 +567,9 @@ async def test_one_owner_per_file(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_a_deleted_lock_file_makes_the_owner_unhealthy(tmp_path: Path) -> None:
+async def test_a_deleted_lock_file_makes_the_owner_unhealthy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "owned.db"
     owner = await open_store(path)
     second = None
@@ -574,10 +577,14 @@ async def test_a_deleted_lock_file_makes_the_owner_unhealthy(tmp_path: Path) -> 
         assert await owner.health() is None
         (tmp_path / "owned.db.lock").unlink()  # someone tidies up the folder
         second = await open_store(path)  # which lets a second process in
-        assert await owner.health() == (
+        problem = (
             f"the lock file {path}.lock was deleted or replaced while this process held it, so"
             " another process could use the database too; restart this one"
         )
+        with caplog.at_level(logging.ERROR, logger="storage.sqlite"):
+            assert await owner.health() == problem
+            assert await owner.health() == problem  # every poll says so; the log says it once
+        assert [r.getMessage() for r in caplog.records if r.name == "storage.sqlite"] == [problem]
     finally:
         if second is not None:
             await second.close()
