@@ -82,6 +82,13 @@ class Db(Protocol):
         """Run a statement once per tuple of values."""
         ...
 
+    async def pipeline(self, *steps: Awaitable[Any]) -> list[Any]:
+        """Each step's result, the steps being calls on this connection that need nothing of
+        each other, run in order (on SQLite queued back to back on the database thread: one
+        trip through the event loop for all). Raises the first failure; the steps after it
+        may or may not have run, so only inside a transaction that is then rolled back."""
+        ...
+
 
 Op = Callable[[Db], Awaitable[T]]
 
@@ -364,11 +371,25 @@ class BaseStore(ABC):
             channel_id, guild_id, thread_id, author_id, author_name, text, message_ids, images
         )
 
+        budget = history or HistoryBudget()
+
         async def op(db: Db) -> ReplyStart:
-            user_turn = await self._insert_question(db, question, hidden)
+            # Two pipelines: the history (the question is not in it yet) with the question's
+            # insert, then every statement that needs the question's id.
+            rows, user_turn = await db.pipeline(
+                self._history_rows(db, channel_id, MAX_ID, history_author, budget.max_turns)
+                if _wanted(budget)
+                else _no_rows(),
+                db.fetchval(_INSERT_QUESTION_SQL, *question.values, hidden),
+            )
+            turns, with_bytes = _chosen([self._row(r).turn for r in rows], budget)
             reply = self._reply(channel_id, guild_id, thread_id, 0, "", model, user_turn)
-            model_turn = await _insert_reply(db, reply)
-            turns = await self._history(db, channel_id, user_turn, history, history_author)
+            *after, model_turn, _ = await db.pipeline(
+                *self._after_question(db, question, user_turn),
+                _insert_reply(db, reply),
+                self._with_files(db, with_bytes),
+            )
+            _check_claim(question, after)
             return ReplyStart(user_turn, model_turn, turns)
 
         return await self._write(op, urgent=True)
@@ -993,12 +1014,17 @@ class BaseStore(ABC):
     async def _insert_question(self, db: Db, question: _Question, hidden: Hidden | None) -> int:
         """Insert the turn, claim its message, link its files; its turn id."""
         turn_id = int(await db.fetchval(_INSERT_QUESTION_SQL, *question.values, hidden))
-        ids, files = question.ids, question.files
-        if ids and await db.fetchval(_CLAIM_SQL, ids[0], turn_id) is None:
-            raise AlreadyAnswered(f"message {ids[0]} was asked before")
-        await self._insert_message_ids(db, turn_id, ids)
-        await _insert_files(db, turn_id, files, question.names)
+        _check_claim(question, await db.pipeline(*self._after_question(db, question, turn_id)))
         return turn_id
+
+    def _after_question(self, db: Db, question: _Question, turn_id: int) -> list[Awaitable[Any]]:
+        """The statements that follow a question's insert, none needing another's result: the
+        claim on its message (first, see `_check_claim`), its message ids, its files."""
+        steps: list[Awaitable[Any]] = []
+        if question.ids:
+            steps.append(db.fetchval(_CLAIM_SQL, question.ids[0], turn_id))
+        steps.append(self._insert_message_ids(db, turn_id, question.ids))
+        return steps + _file_steps(db, turn_id, question.files, question.names)
 
     def _reply(
         self,
@@ -1033,15 +1059,12 @@ class BaseStore(ABC):
     ) -> list[Turn]:
         """See `load_history` (``budget`` None: the default one)."""
         budget = budget or HistoryBudget()
-        if budget.max_turns <= 0 or budget.max_tokens <= 0:
+        if not _wanted(budget):
             return []
-        image_turns = max(0, budget.image_turns)
         before = MAX_ID if before_turn is None else before_turn
         rows = await self._history_rows(db, channel_id, before, author_id, budget.max_turns)
-        chosen = _trim([self._row(r).turn for r in rows], budget.max_tokens, image_turns)
-        await self._with_files(
-            db, chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
-        )
+        chosen, with_bytes = _chosen([self._row(r).turn for r in rows], budget)
+        await self._with_files(db, with_bytes)
         return chosen
 
     async def _turn(self, where: str, key: int, db: Db, *, files: bool = True) -> Turn | None:
@@ -1107,19 +1130,46 @@ async def _insert_files(
     db: Db, turn_id: int, files: list[tuple[str, str, bytes]], names: list[str]
 ) -> None:
     """Store files (sha256, MIME type, bytes) once each and link them to the turn, in order."""
+    await db.pipeline(*_file_steps(db, turn_id, files, names))
+
+
+def _file_steps(
+    db: Db, turn_id: int, files: list[tuple[str, str, bytes]], names: list[str]
+) -> list[Awaitable[None]]:
+    """The statements of `_insert_files` (none without files)."""
     if not files:
-        return
+        return []
     now = time.time()
-    await db.executemany(
-        _INSERT_FILE_SQL, [(sha, mime, len(data), now, data) for sha, mime, data in files]
-    )
-    await db.executemany(
-        _LINK_FILE_SQL,
-        [
-            (turn_id, position, sha, name)
-            for position, ((sha, _, _), name) in enumerate(zip(files, names, strict=True))
-        ],
-    )
+    stored = [(sha, mime, len(data), now, data) for sha, mime, data in files]
+    named = zip(files, names, strict=True)
+    linked = [(turn_id, position, sha, name) for position, ((sha, _, _), name) in enumerate(named)]
+    return [db.executemany(_INSERT_FILE_SQL, stored), db.executemany(_LINK_FILE_SQL, linked)]
+
+
+def _check_claim(question: _Question, after: Sequence[Any]) -> None:
+    """Raise AlreadyAnswered if the question's message was claimed before (`after`: the
+    results of `BaseStore._after_question`, the claim's first)."""
+    if question.ids and after[0] is None:
+        raise AlreadyAnswered(f"message {question.ids[0]} was asked before")
+
+
+def _wanted(budget: HistoryBudget) -> bool:
+    """Whether a history budget lets any turn in."""
+    return budget.max_turns > 0 and budget.max_tokens > 0
+
+
+async def _no_rows() -> list[Any]:
+    return []
+
+
+def _chosen(newest_first: list[Turn], budget: HistoryBudget) -> tuple[list[Turn], list[Turn]]:
+    """The history's turns within `budget` (see `_trim`), and those sent with their files'
+    bytes (the last `image_turns`)."""
+    if not _wanted(budget):
+        return [], []
+    image_turns = max(0, budget.image_turns)
+    chosen = _trim(newest_first, budget.max_tokens, image_turns)
+    return chosen, chosen[max(0, len(chosen) - image_turns) :] if image_turns else []
 
 
 async def _executemany(sql: str, rows: list[tuple[Any, ...]], db: Db) -> None:

@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -155,6 +156,18 @@ class _PgDb:
 
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         await self.conn.executemany(sql, args)
+
+    async def pipeline(self, *steps: Awaitable[Any]) -> list[Any]:
+        # one query at a time on a connection: in turn (after a failure, the rest never run)
+        results: list[Any] = []
+        try:
+            for step in steps:
+                results.append(await step)
+        finally:
+            for step in steps[len(results) + 1 :]:
+                if inspect.iscoroutine(step):
+                    step.close()
+        return results
 
 
 class PostgresStore(BaseStore):

@@ -36,7 +36,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,6 +122,15 @@ class _SQLiteDb:
 
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         await self.conn.executemany(_numbered(sql), [_bound(a) for a in args])
+
+    async def pipeline(self, *steps: Awaitable[Any]) -> list[Any]:
+        # Tasks start in the order made, and each puts its statement on the connection's queue
+        # at its first step: the statements run back to back, and one trip answers them all.
+        results = await asyncio.gather(*map(asyncio.ensure_future, steps), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
 
 
 @functools.lru_cache(maxsize=512)
