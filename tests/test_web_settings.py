@@ -174,6 +174,10 @@ async def test_a_refused_value_is_said_and_changes_nothing(tmp_path: Path) -> No
         async with http.post(url + "/settings", data=b"{not json") as response:
             assert response.status == 400
             assert (await response.json())["message"] == "That request was not JSON."
+        huge = {"channel": GENERAL, "name": "persona", "value": "x" * 2 * 1024 * 1024}
+        async with http.post(url + "/settings", json=huge) as response:
+            assert response.status == 413
+            assert (await response.json())["message"] == "That request is too large for a setting."
         async with http.get(url + "/settings?channel=general") as response:
             assert response.status == 400
             assert (await response.json())["message"] == "There is no such channel."

@@ -70,6 +70,8 @@ class WebSettings:
             return _answer(401, "This chat needs its token.")
         try:
             asked = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            return _answer(413, "That request is too large for a setting.")
         except ValueError:
             return _answer(400, "That request was not JSON.")
         if not isinstance(asked, dict):

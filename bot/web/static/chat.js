@@ -308,7 +308,10 @@ function showSettings(settings) {
 async function settingsCall(url, init, typed) {
   const channel = state.channel;
   let body;
-  try { body = await (await fetch(url, init)).json(); }
+  try {
+    const response = await fetch(url, init);
+    body = await response.json().catch(() => ({ ok: false, message: "The chat answered HTTP " + response.status + "." }));
+  }
   catch (err) { body = { ok: false, message: "The settings could not be reached (" + err.message + ")." }; }
   if (channel !== state.channel) return;  // another channel was chosen meanwhile
   if (body.settings) showSettings(body.settings);
