@@ -239,3 +239,65 @@ async def test_a_voice_message_recorded_in_the_page_is_a_question(tmp_path: Path
     assert (voice.name, voice.mime_type) == (recorded, "audio/wav")
     assert voice.data is not None and voice.data[:4] == b"RIFF" and voice.data[8:12] == b"WAVE"
     assert len(voice.data) > 44 + 2 * 16000  # over a second of 16 kHz, 16-bit samples
+
+
+async def test_the_settings_panel_changes_the_channel_s_next_answer(tmp_path: Path) -> None:
+    """With Gemini (the fake): ⚙ Settings shows #code's settings; turning search on there is
+    said in the panel and the next question's request carries Google Search and the model chosen
+    there (a model Gemini does not have is refused in the panel); #general keeps its own."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests.fakes.gemini import FakeGemini
+
+    key, token = "web-browser-key-0123456789", "web-token-0123456789"
+    async with FakeGemini(api_key=key) as gemini:
+        env = {"GEMINI_API_KEY": key, "GEMINI_BASE_URL": gemini.base_url}
+        async with (
+            web_server(tmp_path / "w.db", demo=False, GEMCORD_WEB_TOKEN=token, **env) as url,
+            async_playwright() as pw,
+        ):
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1000, "height": 700})
+                await page.goto(url + f"/?token={token}#-2")  # the panel sends the token too
+                await expect(page.locator("#channel-title")).to_have_text("# code")
+                await expect(page.locator("#settings")).to_be_hidden()
+                await page.click("#settings-toggle")
+                search = page.locator("#setting-search")
+                await expect(search).to_have_value("off")
+                await expect(page.locator("#setting-model")).to_have_attribute(
+                    "placeholder", "gemini-2.5-flash (default)"
+                )
+                await search.select_option("on")
+                note = page.locator("#settings-note")
+                await expect(note).to_have_text("search is now on in this channel.")
+                await expect(note.locator("code")).to_have_text(["search", "on"])
+
+                await page.fill("#setting-model", "gemini-9-ultra")
+                await page.click("form[data-name=model] button")
+                await expect(note).to_contain_text("⚠ Gemini has no model called gemini-9-ultra.")
+                await expect(note).to_have_class("settings-note error")
+                await expect(page.locator("#setting-model")).to_have_value("gemini-9-ultra")
+                await expect(page.locator("#model")).to_have_text("Model: gemini-2.5-flash")
+                await page.fill("#setting-model", "gemini-2.5-pro")
+                await page.press("#setting-model", "Enter")
+                await expect(note).to_have_text("This channel now uses gemini-2.5-pro.")
+                await expect(page.locator("#model")).to_have_text("Model: gemini-2.5-pro")
+
+                await page.fill("#text", "What is new today?")
+                await page.press("#text", "Enter")
+                await page.wait_for_selector(".msg.model.complete")
+                (request,) = [r for r in gemini.requests if r.streaming]
+                assert "googleSearch" in request.tools()
+                assert request.model == "gemini-2.5-pro"
+
+                await page.click("#channel-list button:has-text('general')")
+                await expect(page.locator("#setting-search")).to_have_value("off")
+                await expect(page.locator("#model")).to_have_text("Model: gemini-2.5-flash")
+                await expect(note).to_have_text("")
+                await page.click("#channel-list button:has-text('code')")
+                await expect(page.locator("#setting-search")).to_have_value("on")
+            finally:
+                await browser.close()

@@ -95,7 +95,9 @@ def make_web_app(engine: WebEngine, token: str | None) -> web.Application:
     llm = engine.llm
     label = llm.label if isinstance(llm, DemoModel) else engine.settings.gemini_model
     # the demo model stands in for GeminiClient: the engine calls its stream() and Files API calls
-    WebChat(engine, token=token, model_label=label).add_routes(app)  # type: ignore[arg-type]
+    models = not isinstance(llm, DemoModel)  # the demo model has none to choose from
+    chat = WebChat(engine, token=token, model_label=label, models=models)  # type: ignore[arg-type]
+    chat.add_routes(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The web chat's routes: the page at ``/``, its static files, and the ``/ws`` WebSocket protocol.
+"""The web chat's routes: the page at ``/``, its static files, and the ``/ws`` WebSocket protocol
+(the channels' settings panel has its own routes: :mod:`bot.web.settings`).
 
 Client → server: ``{type: "ask", channel, text, id?, files?}`` (``files``: ``[{name, type,
 size}]``, each file's bytes following as one binary message: see :mod:`bot.web.uploads`; the text
@@ -36,6 +37,7 @@ from bot.answer import Engine, answer
 from bot.attachments import NOT_ASKED, collect_files, limits_from
 from bot.conversation import Question
 from bot.streaming import DEFAULT_STYLE, RenderResult
+from bot.web.settings import WebSettings
 from bot.web.sink import WebSocketSink
 from bot.web.uploads import (
     FILE_WAIT,
@@ -77,7 +79,10 @@ STATIC = resources.files("bot.web") / "static"
 class WebChat:
     """Serves the chat page and answers its WebSocket clients through ``engine``."""
 
-    def __init__(self, engine: Engine, *, token: str | None, model_label: str) -> None:
+    def __init__(
+        self, engine: Engine, *, token: str | None, model_label: str, models: bool = True
+    ) -> None:
+        """``models``: whether the channel's model may be chosen (not with the demo model)."""
         self.engine = engine
         self.token = token
         self.model_label = model_label
@@ -86,15 +91,18 @@ class WebChat:
         self.max_message = message_cap(self.limits, MAX_MESSAGE_BYTES)
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.settings = WebSettings(self, models=models)
 
     def add_routes(self, app: web.Application) -> None:
-        """Add ``/``, ``/static/...`` and ``/ws`` to ``app``."""
+        """Add ``/``, ``/static/...``, ``/ws`` and ``/settings`` to ``app``."""
         app.router.add_get("/", self.page)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/ws", self.socket)
+        self.settings.add_routes(app)
         app.on_shutdown.append(self._shutdown)
 
-    def _authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: web.Request) -> bool:
+        """Whether the request carries the chat's token (when one is set)."""
         if self.token is None:
             return True
         given = request.query.get("token", "")
@@ -102,7 +110,7 @@ class WebChat:
 
     async def page(self, request: web.Request) -> web.Response:
         """The chat page (it needs the token in its address when one is set)."""
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _refuse(401, "This chat needs its token: open it as /?token=... .")
         html = (STATIC / "index.html").read_text(encoding="utf-8")
         return web.Response(text=html, content_type="text/html", headers=_NO_STORE)
@@ -117,7 +125,8 @@ class WebChat:
             raise web.HTTPNotFound()
         return web.Response(text=file.read_text(encoding="utf-8"), content_type=kind)
 
-    def _same_origin(self, request: web.Request) -> bool:
+    def same_origin(self, request: web.Request) -> bool:
+        """Whether a browser's request comes from the chat's own page."""
         origin = request.headers.get("Origin")
         if origin is None:  # not a browser: the token (if any) is the check
             return True
@@ -125,9 +134,9 @@ class WebChat:
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
         """One browser tab: questions in, reply events out; closing it stops its replies."""
-        if not self._same_origin(request):
+        if not self.same_origin(request):
             return _refuse(403, "This chat only accepts connections from its own page.")
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _refuse(401, "This chat needs its token.")
         ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30)
         await ws.prepare(request)

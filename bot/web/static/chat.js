@@ -252,7 +252,91 @@ function selectChannel(id) {
   $("channel-title").textContent = "# " + (c ? c.name : id);
   for (const b of document.querySelectorAll("#channel-list button")) b.classList.toggle("active", Number(b.dataset.channel) === id);
   send({ type: "history", channel: id });
+  loadSettings();
 }
+
+// --- the channel's settings: changed through the server's checks, as /settings set on Discord ---
+
+function settingsUrl(channel) {
+  const query = new URLSearchParams(channel === undefined ? {} : { channel });
+  if (token) query.set("token", token);
+  return "/settings" + (String(query) ? "?" + query : "");
+}
+
+function settingsNote(text, error) {
+  const note = $("settings-note");
+  note.innerHTML = text ? renderMarkdown((error ? "⚠ " : "") + text) : "";
+  note.className = "settings-note" + (error ? " error" : "");
+}
+
+function settingRow(s) {
+  const form = document.createElement("form");
+  form.dataset.name = s.name;
+  const label = document.createElement("label");
+  label.htmlFor = "setting-" + s.name;
+  label.textContent = s.name;
+  label.title = s.description;
+  let control;
+  if (s.choices.length) {
+    control = document.createElement("select");
+    for (const c of s.choices) control.add(new Option(c + (c === s.default ? " (default)" : ""), c, false, c === s.value));
+    control.addEventListener("change", () => form.requestSubmit());
+  } else {
+    control = document.createElement("input");
+    control.value = s.own || "";
+    control.placeholder = s.default ? s.default + " (default)" : "the default " + s.name;
+  }
+  control.id = "setting-" + s.name;
+  control.title = s.description;
+  form.append(label, control);
+  if (!s.choices.length) {
+    const set = document.createElement("button");
+    set.type = "submit";
+    set.textContent = "Set";
+    form.append(set);
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); changeSetting(s.name, control.value); });
+  return form;
+}
+
+function showSettings(settings) {
+  $("settings-rows").replaceChildren(...settings.map(settingRow));
+  const model = settings.find((s) => s.name === "model");
+  if (model) $("model").textContent = "Model: " + model.value;  // this channel's
+}
+
+async function settingsCall(url, init, typed) {
+  const channel = state.channel;
+  let body;
+  try {
+    const response = await fetch(url, init);
+    body = await response.json().catch(() => ({ ok: false, message: "The chat answered HTTP " + response.status + "." }));
+  }
+  catch (err) { body = { ok: false, message: "The settings could not be reached (" + err.message + ")." }; }
+  if (channel !== state.channel) return;  // another channel was chosen meanwhile
+  if (body.settings) showSettings(body.settings);
+  settingsNote(body.message, !body.ok);
+  const input = typed && $("setting-" + typed.name);
+  if (!body.ok && input && input.tagName === "INPUT") input.value = typed.value;  // to correct it
+}
+
+function loadSettings() {
+  return settingsCall(settingsUrl(state.channel));
+}
+
+function changeSetting(name, value) {  // an empty value is "default"
+  return settingsCall(settingsUrl(), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ channel: state.channel, name, value }),
+  }, { name, value });
+}
+
+$("settings-toggle").addEventListener("click", () => {
+  const open = $("settings").hidden;
+  $("settings").hidden = !open;
+  $("settings-toggle").setAttribute("aria-expanded", String(open));
+});
 
 // --- attached files: previewed with a remove ×, sent with the next question as binary messages ---
 
