@@ -355,9 +355,8 @@ class Chat(commands.Cog):
         ticket.release()
         if slot is not None:
             slot.release()
-        # after the first messages of the replies admitted before it (at most a window later)
         sends = self.bot.pacers.get(message.channel.id).budget("send")
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError):  # at most a window later
             async with asyncio.timeout(sends.window):
                 await self.bot.admission.replies_shown(message.channel.id)
         await self._notice(message, text, delete_after)
@@ -368,7 +367,8 @@ class Chat(commands.Cog):
         assert self.bot.user is not None
         text = prompt_text(message, self.bot.user.id)
         if text.lower() in ("stop", "/stop") and not message.attachments:
-            count = self.bot.inflight.stop(message.channel.id, message.author.id, message.author.id)
+            author_id = message.author.id
+            count = self.bot.inflight.stop(message.channel.id, requester_id=author_id, by=author_id)
             ticket.release()
             await self._notice(message, stop_summary(count))
             return
