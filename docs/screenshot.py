@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,9 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from PIL import Image, ImageDraw  # noqa: E402
-from playwright.async_api import async_playwright  # noqa: E402
 
-from tests.web_server import web_server  # noqa: E402
+from tests.web_server import chat_page, web_server  # noqa: E402
 
 QUESTION = "Can you explain what this chart shows?"
 PAPERCLIP = 0x1F4CE  # 📎, which the page's attach button shows
@@ -50,26 +48,15 @@ def has_emoji_font() -> bool:
 
 async def main(out: Path) -> None:
     """Ask once in #general and take the picture when the reply is finished."""
-    browser_path = shutil.which("chromium") or "/usr/bin/chromium"
     with tempfile.TemporaryDirectory() as tmp:
-        async with web_server(Path(tmp) / "demo.db") as url, async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=browser_path, headless=True, args=["--no-sandbox"]
+        async with web_server(Path(tmp) / "demo.db") as url, chat_page(url) as page:
+            await page.set_input_files(
+                "#files", files=[{"name": "sales.png", "mimeType": "image/png", "buffer": chart()}]
             )
-            try:
-                page = await browser.new_page(viewport={"width": 1000, "height": 700})
-                await page.goto(url + "/")
-                await page.wait_for_selector("#channel-list button.active")
-                await page.set_input_files(
-                    "#files",
-                    files=[{"name": "sales.png", "mimeType": "image/png", "buffer": chart()}],
-                )
-                await page.fill("#text", QUESTION)
-                await page.press("#text", "Enter")
-                await page.wait_for_selector(".msg.model.complete .metrics")
-                await page.screenshot(path=str(out))
-            finally:
-                await browser.close()
+            await page.fill("#text", QUESTION)
+            await page.press("#text", "Enter")
+            await page.wait_for_selector(".msg.model.complete .metrics")
+            await page.screenshot(path=str(out))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEMO_DELAY = "0.02"
 """Seconds between the demo model's chunks in tests: quick, yet a long answer can be stopped."""
 
@@ -69,3 +75,26 @@ async def web_server(db: Path, *args: str, demo: bool = True, **env: str) -> Asy
                 await proc.wait()
         if drain is not None:
             await drain
+
+
+@contextlib.asynccontextmanager
+async def chat_page(url: str, path: str = "/", *, microphone: bool = False) -> AsyncIterator[Page]:
+    """The web chat at `url` + `path` in headless Chromium (1000×700), once its channels are
+    shown; `microphone`: a fake one, allowed."""
+    from playwright.async_api import async_playwright
+
+    args = ["--no-sandbox"]
+    if microphone:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            context = await browser.new_context(viewport={"width": 1000, "height": 700})
+            if microphone:
+                await context.grant_permissions(["microphone"], origin=url)
+            page = await context.new_page()
+            await page.goto(url + path)
+            await page.wait_for_selector("#channel-list button.active")
+            yield page
+        finally:
+            await browser.close()
