@@ -365,8 +365,8 @@ class BaseStore(ABC):
         history_author: int | None = None,
     ) -> ReplyStart:
         """`add_user_turn`, `start_model_turn` and `load_history(before_turn=` the question`)`
-        in one transaction (on SQLite one trip to the database thread's queue instead of
-        three); `history_author` as `load_history`'s `author_id`."""
+        in one transaction of two pipelines (see `Db.pipeline`); `history_author` as
+        `load_history`'s `author_id`."""
         question = await self._question(
             channel_id, guild_id, thread_id, author_id, author_name, text, message_ids, images
         )
