@@ -20,7 +20,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from storage.export import export_json, export_markdown
@@ -221,7 +221,9 @@ class BaseStore(ABC):
         admitted and stored) goes before the other operations waiting, where they queue."""
 
     @abstractmethod
-    async def _run_write(self, op: Op[T], transaction: bool, consistent: bool, urgent: bool) -> T:
+    async def _run_write(
+        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+    ) -> T:
         """Run `op` as `_write` says."""
 
     @abstractmethod
@@ -295,14 +297,18 @@ class BaseStore(ABC):
         transaction: bool = True,
         consistent: bool = False,
         urgent: bool = False,
+        batch: Hashable = None,
     ) -> T:
         """Run `op` as a write that completes even if the caller is cancelled (`close` waits
         for it). `transaction`: its writes commit together or not at all. `consistent`: no
         other operation may change what it reads between its statements (SQLite runs one
         operation at a time anyway; PostgreSQL holds a transaction for it). `urgent`: it goes
-        before the operations waiting (SQLite: a question waiting for its reply to begin)."""
+        before the operations waiting (SQLite: a question waiting for its reply to begin).
+        `batch` (a transaction's): SQLite may run it in one transaction with the others
+        waiting with it, one per key; it must then be one that can run again if that
+        transaction fails."""
         self._check_open()
-        task = asyncio.create_task(self._run_write(op, transaction, consistent, urgent))
+        task = asyncio.create_task(self._run_write(op, transaction, consistent, urgent, batch))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         try:
@@ -392,7 +398,7 @@ class BaseStore(ABC):
             _check_claim(question, after)
             return ReplyStart(user_turn, model_turn, turns)
 
-        return await self._write(op, urgent=True)
+        return await self._write(op, urgent=True, batch=channel_id)
 
     async def start_reply(
         self,

@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -366,9 +366,12 @@ class PostgresStore(BaseStore):
         async with self._pool.acquire() as conn:
             return await op(_PgDb(conn))
 
-    async def _run_write(self, op: Op[T], transaction: bool, consistent: bool, urgent: bool) -> T:
+    async def _run_write(
+        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+    ) -> T:
         """On a pooled connection, in a transaction when the writes must commit together or
-        the op must hold its row locks; a deadlock or serialization failure is retried."""
+        the op must hold its row locks; a deadlock or serialization failure is retried. No
+        `batch`: each write has a connection of its own, so none waits for another's trips."""
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn:

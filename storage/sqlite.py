@@ -36,7 +36,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,6 +172,7 @@ class SQLiteStore(BaseStore):
         self._lock_fd = lock_fd
         self._lock_lost = False  # said in the log once
         self._lock = Turnstile()
+        self._batch: dict[Hashable, tuple[Op[Any], asyncio.Future[Any]]] | None = None
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -279,26 +280,82 @@ class SQLiteStore(BaseStore):
 
     async def _read(self, op: Op[T], urgent: bool = False) -> T:
         self._check_open()
-        async with self._lock.hold(urgent):
+        async with self._lock.hold(urgent, shared=True):
             if self._closed:
                 raise StoreClosed("the store is closed")
             return await op(self._db)
 
-    async def _run_write(self, op: Op[T], transaction: bool, consistent: bool, urgent: bool) -> T:
-        """Alone on the connection, so consistent anyway; in a transaction when told."""
+    async def _run_write(
+        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+    ) -> T:
+        """Alone on the connection, so consistent anyway; in a transaction when told. Writes
+        with a `batch` key waiting together run in one transaction, at most one per key."""
+        if batch is not None:
+            return await self._batched(op, batch, urgent)
         async with self._lock.hold(urgent):
-            if self._closed:
-                raise StoreClosed("the store is closed")
-            if not transaction:
-                return await op(self._db)
-            await self._conn.execute("BEGIN IMMEDIATE")
+            return await self._alone(op, transaction)
+
+    async def _alone(self, op: Op[T], transaction: bool) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        if not transaction:
+            return await op(self._db)
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = await op(self._db)
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await _rollback(self._conn)
+            raise
+        return result
+
+    async def _batched(self, op: Op[T], key: Hashable, urgent: bool) -> T:
+        """Join the batch waiting for its turn (or start one): under a burst of questions
+        the writes of many go in one transaction, a few trips through the event loop for
+        all, where each would take its own trips while the others wait."""
+        batch = self._batch
+        if batch is None or key in batch:
+            batch = self._batch = {}
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        batch[key] = (op, done)
+        if len(batch) == 1:  # the first one waits for the turn for them all
+            async with self._lock.hold(urgent):
+                if self._batch is batch:
+                    self._batch = None
+                await self._run_batch(list(batch.values()))
+        return await done
+
+    async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
+        """One transaction for all; if it fails, each again in its own."""
+        if len(batch) > 1:
             try:
-                result = await op(self._db)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await _rollback(self._conn)
-                raise
-            return result
+                results = await self._together([op for op, _ in batch])
+            except Exception as exc:
+                log.debug("a batch of %d writes failed, each is tried alone: %r", len(batch), exc)
+            else:
+                for (_, done), result in zip(batch, results, strict=True):
+                    done.set_result(result)
+                return
+        for op, done in batch:
+            try:
+                done.set_result(await self._alone(op, transaction=True))
+            except Exception as exc:
+                done.set_exception(exc)
+
+    async def _together(self, ops: list[Op[Any]]) -> list[Any]:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = await asyncio.gather(*(op(self._db) for op in ops), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await _rollback(self._conn)
+            raise
+        return results
 
     async def _history_rows(
         self, db: Db, channel_id: int, before: int, author_id: int | None, limit: int

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
-from storage import SQLiteStore, open_store
+from storage import AlreadyAnswered, ReplyStart, SQLiteStore, open_store
 from storage.turnstile import Turnstile
 
 
@@ -63,6 +63,40 @@ async def test_a_waiter_cancelled_before_or_at_its_turn_never_blocks_the_others(
     assert gate.waiting == 0
     async with gate.hold():  # and the turnstile is free
         pass
+
+
+async def test_shared_ones_go_in_together_and_a_waiting_one_keeps_later_ones_out() -> None:
+    gate = Turnstile()
+    inside: set[str] = set()
+    together: list[set[str]] = []
+
+    async def op(name: str, shared: bool = True, urgent: bool = False) -> None:
+        async with gate.hold(urgent, shared=shared):
+            inside.add(name)
+            await asyncio.sleep(0)
+            together.append(set(inside))
+            await asyncio.sleep(0)
+            inside.discard(name)
+
+    async with gate.hold():  # a write in progress: reads and a write queue behind it
+        first = [
+            asyncio.create_task(op("read 1")),
+            asyncio.create_task(op("write", shared=False)),
+            asyncio.create_task(op("read 2")),
+            asyncio.create_task(op("urgent read", urgent=True)),
+        ]
+        await asyncio.sleep(0)
+        assert gate.waiting == 4
+    # the urgent read gets the turn and every read waiting comes in with it; the write waits
+    await asyncio.sleep(0)
+    late = asyncio.create_task(op("late read"))  # someone waits: it does not join them
+    await asyncio.gather(*first, late)
+    assert together[:3] == [{"urgent read", "read 1", "read 2"}] * 3
+    assert together[3:] == [{"write"}, {"late read"}]
+    assert gate.waiting == 0
+
+    async with gate.hold(shared=True):  # nobody waiting: a read joins the reads inside
+        await asyncio.wait_for(op("joins"), 1)
 
 
 async def order_behind_checkpoints(
@@ -122,3 +156,72 @@ async def test_settings_and_budget_reads_go_before_the_writes_queued_ahead(tmp_p
         },
     )
     assert done == ["settings", "budget", "checkpoint 0", "checkpoint 1"]
+
+
+async def test_questions_waiting_together_are_stored_in_one_transaction(tmp_path: Path) -> None:
+    """Under a burst the questions of different channels queued together share one
+    transaction; a channel's second question waits for the next, and sees the first."""
+    store = await open_store(tmp_path / "gemcord.db")
+    assert isinstance(store, SQLiteStore)
+    statements: list[str] = []
+    try:
+        await store._conn.set_trace_callback(statements.append)
+
+        def ask(channel: int, text: str) -> Awaitable[ReplyStart]:
+            return store.ask(channel_id=channel, author_id=1, author_name="a", text=text, model="m")
+
+        async with store._lock.hold():  # a write in progress; the questions queue behind it
+            tasks = [
+                asyncio.create_task(ask(1, "first in 1")),
+                asyncio.create_task(ask(2, "first in 2")),
+                asyncio.create_task(ask(1, "second in 1")),
+                asyncio.create_task(ask(3, "first in 3")),
+            ]
+            for _ in range(1000):
+                if store._lock.waiting == 2:
+                    break
+                await asyncio.sleep(0)
+            assert store._lock.waiting == 2  # two batches: channel 1's second question waits
+        first_1, first_2, second_1, first_3 = await asyncio.gather(*tasks)
+    finally:
+        await store.close()
+    assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ] * 2
+    assert first_1.history == first_2.history == first_3.history == []
+    assert [t.text for t in second_1.history] == ["first in 1"]
+    assert second_1.user_turn > first_1.model_turn
+
+
+async def test_a_question_that_fails_in_a_batch_leaves_the_others_stored(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "gemcord.db")
+    assert isinstance(store, SQLiteStore)
+    try:
+        await store.add_user_turn(
+            channel_id=9, author_id=1, author_name="a", text="q", message_ids=[77]
+        )
+
+        def ask(channel: int, message: int) -> Awaitable[ReplyStart]:
+            return store.ask(
+                channel_id=channel,
+                author_id=1,
+                author_name="a",
+                text="q",
+                message_ids=[message],
+                model="m",
+            )
+
+        async with store._lock.hold():
+            tasks = [asyncio.create_task(ask(c, m)) for c, m in [(1, 1), (2, 77), (3, 3)]]
+            for _ in range(1000):
+                if store._lock.waiting == 1:
+                    break
+                await asyncio.sleep(0)
+        first, again, third = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(again, AlreadyAnswered)
+        assert isinstance(first, ReplyStart) and isinstance(third, ReplyStart)
+        assert (await store.stats(1)).turns == (await store.stats(3)).turns == 2
+        assert (await store.stats(2)).turns == 0  # the refused question left nothing behind
+    finally:
+        await store.close()
