@@ -162,7 +162,7 @@ class SQLiteStore(BaseStore):
         "DELETE FROM images WHERE sha256 IN (SELECT value FROM json_each(?))"
         " AND NOT EXISTS (SELECT 1 FROM turn_images AS ti WHERE ti.sha256 = images.sha256)"
     )
-    _FILE_KEPT_SQL = "SELECT 1 FROM images WHERE sha256 = ?"  # operations run one at a time
+    _FILE_KEPT_SQL = "SELECT 1 FROM images WHERE sha256 = ?"  # deletes run alone
 
     def __init__(self, conn: aiosqlite.Connection, path: str, lock_fd: int | None = None) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The store's turnstile: one operation at a time, questions first; and the store using it."""
+"""The store's turnstile (one write at a time, reads together, questions first) and its use."""
 
 from __future__ import annotations
 
