@@ -487,9 +487,9 @@ async def _attach_images(
         log.info("this front-end cannot show the %d image(s) the code made", len(images))
         return
     files = [(figure_name(n, image.mime_type), image.data) for n, image in enumerate(images, 1)]
-    await bot.pacers.get(channel_id).budget("edit").acquire(final=lambda: True)
     try:
-        await sink.attach(result.message_ids[-1], files)
+        async with bot.pacers.get(channel_id).budget("edit").write(final=True):
+            await sink.attach(result.message_ids[-1], files)
     except Exception as exc:  # the answer stands; only its figures are missing
         log.warning("could not attach the code's images to the reply: %r", exc)
 

@@ -12,12 +12,13 @@ edits allow, with no 429 and no request held back by discord.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
 Clock = Callable[[], float]
@@ -235,6 +236,19 @@ class WriteBudget:
         ``final`` is asked again while it waits (a reply can end meanwhile), as is ``closing``.
         """
         await self._take(final, closing, track=False)
+
+    @contextlib.asynccontextmanager
+    async def write(self, final: bool | Callable[[], bool] = False) -> AsyncIterator[None]:
+        """A slot (see :meth:`slot`) for the one write made inside: the budget learns when its
+        response came, so a slow one holds the next write (one that fails may have been
+        counted as late as it failed)."""
+        slot = await self.slot(final)
+        reached = False
+        try:
+            yield
+            reached = True
+        finally:
+            slot.done(reached)
 
     async def slot(
         self, final: bool | Callable[[], bool] = False, closing: Callable[[], bool] = _no

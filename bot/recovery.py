@@ -49,8 +49,8 @@ async def repair_interrupted(bot: Gemcord) -> int:
         visible = "".join(m.content for m in shown[:-1]) + last.content.removesuffix(LIVE)
         try:
             if (content := finished(last.content)) != last.content:
-                await bot.pacers.get(turn.channel_id).budget("edit").acquire()
-                await last.edit(content=content, allowed_mentions=NO_PINGS)
+                async with bot.pacers.get(turn.channel_id).budget("edit").write():
+                    await last.edit(content=content, allowed_mentions=NO_PINGS)
         except discord.HTTPException as exc:
             log.info("could not finish interrupted reply %d in Discord: %s", turn.id, exc)
         await bot.store.finish_model_turn(

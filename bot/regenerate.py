@@ -83,10 +83,10 @@ class Offers:
             return
         channel = self.bot.get_partial_messageable(channel_id, guild_id=turn.guild_id)
         try:
-            await self.bot.pacers.get(channel_id).budget("edit").acquire()
-            await channel.get_partial_message(turn.message_ids[-1]).edit(
-                view=view_of(stored_buttons(turn)), allowed_mentions=NO_PINGS
-            )
+            async with self.bot.pacers.get(channel_id).budget("edit").write():
+                await channel.get_partial_message(turn.message_ids[-1]).edit(
+                    view=view_of(stored_buttons(turn)), allowed_mentions=NO_PINGS
+                )
         except discord.HTTPException as exc:
             log.info("could not take the Regenerate button off %s: %s", turn.message_ids, exc)
 

@@ -1299,6 +1299,23 @@ def test_a_burst_budget_lets_writes_go_at_once_but_never_exceeds_its_window() ->
     vrun(main)
 
 
+def test_a_write_that_says_when_its_response_came_holds_the_next_until_its_window_ends() -> None:
+    """A reaction (one per 0.25 s): the first one's response takes 0.2 s, so Discord may have
+    opened its window as late as then; the next waits until that window has surely ended,
+    where a write that says nothing of its response would go 0.26 s after the first began."""
+
+    async def main() -> None:
+        pacer = ChannelPacer(clock=now)
+        starts: list[float] = []
+        for transit in (0.2, 0.0, 0.0):
+            async with pacer.reactions.write():
+                starts.append(now())
+                await asyncio.sleep(transit)
+        assert starts == pytest.approx([0.0, 0.45, 0.7125])
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt

@@ -304,14 +304,14 @@ class Chat(commands.Cog):
         reference = None
         if can_reference(my_permissions(message.channel)):
             reference = message.to_reference(fail_if_not_exists=False)
-        await self.bot.pacers.get(message.channel.id).budget("send").acquire()
         try:
-            sent = await message.channel.send(
-                shorten(text),
-                reference=reference,  # type: ignore[arg-type]
-                mention_author=False,
-                allowed_mentions=NO_PINGS,
-            )
+            async with self.bot.pacers.get(message.channel.id).budget("send").write():
+                sent = await message.channel.send(
+                    shorten(text),
+                    reference=reference,  # type: ignore[arg-type]
+                    mention_author=False,
+                    allowed_mentions=NO_PINGS,
+                )
             if delete_after is not None:
                 await sent.delete(delay=delete_after)
         except discord.HTTPException as exc:
@@ -332,11 +332,11 @@ class Chat(commands.Cog):
             return
         reactions = self.bot.pacers.get(message.channel.id).reactions
         try:
-            await reactions.acquire()
-            await message.add_reaction(WAITING)
+            async with reactions.write():
+                await message.add_reaction(WAITING)
             await admitted.wait()
-            await reactions.acquire()
-            await message.remove_reaction(WAITING, discord.Object(self.bot.user.id))  # type: ignore[union-attr]
+            async with reactions.write():
+                await message.remove_reaction(WAITING, discord.Object(self.bot.user.id))  # type: ignore[union-attr]
         except discord.HTTPException as exc:
             log.info("could not show the waiting sign on %s: %s", message.id, exc)
 

@@ -181,10 +181,10 @@ class Control(commands.Cog):
         if me is None or not channel.permissions_for(me).manage_messages:  # type: ignore[attr-defined]
             return
         try:
-            await self.bot.pacers.get(payload.channel_id).reactions.acquire()
-            await channel.get_partial_message(payload.message_id).remove_reaction(  # type: ignore[attr-defined]
-                payload.emoji, discord.Object(payload.user_id)
-            )
+            async with self.bot.pacers.get(payload.channel_id).reactions.write():
+                await channel.get_partial_message(payload.message_id).remove_reaction(  # type: ignore[attr-defined]
+                    payload.emoji, discord.Object(payload.user_id)
+                )
         except discord.HTTPException as exc:
             log.info("could not remove a 🛑 from %s: %s", payload.user_id, exc)
 
