@@ -284,8 +284,8 @@ class WriteBudget:
             self._taking = granted = True
             if self.client is not None:
                 slot = self.client.grant(self, track)
-            elif track:
-                slot = Slot(None, self.max_writes, math.inf)
+            elif track:  # (a budget of one write a window: what discord.py holds, see `told`)
+                slot = Slot(None, self.max_writes - 1, math.inf)
         finally:
             self._waiting.remove(me)
             if not granted:

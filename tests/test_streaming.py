@@ -1316,6 +1316,22 @@ def test_a_write_that_says_when_its_response_came_holds_the_next_until_its_windo
     vrun(main)
 
 
+def test_a_reaction_teaches_the_global_budget_nothing_of_its_transit() -> None:
+    """discord.py holds each reaction until the reset of the one before (one a window), so
+    its time to a response is not the way to Discord: taken as such by the bot's global budget,
+    it held every other channel's writes as if they might land in a window about to end."""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=45, clock=now)
+        assert pacers.requests is not None
+        before = pacers.requests.transit
+        async with pacers.get(1).reactions.write():
+            await asyncio.sleep(0.3)  # discord.py waits for the reaction bucket's reset
+        assert pacers.requests.transit == before
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt
