@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import math
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,8 @@ class Slot:
     _future: asyncio.Future[None] | None = field(default=None, repr=False)
     unshown: bool = field(default=False, repr=False)
     """Admitted, and its reply has not shown a first message yet."""
+    granted: int = field(default=-1, repr=False)
+    """Its place among the slots granted (-1 until admitted)."""
 
     @property
     def waiting(self) -> bool:
@@ -52,6 +55,11 @@ class Slot:
         """The reply's first message is out (see :meth:`Admission.replies_shown`)."""
         self._admission._shown(self)
 
+    def begun(self) -> None:
+        """The reply's Gemini request has been answered or has failed (see
+        :meth:`Admission.after_admitted`)."""
+        self._admission._begun(self)
+
     async def __aenter__(self) -> Slot:
         await self.admitted()
         return self
@@ -69,6 +77,7 @@ class Admission:
         per_channel: int = 5,
         per_process: int = 64,
         queue_per_channel: int = 10,
+        intake_wait: float = 1.0,
     ) -> None:
         if min(per_user, per_channel, per_process) < 1 or queue_per_channel < 0:
             raise ValueError("caps must be positive and the queue length non-negative")
@@ -76,6 +85,8 @@ class Admission:
         self.per_channel = per_channel
         self.per_process = per_process
         self.queue_per_channel = queue_per_channel
+        self.intake_wait = intake_wait
+        """Seconds at most :meth:`after_admitted` waits."""
         self.quiet_reserve = per_process // 8
         """Process-wide slots only a channel with nothing streaming may take, so a question
         in a quiet channel starts at once however busy the other channels are."""
@@ -86,6 +97,9 @@ class Admission:
         self._streaming = 0
         self._unshown: Counter[int] = Counter()
         self._shown_waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._granted = 0
+        self._unbegun: dict[Slot, None] = {}  # in the order granted
+        self._intake: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @property
     def streaming(self) -> int:
@@ -122,6 +136,20 @@ class Admission:
                 if not waiters:
                     del self._shown_waiters[channel_id]
 
+    async def after_admitted(self) -> None:
+        """Return once every reply admitted so far has had its Gemini request answered (or
+        failed, or ended), or after :attr:`intake_wait` seconds: a question that must wait for
+        a slot, or is refused, is taken in after them, so that under a burst the event loop
+        works first for the questions it can answer now."""
+        if not self._unbegun:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._intake.append((self._granted, waiter))
+        try:
+            await asyncio.wait([waiter], timeout=self.intake_wait)
+        finally:
+            waiter.cancel()  # after the timeout: left for `_begun` to drop
+
     def try_enter(self, channel_id: int, user_id: int) -> Slot:
         """Claim a slot at arrival, admitted or queued; raises QueueFull if the queue is full."""
         slot = Slot(channel_id, user_id, self)
@@ -146,6 +174,9 @@ class Admission:
         slot.state = "admitted"
         slot.unshown = True
         self._unshown[slot.channel_id] += 1
+        slot.granted = self._granted
+        self._granted += 1
+        self._unbegun[slot] = None
         self._streaming += 1
         self._by_channel[slot.channel_id] += 1
         self._by_user[slot.user_id] += 1
@@ -160,6 +191,7 @@ class Admission:
                 slot._future.cancel()
         elif previous == "admitted":
             self._shown(slot)
+            self._begun(slot)
             self._streaming -= 1
             _decrement(self._by_channel, slot.channel_id)
             _decrement(self._by_user, slot.user_id)
@@ -172,6 +204,16 @@ class Admission:
         _decrement(self._unshown, slot.channel_id)
         if not self._unshown[slot.channel_id]:
             for waiter in self._shown_waiters.pop(slot.channel_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _begun(self, slot: Slot) -> None:
+        if slot in self._unbegun:
+            del self._unbegun[slot]
+            first = next(iter(self._unbegun), None)
+            oldest = math.inf if first is None else first.granted
+            while self._intake and self._intake[0][0] <= oldest:
+                _, waiter = self._intake.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
 

@@ -203,6 +203,8 @@ class Request:
         """What the model sent besides the text: thoughts, sources, links, images."""
         self.turn_id: int | None = None
         """The reply's stored turn, which takes a checkpoint of the text every few seconds."""
+        self.on_begun: Callable[[], object] | None = None
+        """Called once Gemini has answered the first request (its first event) or it failed."""
 
     def tools(self) -> list[Tool]:
         """The built-in tools this channel lets the model use for this question."""
@@ -245,6 +247,8 @@ class Request:
             try:
                 with bot.breaker.call():  # refused at once while Gemini keeps failing
                     async for event in stream:
+                        if not answered:
+                            self._begun()
                         answered = True
                         for item in self.reply.take(event):
                             yield item
@@ -268,6 +272,7 @@ class Request:
                 else:
                     self._halve_history()
             finally:
+                self._begun()
                 await stream.aclose()  # at once, also when the reply is stopped mid-stream
 
     async def _contents(self) -> list[ChatTurn]:
@@ -296,6 +301,11 @@ class Request:
                 self.question, images=[m for m in self.question.images if m.sha256 not in gone]
             )
         return contents
+
+    def _begun(self) -> None:
+        call, self.on_begun = self.on_begun, None
+        if call is not None:
+            call()
 
     def _problem(self, exc: BadRequest) -> str | None:
         """What a 400 was about: "file" (a refused file), "long" (too many tokens), or None."""
@@ -424,6 +434,8 @@ async def answer(
             if question.asked_as is not None:
                 await store.replace_replies(user_turn, start.model_turn)
         model_turn = request.turn_id
+        if slot is not None:
+            request.on_begun = slot.begun
         result = await render_stream(
             request.chunks(),
             sink,

@@ -380,3 +380,37 @@ async def test_replies_shown_waits_for_the_admitted_replies_first_messages() -> 
     await settle()
     assert other.done()
     assert_idle(adm, 1, 2)
+
+
+async def test_after_admitted_waits_for_the_replies_admitted_before_it_to_begin() -> None:
+    adm = Admission(per_channel=2, intake_wait=60.0)
+    first, second = adm.try_enter(1, 10), adm.try_enter(1, 11)
+    waiting = adm.try_enter(1, 12)
+    intake = asyncio.create_task(adm.after_admitted())
+    await settle()
+    first.begun()
+    await settle()
+    assert not intake.done()  # the second has not begun yet
+    first.release()  # the waiting one is admitted: it is not one this intake waits for
+    assert not waiting.waiting
+    second.begun()
+    await settle()
+    assert intake.done()
+    later = asyncio.create_task(adm.after_admitted())  # it waits for the one admitted since
+    await settle()
+    assert not later.done()
+    waiting.release()  # a reply that ends without beginning counts as begun
+    await settle()
+    assert later.done()
+    second.release()
+    await asyncio.wait_for(adm.after_admitted(), 1)  # none admitted: at once
+    assert_idle(adm, 1)
+
+
+async def test_after_admitted_gives_up_waiting_after_the_intake_wait() -> None:
+    adm = Admission(intake_wait=0.01)
+    slot = adm.try_enter(1, 10)
+    await asyncio.wait_for(adm.after_admitted(), 5)  # the reply never begins: it goes anyway
+    slot.begun()
+    slot.release()
+    assert_idle(adm, 1)

@@ -298,6 +298,32 @@ async def test_a_refusal_waits_for_the_first_message_of_the_replies_admitted_bef
         assert await reply_turn(w, refused.id) is None
 
 
+async def test_a_question_that_must_wait_is_taken_in_once_those_admitted_before_it_began(
+    tmp_path: Path,
+) -> None:
+    """Under a burst the bot works first for the questions it can answer now: one that must
+    wait for a slot is stored and gets its ⏳ once Gemini has answered the requests of those
+    admitted before it (or after a second)."""
+    async with fast(tmp_path, {"GEMCORD_REPLIES_PER_CHANNEL": "1"}) as w:
+        w.bot.admission.intake_wait = 60.0  # (a second by default: the test does not race it)
+        hold = asyncio.Event()
+        w.gemini.default_reply = Reply(chunks=["The answer."], hold=hold)  # no event until set
+        first = await w.mention(w.general, w.alice, "one")
+        await w.gemini.wait_for_requests(1)
+        waiting = await w.mention(w.general, w.bob, "two")
+        w.gemini.default_reply = Reply(chunks=["Elsewhere."])
+        later = await w.mention(w.random, w.bob, "meanwhile")  # admitted: it goes at once
+        await w.reply_done(later.id)
+        assert await w.bot.store.find_turn_by_message(waiting.id) is None
+        assert "⏳" not in w.discord.message(waiting.id).reactions
+        hold.set()
+        await w.discord.wait_for(lambda: "⏳" in w.discord.message(waiting.id).reactions)
+        await w.reply_done(first.id)
+        await w.reply_done(waiting.id)
+        turns = await w.bot.store.load_history(w.general.id, max_turns=10)
+        assert [t.text for t in turns] == ["one", "The answer.", "two", "Elsewhere."]
+
+
 async def test_notices_are_throttled_per_person_and_channel(tmp_path: Path) -> None:
     async with fast(tmp_path, {"GEMCORD_NOTICE_SECONDS": "60"}) as w:
         first = await w.mention(w.general, w.alice, "")

@@ -379,6 +379,8 @@ class Chat(commands.Cog):
         with contextlib.suppress(QueueFull):  # refused once it passes the other checks
             slot = self.bot.admission.try_enter(message.channel.id, author_id)
         try:
+            if slot is None or slot.waiting:  # the questions admitted before it go first
+                await self.bot.admission.after_admitted()
             await self._checked(message, in_dm, ticket, slot, text, hint)
         finally:
             if slot is not None:
