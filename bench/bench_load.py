@@ -120,6 +120,7 @@ QUEUE_FULL_PREFIX = "⏳ I'm answering a lot of questions"  # bot.cogs.chat.QUEU
 WAITING = "⏳"  # bot.cogs.chat.WAITING: the reaction on a question waiting for a slot
 QUESTION_TAG = re.compile(r"\[q(\d+)\]")
 STALL_SECONDS = 20.0
+LIMIT_HEADERS = ("x-ratelimit", "retry-after")  # the headers --bot-logs keeps of each call
 """A point is given up when replies are unfinished and the bot made no Discord call for this
 long (longer than any wait the rate limits impose)."""
 
@@ -547,6 +548,17 @@ def _reply_figures(
     return fig
 
 
+def _write_calls(w: World, path: Path) -> None:
+    """Every Discord call of the run, one JSON object a line: when it began and ended
+    (monotonic seconds), its route, channel, status and rate-limit headers."""
+    with path.open("w") as out:
+        for c in w.discord.calls:
+            limits = {k: v for k, v in c.headers.items() if k.lower().startswith(LIMIT_HEADERS)}
+            row = {"t": c.t_start, "end": c.t_end, "method": c.method, "route": c.route}
+            row |= {"channel": c.channel_id, "status": c.status, "path": c.path, "headers": limits}
+            out.write(json.dumps(row) + "\n")
+
+
 def _add_people(w: World, n: int, prefix: str) -> list[FakeUser]:
     people = []
     for i in range(n):
@@ -686,6 +698,7 @@ async def run_point(replies: int, channels: int, cfg: Config) -> dict[str, Any]:
             if cfg.bot_logs is not None:
                 cfg.bot_logs.mkdir(parents=True, exist_ok=True)
                 shutil.copy(bot.log_path, cfg.bot_logs / f"bot-{label}.log")
+                _write_calls(w, cfg.bot_logs / f"calls-{label}.jsonl")
 
             # ----- figures
             dispatched: dict[int, float] = {}
@@ -1202,7 +1215,11 @@ if __name__ == "__main__":
     p.add_argument("--profile", type=Path, help="py-spy raw output for the profiled point")
     p.add_argument("--profile-point", help="which point to profile (default the largest)")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
-    p.add_argument("--bot-logs", type=Path, help="keep each point's bot log in this folder")
+    p.add_argument(
+        "--bot-logs",
+        type=Path,
+        help="keep each point's bot log, and every Discord call (JSON lines), in this folder",
+    )
     p.add_argument("--summarize-profile", type=Path, help="only summarize a py-spy raw file")
     a = p.parse_args()
     if a.summarize_profile:
