@@ -326,10 +326,14 @@ class SQLiteStore(BaseStore):
         return await done
 
     async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
-        """One transaction for all; if it fails, each again in its own."""
+        """One transaction for all (their statements pipelined); if it fails, each again in
+        its own."""
         if len(batch) > 1:
+            ops = [op for op, _ in batch]
             try:
-                results = await self._together([op for op, _ in batch])
+                results = await self._alone(
+                    lambda db: db.pipeline(*(op(db) for op in ops)), transaction=True
+                )
             except Exception as exc:
                 log.debug("a batch of %d writes failed, each is tried alone: %r", len(batch), exc)
             else:
@@ -341,21 +345,6 @@ class SQLiteStore(BaseStore):
                 done.set_result(await self._alone(op, transaction=True))
             except Exception as exc:
                 done.set_exception(exc)
-
-    async def _together(self, ops: list[Op[Any]]) -> list[Any]:
-        if self._closed:
-            raise StoreClosed("the store is closed")
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = await asyncio.gather(*(op(self._db) for op in ops), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await _rollback(self._conn)
-            raise
-        return results
 
     async def _history_rows(
         self, db: Db, channel_id: int, before: int, author_id: int | None, limit: int

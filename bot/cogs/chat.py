@@ -366,13 +366,12 @@ class Chat(commands.Cog):
     ) -> None:
         assert self.bot.user is not None
         text = prompt_text(message, self.bot.user.id)
+        author_id = message.author.id
         if text.lower() in ("stop", "/stop") and not message.attachments:
-            author_id = message.author.id
             count = self.bot.inflight.stop(message.channel.id, requester_id=author_id, by=author_id)
             ticket.release()
             await self._notice(message, stop_summary(count))
             return
-        author_id = message.author.id
         # Claimed before the first await, like the ticket: slots go in the order questions
         # arrived, whatever each one's checks below cost.
         slot: Slot | None = None
