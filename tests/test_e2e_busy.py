@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -273,6 +274,20 @@ async def test_a_refused_question_does_not_hold_up_the_next_one(tmp_path: Path) 
         assert await reply_turn(w, refused.id) is None
 
 
+async def alice_held_then_bob(w: World) -> tuple[Any, Any, asyncio.Event]:
+    """Alice asks in #general and Gemini holds its answer (no event until the returned event
+    is set); then Bob asks there, and in #random, where he is answered meanwhile. Returns
+    Alice's and Bob's messages in #general, and the event."""
+    hold = asyncio.Event()
+    w.gemini.default_reply = Reply(chunks=["The answer."], hold=hold)
+    first = await w.mention(w.general, w.alice, "one")
+    await w.gemini.wait_for_requests(1)
+    second = await w.mention(w.general, w.bob, "two")
+    w.gemini.default_reply = Reply(chunks=["Elsewhere."])
+    await w.reply_done((await w.mention(w.random, w.bob, "meanwhile")).id)
+    return first, second, hold
+
+
 async def test_a_refusal_waits_for_the_first_message_of_the_replies_admitted_before_it(
     tmp_path: Path,
 ) -> None:
@@ -280,14 +295,7 @@ async def test_a_refusal_waits_for_the_first_message_of_the_replies_admitted_bef
     admitted before them need: they wait until those answers show their first message."""
     env = {"GEMCORD_REPLIES_PER_CHANNEL": "1", "GEMCORD_QUEUE_PER_CHANNEL": "0"}
     async with fast(tmp_path, env) as w:
-        hold = asyncio.Event()
-        w.gemini.default_reply = Reply(chunks=["The answer."], hold=hold)  # no text until set
-        first = await w.mention(w.general, w.alice, "one")
-        await w.gemini.wait_for_requests(1)
-        refused = await w.mention(w.general, w.bob, "two")
-        w.gemini.default_reply = Reply(chunks=["Elsewhere."])
-        later = await w.mention(w.random, w.bob, "meanwhile")  # asked after the refusal
-        await w.reply_done(later.id)
+        first, refused, hold = await alice_held_then_bob(w)
         assert w.discord.bot_messages(w.general) == []  # the notice waits for the answer
         hold.set()
         await w.reply_done(first.id)
@@ -306,14 +314,7 @@ async def test_a_question_that_must_wait_is_taken_in_once_those_admitted_before_
     admitted before it (or after a second)."""
     async with fast(tmp_path, {"GEMCORD_REPLIES_PER_CHANNEL": "1"}) as w:
         w.bot.admission.intake_wait = 60.0  # (a second by default: the test does not race it)
-        hold = asyncio.Event()
-        w.gemini.default_reply = Reply(chunks=["The answer."], hold=hold)  # no event until set
-        first = await w.mention(w.general, w.alice, "one")
-        await w.gemini.wait_for_requests(1)
-        waiting = await w.mention(w.general, w.bob, "two")
-        w.gemini.default_reply = Reply(chunks=["Elsewhere."])
-        later = await w.mention(w.random, w.bob, "meanwhile")  # admitted: it goes at once
-        await w.reply_done(later.id)
+        first, waiting, hold = await alice_held_then_bob(w)  # Bob's in #random went at once
         assert await w.bot.store.find_turn_by_message(waiting.id) is None
         assert "⏳" not in w.discord.message(waiting.id).reactions
         hold.set()
