@@ -323,6 +323,10 @@ async def test_a_question_that_must_wait_is_taken_in_once_those_admitted_before_
         await w.reply_done(waiting.id)
         turns = await w.bot.store.load_history(w.general.id, max_turns=10)
         assert [t.text for t in turns] == ["one", "The answer.", "two", "Elsewhere."]
+        asked = w.gemini.requests[-1]  # Bob's, with Alice's whole exchange before it
+        assert asked.roles() == ["user", "model", "user"]
+        assert [user_turns(asked)[0], user_turns(asked)[-1]] == ["[alice] one", "[bob] two"]
+        assert asked.texts("model") == ["The answer."]
 
 
 async def test_notices_are_throttled_per_person_and_channel(tmp_path: Path) -> None:
