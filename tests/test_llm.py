@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from bot import llm
 from bot.llm import (
     BadRequest,
     Blocked,
@@ -226,6 +227,53 @@ async def test_signatures_go_back_exactly_as_received(fake, client):
     assert decode_base64(sent[1]["thoughtSignature"]) == signature
     assert sent[2] == {"executableCode": {"code": "print(1)", "language": "PYTHON"}}
     assert sent[3] == {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "1\n"}}
+
+
+async def test_the_quick_key_check_changes_no_request(fake, client, monkeypatch):
+    """`_quick_key_checks` speeds up the SDK's request building; every request it builds is
+    the one the SDK builds without it."""
+    base = llm.genai_common.BaseModel
+    assert "__contains__" in vars(base)  # installed by GeminiClient
+    part = llm.types.Part(text="hi")
+    assert "text" not in part and ("text", "hi") in part and ("text", "ho") not in part
+    history = [
+        ChatTurn("user", ["alice: what's this?", Media(b"\x89PNG-bytes", "image/png")]),
+        ChatTurn(
+            "model",
+            [
+                ModelPart("thought", "thinking it over"),
+                ModelPart("text", "A chart.", b"sig"),
+                ModelPart("code", "print(1)", None, "PYTHON"),
+                ModelPart("output", "1\n", None, "OUTCOME_OK"),
+            ],
+        ),
+        ChatTurn("user", ["bob: and this?", ""]),
+    ]
+
+    async def ask(model: str, thinking: Thinking | None, tools: list[str]) -> None:
+        stream = client.stream(
+            model=model,
+            contents=history,
+            system_instruction="You are Gemcord.",
+            max_output_tokens=321,
+            thinking=thinking,
+            tools=tools,
+        )
+        await drain(stream)
+
+    asks = [
+        ("gemini-3-pro-preview", Thinking(level="low"), ["search", "links", "code"]),
+        (MODEL, Thinking(budget=1024), []),
+        (MODEL, None, ["code"]),
+    ]
+    for each in asks:
+        await ask(*each)
+    monkeypatch.delattr(base, "__contains__")
+    for each in asks:
+        await ask(*each)
+    bodies = [r.body for r in fake.requests]
+    assert len(bodies) == 6 and bodies[:3] == bodies[3:]
+    assert bodies[0]["generationConfig"]["maxOutputTokens"] == 321
 
 
 async def test_grounding_links_and_code_come_as_events(fake, client):
