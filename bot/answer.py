@@ -358,10 +358,11 @@ async def answer(
     """Answer one question into `sink`; every outcome is shown in Discord and stored.
 
     With a `ticket`, the question is stored in its channel's arrival order (and the ticket
-    released once it is). With an admission `slot`, the reply waits for it after the question
-    is stored (`on_admitted` is called when it no longer waits). `buttons(request, live)` gives
-    the buttons under the reply (see `render_stream`). A question from a Discord
-    message that was asked before (a duplicate delivery) is not answered again: None.
+    released once it is, or once the store has fixed its place in that order). With an
+    admission `slot`, the reply waits for it after the question is stored (`on_admitted` is
+    called when it no longer waits). `buttons(request, live)` gives the buttons under the
+    reply (see `render_stream`). A question from a Discord message that was asked before (a
+    duplicate delivery) is not answered again: None.
     A question already stored (`asked_as`) is answered again: its earlier replies are marked
     replaced once the new one starts.
     """
@@ -391,7 +392,12 @@ async def answer(
         if at_once:
             settings = await channel_settings(store, question.channel_id, question.parent_id)
             model = settings.model or bot.settings.gemini_model
-            start = await store.ask(**asked, model=model, **_history_of(bot, question, settings))
+            start = await store.ask(
+                **asked,
+                model=model,
+                queued=None if ticket is None else ticket.release,
+                **_history_of(bot, question, settings),
+            )
             user_turn = start.user_turn
             request = _request(bot, question, start, model, settings)
         else:

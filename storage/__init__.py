@@ -77,7 +77,7 @@ Semantics the bot relies on:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from storage.models import (
@@ -206,10 +206,12 @@ class Store(Protocol):
         hidden: Hidden | None = None,
         history: HistoryBudget | None = None,
         history_author: int | None = None,
+        queued: Callable[[], object] | None = None,
     ) -> ReplyStart:
         """A question answered at once: `add_user_turn`, `start_model_turn` and `load_history`
         (before the question; `history_author` as its `author_id`) in one transaction;
-        AlreadyAnswered stores nothing."""
+        AlreadyAnswered stores nothing. `queued` may be called before it is stored, once the
+        channel's later questions are sure to be stored after it (and to see it)."""
         ...
 
     async def start_reply(

@@ -222,7 +222,13 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _run_write(
-        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+        self,
+        op: Op[T],
+        transaction: bool,
+        consistent: bool,
+        urgent: bool,
+        batch: Hashable,
+        queued: Callable[[], object] | None,
     ) -> T:
         """Run `op` as `_write` says."""
 
@@ -298,6 +304,7 @@ class BaseStore(ABC):
         consistent: bool = False,
         urgent: bool = False,
         batch: Hashable = None,
+        queued: Callable[[], object] | None = None,
     ) -> T:
         """Run `op` as a write that completes even if the caller is cancelled (`close` waits
         for it). `transaction`: its writes commit together or not at all. `consistent`: no
@@ -305,10 +312,14 @@ class BaseStore(ABC):
         operation at a time anyway; PostgreSQL holds a transaction for it). `urgent`: it goes
         before the operations waiting (SQLite: a question waiting for its reply to begin).
         `batch` (a transaction's): SQLite may run it in one transaction with the others
-        waiting with it, one per key; it must then be one that can run again if that
-        transaction fails."""
+        waiting with it, after those of its key that came before it; it must then be one that
+        can run again if that transaction fails. `queued` is called once every later write of
+        its key is sure to run after it (SQLite: it joined a batch; PostgreSQL never calls it:
+        there each write has a connection of its own)."""
         self._check_open()
-        task = asyncio.create_task(self._run_write(op, transaction, consistent, urgent, batch))
+        task = asyncio.create_task(
+            self._run_write(op, transaction, consistent, urgent, batch, queued)
+        )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         try:
@@ -369,10 +380,11 @@ class BaseStore(ABC):
         hidden: Hidden | None = None,
         history: HistoryBudget | None = None,
         history_author: int | None = None,
+        queued: Callable[[], object] | None = None,
     ) -> ReplyStart:
         """`add_user_turn`, `start_model_turn` and `load_history(before_turn=` the question`)`
         in one transaction of two pipelines (see `Db.pipeline`); `history_author` as
-        `load_history`'s `author_id`."""
+        `load_history`'s `author_id`; `queued` as `_write`'s, for the channel."""
         question = await self._question(
             channel_id, guild_id, thread_id, author_id, author_name, text, message_ids, images
         )
@@ -398,7 +410,7 @@ class BaseStore(ABC):
             _check_claim(question, after)
             return ReplyStart(user_turn, model_turn, turns)
 
-        return await self._write(op, urgent=True, batch=channel_id)
+        return await self._write(op, urgent=True, batch=channel_id, queued=queued)
 
     async def start_reply(
         self,

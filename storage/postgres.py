@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -367,11 +367,18 @@ class PostgresStore(BaseStore):
             return await op(_PgDb(conn))
 
     async def _run_write(
-        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+        self,
+        op: Op[T],
+        transaction: bool,
+        consistent: bool,
+        urgent: bool,
+        batch: Hashable,
+        queued: Callable[[], object] | None,
     ) -> T:
         """On a pooled connection, in a transaction when the writes must commit together or
         the op must hold its row locks; a deadlock or serialization failure is retried. No
-        `batch`: each write has a connection of its own, so none waits for another's trips."""
+        `batch` and no `queued`: each write has a connection of its own, so none waits for
+        another's trips."""
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn:

@@ -36,7 +36,8 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -143,6 +144,15 @@ def _bound(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(json.dumps(a) if isinstance(a, list) else a for a in args)
 
 
+@dataclass(slots=True)
+class _Queued:
+    """A write waiting in a batch."""
+
+    key: Hashable
+    op: Op[Any]
+    done: asyncio.Future[Any]
+
+
 class SQLiteStore(BaseStore):
     """Conversation history, images, settings and metrics in one SQLite file."""
 
@@ -172,7 +182,7 @@ class SQLiteStore(BaseStore):
         self._lock_fd = lock_fd
         self._lock_lost = False  # said in the log once
         self._lock = Turnstile()
-        self._batch: dict[Hashable, tuple[Op[Any], asyncio.Future[Any]]] | None = None
+        self._batch: list[_Queued] | None = None  # the writes waiting to run together
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -286,12 +296,19 @@ class SQLiteStore(BaseStore):
             return await op(self._db)
 
     async def _run_write(
-        self, op: Op[T], transaction: bool, consistent: bool, urgent: bool, batch: Hashable
+        self,
+        op: Op[T],
+        transaction: bool,
+        consistent: bool,
+        urgent: bool,
+        batch: Hashable,
+        queued: Callable[[], object] | None,
     ) -> T:
         """Alone on the connection, so consistent anyway; in a transaction when told. Writes
-        with a `batch` key waiting together run in one transaction, at most one per key."""
+        with a `batch` key waiting together run in one transaction, those of one key in the
+        order they came."""
         if batch is not None:
-            return await self._batched(op, batch, urgent)
+            return await self._batched(op, batch, urgent, queued)
         async with self._lock.hold(urgent):
             return await self._alone(op, transaction)
 
@@ -309,42 +326,56 @@ class SQLiteStore(BaseStore):
             raise
         return result
 
-    async def _batched(self, op: Op[T], key: Hashable, urgent: bool) -> T:
+    async def _batched(
+        self, op: Op[T], key: Hashable, urgent: bool, queued: Callable[[], object] | None
+    ) -> T:
         """Join the batch waiting for its turn (or start one): under a burst of questions
         the writes of many go in one transaction, a few trips through the event loop for
-        all, where each would take its own trips while the others wait."""
+        all, where each would take its own trips while the others wait. Once it has joined,
+        its key's later writes run after it (`queued` is told)."""
         batch = self._batch
-        if batch is None or key in batch:
-            batch = self._batch = {}
+        if batch is None:
+            batch = self._batch = []
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        batch[key] = (op, done)
+        batch.append(_Queued(key, op, done))
+        if queued is not None:
+            queued()
         if len(batch) == 1:  # the first one waits for the turn for them all
             async with self._lock.hold(urgent):
                 if self._batch is batch:
                     self._batch = None
-                await self._run_batch(list(batch.values()))
+                await self._run_batch(batch)
         return await done
 
-    async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
-        """One transaction for all (their statements pipelined); if it fails, each again in
-        its own."""
+    async def _run_batch(self, batch: list[_Queued]) -> None:
+        """One transaction for all: the writes of different keys pipelined, those of one key
+        one after another (each sees the ones before it). If it fails, each again in its own
+        transaction, in the order they came."""
         if len(batch) > 1:
-            ops = [op for op, _ in batch]
+            chains: dict[Hashable, list[Op[Any]]] = {}
+            for each in batch:
+                chains.setdefault(each.key, []).append(each.op)
+
+            async def in_order(db: Db, ops: list[Op[Any]]) -> list[Any]:
+                return [await op(db) for op in ops]
+
             try:
                 results = await self._alone(
-                    lambda db: db.pipeline(*(op(db) for op in ops)), transaction=True
+                    lambda db: db.pipeline(*(in_order(db, ops) for ops in chains.values())),
+                    transaction=True,
                 )
             except Exception as exc:
                 log.debug("a batch of %d writes failed, each is tried alone: %r", len(batch), exc)
             else:
-                for (_, done), result in zip(batch, results, strict=True):
-                    done.set_result(result)
+                of_key = {key: iter(r) for key, r in zip(chains, results, strict=True)}
+                for each in batch:
+                    each.done.set_result(next(of_key[each.key]))
                 return
-        for op, done in batch:
+        for each in batch:
             try:
-                done.set_result(await self._alone(op, transaction=True))
+                each.done.set_result(await self._alone(each.op, transaction=True))
             except Exception as exc:
-                done.set_exception(exc)
+                each.done.set_exception(exc)
 
     async def _history_rows(
         self, db: Db, channel_id: int, before: int, author_id: int | None, limit: int

@@ -159,39 +159,46 @@ async def test_settings_and_budget_reads_go_before_the_writes_queued_ahead(tmp_p
 
 
 async def test_questions_waiting_together_are_stored_in_one_transaction(tmp_path: Path) -> None:
-    """Under a burst the questions of different channels queued together share one
-    transaction; a channel's second question waits for the next, and sees the first."""
+    """Under a burst the questions queued together share one transaction; a channel's later
+    questions are stored after its earlier ones, and see them. Each is told once its place
+    is fixed, before anything is stored."""
     store = await open_store(tmp_path / "gemcord.db")
     assert isinstance(store, SQLiteStore)
     statements: list[str] = []
+    told: list[str] = []
     try:
         await store._conn.set_trace_callback(statements.append)
 
         def ask(channel: int, text: str) -> Awaitable[ReplyStart]:
-            return store.ask(channel_id=channel, author_id=1, author_name="a", text=text, model="m")
+            return store.ask(
+                channel_id=channel,
+                author_id=1,
+                author_name="a",
+                text=text,
+                model="m",
+                queued=lambda: told.append(text),
+            )
 
+        texts = [(1, "first in 1"), (2, "first in 2"), (1, "second in 1"), (1, "third in 1")]
         async with store._lock.hold():  # a write in progress; the questions queue behind it
-            tasks = [
-                asyncio.create_task(ask(1, "first in 1")),
-                asyncio.create_task(ask(2, "first in 2")),
-                asyncio.create_task(ask(1, "second in 1")),
-                asyncio.create_task(ask(3, "first in 3")),
-            ]
+            tasks = [asyncio.create_task(ask(c, t)) for c, t in texts]
             for _ in range(1000):
-                if store._lock.waiting == 2:
+                if len(told) == len(texts):
                     break
                 await asyncio.sleep(0)
-            assert store._lock.waiting == 2  # two batches: channel 1's second question waits
-        first_1, first_2, second_1, first_3 = await asyncio.gather(*tasks)
+            assert told == [t for _, t in texts]  # in order, and before any is stored
+            assert store._lock.waiting == 1 and not [s for s in statements if "INSERT" in s]
+        first_1, first_2, second_1, third_1 = await asyncio.gather(*tasks)
     finally:
         await store.close()
     assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == [
         "BEGIN IMMEDIATE",
         "COMMIT",
-    ] * 2
-    assert first_1.history == first_2.history == first_3.history == []
+    ]
+    assert first_1.history == first_2.history == []
     assert [t.text for t in second_1.history] == ["first in 1"]
-    assert second_1.user_turn > first_1.model_turn
+    assert [t.text for t in third_1.history if t.role == "user"] == ["first in 1", "second in 1"]
+    assert first_1.model_turn < second_1.user_turn < second_1.model_turn < third_1.user_turn
 
 
 async def test_a_question_that_fails_in_a_batch_leaves_the_others_stored(tmp_path: Path) -> None:
@@ -213,15 +220,17 @@ async def test_a_question_that_fails_in_a_batch_leaves_the_others_stored(tmp_pat
             )
 
         async with store._lock.hold():
-            tasks = [asyncio.create_task(ask(c, m)) for c, m in [(1, 1), (2, 77), (3, 3)]]
+            asks = [(1, 1), (2, 77), (1, 3), (3, 4)]
+            tasks = [asyncio.create_task(ask(c, m)) for c, m in asks]
             for _ in range(1000):
                 if store._lock.waiting == 1:
                     break
                 await asyncio.sleep(0)
-        first, again, third = await asyncio.gather(*tasks, return_exceptions=True)
+        first, again, second, other = await asyncio.gather(*tasks, return_exceptions=True)
         assert isinstance(again, AlreadyAnswered)
-        assert isinstance(first, ReplyStart) and isinstance(third, ReplyStart)
-        assert (await store.stats(1)).turns == (await store.stats(3)).turns == 2
+        assert isinstance(first, ReplyStart) and isinstance(other, ReplyStart)
+        assert isinstance(second, ReplyStart) and len(second.history) == 1  # sees the first
+        assert (await store.stats(1)).turns == 4 and (await store.stats(3)).turns == 2
         assert (await store.stats(2)).turns == 0  # the refused question left nothing behind
     finally:
         await store.close()
