@@ -630,6 +630,8 @@ class ChannelPacer:
             )
 
         self.requests = requests
+        self._clock = clock
+        self._typing_at = -math.inf  # when a reply here last sent the typing indicator
         self.reactions = WriteBudget(
             1,
             REACTION_INTERVAL,
@@ -694,10 +696,19 @@ class ChannelPacer:
         """The budget a write of ``kind`` uses."""
         return self.sends if kind == "send" else self.edits
 
-    def spare_request(self) -> bool:
-        """Take a global slot for an optional request (the typing indicator) if one is free
-        now; False means skip it."""
-        return self.requests is None or self.requests.try_acquire()
+    def typing(self, lasts: float) -> float:
+        """Whether a reply may show the typing indicator now, for the channel: 0 if so (the
+        caller sends it at once), else the seconds until it asks again. Not while the channel
+        shows one already (sent under `lasts` seconds ago, with no message of the bot since),
+        nor without a global slot free now: it is optional, never at the expense of a write."""
+        now = self._clock()
+        shown = self._typing_at + lasts - now
+        if shown > 0 and self._typing_at > self.sends._last_start:
+            return shown
+        if self.requests is not None and not self.requests.try_acquire():
+            return min(0.25, lasts)
+        self._typing_at = now
+        return 0.0
 
     @property
     def writes(self) -> int:

@@ -502,8 +502,8 @@ class _Renderer:
 
     async def _keep_typing(self) -> None:
         while self._t_first_visible is None and not self._done:
-            if not self.pacer.spare_request():  # optional: never at the expense of a write
-                await self.sleep(min(0.25, self.typing_interval))  # look again soon
+            if wait := self.pacer.typing(self.typing_interval):  # shown, or no slot spare
+                await self.sleep(wait)
                 continue
             try:
                 await self.sink.typing()

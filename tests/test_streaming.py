@@ -413,6 +413,25 @@ def test_typing_is_renewed_until_the_first_text() -> None:
     vrun(main)
 
 
+def test_replies_waiting_together_show_one_typing_indicator_for_their_channel() -> None:
+    """Three replies of a channel before their first text: one indicator for the channel,
+    renewed every 8 s while any waits (each reply sent its own before: three at a time)."""
+
+    async def main() -> None:
+        channel = FakeChannel()
+        shared = pacer()
+        await asyncio.gather(
+            render([(20.0, "late"), (1.0, " answer")], channel, channel_pacer=shared),
+            render([(0.5, "soon"), (1.0, " done")], channel, channel_pacer=shared, reply=1),
+            render([(20.0, "late"), (1.0, " too")], channel, channel_pacer=shared, reply=2),
+        )
+        first = channel.writes[0]
+        assert (first.kind, first.t) == ("send", 0.5)
+        assert channel.typing == pytest.approx([0.0, 8.0, 16.0])
+
+    vrun(main)
+
+
 def test_leading_whitespace_waits_for_visible_text() -> None:
     async def main() -> None:
         channel = FakeChannel()
