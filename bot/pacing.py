@@ -354,16 +354,17 @@ class WriteBudget:
         if (head := self._head()) is not None:
             head.wake()
 
-    def try_acquire(self) -> bool:
-        """Take a slot only if one is free now and nobody waits (for optional requests)."""
+    def try_slot(self) -> Slot | None:
+        """A slot (see :meth:`slot`) only if one is free now and nobody waits, for an optional
+        request; None: skip it."""
         if self.busy or self.delay() > 0:
-            return False
+            return None
         if self.client is not None and self.client.delay(self) > 0:
-            return False
-        if self.client is not None:
-            self.client.grant(self, False)
-        self._record()
-        return True
+            return None
+        slot = self.client.grant(self, True) if self.client is not None else None
+        slot = slot or Slot(None, self.max_writes - 1, math.inf)
+        slot.opened, slot.budget, slot.started = self._record(True), self, self._clock()
+        return slot
 
     def penalize(self, retry_after: float) -> None:
         """The platform answered 429 anyway: pause for ``retry_after``, then go slower."""
@@ -696,19 +697,21 @@ class ChannelPacer:
         """The budget a write of ``kind`` uses."""
         return self.sends if kind == "send" else self.edits
 
-    def typing(self, lasts: float) -> float:
-        """Whether a reply may show the typing indicator now, for the channel: 0 if so (the
-        caller sends it at once), else the seconds until it asks again. Not while the channel
-        shows one already (sent under `lasts` seconds ago, with no message of the bot since),
-        nor without a global slot free now: it is optional, never at the expense of a write."""
+    def typing(self, lasts: float) -> tuple[float, Slot | None]:
+        """Whether a reply may show the typing indicator now, for the channel: (0, its slot in
+        the bot's global budget, done once the request has ended) if so, the caller sending it
+        at once; else (the seconds until it asks again, None). Not while the channel shows one
+        already (sent under `lasts` seconds ago, with no message of the bot since), nor
+        without a global slot free now: it is optional, never at the expense of a write."""
         now = self._clock()
         shown = self._typing_at + lasts - now
         if shown > 0 and self._typing_at > self.sends._last_start:
-            return shown
-        if self.requests is not None and not self.requests.try_acquire():
-            return min(0.25, lasts)
+            return shown, None
+        slot = None
+        if self.requests is not None and (slot := self.requests.try_slot()) is None:
+            return min(0.25, lasts), None
         self._typing_at = now
-        return 0.0
+        return 0.0, slot
 
     @property
     def writes(self) -> int:

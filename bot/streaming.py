@@ -502,15 +502,21 @@ class _Renderer:
 
     async def _keep_typing(self) -> None:
         while self._t_first_visible is None and not self._done:
-            if wait := self.pacer.typing(self.typing_interval):  # shown, or no slot spare
+            wait, slot = self.pacer.typing(self.typing_interval)
+            if wait:  # the channel shows it already, or no global slot is spare
                 await self.sleep(wait)
                 continue
+            reached = False
             try:
                 await self.sink.typing()
+                reached = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("typing indicator failed: %r", exc)
+            finally:
+                if slot is not None:  # the global budget learns how long it took
+                    slot.done(reached)
             await self.sleep(self.typing_interval)
 
     # -- the main loop ---------------------------------------------------------------------------

@@ -1351,6 +1351,26 @@ def test_a_reaction_teaches_the_global_budget_nothing_of_its_transit() -> None:
     vrun(main)
 
 
+def test_a_typing_indicator_teaches_the_global_budget_its_transit() -> None:
+    """The typing indicator takes a slot of the bot's global budget and tells when its
+    response came: one that reached a lagging Discord late holds the global windows as a late
+    write does. (Untold, 37 of them once reached the fake at once, with the creates after them
+    in the same second: a global 429.)"""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=45, clock=now)
+        assert pacers.requests is not None
+        wait, slot = pacers.get(1).typing(8.0)
+        assert wait == 0 and slot is not None
+        await asyncio.sleep(0.3)
+        slot.done()
+        assert pacers.requests.transit == pytest.approx(0.3)
+        wait, slot = pacers.get(1).typing(8.0)  # the channel shows it already
+        assert wait == pytest.approx(7.7) and slot is None
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt
