@@ -282,10 +282,7 @@ class WriteBudget:
                         break
                 await me.pause(min(max(wait, MIN_WAIT), self.window))
             self._taking = granted = True
-            if self.client is not None:
-                slot = self.client.grant(self, track)
-            elif track:  # (a budget of one write a window: what discord.py holds, see `told`)
-                slot = Slot(None, self.max_writes - 1, math.inf)
+            slot = self._grant(track)
         finally:
             self._waiting.remove(me)
             if not granted:
@@ -296,9 +293,8 @@ class WriteBudget:
             # answered it
             told = slot is not None and slot.remaining >= 1
             outer = None if self.then is None else await self.then._take(True, _no, track=told)
-            opened = self._record(slot is not None)
+            self._start(slot)
             if slot is not None:
-                slot.opened, slot.budget, slot.started = opened, self, self._clock()
                 slot.then = outer
         except BaseException:
             if slot is not None:
@@ -309,7 +305,22 @@ class WriteBudget:
             self._wake_head()
         return slot
 
-    def _record(self, track: bool = False) -> list[float] | None:
+    def _grant(self, track: bool) -> Slot | None:
+        """A write starts now as far as discord.py's view of the channel goes; its slot if
+        ``track``."""
+        if self.client is not None:
+            return self.client.grant(self, track)
+        # (a budget of one write a window: what discord.py holds, see `told` in _take)
+        return Slot(None, self.max_writes - 1, math.inf) if track else None
+
+    def _start(self, slot: Slot | None) -> None:
+        """Count a write starting now (see :meth:`_record`); a tracked one's slot learns the
+        window its response will tell the end of."""
+        opened = self._record(slot is not None)
+        if slot is not None:
+            slot.opened, slot.budget, slot.started = opened, self, self._clock()
+
+    def _record(self, track: bool) -> list[float] | None:
         """Count a write starting now in every window it may land in; for a ``track`` ed write,
         the window its response will tell the end of (see :meth:`Slot.done`)."""
         now = self._clock()
@@ -361,9 +372,8 @@ class WriteBudget:
             return None
         if self.client is not None and self.client.delay(self) > 0:
             return None
-        slot = self.client.grant(self, True) if self.client is not None else None
-        slot = slot or Slot(None, self.max_writes - 1, math.inf)
-        slot.opened, slot.budget, slot.started = self._record(True), self, self._clock()
+        slot = self._grant(True)
+        self._start(slot)
         return slot
 
     def penalize(self, retry_after: float) -> None:
