@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import difflib
+import functools
 import io
 import logging
 import math
@@ -39,6 +40,7 @@ import os
 import random
 import re
 import time
+import typing
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import aiohttp
+import pydantic
 from google import genai
 from google.genai import _common as genai_common
 from google.genai import errors as genai_errors
@@ -454,8 +457,8 @@ class GeminiClient:
         self._client = genai.Client(
             api_key=self._api_key, vertexai=False, http_options=http_options
         )
+        _speed_up_sdk()
         _build_stream_models()
-        _quick_key_checks()
         self.request_timeout = request_timeout
         self.model_list_ttl = model_list_ttl
         self.model_page_size = max(1, model_page_size)
@@ -836,24 +839,123 @@ def _build_stream_models() -> None:
             model.model_rebuild()
 
 
-def _quick_key_checks() -> None:
-    """Give the SDK's models an `in` that answers a field name at once (once per process).
+def _speed_up_sdk() -> None:
+    """Give google-genai quicker versions of three of its internal steps (once per process).
 
-    google-genai turns each request into JSON by asking `"name" in model` of its pydantic
-    models for every field it might send, and pydantic answers `in` by listing the model's
-    every (name, value) pair: a request of a few turns walked thousands of pairs, 2-3 times
-    the CPU of the rest of the request. A name is never such a pair, so the answer is False,
-    as before, without the walk; anything else is checked as before. Skipped if the SDK's
-    models answer `in` themselves."""
+    Each gives the answer the SDK's own gives, without work that costs more than the rest
+    of a request or a streamed chunk together (`test_llm` compares requests and parsed
+    chunks with and without them). Each is skipped if a future SDK no longer has the step.
+
+    - **Key checks**: the SDK turns each request into JSON by asking `"name" in model` of
+      its pydantic models for every field it might send, and pydantic answers `in` by
+      listing the model's every (name, value) pair. A name is never such a pair, so the
+      answer is False, at once; anything else is checked as before.
+    - **Pruning**: before parsing a chunk the SDK drops the keys its models lack, and for
+      each key it rebuilt a map of every field's alias and looked up the field's type.
+      That map and those types are made once per model here.
+    - **Mismatch check**: a validator on every model warns when a field holds another
+      model than its own, and it read every field's type on each call. The fields that
+      hold a model are listed once per model here. Only models not yet built take it.
+    """
     base = genai_common.BaseModel
     if "__contains__" not in vars(base):
         base.__contains__ = _model_contains  # type: ignore[operator]
+    steps = ("_remove_extra_fields", "_as_base_model_type")
+    if all(callable(getattr(genai_common, step, None)) for step in steps):
+        genai_common._remove_extra_fields = _prune_extra_fields
+    models: list[type[genai_common.BaseModel]] = [base]
+    for model in models:
+        models.extend(model.__subclasses__())
+        check = model.__pydantic_decorators__.model_validators.get(_MISMATCH_CHECK)
+        if check is not None and not model.__pydantic_complete__:
+            check.func = functools.partial(_mismatch_check, model)
 
 
 def _model_contains(model: genai_common.BaseModel, item: object) -> bool:
     """`item in model` as pydantic answers it (one of its (name, value) pairs), at once for
     a str."""
     return not isinstance(item, str) and any(item == pair for pair in model)
+
+
+# For each model: each key it takes (a field's name or alias) → the model a dict under that
+# key is, and the model each dict of a list under it is (None: left as it is).
+_prune_plans: dict[type, dict[str, tuple[type | None, type | None]]] = {}
+
+
+def _prune_extra_fields(model: type[genai_common.BaseModel], response: dict[str, Any]) -> None:
+    """The SDK's `_remove_extra_fields`: drop (in place) the keys of a response that its
+    model lacks, at every depth."""
+    plan = _prune_plans.get(model) or _prune_plan(model)
+    for key, value in list(response.items()):
+        entry = plan.get(key)
+        if entry is None:
+            del response[key]
+            continue
+        sub, item = entry
+        if isinstance(value, dict) and sub is not None:
+            _prune_extra_fields(sub, value)
+        elif isinstance(value, list) and item is not None:
+            for each in value:
+                if isinstance(each, dict):
+                    _prune_extra_fields(item, each)
+
+
+def _prune_plan(model: type[genai_common.BaseModel]) -> dict[str, tuple[type | None, type | None]]:
+    model.model_rebuild(raise_errors=False)  # resolves the fields' forward references
+    fields = model.model_fields
+    by_alias = {info.alias: name for name, info in fields.items() if info.alias is not None}
+    plan = {}
+    for key in [*fields, *by_alias]:
+        annotation: Any = fields[by_alias.get(key, key)].annotation
+        if typing.get_origin(annotation) is typing.Union:
+            annotation = typing.get_args(annotation)[0]
+        args = typing.get_args(annotation)  # list[Part] → Part (dict[str, Any] → str: none)
+        item = genai_common._as_base_model_type(args[0]) if args else None
+        plan[key] = (genai_common._as_base_model_type(annotation), item)
+    if model.__pydantic_complete__:  # else the types may be names yet: planned again
+        _prune_plans[model] = plan
+    return plan
+
+
+_MISMATCH_CHECK = "_check_field_type_mismatches"
+_sdk_log = logging.getLogger("google_genai._common")
+_model_fields: dict[type, list[tuple[str, type]]] = {}
+
+
+def _mismatch_check(model: type[genai_common.BaseModel], data: Any) -> Any:
+    """The SDK's `_check_field_type_mismatches`: warn when a field holds another model than
+    its own."""
+    if not isinstance(data, dict | pydantic.BaseModel):
+        return data
+    fields = _model_fields.get(model)
+    if fields is None:
+        fields = _model_fields[model] = [
+            (name, kind)
+            for name, info in model.model_fields.items()
+            if isinstance(kind := _single_type(info.annotation), type)
+            and typing.get_origin(kind) is None
+            and issubclass(kind, pydantic.BaseModel)
+        ]
+    for name, kind in fields:
+        value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+        if isinstance(value, pydantic.BaseModel) and not isinstance(value, kind):
+            _sdk_log.warning(
+                "Type mismatch in %s.%s: expected %s, got %s",
+                model.__name__,
+                name,
+                kind.__name__,
+                type(value).__name__,
+            )
+    return data
+
+
+def _single_type(annotation: Any) -> Any:
+    """`X` for `Optional[X]`, else the annotation."""
+    if typing.get_origin(annotation) is typing.Union:
+        kinds = [kind for kind in typing.get_args(annotation) if kind is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return annotation
 
 
 _TOOLS: dict[str, Callable[[], types.Tool]] = {

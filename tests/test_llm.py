@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
+import importlib.util
 import logging
 import os
 import subprocess
@@ -230,8 +232,8 @@ async def test_signatures_go_back_exactly_as_received(fake, client):
 
 
 async def test_the_quick_key_check_changes_no_request(fake, client, monkeypatch):
-    """`_quick_key_checks` speeds up the SDK's request building; every request it builds is
-    the one the SDK builds without it."""
+    """`_speed_up_sdk`'s key check speeds up the SDK's request building; every request it
+    builds is the one the SDK builds without it."""
     base = llm.genai_common.BaseModel
     assert "__contains__" in vars(base)  # installed by GeminiClient
     part = llm.types.Part(text="hi")
@@ -274,6 +276,105 @@ async def test_the_quick_key_check_changes_no_request(fake, client, monkeypatch)
     bodies = [r.body for r in fake.requests]
     assert len(bodies) == 6 and bodies[:3] == bodies[3:]
     assert bodies[0]["generationConfig"]["maxOutputTokens"] == 321
+
+
+def _pristine_sdk_common():
+    """A fresh copy of google-genai's `_common` module: the SDK's own steps, untouched."""
+    spec = importlib.util.spec_from_file_location("pristine_common", llm.genai_common.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_unknown_keys(value, depth=0):
+    """`value` with a key no model has added to each of its dicts, at every depth."""
+    if isinstance(value, list):
+        return [_with_unknown_keys(each, depth) for each in value]
+    if not isinstance(value, dict):
+        return value
+    out = {key: _with_unknown_keys(each, depth + 1) for key, each in value.items()}
+    out[f"futureField{depth}"] = {"text": "dropped", "parts": [{"text": "dropped"}]}
+    return out
+
+
+async def test_the_quick_pruning_keeps_what_the_sdk_keeps(fake, client, monkeypatch):
+    """`_speed_up_sdk`'s pruning drops from each streamed chunk exactly the keys the SDK's
+    own `_remove_extra_fields` drops, known and unknown, at every depth."""
+    assert llm.genai_common._remove_extra_fields is llm._prune_extra_fields
+    seen: list[tuple[type, dict]] = []
+
+    def recording(model, response):
+        seen.append((model, copy.deepcopy(response)))
+        llm._prune_extra_fields(model, response)
+
+    monkeypatch.setattr(llm.genai_common, "_remove_extra_fields", recording)
+    grounding = grounding_metadata(
+        "Paris is the capital.",
+        queries=["capital of France"],
+        sources=[("https://a.example/x", "a.example")],
+        cites=[("Paris is the capital.", [0])],
+    )
+    links = url_context_metadata(("https://ok.example", "URL_RETRIEVAL_STATUS_SUCCESS"))
+    fake.script(
+        Reply(
+            thoughts=["Let me think."],
+            chunks=[
+                "Paris is the capital.",
+                {"text": " Known and unknown.", "futurePartField": {"a": 1}},
+                code_part("print(1)"),
+                output_part("1\n"),
+                image_part(b"\x89PNG-bytes"),
+            ],
+            metadata={
+                0: {"groundingMetadata": grounding, "futureCandidateField": [1, 2]},
+                -1: {"urlContextMetadata": links},
+            },
+            usage=Usage(prompt_tokens=12, output_tokens=34, thoughts_tokens=5, cached_tokens=4),
+            model_version="gemini-2.5-flash-001",
+            signature=b"sig",
+        )
+    )
+    await drain(client.stream(model=MODEL, contents=HELLO))
+    assert len(seen) >= 7
+    sdk = _pristine_sdk_common()
+    for model, response in seen:
+        for each in (response, _with_unknown_keys(response)):
+            ours, theirs = copy.deepcopy(each), copy.deepcopy(each)
+            llm._prune_extra_fields(model, ours)
+            sdk._remove_extra_fields(model, theirs)
+            assert ours == theirs
+    assert any("futurePartField" in str(r) for _, r in seen)
+
+
+def test_the_quick_mismatch_check_warns_as_the_sdk_does(caplog):
+    """`_speed_up_sdk`'s check on every SDK model warns, as the SDK's own does, when a field
+    holds another model than its own, and only then."""
+    check = llm.genai_common.BaseModel._check_field_type_mismatches.__func__
+    wrong, models = llm.types.Part(text="not this"), [llm.genai_common.BaseModel]
+    for model in models:
+        models.extend(model.__subclasses__())
+        right = {
+            n: object.__new__(llm._single_type(i.annotation))
+            for n, i in model.model_fields.items()
+            if _is_model(i.annotation)
+        }
+        mixed = {name: wrong for name in model.model_fields}
+        for data in (right, mixed, {}, "not a dict"):
+            caplog.clear()
+            check(model, data)
+            theirs = caplog.messages
+            caplog.clear()
+            llm._mismatch_check(model, data)
+            assert caplog.messages == theirs
+    caplog.clear()
+    llm.types.Candidate.model_validate({"content": wrong})  # through the installed check
+    assert caplog.messages == ["Type mismatch in Candidate.content: expected Content, got Part"]
+
+
+def _is_model(annotation) -> bool:
+    kind = llm._single_type(annotation)
+    return isinstance(kind, type) and issubclass(kind, llm.pydantic.BaseModel)
 
 
 async def test_grounding_links_and_code_come_as_events(fake, client):
