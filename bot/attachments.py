@@ -26,14 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-try:  # HEIC/HEIF decoding for the integrity check; Gemini takes the bytes as they are.
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-    HEIF_CHECKS = True
-except ImportError:  # pragma: no cover - pillow-heif is a dependency, but stay usable without
-    HEIF_CHECKS = False
-
 ACCEPTED = "PNG, JPEG, WebP, HEIC, HEIF or GIF"
 READABLE = (
     "images, text and code, PDF, audio (MP3, WAV, OGG, M4A/AAC, FLAC) and video (MP4, WebM, MOV)"
@@ -248,12 +240,24 @@ def redrawn(img: Image.Image, mime: str, max_side: int) -> Media:
     return Media(data=out.getvalue(), mime_type=out_mime)
 
 
+@functools.cache
+def heif_checks() -> bool:
+    """Whether HEIC/HEIF images decode, for the integrity check (Gemini takes the bytes as
+    they are). pillow-heif is loaded with the first such image: its codecs take some 6 MB."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pragma: no cover - pillow-heif is a dependency, but stay usable without
+        return False
+    register_heif_opener()
+    return True
+
+
 def validate_image(data: bytes, filename: str, limits: Limits) -> Media:
     """Check the bytes are a supported image within the pixel cap; downscale it or GIF → PNG."""
     mime = sniff(data)
     if mime is None:
         raise ImageRejected(f"`{filename}` is not a supported image ({ACCEPTED}).")
-    if mime in ("image/heic", "image/heif") and not HEIF_CHECKS:
+    if mime in ("image/heic", "image/heif") and not heif_checks():
         return Media(data=data, mime_type=mime)
     with open_header(data, filename, limits) as img, decode_slots(limits.max_decodes):
         try:

@@ -90,6 +90,27 @@ def test_formats_sniffed_and_kept(fmt: str, mime: str) -> None:
     assert image.mime_type == mime and image.data == data
 
 
+def test_the_heif_codecs_load_with_the_first_heif_image() -> None:
+    """pillow-heif (some 6 MB of codecs) stays unloaded until a HEIC/HEIF image comes."""
+    code = textwrap.dedent(
+        """
+        import io, sys
+        import bot.app, bot.cogs.chat, bot.attachments as a
+        from PIL import Image
+        png = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(png, format="PNG")
+        a.validate_image(png.getvalue(), "x.png", a.Limits())
+        print("pillow_heif" in sys.modules)
+        try:
+            a.validate_image(b"\\0\\0\\0\\x18ftypheic" + bytes(40), "x.heic", a.Limits())
+        except a.ImageRejected:  # not a real image: looks damaged
+            print("pillow_heif" in sys.modules)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.stdout.split() == ["False", "True"], run.stderr
+
+
 def test_heic_accepted() -> None:
     pillow_heif = pytest.importorskip("pillow_heif")
     out = io.BytesIO()
