@@ -6,6 +6,8 @@ import json
 import logging
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +21,21 @@ from tests.harness import World, world
 from tests.pg_relay import Relay
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_bot_process_collects_garbage_less_often() -> None:
+    """A command that runs the bot (or the web chat, or the console) leaves what its imports
+    made out of every garbage collection, and collects young objects every GC_YOUNG."""
+    code = (
+        "import gc\n"
+        "from bot.__main__ import GC_YOUNG, _run_owner\n"
+        "async def probe():\n"
+        "    return [gc.get_threshold()[0] == GC_YOUNG, gc.get_freeze_count() > 10_000]\n"
+        "print(gc.get_threshold()[0], _run_owner(probe))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert run.stdout.split(maxsplit=1) == ["700", "[True, True]\n"], run.stderr
 
 
 def free_port() -> int:
