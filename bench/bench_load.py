@@ -408,7 +408,7 @@ class ReplyFigures:
     first_visible: float | None = None
     """The model's first chunk -> its first Discord message, s."""
     final_at: float | None = None
-    """monotonic time of the reply's last write."""
+    """monotonic time the reply's text last changed (its final text shown)."""
     final_lag: float | None = None
     progress_gap: float | None = None
     shown_after_end: bool = False
@@ -535,8 +535,15 @@ def _reply_figures(
     chain: list[FakeMessage] = [w.discord.message(i) for i in finished[1]]
     fig.messages = len(chain)
     fig.exact = [m.content for m in chain] == split_message(text)
-    updates = sorted(rev.t for m in chain for rev in m.revisions)
-    fig.writes = len(updates)
+    fig.writes = sum(len(m.revisions) for m in chain)
+    # When the text changed: a write of a message's buttons alone (an older reply losing its
+    # Regenerate button, maybe long after, see bot.regenerate.Offers) shows nothing new.
+    updates = sorted(
+        rev.t
+        for m in chain
+        for before, rev in zip([None, *m.revisions], m.revisions, strict=False)
+        if before is None or rev.content != before.content
+    )
     if not updates:
         return fig
     fig.first_visible = updates[0] - times[0]
