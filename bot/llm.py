@@ -868,7 +868,8 @@ def _speed_up_sdk() -> None:
         models.extend(model.__subclasses__())
         check = model.__pydantic_decorators__.model_validators.get(_MISMATCH_CHECK)
         if check is not None and not model.__pydantic_complete__:
-            check.func = functools.partial(_mismatch_check, model)
+            with contextlib.suppress(AttributeError):  # a pydantic whose decorators are frozen
+                check.func = functools.partial(_mismatch_check, model)
 
 
 def _model_contains(model: genai_common.BaseModel, item: object) -> bool:
