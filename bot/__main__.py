@@ -29,8 +29,8 @@ ONLINE_TIMEOUT = 10.0
 """Seconds each `check --online` network call may take."""
 GC_YOUNG = 10_000
 """Tracked objects made (net) between two collections of Python's youngest generation, against
-its default 700: at 500 replies streaming at once the collector took some 15 % of the bot's
-CPU (1.4 s of 10), and its full collections held the event loop for up to 0.25 s."""
+its default 700: at 500 replies streaming at once the collector took 1.7-2.0 s of the bot's
+10-13 s of CPU, and its full collections held the event loop for up to 0.27 s."""
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 

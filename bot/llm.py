@@ -839,6 +839,7 @@ def _build_stream_models() -> None:
             model.model_rebuild()
 
 
+@functools.cache
 def _speed_up_sdk() -> None:
     """Give google-genai quicker versions of three of its internal steps (once per process).
 
@@ -886,7 +887,9 @@ _prune_plans: dict[type, dict[str, tuple[type | None, type | None]]] = {}
 def _prune_extra_fields(model: type[genai_common.BaseModel], response: dict[str, Any]) -> None:
     """The SDK's `_remove_extra_fields`: drop (in place) the keys of a response that its
     model lacks, at every depth."""
-    plan = _prune_plans.get(model) or _prune_plan(model)
+    plan = _prune_plans.get(model)
+    if plan is None:
+        plan = _prune_plan(model)
     for key, value in list(response.items()):
         entry = plan.get(key)
         if entry is None:
