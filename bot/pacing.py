@@ -96,6 +96,7 @@ class WriteBudget:
         self._clock = clock
         self._waiting: list[_Waiter] = []  # in arrival order
         self._taking = False  # a waiter was granted and is taking its slot
+        self._wanting = 0  # writes of narrower budgets waiting for a slot of this one free
         # [start, count, doubt, end] of the windows a write may still land in: the earliest
         # moment the window may have opened, the writes that may count in it, whether its
         # opener is in doubt (it may have landed in the window before, or never reached
@@ -109,7 +110,8 @@ class WriteBudget:
         """discord.py's view of the channel's bucket, shared with the channel's other route."""
         self.then = then
         """A wider budget every write of this one also takes a slot of (the bot's global
-        budget), taken inside this one's turn so that the recorded start is the real one."""
+        budget), taken inside this one's turn so that the recorded start is the real one; a
+        write is granted here only while it has a slot free."""
         self.yields = False
         """Whether its progress writes (neither final nor closing) give way to every other
         write in :attr:`then`: they go only when it has a slot free."""
@@ -211,7 +213,7 @@ class WriteBudget:
     @property
     def busy(self) -> bool:
         """Whether a reply is waiting for (or taking) a slot right now."""
-        return bool(self._waiting) or self._taking
+        return bool(self._waiting) or self._taking or self._wanting > 0
 
     def urgent_waiting(self) -> int:
         """How many final or closing writes are waiting for a slot."""
@@ -264,26 +266,37 @@ class WriteBudget:
     ) -> Slot | None:
         me = _Waiter(final if callable(final) else lambda: final, closing)
         self._waiting.append(me)
-        granted = False
+        granted = wanting = False
         slot: Slot | None = None
         try:
             while True:
                 wait = self.base_interval  # not first in line: look again now and then
+                held = False  # by the global budget alone
                 if not self._taking and self._head() is me:
                     is_final = me.is_final()
                     is_closing = is_final or me.is_closing()
                     wait = self.delay(is_final, is_closing)
                     if wait <= 0 and self.client is not None:
                         wait = self.client.delay(self)
-                    if wait <= 0 and self.then is not None and self.yields and not is_closing:
-                        # progress goes only when the global budget has a slot free now
-                        wait = self.then.delay() if not self.then.busy else self.then.window
-                    if wait <= 0:
-                        break
+                    if wait <= 0 and self.then is not None:
+                        if self.yields and not is_closing:
+                            # progress goes only when the global budget has a slot free now
+                            wait = self.then.delay() if not self.then.busy else self.then.window
+                        else:  # the others too, as a write granted here counts in flight
+                            # (and in discord.py's view) while it waits for its global slot
+                            wait = self.then.delay(True, True)
+                            held = wait > 0
+                if held != wanting and self.then is not None:
+                    wanting = held  # counted in the global budget's busy: optional requests
+                    self.then._wanting += 1 if held else -1  # (typing) give way to it
+                if wait <= 0:
+                    break
                 await me.pause(min(max(wait, MIN_WAIT), self.window))
             self._taking = granted = True
             slot = self._grant(track)
         finally:
+            if wanting and self.then is not None:
+                self.then._wanting -= 1
             self._waiting.remove(me)
             if not granted:
                 self._wake_head()

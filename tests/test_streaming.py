@@ -1371,6 +1371,30 @@ def test_a_typing_indicator_teaches_the_global_budget_its_transit() -> None:
     vrun(main)
 
 
+def test_a_write_waiting_for_the_global_budget_leaves_its_channel_free() -> None:
+    """A channel's write takes its channel slot only once the bot's global budget has one free
+    too: granted before, it would count as in flight in discord.py's view of the channel (holding
+    the channel's other route) while it waited. Waiting so, it still keeps the optional typing
+    indicator from taking the global slot that frees first."""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=1, clock=now)
+        busy, quiet = pacers.get(1), pacers.get(2)
+        first = await busy.sends.slot(final=True)  # the one global slot of this second
+        first.done()
+        held = asyncio.create_task(quiet.sends.slot(final=True))
+        await asyncio.sleep(0.5)
+        assert not held.done() and quiet.client._in_flight == []  # not granted: not in flight
+        assert pacers.requests is not None and pacers.requests.busy  # so optional requests
+        # (typing, progress edits) give way to it when a global slot frees
+        slot = await held
+        assert now() == pytest.approx(1.05)  # the global window (and its margin) ended
+        assert quiet.client._in_flight == [slot]
+        slot.done()
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt
