@@ -96,7 +96,9 @@ class WriteBudget:
         self._clock = clock
         self._waiting: list[_Waiter] = []  # in arrival order
         self._taking = False  # a waiter was granted and is taking its slot
-        self._wanting = 0  # writes of narrower budgets waiting for a slot of this one free
+        self._held = 0  # writes of narrower budgets held until this one has a slot free
+        self._due = 0  # writes of narrower budgets due soon, for which the others keep a slot
+        # (both make it busy: optional requests give way to them)
         # [start, count, doubt, end] of the windows a write may still land in: the earliest
         # moment the window may have opened, the writes that may count in it, whether its
         # opener is in doubt (it may have landed in the window before, or never reached
@@ -111,7 +113,8 @@ class WriteBudget:
         self.then = then
         """A wider budget every write of this one also takes a slot of (the bot's global
         budget), taken inside this one's turn so that the recorded start is the real one; a
-        write is granted here only while it has a slot free."""
+        write is granted here only while it has a slot free, and one that would empty its
+        window has one kept free for it from a window of ``then`` before it may go."""
         self.yields = False
         """Whether its progress writes (neither final nor closing) give way to every other
         write in :attr:`then`: they go only when it has a slot free."""
@@ -181,12 +184,13 @@ class WriteBudget:
         fullest = max(windows, key=lambda w: w[1])
         return min((self.max_writes - 1 - int(fullest[1]), fullest[3]), fresh)
 
-    def delay(self, final: bool = False, closing: bool = False) -> float:
+    def delay(self, final: bool = False, closing: bool = False, keep: int = 0) -> float:
         """Seconds until the next slot is free (0 if one is free now), ignoring waiters.
 
         A ``final`` write (a reply's last text) may use every slot left in the window, without
         the spacing and the reserve of progress writes; a ``closing`` one (a message's last
-        text while the reply goes on) may use the reserve but keeps the spacing.
+        text while the reply goes on) may use the reserve but keeps the spacing. With
+        ``sliding``, ``keep`` slots must stay free after it.
         """
         now = self._clock()
         at = self._blocked_until
@@ -204,8 +208,8 @@ class WriteBudget:
             if w[1] >= cap:
                 at = max(at, w[3])
         starts = self._starts
-        if starts is not None and len(starts) == starts.maxlen:
-            at = max(at, starts[0] + self.window + self.slack)
+        if starts is not None and len(starts) >= (most := self.max_writes - keep):
+            at = max(at, starts[-most] + self.window + self.slack if most > 0 else math.inf)
         if windows and now >= windows[-1][0] + self.window - self.transit:
             at = max(at, windows[-1][3])  # it could land in either window: wait until sure
         return max(0.0, at - now)
@@ -213,7 +217,7 @@ class WriteBudget:
     @property
     def busy(self) -> bool:
         """Whether a reply is waiting for (or taking) a slot right now."""
-        return bool(self._waiting) or self._taking or self._wanting > 0
+        return bool(self._waiting) or self._taking or self._held > 0 or self._due > 0
 
     def urgent_waiting(self) -> int:
         """How many final or closing writes are waiting for a slot."""
@@ -266,37 +270,44 @@ class WriteBudget:
     ) -> Slot | None:
         me = _Waiter(final if callable(final) else lambda: final, closing)
         self._waiting.append(me)
-        granted = wanting = False
+        granted = False
+        held = due = False  # by the global budget; due soon (see below)
         slot: Slot | None = None
         try:
             while True:
                 wait = self.base_interval  # not first in line: look again now and then
-                held = False  # by the global budget alone
+                now_held = now_due = False
                 if not self._taking and self._head() is me:
                     is_final = me.is_final()
                     is_closing = is_final or me.is_closing()
                     wait = self.delay(is_final, is_closing)
                     if wait <= 0 and self.client is not None:
                         wait = self.client.delay(self)
-                    if wait <= 0 and self.then is not None:
-                        if self.yields and not is_closing:
-                            # progress goes only when the global budget has a slot free now
-                            wait = self.then.delay() if not self.then.busy else self.then.window
-                        else:  # the others too, as a write granted here counts in flight
-                            # (and in discord.py's view) while it waits for its global slot
-                            wait = self.then.delay(True, True)
-                            held = wait > 0
-                if held != wanting and self.then is not None:
-                    wanting = held  # counted in the global budget's busy: optional requests
-                    self.then._wanting += 1 if held else -1  # (typing) give way to it
+                    then = self.then
+                    if then is not None and (is_closing or not self.yields):
+                        # a write that empties its window goes near the window's end or
+                        # misses it: for a global window before, the others leave it a slot
+                        now_due = self.landing()[0] < 1 and wait <= then.window + then.slack
+                        if wait <= 0:  # a write granted here counts in flight (and in
+                            # discord.py's view) while it waits for its global slot: none is
+                            wait = then.delay(True, True, 0 if now_due else then._due - due)
+                            now_held = wait > 0
+                    elif wait <= 0 and then is not None:
+                        # progress goes only when the global budget has a slot free now
+                        wait = then.delay() if not then.busy else then.window
+                if (now_held, now_due) != (held, due) and self.then is not None:
+                    self.then._held += now_held - held
+                    self.then._due += now_due - due
+                    held, due = now_held, now_due
                 if wait <= 0:
                     break
                 await me.pause(min(max(wait, MIN_WAIT), self.window))
             self._taking = granted = True
             slot = self._grant(track)
         finally:
-            if wanting and self.then is not None:
-                self.then._wanting -= 1
+            if self.then is not None:
+                self.then._held -= held
+                self.then._due -= due
             self._waiting.remove(me)
             if not granted:
                 self._wake_head()

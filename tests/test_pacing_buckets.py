@@ -216,20 +216,25 @@ def test_long_and_many_replies_stay_within_every_window(
     outcome.channel.check_windows()
 
 
-@pytest.mark.parametrize(("per_second", "most"), [(None, 0.5), (45, 1.5)])
+@pytest.mark.parametrize(
+    ("per_second", "latency", "seed", "most"),
+    [(None, 0.02, 0, 0.5), (45, 0.02, 0, 1.5), (45, 0.01, 12, 1.5)],
+)
 def test_channels_sharing_the_global_budget_lose_no_window(
-    per_second: int | None, most: float
+    per_second: int | None, latency: float, seed: int, most: float
 ) -> None:
     # 10 channels of 20 replies each, asked within 0.8 s. Through the bot's global budget of
     # 45 requests a second, in each channel's last window all 10 channels need 5 creates at
     # once, more than a second's worth, so some channel's last reply is final up to a second
-    # past its floor. A write granted by its channel before the global budget had a slot for
-    # it counted in flight there meanwhile, and once cost a channel a whole window (5.9 s).
-    rng = random.Random(0)
+    # past its floor. Lost windows cost 5 s more: a write granted by its channel before the
+    # global budget had a slot for it counted in flight there meanwhile (5.9 s, seed 0), and a
+    # channel's last slot found the global budget full just before its window ended (6.0 s,
+    # seed 12) until the others kept it a slot.
+    rng = random.Random(seed)
 
     async def main() -> list[float]:
         pacers = PacerRegistry(LIMIT, PER, clock=now, requests_per_second=per_second)
-        channels = [DiscordPyChannel("discord", latency=0.02) for _ in range(10)]
+        channels = [DiscordPyChannel("discord", latency=latency) for _ in range(10)]
         asked = [(c, k, 0.5 + 0.8 * rng.random()) for c in range(10) for k in range(20)]
         texts = {(c, k): prose(1200, 100 * c + k) for c, k, _ in asked}
 

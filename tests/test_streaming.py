@@ -1395,6 +1395,60 @@ def test_a_write_waiting_for_the_global_budget_leaves_its_channel_free() -> None
     vrun(main)
 
 
+def test_a_write_due_before_its_window_ends_takes_the_first_global_slot_free() -> None:
+    """Writes held by the bot's global budget: the one that would empty its channel's window
+    (it goes near the window's end, or it misses it) takes the first slot that frees, before
+    a write of another channel that asked earlier."""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=2, clock=now)
+        ending, other = pacers.get(1), pacers.get(2)
+        for at in (0.0, 0.0, 1.05, 1.5):  # four creates in the window, each with a global slot
+            await sleep_until(at)
+            (await ending.sends.slot(final=True)).done()
+        await sleep_until(1.6)
+        first = asyncio.create_task(other.sends.slot(final=True))
+        await sleep_until(1.7)
+        fifth = asyncio.create_task(ending.sends.slot(final=True))
+        done, _ = await asyncio.wait([first, fifth], return_when=asyncio.FIRST_COMPLETED)
+        assert done == {fifth} and now() == pytest.approx(2.1)
+        (await fifth).done()
+        (await first).done()
+        assert now() == pytest.approx(2.55)
+
+    vrun(main)
+
+
+def test_a_write_due_before_its_window_ends_keeps_a_global_slot_for_itself() -> None:
+    """A channel's write that empties its window waits for the window's end (a live reply may
+    need its last edit meanwhile) and then has the window's last moments to go. From a global
+    window before, other channels' writes leave it a slot of the bot's global budget: taken,
+    it would have gone after its window ended, its slot lost."""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=3, clock=now)
+        ending, other = pacers.get(1), pacers.get(2)
+        ending.follow(lambda: True)  # a reply streaming in the channel
+        for at in (0.0, 0.0, 0.0, 1.05):  # four creates in the window, which ends at 5 s
+            await sleep_until(at)
+            (await ending.sends.slot(final=True)).done()
+        fifth = asyncio.create_task(ending.sends.slot(final=True))
+        await sleep_until(4.3)
+        starts = []
+        for _ in range(3):
+            (await other.sends.slot(final=True)).done()
+            starts.append(now())
+            if len(starts) == 2:
+                assert not fifth.done()
+        slot = await fifth
+        slot.done()
+        assert slot.started == pytest.approx(4.5)  # at its window's end (less 0.5 s)
+        assert starts == pytest.approx([4.3, 4.3, 5.35])  # the third after the fifth
+        assert ending.sends.writes == 5 and ending.sends._windows[0][1] == 5
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt
