@@ -98,7 +98,6 @@ class WriteBudget:
         self._taking = False  # a waiter was granted and is taking its slot
         self._held = 0  # writes of narrower budgets held until this one has a slot free
         self._due = 0  # writes of narrower budgets due soon, for which the others keep a slot
-        # (both make it busy: optional requests give way to them)
         # [start, count, doubt, end] of the windows a write may still land in: the earliest
         # moment the window may have opened, the writes that may count in it, whether its
         # opener is in doubt (it may have landed in the window before, or never reached
@@ -217,7 +216,7 @@ class WriteBudget:
     @property
     def busy(self) -> bool:
         """Whether a reply is waiting for (or taking) a slot right now."""
-        return bool(self._waiting) or self._taking or self._held > 0 or self._due > 0
+        return bool(self._waiting) or self._taking or self._held > 0
 
     def urgent_waiting(self) -> int:
         """How many final or closing writes are waiting for a slot."""
@@ -294,7 +293,7 @@ class WriteBudget:
                             now_held = wait > 0
                     elif wait <= 0 and then is not None:
                         # progress goes only when the global budget has a slot free now
-                        wait = then.delay() if not then.busy else then.window
+                        wait = then.delay(keep=then._due) if not then.busy else then.window
                 if (now_held, now_due) != (held, due) and self.then is not None:
                     self.then._held += now_held - held
                     self.then._due += now_due - due
@@ -392,7 +391,7 @@ class WriteBudget:
     def try_slot(self) -> Slot | None:
         """A slot (see :meth:`slot`) only if one is free now and nobody waits, for an optional
         request; None: skip it."""
-        if self.busy or self.delay() > 0:
+        if self.busy or self.delay(keep=self._due) > 0:
             return None
         if self.client is not None and self.client.delay(self) > 0:
             return None

@@ -1449,6 +1449,28 @@ def test_a_write_due_before_its_window_ends_keeps_a_global_slot_for_itself() -> 
     vrun(main)
 
 
+def test_signs_go_around_a_global_slot_kept_for_a_write_due() -> None:
+    """The global slot kept for a write due does not hold back optional requests (⏳ signs,
+    typing) while others are free: counted as busy, 10 channels' writes due kept the ⏳ of
+    their queued questions away for up to 20 s."""
+
+    async def main() -> None:
+        pacers = PacerRegistry(requests_per_second=3, clock=now)
+        ending, other = pacers.get(1), pacers.get(2)
+        ending.follow(lambda: True)  # a reply streaming in the channel
+        for at in (0.0, 0.0, 0.0, 1.05):  # four creates in the window, which ends at 5 s
+            await sleep_until(at)
+            (await ending.sends.slot(final=True)).done()
+        fifth = asyncio.create_task(ending.sends.slot(final=True))
+        await sleep_until(4.2)  # it is due at 4.5
+        async with other.reactions.write():
+            assert now() == pytest.approx(4.2)
+        (await fifth).done()
+        assert now() == pytest.approx(4.5)
+
+    vrun(main)
+
+
 def test_a_write_near_a_window_edge_waits_until_the_window_has_surely_ended() -> None:
     async def main() -> None:
         b = WriteBudget(5, 5.0, burst=5, clock=now)  # windows of 5 s, 0.25 s of doubt
