@@ -467,7 +467,6 @@ class GeminiClient:
         self._models: list[ModelInfo] | None = None
         self._models_at = -math.inf
         self._models_fetch: asyncio.Task[list[ModelInfo]] | None = None
-        self._starts = _OnePerTurn()
 
     def __repr__(self) -> str:
         return f"GeminiClient(chunk_timeout={self.chunk_timeout}, retries={self.retry_attempts})"
@@ -1198,7 +1197,6 @@ class GeminiStream:
             self._finish = None
             self._block_reason = None
             self._wait = client.first_chunk_timeout
-            await client._starts.turn()
             self._sdk = await client._client.aio.models.generate_content_stream(
                 model=self._model, contents=self._contents, config=self._config
             )
@@ -1400,32 +1398,6 @@ class GeminiStream:
 
 _closing_tasks: set[asyncio.Task[None]] = set()
 """Streams being closed after their consumer ended without closing them (kept referenced)."""
-
-
-class _OnePerTurn:
-    """Lets one caller on per turn of the event loop: a burst of requests, each built at some
-    CPU cost, leaves the loop free between two to read the answers already streaming."""
-
-    def __init__(self) -> None:
-        self._waiting: deque[asyncio.Future[None]] = deque()
-
-    async def turn(self) -> None:
-        """Wait for this caller's turn (at once if nobody waits)."""
-        loop = asyncio.get_running_loop()
-        me = loop.create_future()
-        self._waiting.append(me)
-        if len(self._waiting) == 1:
-            loop.call_soon(self._next)
-        await me  # (cancelled, it is skipped)
-
-    def _next(self) -> None:
-        while self._waiting:
-            first = self._waiting.popleft()
-            if not first.done():
-                first.set_result(None)
-                break
-        if self._waiting:
-            asyncio.get_running_loop().call_soon(self._next)
 
 
 async def _close_sdk(sdk: AsyncIterator[Any]) -> None:

@@ -1182,32 +1182,3 @@ def test_the_first_answer_after_a_start_builds_no_sdk_model() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []  # models built during the first stream, if any
-
-
-async def test_a_burst_of_requests_starts_one_per_turn_of_the_loop() -> None:
-    """Each request costs some CPU to build (about 2 ms in google-genai): 200 questions at
-    once started one after another in a single turn of the event loop, and the answers that
-    had begun streaming waited that long to be read. One starts per turn now; one cancelled
-    while waiting gives its turn to the next."""
-    loop = asyncio.get_running_loop()
-    gate = llm._OnePerTurn()
-    turns = 0
-
-    def tick() -> None:  # counts the turns of the loop
-        nonlocal turns
-        turns += 1
-        loop.call_soon(tick)
-
-    loop.call_soon(tick)
-    started: list[tuple[int, int]] = []
-
-    async def start(k: int) -> None:
-        await gate.turn()
-        started.append((k, turns))
-
-    tasks = [asyncio.create_task(start(k)) for k in range(5)]
-    await asyncio.sleep(0)
-    tasks[2].cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    assert [k for k, _ in started] == [0, 1, 3, 4]
-    assert len({turn for _, turn in started}) == 4  # each in a turn of its own
