@@ -96,7 +96,8 @@ class WriteBudget:
         self._clock = clock
         self._waiting: list[_Waiter] = []  # in arrival order
         self._taking = False  # a waiter was granted and is taking its slot
-        self._held = 0  # writes of narrower budgets held until this one has a slot free
+        self._held: list[_Waiter] = []  # writes of narrower budgets held until this one
+        # has a slot free (only the first of them, a due one first, looks again)
         self._due = 0  # writes of narrower budgets due soon, for which the others keep a slot
         # [start, count, doubt, end] of the windows a write may still land in: the earliest
         # moment the window may have opened, the writes that may count in it, whether its
@@ -216,7 +217,23 @@ class WriteBudget:
     @property
     def busy(self) -> bool:
         """Whether a reply is waiting for (or taking) a slot right now."""
-        return bool(self._waiting) or self._taking or self._held > 0
+        return bool(self._waiting) or self._taking or bool(self._held)
+
+    def _hold(self, waiter: _Waiter, was: bool, now: bool, due: bool) -> None:
+        """``waiter`` (of a narrower budget) is held until this one has a slot free, or no
+        longer; the first one held then looks again."""
+        waiter.due = due
+        if now and not was:
+            self._held.append(waiter)
+        elif was and not now:
+            self._held.remove(waiter)
+            if (first := self._first_held()) is not None:
+                first.wake()
+
+    def _first_held(self) -> _Waiter | None:
+        """The write held that goes first when a slot frees: the first due one, else the
+        first one."""
+        return next((w for w in self._held if w.due), self._held[0] if self._held else None)
 
     def urgent_waiting(self) -> int:
         """How many final or closing writes are waiting for a slot."""
@@ -295,9 +312,11 @@ class WriteBudget:
                         # progress goes only when the global budget has a slot free now
                         wait = then.delay(keep=then._due) if not then.busy else then.window
                 if (now_held, now_due) != (held, due) and self.then is not None:
-                    self.then._held += now_held - held
+                    self.then._hold(me, held, now_held, now_due)
                     self.then._due += now_due - due
                     held, due = now_held, now_due
+                if held and self.then is not None and self.then._first_held() is not me:
+                    wait = self.window  # the first one held looks, then wakes the next
                 if wait <= 0:
                     break
                 await me.pause(min(max(wait, MIN_WAIT), self.window))
@@ -305,7 +324,7 @@ class WriteBudget:
             slot = self._grant(track)
         finally:
             if self.then is not None:
-                self.then._held -= held
+                self.then._hold(me, held, False, False)
                 self.then._due -= due
             self._waiting.remove(me)
             if not granted:
@@ -589,11 +608,13 @@ REACTION_INTERVAL = 0.25
 class _Waiter:
     """A write waiting for a slot: whether it is final now, and how to wake it early."""
 
-    __slots__ = ("_waker", "is_closing", "is_final")
+    __slots__ = ("_waker", "due", "is_closing", "is_final")
 
     def __init__(self, is_final: Callable[[], bool], is_closing: Callable[[], bool]) -> None:
         self.is_final = is_final
         self.is_closing = is_closing
+        self.due = False
+        """Whether it is due soon (see :meth:`WriteBudget._take`)."""
         self._waker: asyncio.Future[None] | None = None
 
     async def pause(self, seconds: float) -> None:
