@@ -219,21 +219,22 @@ class WriteBudget:
         """Whether a reply is waiting for (or taking) a slot right now."""
         return bool(self._waiting) or self._taking or bool(self._held)
 
-    def _hold(self, waiter: _Waiter, was: bool, now: bool, due: bool) -> None:
+    def _hold(self, waiter: _Waiter, was: bool, now: bool, rank: tuple[bool, float]) -> None:
         """``waiter`` (of a narrower budget) is held until this one has a slot free, or no
-        longer; the first one held then looks again."""
-        waiter.due = due
+        longer; the first one held then looks again. ``rank``: it goes before those with a
+        higher one (not due, and when its budget last wrote)."""
+        waiter.rank = rank
         if now and not was:
             self._held.append(waiter)
         elif was and not now:
             self._held.remove(waiter)
-            if (first := self._first_held()) is not None:
-                first.wake()
+        if (first := self._first_held()) is not None and first is not waiter:
+            first.wake()
 
     def _first_held(self) -> _Waiter | None:
-        """The write held that goes first when a slot frees: the first due one, else the
-        first one."""
-        return next((w for w in self._held if w.due), self._held[0] if self._held else None)
+        """The write held that goes first when a slot frees: a due one, else the one of the
+        channel that wrote least recently (a quiet channel's first), the first come if even."""
+        return min(self._held, key=lambda w: w.rank, default=None)
 
     def urgent_waiting(self) -> int:
         """How many final or closing writes are waiting for a slot."""
@@ -307,12 +308,16 @@ class WriteBudget:
                         if wait <= 0:  # a write granted here counts in flight (and in
                             # discord.py's view) while it waits for its global slot: none is
                             wait = then.delay(True, True, 0 if now_due else then._due - due)
+                            first = then._first_held()  # nor before a write held to go first
+                            rank = (not now_due, self._last_start)
+                            if first is not None and first is not me and first.rank <= rank:
+                                wait = max(wait, MIN_WAIT)
                             now_held = wait > 0
                     elif wait <= 0 and then is not None:
                         # progress goes only when the global budget has a slot free now
                         wait = then.delay(keep=then._due) if not then.busy else then.window
                 if (now_held, now_due) != (held, due) and self.then is not None:
-                    self.then._hold(me, held, now_held, now_due)
+                    self.then._hold(me, held, now_held, (not now_due, self._last_start))
                     self.then._due += now_due - due
                     held, due = now_held, now_due
                 if held and self.then is not None and self.then._first_held() is not me:
@@ -324,7 +329,7 @@ class WriteBudget:
             slot = self._grant(track)
         finally:
             if self.then is not None:
-                self.then._hold(me, held, False, False)
+                self.then._hold(me, held, False, (True, 0.0))
                 self.then._due -= due
             self._waiting.remove(me)
             if not granted:
@@ -608,13 +613,13 @@ REACTION_INTERVAL = 0.25
 class _Waiter:
     """A write waiting for a slot: whether it is final now, and how to wake it early."""
 
-    __slots__ = ("_waker", "due", "is_closing", "is_final")
+    __slots__ = ("_waker", "is_closing", "is_final", "rank")
 
     def __init__(self, is_final: Callable[[], bool], is_closing: Callable[[], bool]) -> None:
         self.is_final = is_final
         self.is_closing = is_closing
-        self.due = False
-        """Whether it is due soon (see :meth:`WriteBudget._take`)."""
+        self.rank = (True, 0.0)
+        """Its place among writes held by a wider budget (see :meth:`WriteBudget._hold`)."""
         self._waker: asyncio.Future[None] | None = None
 
     async def pause(self, seconds: float) -> None:
