@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bot.cancel import CancelToken
-from bot.pacing import ChannelPacer, PacerRegistry, WriteBudget
+from bot.pacing import ChannelPacer, PacerRegistry, Slot, WriteBudget
 from bot.splitting import CLOSE, ZWSP, split_message, split_pieces
 from bot.streaming import (
     Button,
@@ -1419,6 +1419,16 @@ def test_a_write_due_before_its_window_ends_takes_the_first_global_slot_free() -
     vrun(main)
 
 
+async def fifth_create_waiting(pacer: ChannelPacer) -> asyncio.Task[Slot]:
+    """A channel with a reply streaming and four creates in its window (which ends at 5 s):
+    its fifth create, waiting for the window's end (it goes at 4.5 s)."""
+    pacer.follow(lambda: True)
+    for at in (0.0, 0.0, 0.0, 1.05):
+        await sleep_until(at)
+        (await pacer.sends.slot(final=True)).done()
+    return asyncio.create_task(pacer.sends.slot(final=True))
+
+
 def test_a_write_due_before_its_window_ends_keeps_a_global_slot_for_itself() -> None:
     """A channel's write that empties its window waits for the window's end (a live reply may
     need its last edit meanwhile) and then has the window's last moments to go. From a global
@@ -1428,11 +1438,7 @@ def test_a_write_due_before_its_window_ends_keeps_a_global_slot_for_itself() -> 
     async def main() -> None:
         pacers = PacerRegistry(requests_per_second=3, clock=now)
         ending, other = pacers.get(1), pacers.get(2)
-        ending.follow(lambda: True)  # a reply streaming in the channel
-        for at in (0.0, 0.0, 0.0, 1.05):  # four creates in the window, which ends at 5 s
-            await sleep_until(at)
-            (await ending.sends.slot(final=True)).done()
-        fifth = asyncio.create_task(ending.sends.slot(final=True))
+        fifth = await fifth_create_waiting(ending)
         await sleep_until(4.3)
         starts = []
         for _ in range(3):
@@ -1457,11 +1463,7 @@ def test_signs_go_around_a_global_slot_kept_for_a_write_due() -> None:
     async def main() -> None:
         pacers = PacerRegistry(requests_per_second=3, clock=now)
         ending, other = pacers.get(1), pacers.get(2)
-        ending.follow(lambda: True)  # a reply streaming in the channel
-        for at in (0.0, 0.0, 0.0, 1.05):  # four creates in the window, which ends at 5 s
-            await sleep_until(at)
-            (await ending.sends.slot(final=True)).done()
-        fifth = asyncio.create_task(ending.sends.slot(final=True))
+        fifth = await fifth_create_waiting(ending)
         await sleep_until(4.2)  # it is due at 4.5
         async with other.reactions.write():
             assert now() == pytest.approx(4.2)
