@@ -329,7 +329,8 @@ class WriteBudget:
             slot = self._grant(track)
         finally:
             if self.then is not None:
-                self.then._hold(me, held, False, (True, 0.0))
+                if held:  # only a write held leaves the line (and wakes the next)
+                    self.then._hold(me, held, False, me.rank)
                 self.then._due -= due
             self._waiting.remove(me)
             if not granted:
